@@ -1,0 +1,48 @@
+//! `DISCONNECT alias`, accepted only from the IP the user connected from. Answers 0 ok, 1 no
+//! such user, 2 not connected, 3 error (including "from another address").
+
+use wire::{code, validate_name};
+
+use super::{shown, Applied, Caller, Reply};
+use crate::messenger::{DisconnectOutcome, Messenger};
+
+pub fn apply(fields: &[&[u8]], caller: &Caller, messenger: &mut Messenger) -> Applied {
+    let [alias] = fields else {
+        unreachable!("frame() passes DISCONNECT one field")
+    };
+    let fail = |code: u8, why: String| {
+        Reply::code(code)
+            .console(format!("DISCONNECT {} FAIL", shown(alias)))
+            .diagnostic(why)
+    };
+    let alias = match validate_name(alias) {
+        Ok(alias) => alias,
+        Err(e) => {
+            return Applied::read_only(fail(code::THREE, format!("DISCONNECT rejected: {e}")))
+        }
+    };
+    match messenger.disconnect(alias, caller.ip) {
+        Ok(DisconnectOutcome::Disconnected) => Applied::written(
+            Reply::code(code::OK).console(format!("DISCONNECT {alias} OK")),
+            fail(code::THREE, format!("DISCONNECT {alias}: not committed")),
+        ),
+        Ok(DisconnectOutcome::NoSuchUser) => {
+            Applied::read_only(fail(code::ONE, format!("DISCONNECT {alias}: no such user")))
+        }
+        Ok(DisconnectOutcome::NotConnected) => Applied::read_only(fail(
+            code::TWO,
+            format!("DISCONNECT {alias}: not connected"),
+        )),
+        Ok(DisconnectOutcome::WrongAddress) => Applied::read_only(fail(
+            code::THREE,
+            format!(
+                "DISCONNECT {alias} refused: {} is not the address it connected from",
+                caller.ip
+            ),
+        )),
+        Err(e) => Applied::read_only(fail(
+            code::THREE,
+            format!("DISCONNECT {alias}: storage: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,59 @@
+//! `SEND sender recipient message` and `SENDATTACH sender recipient message file`. Answers 0 and
+//! the message id once the message is on disk, 1 if either user does not exist, 2 on error.
+
+use wire::{code, validate_name};
+
+use super::{Applied, Reply};
+use crate::messenger::{Messenger, SendOutcome};
+
+pub fn apply(fields: &[&[u8]], messenger: &mut Messenger) -> Applied {
+    let (sender, recipient, text, attachment) = match fields {
+        [sender, recipient, text] => (*sender, *recipient, *text, None),
+        [sender, recipient, text, file] => (*sender, *recipient, *text, Some(*file)),
+        _ => unreachable!("frame() passes SEND three fields and SENDATTACH four"),
+    };
+    let op = if attachment.is_some() {
+        "SENDATTACH"
+    } else {
+        "SEND"
+    };
+    let fail = |why: String| Reply::code(code::TWO).diagnostic(why);
+    let (sender, recipient) = match (validate_name(sender), validate_name(recipient)) {
+        (Ok(sender), Ok(recipient)) => (sender, recipient),
+        (Err(e), _) | (_, Err(e)) => {
+            return Applied::read_only(fail(format!("{op} rejected: {e}")))
+        }
+    };
+    if attachment.is_some_and(|file| file.is_empty() || file.iter().any(u8::is_ascii_control)) {
+        return Applied::read_only(fail(format!(
+            "{op} {sender} -> {recipient} rejected: empty or unprintable file name"
+        )));
+    }
+    match messenger.send(sender, recipient, text, attachment) {
+        Ok(SendOutcome::Accepted { id, online }) => {
+            let mut answer = vec![code::OK];
+            answer.extend_from_slice(id.to_string().as_bytes());
+            answer.push(0);
+            let reply = Reply {
+                answer,
+                console: None,
+                diagnostic: None,
+            };
+            // An online recipient's line is printed when the push completes.
+            let reply = if online {
+                reply
+            } else {
+                reply.console(format!("MESSAGE {id} FROM {sender} TO {recipient} STORED"))
+            };
+            Applied::written(
+                reply,
+                fail(format!("{op} {sender} -> {recipient}: not committed")),
+            )
+        }
+        Ok(SendOutcome::NoSuchUser) => Applied::read_only(
+            Reply::code(code::ONE)
+                .diagnostic(format!("{op} {sender} -> {recipient}: no such user")),
+        ),
+        Err(e) => Applied::read_only(fail(format!("{op} {sender} -> {recipient}: storage: {e}"))),
+    }
+}

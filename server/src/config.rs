@@ -1,0 +1,110 @@
+//! Command-line arguments.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::commands::RegisterForm;
+use crate::store::Durability;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PushStyleArg {
+    /// `SEND MESSAGE`, `SEND MESS ACK`, ... as the seeds write them.
+    Spaces,
+    /// `SEND_MESSAGE`, `SEND_MESS_ACK`, ... as about half the real clients expect.
+    Underscores,
+}
+
+impl From<PushStyleArg> for wire::PushStyle {
+    fn from(style: PushStyleArg) -> Self {
+        match style {
+            PushStyleArg::Spaces => wire::PushStyle::Spaces,
+            PushStyleArg::Underscores => wire::PushStyle::Underscores,
+        }
+    }
+}
+
+/// The messaging server of seeds 000/003: users register, connect with a listening port, and
+/// send each other messages that wait on disk until the recipient is connected.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "server", version)]
+pub struct Config {
+    /// TCP port to listen on; 0 picks a free one (the `init server` line shows it).
+    #[arg(short = 'p', long = "port")]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub bind: IpAddr,
+
+    /// SQLite database file; created with its schema if missing, upgraded in place if old.
+    #[arg(long, default_value = "messages.db")]
+    pub db: PathBuf,
+
+    /// Op names of the pushes to client listeners.
+    #[arg(long, value_enum, default_value_t = PushStyleArg::Spaces)]
+    pub push_style: PushStyleArg,
+
+    /// Number of deliverer threads making pushes.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub deliverers: u16,
+
+    /// Connections open at once; more are closed at accept.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Milliseconds a client has to send a whole request (and to read the answer).
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Milliseconds to wait for the longer form of REGISTER and for the alias of USERS.
+    #[arg(long, default_value_t = 50)]
+    pub grace_ms: u64,
+
+    /// REGISTER form to expect; pinning one removes the grace wait.
+    #[arg(long, value_enum, default_value_t = RegisterForm::Auto)]
+    pub register_form: RegisterForm,
+
+    /// Milliseconds a push may take: connect, write, and the listener closing its end.
+    #[arg(long, default_value_t = 3_000)]
+    pub push_timeout_ms: u64,
+
+    /// Milliseconds after CONNECT during which a refused push is retried instead of marking the
+    /// user disconnected (some clients listen only after reading the CONNECT answer).
+    #[arg(long, default_value_t = 2_000)]
+    pub connect_window_ms: u64,
+
+    /// Milliseconds that SIGINT/SIGTERM leave requests in progress to finish.
+    #[arg(long, default_value_t = 2_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// `full` syncs every commit to disk before answering; `normal` survives a server crash
+    /// but not a power loss.
+    #[arg(long, value_enum, default_value_t = Durability::Full)]
+    pub durability: Durability,
+
+    /// Cap on the database size in 4 KiB pages (SQLite `max_page_count`); when it is reached,
+    /// SEND answers 2 until delivered messages free space.
+    #[arg(long)]
+    pub max_db_pages: Option<u64>,
+}
+
+impl Config {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
+    pub fn push_timeout(&self) -> Duration {
+        Duration::from_millis(self.push_timeout_ms)
+    }
+    pub fn connect_window(&self) -> Duration {
+        Duration::from_millis(self.connect_window_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
