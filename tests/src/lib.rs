@@ -1,1 +1,245 @@
+//! Helpers for the end-to-end tests: start the real binaries on free ports with temporary
+//! databases, speak raw bytes to them, and run listeners that record pushes.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for something that should happen at once; a failure, not a pace.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A workspace binary built next to the test executable (`scripts/test` builds them first).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first (scripts/test does)", path.display());
+    path
+}
+
+/// Lines a child printed, collected by a background thread.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn collect(reader: impl Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { return };
+                sink.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a line equal to `expected` has been printed.
+    pub fn wait_for(&self, expected: &str) {
+        self.wait_until(|lines| lines.iter().any(|l| l == expected), &format!("a line {expected:?}"));
+    }
+
+    /// Waits until `ready` holds for the lines printed so far.
+    pub fn wait_until(&self, ready: impl Fn(&[String]) -> bool, what: &str) {
+        let start = Instant::now();
+        while !ready(&self.snapshot()) {
+            assert!(start.elapsed() < PATIENCE, "waited for {what}; got {:#?}", self.snapshot());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A running `server` on 127.0.0.1 with its own database.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub db: PathBuf,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+impl Server {
+    /// Starts a server on a fresh database in `dir`.
+    pub fn start(dir: &Path, args: &[&str]) -> Server {
+        Server::start_on(&dir.join("messages.db"), args)
+    }
+
+    /// Starts a server on the database `db` (which may already exist).
+    pub fn start_on(db: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(bin("server"))
+            .args(["-p", "0", "--bind", "127.0.0.1", "--db"])
+            .arg(db)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let stdout = Lines::collect(child.stdout.take().unwrap());
+        let stderr = Lines::collect(child.stderr.take().unwrap());
+        let start = Instant::now();
+        let port = loop {
+            let init = stdout.snapshot().into_iter().find(|l| l.starts_with("s> init server "));
+            if let Some(line) = init {
+                break line.rsplit(':').next().unwrap().parse().expect("port in init line");
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("server exited with {status}: {:?}", stderr.snapshot());
+            }
+            assert!(start.elapsed() < PATIENCE, "server printed no init line");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Server { child, port, db: db.to_path_buf(), stdout, stderr }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Sends `fields` (each NUL-terminated) as one request and returns every byte of the answer.
+    pub fn request(&self, fields: &[&[u8]]) -> Vec<u8> {
+        request(self.addr(), fields)
+    }
+
+    /// Shorthand for a request of text fields.
+    pub fn call(&self, fields: &[&str]) -> Vec<u8> {
+        let bytes: Vec<&[u8]> = fields.iter().map(|f| f.as_bytes()).collect();
+        self.request(&bytes)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the process to exit and returns its exit code (None if killed by a signal).
+    pub fn wait(mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(start.elapsed() < PATIENCE, "server did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill9(self) {
+        self.signal(libc::SIGKILL);
+        self.wait();
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Encodes fields as the protocol does: each followed by NUL.
+pub fn encode(fields: &[&[u8]]) -> Vec<u8> {
+    fields.iter().flat_map(|f| f.iter().copied().chain([0])).collect()
+}
+
+/// One request on its own connection: write the fields, read until the server closes.
+pub fn request(addr: SocketAddr, fields: &[&[u8]]) -> Vec<u8> {
+    try_request(addr, fields).expect("request answered")
+}
+
+/// Like [`request`], but returns I/O errors (a refused or reset connection) instead of failing.
+pub fn try_request(addr: SocketAddr, fields: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.write_all(&encode(fields))?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+/// Reads until the peer closes, failing the test if that takes longer than [`PATIENCE`].
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read answer until close");
+    answer
+}
+
+/// The answer bytes of a successful SEND with message id `id`.
+pub fn sent(id: u32) -> Vec<u8> {
+    let mut answer = vec![0];
+    answer.extend_from_slice(id.to_string().as_bytes());
+    answer.push(0);
+    answer
+}
+
+/// A client listener that records every push it receives (all bytes up to the server's close).
+pub struct Listener {
+    pub port: u16,
+    pushes: Receiver<Vec<u8>>,
+}
+
+impl Listener {
+    pub fn start() -> Listener {
+        Listener::start_on(0)
+    }
+
+    /// A listener on a chosen port (0: any free one).
+    pub fn start_on(port: u16) -> Listener {
+        let socket = TcpListener::bind(("127.0.0.1", port)).expect("bind listener");
+        let port = socket.local_addr().unwrap().port();
+        let (tx, pushes) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in socket.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let push = read_to_close(&mut stream);
+                if tx.send(push).is_err() {
+                    return;
+                }
+            }
+        });
+        Listener { port, pushes }
+    }
+
+    /// The next push, failing the test if none comes within [`PATIENCE`].
+    pub fn next(&self) -> Vec<u8> {
+        self.pushes.recv_timeout(PATIENCE).expect("a push within the patience period")
+    }
+
+    /// Asserts that no push arrives within `quiet`.
+    pub fn expect_none(&self, quiet: Duration) {
+        if let Ok(push) = self.pushes.recv_timeout(quiet) {
+            panic!("unexpected push {:?}", String::from_utf8_lossy(&push));
+        }
+    }
+
+    pub fn port_field(&self) -> String {
+        self.port.to_string()
+    }
+}
+
+/// Registers `alias` (one-field form) and checks the answer.
+pub fn register(server: &Server, alias: &str) {
+    assert_eq!(server.call(&["REGISTER", alias]), [0], "REGISTER {alias}");
+}
+
+/// Connects `alias` with a fresh listener and returns it.
+pub fn connect(server: &Server, alias: &str) -> Listener {
+    let listener = Listener::start();
+    assert_eq!(server.call(&["CONNECT", alias, &listener.port_field()]), [0], "CONNECT {alias}");
+    listener
+}
