@@ -15,9 +15,16 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A workspace binary built next to the test executable (`scripts/test` builds them first).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first (scripts/test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test does)",
+        path.display()
+    );
     path
 }
 
@@ -44,14 +51,21 @@ impl Lines {
 
     /// Waits until a line equal to `expected` has been printed.
     pub fn wait_for(&self, expected: &str) {
-        self.wait_until(|lines| lines.iter().any(|l| l == expected), &format!("a line {expected:?}"));
+        self.wait_until(
+            |lines| lines.iter().any(|l| l == expected),
+            &format!("a line {expected:?}"),
+        );
     }
 
     /// Waits until `ready` holds for the lines printed so far.
     pub fn wait_until(&self, ready: impl Fn(&[String]) -> bool, what: &str) {
         let start = Instant::now();
         while !ready(&self.snapshot()) {
-            assert!(start.elapsed() < PATIENCE, "waited for {what}; got {:#?}", self.snapshot());
+            assert!(
+                start.elapsed() < PATIENCE,
+                "waited for {what}; got {:#?}",
+                self.snapshot()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -87,9 +101,17 @@ impl Server {
         let stderr = Lines::collect(child.stderr.take().unwrap());
         let start = Instant::now();
         let port = loop {
-            let init = stdout.snapshot().into_iter().find(|l| l.starts_with("s> init server "));
+            let init = stdout
+                .snapshot()
+                .into_iter()
+                .find(|l| l.starts_with("s> init server "));
             if let Some(line) = init {
-                break line.rsplit(':').next().unwrap().parse().expect("port in init line");
+                break line
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .expect("port in init line");
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("server exited with {status}: {:?}", stderr.snapshot());
@@ -97,7 +119,13 @@ impl Server {
             assert!(start.elapsed() < PATIENCE, "server printed no init line");
             std::thread::sleep(Duration::from_millis(5));
         };
-        Server { child, port, db: db.to_path_buf(), stdout, stderr }
+        Server {
+            child,
+            port,
+            db: db.to_path_buf(),
+            stdout,
+            stderr,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -153,7 +181,10 @@ impl Drop for Server {
 
 /// Encodes fields as the protocol does: each followed by NUL.
 pub fn encode(fields: &[&[u8]]) -> Vec<u8> {
-    fields.iter().flat_map(|f| f.iter().copied().chain([0])).collect()
+    fields
+        .iter()
+        .flat_map(|f| f.iter().copied().chain([0]))
+        .collect()
 }
 
 /// One request on its own connection: write the fields, read until the server closes.
@@ -175,7 +206,9 @@ pub fn try_request(addr: SocketAddr, fields: &[&[u8]]) -> std::io::Result<Vec<u8
 pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read answer until close");
+    stream
+        .read_to_end(&mut answer)
+        .expect("read answer until close");
     answer
 }
 
@@ -217,7 +250,9 @@ impl Listener {
 
     /// The next push, failing the test if none comes within [`PATIENCE`].
     pub fn next(&self) -> Vec<u8> {
-        self.pushes.recv_timeout(PATIENCE).expect("a push within the patience period")
+        self.pushes
+            .recv_timeout(PATIENCE)
+            .expect("a push within the patience period")
     }
 
     /// Asserts that no push arrives within `quiet`.
@@ -240,6 +275,147 @@ pub fn register(server: &Server, alias: &str) {
 /// Connects `alias` with a fresh listener and returns it.
 pub fn connect(server: &Server, alias: &str) -> Listener {
     let listener = Listener::start();
-    assert_eq!(server.call(&["CONNECT", alias, &listener.port_field()]), [0], "CONNECT {alias}");
+    assert_eq!(
+        server.call(&["CONNECT", alias, &listener.port_field()]),
+        [0],
+        "CONNECT {alias}"
+    );
     listener
+}
+
+/// A running `formatter` on 127.0.0.1.
+pub struct Formatter {
+    child: Child,
+    pub port: u16,
+    pub stderr: Lines,
+}
+
+impl Formatter {
+    pub fn start() -> Formatter {
+        let mut child = Command::new(bin("formatter"))
+            .args(["-p", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn formatter");
+        let stdout = Lines::collect(child.stdout.take().unwrap());
+        let stderr = Lines::collect(child.stderr.take().unwrap());
+        stdout.wait_until(|l| !l.is_empty(), "the formatter's listening line");
+        let line = stdout.snapshot()[0].clone();
+        let port = line
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("port");
+        Formatter {
+            child,
+            port,
+            stderr,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    pub fn wait(mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(start.elapsed() < PATIENCE, "formatter did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Formatter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer: status, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on its own connection, spoken by hand.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> HttpAnswer {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if let Some(ct) = content_type {
+        head += &format!("Content-Type: {ct}\r\n");
+    }
+    head += "\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    // A server may answer (413) before reading all of a large body and close.
+    let _ = stream.write_all(body);
+    let raw = read_to_close(&mut stream);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// The Python interpreter of the test virtualenv (with zeep), made by `scripts/test`.
+pub fn python_with_zeep() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join("target/pyenv/bin/python3");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test creates it (python3 -m venv + pip install zeep)",
+        python.display()
+    );
+    python
 }

@@ -21,19 +21,31 @@ fn raw(server: &Server, bytes: &[u8]) -> Vec<u8> {
 
 fn user_count(server: &Server) -> i64 {
     let conn = rusqlite::Connection::open(&server.db).unwrap();
-    conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).unwrap()
+    conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap()
 }
 
 fn still_serving(server: &Server) {
-    assert_eq!(server.call(&["REGISTER", "still-here"]), [0], "server keeps serving");
+    assert_eq!(
+        server.call(&["REGISTER", "still-here"]),
+        [0],
+        "server keeps serving"
+    );
 }
 
 #[test]
 fn unknown_operation_closes_the_connection() {
     let (_dir, server) = server(&[]);
     assert_eq!(raw(&server, b"HELLO\0world\0"), b"");
-    assert_eq!(raw(&server, &[b'A'; 100]), b"", "an op name longer than any op");
-    server.stderr.wait_until(|l| l.iter().any(|l| l.contains("unknown operation \"HELLO\"")), "unknown op line");
+    assert_eq!(
+        raw(&server, &[b'A'; 100]),
+        b"",
+        "an op name longer than any op"
+    );
+    server.stderr.wait_until(
+        |l| l.iter().any(|l| l.contains("unknown operation \"HELLO\"")),
+        "unknown op line",
+    );
     still_serving(&server);
 }
 
@@ -43,10 +55,26 @@ fn message_over_255_bytes_answers_2_with_or_without_nul() {
     register(&server, "ana");
     register(&server, "bea");
     let long = vec![b'x'; 256];
-    assert_eq!(raw(&server, &encode(&[b"SEND", b"ana", b"bea", &long])), [2]);
-    assert_eq!(raw(&server, &[encode(&[b"SEND", b"ana", b"bea"]), long.clone()].concat()), [2]);
-    assert_eq!(server.call(&["SEND", "ana", "bea", &"y".repeat(255)]), sent(1), "255 bytes is fine");
-    server.stderr.wait_until(|l| l.iter().any(|l| l.contains("over 255 bytes")), "oversize line");
+    assert_eq!(
+        raw(&server, &encode(&[b"SEND", b"ana", b"bea", &long])),
+        [2]
+    );
+    assert_eq!(
+        raw(
+            &server,
+            &[encode(&[b"SEND", b"ana", b"bea"]), long.clone()].concat()
+        ),
+        [2]
+    );
+    assert_eq!(
+        server.call(&["SEND", "ana", "bea", &"y".repeat(255)]),
+        sent(1),
+        "255 bytes is fine"
+    );
+    server.stderr.wait_until(
+        |l| l.iter().any(|l| l.contains("over 255 bytes")),
+        "oversize line",
+    );
 }
 
 #[test]
@@ -54,8 +82,15 @@ fn names_over_255_bytes_get_the_error_code() {
     let (_dir, server) = server(&[]);
     let long = vec![b'n'; 256];
     assert_eq!(raw(&server, &encode(&[b"REGISTER", &long])), [2]);
-    assert_eq!(raw(&server, &[b"CONNECT\0".as_slice(), &long].concat()), [3]);
-    assert_eq!(raw(&server, &encode(&[b"SENDATTACH", b"a", b"b", b"m", &long])), [2], "file name over the limit");
+    assert_eq!(
+        raw(&server, &[b"CONNECT\0".as_slice(), &long].concat()),
+        [3]
+    );
+    assert_eq!(
+        raw(&server, &encode(&[b"SENDATTACH", b"a", b"b", b"m", &long])),
+        [2],
+        "file name over the limit"
+    );
     assert_eq!(user_count(&server), 0);
     still_serving(&server);
 }
@@ -68,8 +103,20 @@ fn connection_closed_mid_request_or_right_after_connecting() {
         stream.write_all(b"REGISTER\0an").unwrap();
     }
     drop(TcpStream::connect(server.addr()).unwrap());
-    server.stderr.wait_until(|l| l.iter().any(|l| l.contains("closed mid-request after 11 bytes")), "mid-request line");
-    server.stderr.wait_until(|l| l.iter().any(|l| l.contains("closed mid-request after 0 bytes")), "empty line");
+    server.stderr.wait_until(
+        |l| {
+            l.iter()
+                .any(|l| l.contains("closed mid-request after 11 bytes"))
+        },
+        "mid-request line",
+    );
+    server.stderr.wait_until(
+        |l| {
+            l.iter()
+                .any(|l| l.contains("closed mid-request after 0 bytes"))
+        },
+        "empty line",
+    );
     assert_eq!(user_count(&server), 0);
     still_serving(&server);
 }
@@ -81,13 +128,21 @@ fn a_silent_client_times_out_and_holds_up_nobody() {
     silent.write_all(b"SEND\0ana").unwrap();
     // Others are served while it dawdles.
     still_serving(&server);
-    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     silent.read_to_end(&mut buf).unwrap();
     assert!(buf.is_empty(), "closed without an answer");
     assert!(started.elapsed() < Duration::from_secs(9));
-    server.stderr.wait_until(|l| l.iter().any(|l| l.contains("no whole request within the idle timeout")), "timeout line");
+    server.stderr.wait_until(
+        |l| {
+            l.iter()
+                .any(|l| l.contains("no whole request within the idle timeout"))
+        },
+        "timeout line",
+    );
 }
 
 #[test]
@@ -118,16 +173,23 @@ fn invalid_utf8_or_control_characters_in_names_are_errors() {
 #[test]
 fn more_connections_than_the_limit_are_refused_and_the_rest_served() {
     let (_dir, server) = server(&["--max-connections", "5"]);
-    let hogs: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(server.addr()).unwrap()).collect();
+    let hogs: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(server.addr()).unwrap())
+        .collect();
     let mut extra = TcpStream::connect(server.addr()).unwrap();
     // The server closes at once: the write or the read may meet a reset instead of a clean end.
     let _ = extra.write_all(&encode(&[b"REGISTER", b"ana"]));
     let mut answer = Vec::new();
-    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let _ = extra.read_to_end(&mut answer);
     assert_eq!(answer, b"", "over the limit: closed without an answer");
     assert_eq!(user_count(&server), 0);
-    server.stderr.wait_until(|l| l.iter().any(|l| l.contains("--max-connections")), "refusal line");
+    server.stderr.wait_until(
+        |l| l.iter().any(|l| l.contains("--max-connections")),
+        "refusal line",
+    );
     drop(hogs);
     // Once the hogs are gone, service resumes.
     let start = Instant::now();
@@ -135,7 +197,10 @@ fn more_connections_than_the_limit_are_refused_and_the_rest_served() {
         if e2e::try_request(server.addr(), &[b"REGISTER", b"ana"]).is_ok_and(|a| a == [0]) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "service did not resume");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "service did not resume"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -158,7 +223,10 @@ fn sigpipe_does_not_kill_the_server() {
 /// Sets SO_LINGER to zero so that dropping the stream sends a reset.
 fn socket2_linger_zero(stream: TcpStream) -> TcpStream {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt on a descriptor we own, with a correctly sized value.
     unsafe {
         libc::setsockopt(

@@ -7,7 +7,12 @@ use std::time::Duration;
 use e2e::{connect, encode, register, sent, Listener, Server};
 
 fn push_message(sender: &str, id: u32, text: &str) -> Vec<u8> {
-    encode(&[b"SEND MESSAGE", sender.as_bytes(), id.to_string().as_bytes(), text.as_bytes()])
+    encode(&[
+        b"SEND MESSAGE",
+        sender.as_bytes(),
+        id.to_string().as_bytes(),
+        text.as_bytes(),
+    ])
 }
 
 #[test]
@@ -23,7 +28,9 @@ fn live_message_then_ack_in_the_spaces_style() {
     assert_eq!(ana.next(), encode(&[b"SEND MESS ACK", b"1"]));
     server.stdout.wait_for("s> SEND MESSAGE 1 FROM ana TO bea");
     let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let left: i64 = conn.query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0)).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(left, 0, "a delivered message leaves the store");
 }
 
@@ -38,9 +45,24 @@ fn underscore_style_and_attachments() {
     assert_eq!(server.call(&["SEND", "ana", "bea", "uno"]), sent(1));
     assert_eq!(bea.next(), encode(&[b"SEND_MESSAGE", b"ana", b"1", b"uno"]));
     assert_eq!(ana.next(), encode(&[b"SEND_MESS_ACK", b"1"]));
-    assert_eq!(server.call(&["SENDATTACH", "ana", "bea", "foto", "/home/ana/f.png"]), sent(2));
-    assert_eq!(bea.next(), encode(&[b"SEND_MESSAGE_ATTACH", b"ana", b"2", b"foto", b"/home/ana/f.png"]));
-    assert_eq!(ana.next(), encode(&[b"SEND_MESS_ATTACH_ACK", b"2", b"/home/ana/f.png"]));
+    assert_eq!(
+        server.call(&["SENDATTACH", "ana", "bea", "foto", "/home/ana/f.png"]),
+        sent(2)
+    );
+    assert_eq!(
+        bea.next(),
+        encode(&[
+            b"SEND_MESSAGE_ATTACH",
+            b"ana",
+            b"2",
+            b"foto",
+            b"/home/ana/f.png"
+        ])
+    );
+    assert_eq!(
+        ana.next(),
+        encode(&[b"SEND_MESS_ATTACH_ACK", b"2", b"/home/ana/f.png"])
+    );
 }
 
 #[test]
@@ -51,8 +73,14 @@ fn attachment_pushes_in_the_spaces_style() {
     register(&server, "bea");
     let ana = connect(&server, "ana");
     let bea = connect(&server, "bea");
-    assert_eq!(server.call(&["SENDATTACH", "ana", "bea", "foto", "/f"]), sent(1));
-    assert_eq!(bea.next(), encode(&[b"SEND MESSAGE ATTACH", b"ana", b"1", b"foto", b"/f"]));
+    assert_eq!(
+        server.call(&["SENDATTACH", "ana", "bea", "foto", "/f"]),
+        sent(1)
+    );
+    assert_eq!(
+        bea.next(),
+        encode(&[b"SEND MESSAGE ATTACH", b"ana", b"1", b"foto", b"/f"])
+    );
     assert_eq!(ana.next(), encode(&[b"SEND MESS ATTACH ACK", b"1", b"/f"]));
 }
 
@@ -76,18 +104,36 @@ fn many_pending_messages_flush_in_order_when_the_recipient_connects() {
     register(&server, "carla");
     register(&server, "bea");
     for n in 1..=100u32 {
-        let (from, id) = if n % 3 == 0 { ("carla", n / 3) } else { ("ana", n - n / 3) };
-        assert_eq!(server.call(&["SEND", from, "bea", &format!("m{n}")]), sent(id));
+        let (from, id) = if n % 3 == 0 {
+            ("carla", n / 3)
+        } else {
+            ("ana", n - n / 3)
+        };
+        assert_eq!(
+            server.call(&["SEND", from, "bea", &format!("m{n}")]),
+            sent(id)
+        );
     }
     let bea = connect(&server, "bea");
     for n in 1..=100u32 {
-        let (from, id) = if n % 3 == 0 { ("carla", n / 3) } else { ("ana", n - n / 3) };
-        assert_eq!(bea.next(), push_message(from, id, &format!("m{n}")), "push {n} in acceptance order");
+        let (from, id) = if n % 3 == 0 {
+            ("carla", n / 3)
+        } else {
+            ("ana", n - n / 3)
+        };
+        assert_eq!(
+            bea.next(),
+            push_message(from, id, &format!("m{n}")),
+            "push {n} in acceptance order"
+        );
     }
     bea.expect_none(Duration::from_millis(100));
     server.stdout.wait_for("s> SEND MESSAGE 67 FROM ana TO bea");
     let lines = server.stdout.snapshot();
-    let delivered: Vec<&String> = lines.iter().filter(|l| l.starts_with("s> SEND MESSAGE")).collect();
+    let delivered: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("s> SEND MESSAGE"))
+        .collect();
     assert_eq!(delivered.len(), 100);
     assert_eq!(delivered[0], "s> SEND MESSAGE 1 FROM ana TO bea");
     assert_eq!(delivered[2], "s> SEND MESSAGE 1 FROM carla TO bea");
@@ -100,13 +146,28 @@ fn a_listener_that_is_gone_keeps_the_message_and_marks_the_user_disconnected() {
     register(&server, "ana");
     register(&server, "bea");
     // A port nobody listens on: bind, note it, close.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     assert_eq!(server.call(&["CONNECT", "bea", &port.to_string()]), [0]);
     assert_eq!(server.call(&["SEND", "ana", "bea", "perdido"]), sent(1));
-    server.stderr.wait_until(|l| l.iter().any(|l| l.contains("push to bea failed")), "a push failure line");
-    assert_eq!(server.call(&["DISCONNECT", "bea"]), [2], "marked disconnected");
+    server.stderr.wait_until(
+        |l| l.iter().any(|l| l.contains("push to bea failed")),
+        "a push failure line",
+    );
+    assert_eq!(
+        server.call(&["DISCONNECT", "bea"]),
+        [2],
+        "marked disconnected"
+    );
     let bea = connect(&server, "bea");
-    assert_eq!(bea.next(), push_message("ana", 1, "perdido"), "kept and delivered at the next CONNECT");
+    assert_eq!(
+        bea.next(),
+        push_message("ana", 1, "perdido"),
+        "kept and delivered at the next CONNECT"
+    );
 }
 
 #[test]

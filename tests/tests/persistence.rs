@@ -8,21 +8,47 @@ fn kill9_then_restart_keeps_users_counters_connections_and_queue() {
     let server = Server::start(dir.path(), &[]);
     register(&server, "ana");
     register(&server, "bea");
-    assert_eq!(server.call(&["REGISTER", "Carla C", "carla", "01/01/2001"]), [0]);
+    assert_eq!(
+        server.call(&["REGISTER", "Carla C", "carla", "01/01/2001"]),
+        [0]
+    );
     for n in 1..=5u32 {
-        assert_eq!(server.call(&["SEND", "ana", "bea", &format!("m{n}")]), sent(n));
+        assert_eq!(
+            server.call(&["SEND", "ana", "bea", &format!("m{n}")]),
+            sent(n)
+        );
     }
     let carla = connect(&server, "carla");
     let db = server.db.clone();
     server.kill9();
 
     let server = Server::start_on(&db, &[]);
-    assert_eq!(server.call(&["REGISTER", "ana"]), [1], "registration survived");
-    assert_eq!(server.call(&["CONNECT", "carla", &carla.port_field()]), [2], "connection state survived");
-    assert_eq!(server.call(&["SEND", "ana", "bea", "m6"]), sent(6), "the id counter survived");
+    assert_eq!(
+        server.call(&["REGISTER", "ana"]),
+        [1],
+        "registration survived"
+    );
+    assert_eq!(
+        server.call(&["CONNECT", "carla", &carla.port_field()]),
+        [2],
+        "connection state survived"
+    );
+    assert_eq!(
+        server.call(&["SEND", "ana", "bea", "m6"]),
+        sent(6),
+        "the id counter survived"
+    );
     let bea = connect(&server, "bea");
     for n in 1..=6u32 {
-        assert_eq!(bea.next(), encode(&[b"SEND MESSAGE", b"ana", n.to_string().as_bytes(), format!("m{n}").as_bytes()]));
+        assert_eq!(
+            bea.next(),
+            encode(&[
+                b"SEND MESSAGE",
+                b"ana",
+                n.to_string().as_bytes(),
+                format!("m{n}").as_bytes()
+            ])
+        );
     }
 }
 
@@ -46,7 +72,10 @@ fn after_a_restart_users_still_connected_get_their_messages() {
     .unwrap();
     drop(conn);
     let server = Server::start_on(&db, &[]);
-    assert_eq!(bea.next(), encode(&[b"SEND MESSAGE", b"ana", b"1", b"guardado"]));
+    assert_eq!(
+        bea.next(),
+        encode(&[b"SEND MESSAGE", b"ana", b"1", b"guardado"])
+    );
     server.stdout.wait_for("s> SEND MESSAGE 1 FROM ana TO bea");
 }
 
@@ -70,8 +99,13 @@ fn schema_migrations_are_recorded_and_a_second_start_keeps_them() {
     let server = Server::start(dir.path(), &[]);
     let db = server.db.clone();
     server.kill9();
-    let version: i64 = rusqlite::Connection::open(&db).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations")).unwrap().count();
+    let version: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+        .unwrap()
+        .count();
     assert_eq!(version as usize, files, "every migration file applied");
     let server = Server::start_on(&db, &[]);
     register(&server, "ana");

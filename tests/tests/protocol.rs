@@ -17,7 +17,10 @@ fn server() -> (tempfile::TempDir, Server) {
 fn init_line_shows_the_real_port_then_a_prompt() {
     let (_dir, server) = server();
     let lines = server.stdout.snapshot();
-    assert_eq!(lines[0], format!("s> init server 127.0.0.1:{}", server.port));
+    assert_eq!(
+        lines[0],
+        format!("s> init server 127.0.0.1:{}", server.port)
+    );
     server.stdout.wait_for("s>");
 }
 
@@ -26,11 +29,18 @@ fn register_in_both_forms_and_twice() {
     let (_dir, server) = server();
     assert_eq!(server.call(&["REGISTER", "ana"]), [0]);
     assert_eq!(server.call(&["REGISTER", "ana"]), [1]);
-    assert_eq!(server.call(&["REGISTER", "Bea Bravo", "bea", "29/02/2000"]), [0]);
+    assert_eq!(
+        server.call(&["REGISTER", "Bea Bravo", "bea", "29/02/2000"]),
+        [0]
+    );
     // The 2022-23 form is keyed by the alias, not the full name.
     assert_eq!(server.call(&["REGISTER", "bea"]), [1]);
     assert_eq!(server.call(&["REGISTER", "Bea Bravo"]), [0]);
-    assert_eq!(server.call(&["REGISTER", "Carla", "carla", "31/02/2000"]), [2], "impossible birth date");
+    assert_eq!(
+        server.call(&["REGISTER", "Carla", "carla", "31/02/2000"]),
+        [2],
+        "impossible birth date"
+    );
     server.stdout.wait_for("s> REGISTER Bea Bravo OK");
     let lines = server.stdout.snapshot();
     assert_eq!(
@@ -46,7 +56,11 @@ fn register_in_both_forms_and_twice() {
     );
     let conn = rusqlite::Connection::open(&server.db).unwrap();
     let (full, date): (String, String) = conn
-        .query_row("SELECT full_name, birth_date FROM users WHERE alias = 'bea'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT full_name, birth_date FROM users WHERE alias = 'bea'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((full.as_str(), date.as_str()), ("Bea Bravo", "29/02/2000"));
 }
@@ -54,10 +68,16 @@ fn register_in_both_forms_and_twice() {
 #[test]
 fn pinned_register_forms_answer_without_the_grace_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let one = Server::start(dir.path(), &["--register-form", "one", "--grace-ms", "60000"]);
+    let one = Server::start(
+        dir.path(),
+        &["--register-form", "one", "--grace-ms", "60000"],
+    );
     assert_eq!(one.call(&["REGISTER", "ana"]), [0]);
     let dir3 = tempfile::tempdir().unwrap();
-    let three = Server::start(dir3.path(), &["--register-form", "three", "--grace-ms", "1"]);
+    let three = Server::start(
+        dir3.path(),
+        &["--register-form", "three", "--grace-ms", "1"],
+    );
     let mut stream = TcpStream::connect(three.addr()).unwrap();
     stream.write_all(&encode(&[b"REGISTER", b"Ana"])).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -75,9 +95,14 @@ fn unregister_ok_missing_and_drops_the_queue() {
     assert_eq!(server.call(&["UNREGISTER", "bea"]), [0]);
     assert_eq!(server.call(&["UNREGISTER", "bea"]), [1]);
     server.stdout.wait_for("s> UNREGISTER bea FAIL");
-    assert!(server.stdout.snapshot().contains(&"s> UNREGISTER bea OK".to_string()));
+    assert!(server
+        .stdout
+        .snapshot()
+        .contains(&"s> UNREGISTER bea OK".to_string()));
     let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let left: i64 = conn.query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0)).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(left, 0);
 }
 
@@ -103,10 +128,17 @@ fn disconnect_codes_and_only_from_the_connecting_address() {
     // From 127.0.0.2, another address on the loopback: refused with 3, nothing changes.
     let from_other = request_from([127, 0, 0, 2], server.addr(), &[b"DISCONNECT", b"ana"]);
     assert_eq!(from_other, [3]);
-    assert_eq!(server.call(&["CONNECTEDUSERS", "ana"])[0], 0, "still connected");
+    assert_eq!(
+        server.call(&["CONNECTEDUSERS", "ana"])[0],
+        0,
+        "still connected"
+    );
     assert_eq!(server.call(&["DISCONNECT", "ana"]), [0]);
     server.stdout.wait_for("s> DISCONNECT ana OK");
-    assert!(server.stdout.snapshot().contains(&"s> DISCONNECT ana FAIL".to_string()));
+    assert!(server
+        .stdout
+        .snapshot()
+        .contains(&"s> DISCONNECT ana FAIL".to_string()));
 }
 
 fn request_from(source: [u8; 4], to: SocketAddr, fields: &[&[u8]]) -> Vec<u8> {
@@ -126,11 +158,21 @@ fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
         addr.sin_family = libc::AF_INET as u16;
         addr.sin_addr.s_addr = u32::from_ne_bytes(source);
         let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        assert_eq!(libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len), 0, "bind source");
-        let SocketAddr::V4(to) = to else { unreachable!() };
+        assert_eq!(
+            libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
+            0,
+            "bind source"
+        );
+        let SocketAddr::V4(to) = to else {
+            unreachable!()
+        };
         addr.sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
         addr.sin_port = to.port().to_be();
-        assert_eq!(libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len), 0, "connect");
+        assert_eq!(
+            libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len),
+            0,
+            "connect"
+        );
         TcpStream::from_raw_fd(fd)
     }
 }
@@ -142,17 +184,30 @@ fn send_codes_and_per_sender_ids() {
     register(&server, "bea");
     assert_eq!(server.call(&["SEND", "ana", "bea", "uno"]), sent(1));
     assert_eq!(server.call(&["SEND", "ana", "bea", "dos"]), sent(2));
-    assert_eq!(server.call(&["SEND", "bea", "ana", "hola"]), sent(1), "ids are per sender");
+    assert_eq!(
+        server.call(&["SEND", "bea", "ana", "hola"]),
+        sent(1),
+        "ids are per sender"
+    );
     assert_eq!(server.call(&["SEND", "ana", "nobody", "x"]), [1]);
     assert_eq!(server.call(&["SEND", "nobody", "ana", "x"]), [1]);
-    assert_eq!(server.call(&["SENDATTACH", "ana", "bea", "mira", "/tmp/foto.png"]), sent(3));
-    server.stdout.wait_for("s> MESSAGE 3 FROM ana TO bea STORED");
+    assert_eq!(
+        server.call(&["SENDATTACH", "ana", "bea", "mira", "/tmp/foto.png"]),
+        sent(3)
+    );
+    server
+        .stdout
+        .wait_for("s> MESSAGE 3 FROM ana TO bea STORED");
     let lines = server.stdout.snapshot();
     assert!(lines.contains(&"s> MESSAGE 1 FROM ana TO bea STORED".to_string()));
     assert!(lines.contains(&"s> MESSAGE 1 FROM bea TO ana STORED".to_string()));
     let conn = rusqlite::Connection::open(&server.db).unwrap();
     let attachment: String = conn
-        .query_row("SELECT attachment FROM pending_messages WHERE sender='ana' AND id=3", [], |r| r.get(0))
+        .query_row(
+            "SELECT attachment FROM pending_messages WHERE sender='ana' AND id=3",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(attachment, "/tmp/foto.png");
 }
@@ -163,7 +218,11 @@ fn ids_wrap_past_u32_max_to_one() {
     register(&server, "ana");
     register(&server, "bea");
     let conn = rusqlite::Connection::open(&server.db).unwrap();
-    conn.execute("UPDATE users SET last_id = 4294967294 WHERE alias = 'ana'", []).unwrap();
+    conn.execute(
+        "UPDATE users SET last_id = 4294967294 WHERE alias = 'ana'",
+        [],
+    )
+    .unwrap();
     assert_eq!(server.call(&["SEND", "ana", "bea", "a"]), sent(4294967295));
     assert_eq!(server.call(&["SEND", "ana", "bea", "b"]), sent(1));
     assert_eq!(server.call(&["SEND", "ana", "bea", "c"]), sent(2));
@@ -175,8 +234,16 @@ fn users_and_connectedusers_lists() {
     for alias in ["ana", "bea", "carla"] {
         register(&server, alias);
     }
-    assert_eq!(server.call(&["USERS", "ana"]), [1], "requester not connected");
-    assert_eq!(server.call(&["USERS", "nobody"]), [2], "requester not registered");
+    assert_eq!(
+        server.call(&["USERS", "ana"]),
+        [1],
+        "requester not connected"
+    );
+    assert_eq!(
+        server.call(&["USERS", "nobody"]),
+        [2],
+        "requester not registered"
+    );
     let ana = connect(&server, "ana");
     let bea = connect(&server, "bea");
     let expected_users = [
@@ -187,13 +254,25 @@ fn users_and_connectedusers_lists() {
     ]
     .concat();
     assert_eq!(server.call(&["USERS", "ana"]), expected_users);
-    assert_eq!(server.call(&["CONNECTEDUSERS", "bea"]), b"\x002\0ana\0bea\0");
+    assert_eq!(
+        server.call(&["CONNECTEDUSERS", "bea"]),
+        b"\x002\0ana\0bea\0"
+    );
     assert_eq!(server.call(&["CONNECTEDUSERS", "carla"]), [1]);
     // No alias (seed 000 section 8.7 as written): the caller is found by its address.
     assert_eq!(server.call(&["CONNECTEDUSERS"]), b"\x002\0ana\0bea\0");
     server.stdout.wait_until(
-        |lines| lines.iter().filter(|l| *l == "s> CONNECTEDUSERS OK").count() == 3,
+        |lines| {
+            lines
+                .iter()
+                .filter(|l| *l == "s> CONNECTEDUSERS OK")
+                .count()
+                == 3
+        },
         "three CONNECTEDUSERS OK lines",
     );
-    assert!(server.stdout.snapshot().contains(&"s> CONNECTEDUSERS FAIL".to_string()));
+    assert!(server
+        .stdout
+        .snapshot()
+        .contains(&"s> CONNECTEDUSERS FAIL".to_string()));
 }
