@@ -1,1 +1,44 @@
-fn main() {}
+use clap::Parser;
+use client::{protocol::ServerLink, Endpoints};
+
+/// Messaging client: the desktop window of seed 000, or with --console the console client of
+/// seed 003.
+#[derive(Parser)]
+#[command(name = "client", version)]
+struct Args {
+    /// Server host name or IP address.
+    #[arg(short = 's', long = "server")]
+    server: String,
+    /// Server port.
+    #[arg(short = 'p', long = "port")]
+    port: u16,
+    /// Console client instead of the desktop window.
+    #[arg(long)]
+    console: bool,
+    /// Formatter web service every message goes through before it is sent.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    formatter: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let endpoints = Endpoints {
+        server: ServerLink {
+            host: args.server,
+            port: args.port,
+        },
+        formatter_url: args.formatter,
+    };
+    let result = if args.console {
+        client::console::run(endpoints).map_err(|e| format!("console: {e}"))
+    } else {
+        client::gui::run(endpoints)
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("client: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

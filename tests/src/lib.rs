@@ -419,3 +419,111 @@ pub fn python_with_zeep() -> PathBuf {
     );
     python
 }
+
+/// A running `client --console`, fed line by line; everything it prints is collected.
+pub struct ConsoleClient {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    pub stderr: Lines,
+}
+
+impl ConsoleClient {
+    pub fn start(server_port: u16, formatter_url: &str) -> ConsoleClient {
+        let mut child = Command::new(bin("client"))
+            .args([
+                "--console",
+                "-s",
+                "127.0.0.1",
+                "-p",
+                &server_port.to_string(),
+                "--formatter",
+                formatter_url,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn client");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = out.read(&mut chunk) {
+                if n == 0 {
+                    return;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        let stderr = Lines::collect(child.stderr.take().unwrap());
+        let stdin = child.stdin.take();
+        ConsoleClient {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    /// Types `line` and waits until the output has grown by `expected` (then a new prompt).
+    pub fn run(&mut self, line: &str, expected: &str) {
+        let before = self.output().len();
+        self.type_line(line);
+        self.wait_for_after(before, &format!("{expected}\nc> "));
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to client");
+        stdin.flush().unwrap();
+    }
+
+    /// Waits until `text` appears in the output after byte `from`.
+    pub fn wait_for_after(&self, from: usize, text: &str) {
+        let start = Instant::now();
+        loop {
+            let out = self.output();
+            if out.get(from..).is_some_and(|o| o.contains(text)) {
+                return;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "waited for {text:?}; output after byte {from}: {:?}\nstderr: {:?}",
+                out.get(from..),
+                self.stderr.snapshot()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until `text` appears anywhere in the output.
+    pub fn wait_for(&self, text: &str) {
+        self.wait_for_after(0, text);
+    }
+
+    /// Closes stdin and waits for the exit code.
+    pub fn finish(mut self) -> Option<i32> {
+        drop(self.stdin.take());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(start.elapsed() < PATIENCE, "client did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ConsoleClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

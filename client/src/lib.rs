@@ -1,0 +1,18 @@
+//! The messaging client: one library for the protocol, the listener thread and the commands
+//! ([`session`]), and two front-ends over it, the console ([`console`]) and the FLTK window
+//! ([`gui`]).
+
+pub mod console;
+pub mod formatting;
+pub mod gui;
+pub mod listener;
+pub mod protocol;
+pub mod session;
+
+/// Where the client's servers are.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub server: protocol::ServerLink,
+    /// Base URL of the formatter web service, e.g. `http://127.0.0.1:8000`.
+    pub formatter_url: String,
+}

@@ -1,0 +1,151 @@
+//! Requests to the messaging server: one TCP connection per operation, with timeouts so that a
+//! dead or silent server costs a few seconds at most.
+
+use std::io::{self, BufReader, Read};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use wire::{read_field, write_fields, MAX_FIELD_LEN};
+
+/// How long any step of a request may take.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the server is.
+#[derive(Debug, Clone)]
+pub struct ServerLink {
+    pub host: String,
+    pub port: u16,
+}
+
+/// A code the protocol does not define for the operation: the server is not speaking it.
+fn malformed(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+impl ServerLink {
+    /// Opens a connection and sends the request.
+    fn open(&self, fields: &[&[u8]]) -> io::Result<BufReader<TcpStream>> {
+        let addrs: Vec<_> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
+        let mut last = io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} has no address", self.host),
+        );
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, TIMEOUT) {
+                Ok(mut stream) => {
+                    stream.set_read_timeout(Some(TIMEOUT))?;
+                    stream.set_write_timeout(Some(TIMEOUT))?;
+                    write_fields(&mut stream, fields)?;
+                    return Ok(BufReader::new(stream));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends a request and reads the one-byte code, which must be at most `max_code`.
+    fn code(&self, fields: &[&[u8]], max_code: u8) -> io::Result<(u8, BufReader<TcpStream>)> {
+        let mut reader = self.open(fields)?;
+        let mut code = [0u8; 1];
+        reader.read_exact(&mut code).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => malformed("the server closed without answering"),
+            _ => e,
+        })?;
+        if code[0] > max_code {
+            return Err(malformed(&format!(
+                "result code {} is not one the protocol defines here",
+                code[0]
+            )));
+        }
+        Ok((code[0], reader))
+    }
+
+    pub fn register(&self, alias: &str) -> io::Result<u8> {
+        Ok(self.code(&[b"REGISTER", alias.as_bytes()], 2)?.0)
+    }
+
+    /// The 2022-23 form: full name, alias, DD/MM/YYYY.
+    pub fn register_profile(
+        &self,
+        full_name: &str,
+        alias: &str,
+        birth_date: &str,
+    ) -> io::Result<u8> {
+        let fields: [&[u8]; 4] = [
+            b"REGISTER",
+            full_name.as_bytes(),
+            alias.as_bytes(),
+            birth_date.as_bytes(),
+        ];
+        Ok(self.code(&fields, 2)?.0)
+    }
+
+    pub fn unregister(&self, alias: &str) -> io::Result<u8> {
+        Ok(self.code(&[b"UNREGISTER", alias.as_bytes()], 2)?.0)
+    }
+
+    pub fn connect(&self, alias: &str, port: u16) -> io::Result<u8> {
+        Ok(self
+            .code(
+                &[b"CONNECT", alias.as_bytes(), port.to_string().as_bytes()],
+                3,
+            )?
+            .0)
+    }
+
+    pub fn disconnect(&self, alias: &str) -> io::Result<u8> {
+        Ok(self.code(&[b"DISCONNECT", alias.as_bytes()], 3)?.0)
+    }
+
+    /// SEND or SENDATTACH: the message id, or the failure code.
+    pub fn send(
+        &self,
+        sender: &str,
+        recipient: &str,
+        text: &str,
+        attachment: Option<&str>,
+    ) -> io::Result<Result<u32, u8>> {
+        let mut fields: Vec<&[u8]> = vec![
+            b"SEND",
+            sender.as_bytes(),
+            recipient.as_bytes(),
+            text.as_bytes(),
+        ];
+        if let Some(file) = attachment {
+            fields[0] = b"SENDATTACH";
+            fields.push(file.as_bytes());
+        }
+        let (code, mut reader) = self.code(&fields, 2)?;
+        if code != 0 {
+            return Ok(Err(code));
+        }
+        let id = read_field(&mut reader, MAX_FIELD_LEN)?;
+        let id = std::str::from_utf8(&id)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| malformed("message id is not a number"))?;
+        Ok(Ok(id))
+    }
+
+    /// USERS or CONNECTEDUSERS (`op`) for `requester`: the entries, or the failure code.
+    pub fn users(&self, op: &str, requester: &str) -> io::Result<Result<Vec<String>, u8>> {
+        let (code, mut reader) = self.code(&[op.as_bytes(), requester.as_bytes()], 2)?;
+        if code != 0 {
+            return Ok(Err(code));
+        }
+        let count = read_field(&mut reader, MAX_FIELD_LEN)?;
+        let count: usize = std::str::from_utf8(&count)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| malformed("user count is not a number"))?;
+        // Each entry is at most an alias, an address and a port.
+        let entries = (0..count)
+            .map(|_| {
+                read_field(&mut reader, 2 * MAX_FIELD_LEN)
+                    .map(|e| String::from_utf8_lossy(&e).into_owned())
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Ok(entries))
+    }
+}
