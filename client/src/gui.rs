@@ -259,6 +259,7 @@ impl Gui {
                 let mut form = form.clone();
                 match form.validated() {
                     Ok((full_name, new_alias, birth_date)) => {
+                        form.error.set_label("");
                         form.window.hide();
                         *alias.borrow_mut() = Some(new_alias.clone());
                         for button in &mut enable {

@@ -1,0 +1,190 @@
+//! The desktop client in process: real widgets, driven through `do_callback()`, against the real
+//! server and formatter. Needs a display (scripts/test provides Xvfb). One test function, since
+//! FLTK wants one thread.
+
+use std::process::Command;
+use std::time::Instant;
+
+use client::gui::Gui;
+use client::protocol::ServerLink;
+use client::Endpoints;
+use e2e::{bin, encode, register, Formatter, Listener, Server, PATIENCE};
+use fltk::app;
+use fltk::prelude::*;
+
+fn pump_until(gui: &mut Gui, what: &str, ready: impl Fn(&Gui) -> bool) {
+    let start = Instant::now();
+    while !ready(gui) {
+        app::wait_for(0.01).unwrap();
+        gui.pump();
+        assert!(
+            start.elapsed() < PATIENCE,
+            "waited for {what}\nclient pane:\n{}\nserver pane:\n{}\nstatus: {}",
+            Gui::pane_text(&gui.client_pane),
+            Gui::pane_text(&gui.server_pane),
+            gui.status.label()
+        );
+    }
+}
+
+fn wait_server_line(gui: &mut Gui, line: &str) {
+    pump_until(gui, line, |g| {
+        Gui::pane_text(&g.server_pane).lines().any(|l| l == line)
+    });
+}
+
+#[test]
+fn the_desktop_client_end_to_end() {
+    assert!(
+        client::gui::display_available(),
+        "GUI tests need a display: run them through scripts/test (Xvfb)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let formatter = Formatter::start();
+    let app = app::App::default();
+    let endpoints = Endpoints {
+        server: ServerLink {
+            host: "127.0.0.1".into(),
+            port: server.port,
+        },
+        formatter_url: formatter.url(),
+    };
+    let mut gui = Gui::build(endpoints);
+    gui.window.show();
+    assert!(
+        !gui.connect.active(),
+        "nothing but REGISTER before a registration"
+    );
+
+    // REGISTER through the dialog, with its validation.
+    gui.register.do_callback();
+    pump_until(&mut gui, "the register dialog", |g| {
+        g.dialog.borrow().window.shown()
+    });
+    let submit = |gui: &mut Gui, full: &str, alias: &str, (d, m, y): (f64, f64, f64)| {
+        let mut dialog = gui.dialog.borrow_mut();
+        dialog.full_name.set_value(full);
+        dialog.alias.set_value(alias);
+        dialog.day.set_value(d);
+        dialog.month.set_value(m);
+        dialog.year.set_value(y);
+        let mut button = dialog.submit.clone();
+        drop(dialog);
+        button.do_callback();
+        gui.dialog.borrow().error.label()
+    };
+    assert_eq!(
+        submit(&mut gui, "Ana Alba", "Text", (1.0, 1.0, 2000.0)),
+        "Alias is required."
+    );
+    assert_eq!(
+        submit(&mut gui, "Ana Alba", "ana", (29.0, 2.0, 2001.0)),
+        "29/02/2001 is not a valid date."
+    );
+    assert_eq!(submit(&mut gui, "Ana Alba", "ana", (29.0, 2.0, 2000.0)), "");
+    wait_server_line(&mut gui, "s> REGISTER OK");
+    assert!(Gui::pane_text(&gui.client_pane).contains("c> REGISTER ana\n"));
+    assert!(!gui.dialog.borrow().window.shown());
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    let date: String = conn
+        .query_row("SELECT birth_date FROM users WHERE alias='ana'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(date, "29/02/2000");
+
+    // CONNECT, then SEND through the formatter to a real listener.
+    gui.connect.do_callback();
+    wait_server_line(&mut gui, "s> CONNECT OK");
+    register(&server, "bea");
+    let bea = Listener::start();
+    assert_eq!(server.call(&["CONNECT", "bea", &bea.port_field()]), [0]);
+    gui.dest.set_value("bea");
+    gui.message.set_value("  hola    desde   la ventana ");
+    gui.send.do_callback();
+    wait_server_line(&mut gui, "s> SEND OK - MESSAGE 1");
+    assert_eq!(
+        bea.next(),
+        encode(&[b"SEND MESSAGE", b"ana", b"1", b"hola desde la ventana"])
+    );
+    wait_server_line(&mut gui, "s> SEND MESSAGE 1 OK");
+
+    // A message for us appears as it arrives.
+    assert_eq!(
+        server.call(&["SEND", "bea", "ana", "hola ana"]),
+        e2e::sent(1)
+    );
+    wait_server_line(&mut gui, "s> MESSAGE 1 FROM bea");
+    pump_until(&mut gui, "the message block", |g| {
+        Gui::pane_text(&g.server_pane).contains("s> MESSAGE 1 FROM bea\n   hola ana\n   END\n")
+    });
+    assert_eq!(
+        bea.next(),
+        encode(&[b"SEND MESS ACK", b"1"]),
+        "bea is told it arrived"
+    );
+
+    gui.users.do_callback();
+    wait_server_line(
+        &mut gui,
+        "s> CONNECTED USERS (2 users connected) OK - ana, bea",
+    );
+    assert!(Gui::pane_text(&gui.client_pane).contains("c> CONNECTEDUSERS\n"));
+
+    // SENDATTACH with a file.
+    let file = dir.path().join("nota.txt");
+    std::fs::write(&file, b"adjunto").unwrap();
+    gui.file.set_value(&file.display().to_string());
+    gui.message.set_value("con adjunto");
+    gui.send_attach.do_callback();
+    wait_server_line(&mut gui, "s> SENDATTACH OK - MESSAGE 2");
+    let canonical = std::fs::canonicalize(&file).unwrap().display().to_string();
+    assert_eq!(
+        bea.next(),
+        encode(&[
+            b"SEND MESSAGE ATTACH",
+            b"ana",
+            b"2",
+            b"con adjunto",
+            canonical.as_bytes()
+        ])
+    );
+
+    // Missing fields are caught before anything is sent.
+    gui.dest.set_value("");
+    gui.send.do_callback();
+    assert_eq!(gui.status.label(), "Dest and Message are needed to send.");
+
+    gui.disconnect.do_callback();
+    wait_server_line(&mut gui, "s> DISCONNECT OK");
+    gui.unregister.do_callback();
+    wait_server_line(&mut gui, "s> UNREGISTER OK");
+    gui.connect.do_callback();
+    wait_server_line(&mut gui, "s> CONNECT FAIL, USER DOES NOT EXIST");
+
+    // The window resizes sensibly: the panes share the width.
+    gui.window.resize(0, 0, 1200, 800);
+    app::wait_for(0.05).unwrap();
+    assert!(
+        gui.client_pane.w() > 500 && gui.server_pane.w() > 500,
+        "panes grow with the window"
+    );
+    assert!((gui.client_pane.w() - gui.server_pane.w()).abs() <= 2);
+    drop(app);
+}
+
+#[test]
+fn without_a_display_the_client_names_the_console_mode() {
+    let out = Command::new(bin("client"))
+        .args(["-s", "127.0.0.1", "-p", "1"])
+        .env_remove("DISPLAY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no display") && stderr.contains("--console"),
+        "{stderr}"
+    );
+}
