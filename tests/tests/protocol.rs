@@ -41,7 +41,7 @@ fn register_in_both_forms_and_twice() {
         [2],
         "impossible birth date"
     );
-    server.stdout.wait_for("s> REGISTER Bea Bravo OK");
+    server.stdout.wait_for("s> REGISTER carla FAIL");
     let lines = server.stdout.snapshot();
     assert_eq!(
         &lines[2..],
