@@ -344,7 +344,7 @@ impl Messenger {
     /// Ends the turn: commits its writes, then starts the pushes that depend on them. Returns
     /// the commit's error, if any (the turn's writes are then rolled back), and the turn's
     /// events.
-    pub fn end_turn(&mut self) -> (store::Result<()>, Vec<Event>) {
+    pub fn end_turn(&mut self) -> (Result<(), String>, Vec<Event>) {
         let committed = self.store.commit();
         for job in self.acks.drain(..) {
             self.pool.submit(job);
@@ -412,7 +412,7 @@ impl Messenger {
     }
 
     /// Stops the deliverers once their pushes are done, records the outcomes and commits.
-    pub fn shut_down(&mut self) -> (store::Result<()>, Vec<Event>) {
+    pub fn shut_down(&mut self) -> (Result<(), String>, Vec<Event>) {
         self.kicks.clear();
         self.pool.shut_down();
         self.collect_reports();

@@ -68,6 +68,8 @@ impl ToSql for TextBytes<'_> {
 
 pub struct Store {
     conn: Connection,
+    /// Why the current turn's transaction cannot be committed, if a write failed.
+    poisoned: std::cell::RefCell<Option<String>>,
 }
 
 impl Store {
@@ -90,7 +92,10 @@ impl Store {
                 i64::try_from(pages).unwrap_or(i64::MAX),
             )?;
         }
-        let store = Store { conn };
+        let store = Store {
+            conn,
+            poisoned: Default::default(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -114,32 +119,47 @@ impl Store {
         Ok(())
     }
 
-    fn begin_write(&self) -> Result<()> {
-        if self.conn.is_autocommit() {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+    /// Runs a write inside the turn's transaction. The first failed write poisons the turn:
+    /// after an error such as SQLITE_FULL, SQLite may already have rolled back part or all of
+    /// the transaction, so nothing written in this turn can be trusted to commit.
+    fn write<T>(&self, statements: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let result = (|| {
+            if self.conn.is_autocommit() {
+                self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            }
+            statements(&self.conn)
+        })();
+        if let Err(e) = &result {
+            let mut poisoned = self.poisoned.borrow_mut();
+            poisoned.get_or_insert_with(|| e.to_string());
         }
-        Ok(())
+        result
     }
 
-    /// True while the turn's transaction holds writes that are not yet committed.
+    /// True while the turn has writes that are not yet committed.
     pub fn has_uncommitted(&self) -> bool {
-        !self.conn.is_autocommit()
+        !self.conn.is_autocommit() || self.poisoned.borrow().is_some()
     }
 
-    /// Commits the turn's writes. On failure everything since the last commit is rolled back,
-    /// so the database stays as it was before the turn.
-    pub fn commit(&self) -> Result<()> {
+    /// Commits the turn's writes. If any write failed, or the commit itself does, everything
+    /// since the last commit is rolled back and the reason returned.
+    pub fn commit(&self) -> std::result::Result<(), String> {
+        if let Some(why) = self.poisoned.borrow_mut().take() {
+            self.rollback();
+            return Err(why);
+        }
         if self.conn.is_autocommit() {
             return Ok(());
         }
-        self.conn
-            .execute_batch("COMMIT")
-            .inspect_err(|_| self.rollback())
+        self.conn.execute_batch("COMMIT").map_err(|e| {
+            self.rollback();
+            e.to_string()
+        })
     }
 
-    pub fn rollback(&self) {
+    fn rollback(&self) {
         if !self.conn.is_autocommit() {
-            // A failed ROLLBACK means SQLite already rolled back on its own (e.g. SQLITE_FULL).
+            // A failed ROLLBACK means SQLite already rolled back on its own.
             let _ = self.conn.execute_batch("ROLLBACK");
         }
     }
@@ -168,46 +188,47 @@ impl Store {
         full_name: Option<&str>,
         birth_date: Option<&str>,
     ) -> Result<bool> {
-        self.begin_write()?;
-        let inserted = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO users (alias, full_name, birth_date, registered_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (alias) DO NOTHING",
-            )?
-            .execute(params![alias, full_name, birth_date, unix_now()])?;
-        Ok(inserted == 1)
+        self.write(|conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO users (alias, full_name, birth_date, registered_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (alias) DO NOTHING",
+                )?
+                .execute(params![alias, full_name, birth_date, unix_now()])?;
+            Ok(inserted == 1)
+        })
     }
 
     /// Deletes a user and every message waiting for them; false if there was no such user.
     pub fn delete_user(&self, alias: &str) -> Result<bool> {
-        self.begin_write()?;
-        self.conn
-            .prepare_cached("DELETE FROM pending_messages WHERE recipient = ?1")?
-            .execute([alias])?;
-        let deleted = self
-            .conn
-            .prepare_cached("DELETE FROM users WHERE alias = ?1")?
-            .execute([alias])?;
-        Ok(deleted == 1)
+        self.write(|conn| {
+            conn.prepare_cached("DELETE FROM pending_messages WHERE recipient = ?1")?
+                .execute([alias])?;
+            let deleted = conn
+                .prepare_cached("DELETE FROM users WHERE alias = ?1")?
+                .execute([alias])?;
+            Ok(deleted == 1)
+        })
     }
 
     pub fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()> {
-        self.begin_write()?;
-        self.conn
-            .prepare_cached("UPDATE users SET connected = 1, ip = ?2, port = ?3 WHERE alias = ?1")?
+        self.write(|conn| {
+            conn.prepare_cached(
+                "UPDATE users SET connected = 1, ip = ?2, port = ?3 WHERE alias = ?1",
+            )?
             .execute(params![alias, ip, port])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     pub fn set_disconnected(&self, alias: &str) -> Result<()> {
-        self.begin_write()?;
-        self.conn
-            .prepare_cached(
+        self.write(|conn| {
+            conn.prepare_cached(
                 "UPDATE users SET connected = 0, ip = NULL, port = NULL WHERE alias = ?1",
             )?
             .execute([alias])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Connected users as `(alias, ip, port)`, in alias order.
@@ -229,17 +250,16 @@ impl Store {
         text: &[u8],
         attachment: Option<&[u8]>,
     ) -> Result<()> {
-        self.begin_write()?;
-        self.conn
-            .prepare_cached("UPDATE users SET last_id = ?2 WHERE alias = ?1")?
-            .execute(params![sender, id])?;
-        self.conn
-            .prepare_cached(
+        self.write(|conn| {
+            conn.prepare_cached("UPDATE users SET last_id = ?2 WHERE alias = ?1")?
+                .execute(params![sender, id])?;
+            conn.prepare_cached(
                 "INSERT INTO pending_messages (recipient, sender, id, text, attachment, accepted_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![recipient, sender, id, TextBytes(text), attachment.map(TextBytes), unix_now()])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The oldest message waiting for `recipient`.
@@ -266,11 +286,11 @@ impl Store {
     }
 
     pub fn delete_pending(&self, seq: i64) -> Result<()> {
-        self.begin_write()?;
-        self.conn
-            .prepare_cached("DELETE FROM pending_messages WHERE seq = ?1")?
-            .execute([seq])?;
-        Ok(())
+        self.write(|conn| {
+            conn.prepare_cached("DELETE FROM pending_messages WHERE seq = ?1")?
+                .execute([seq])?;
+            Ok(())
+        })
     }
 
     /// Connected users that have messages waiting: after a restart these are flushed.

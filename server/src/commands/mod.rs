@@ -249,6 +249,28 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        // The request parser sees every hostile byte first: it must never panic, and a whole
+        // request must name fields that lie inside the buffer and hold no NUL.
+        #[test]
+        fn frame_never_panics_on_arbitrary_bytes(
+            prefix in proptest::sample::select(vec![&b""[..], b"REGISTER\0", b"SEND\0", b"SENDATTACH\0", b"USERS\0", b"CONNECT\0"]),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1200),
+            eof: bool,
+            grace_over: bool,
+        ) {
+            let buf = [prefix, tail.as_slice()].concat();
+            for form in [RegisterForm::Auto, RegisterForm::One, RegisterForm::Three] {
+                if let Framing::Complete { op, fields } = frame(&buf, eof, grace_over, form) {
+                    proptest::prop_assert!(fields.len() <= op.fields().max());
+                    for range in fields {
+                        proptest::prop_assert!(range.end < buf.len() && !buf[range].contains(&0));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn unknown_and_oversized_requests_are_rejected() {
         assert_eq!(ranges(b"HELLO\0"), Framing::Reject(Rejection::UnknownOp));
