@@ -1,0 +1,525 @@
+//! The benchmark: drives the real server (and a stateless reference) over 127.0.0.1 and prints
+//! one table. Run it through `scripts/bench`, which builds everything in release mode.
+//!
+//! usage: loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick]
+
+use std::collections::{HashMap, HashSet};
+use std::io::BufReader;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bench::{closed_loop, fields, own_cpu, percentile, request, start_server, Process, Run};
+use wire::{read_field, Push, PushKind};
+
+struct Options {
+    server: PathBuf,
+    reference: PathBuf,
+    seconds: f64,
+    quick: bool,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().position(|a| a == name);
+    let seconds = flag("--seconds")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(2.0);
+    let positional: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && a.parse::<f64>().is_err())
+        .collect();
+    assert!(
+        positional.len() == 2,
+        "usage: loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick]"
+    );
+    Options {
+        server: positional[0].into(),
+        reference: positional[1].into(),
+        seconds,
+        quick: flag("--quick").is_some(),
+    }
+}
+
+fn row(name: &str, clients: usize, run: &Run) {
+    let per_op = if run.ops > 0 {
+        run.server_cpu.as_secs_f64() * 1e6 / run.ops as f64
+    } else {
+        0.0
+    };
+    println!(
+        "| {name:<22} | {clients:>3} | {:>9.0} | {:>8.0} | {:>8.0} | {:>8.0} | {:>8.1} | {:>5.0}% | {:>6} |",
+        run.rate(),
+        percentile(&run.latencies, 0.50),
+        percentile(&run.latencies, 0.99),
+        percentile(&run.latencies, 0.999),
+        per_op,
+        run.generator_cpu.as_secs_f64() / run.elapsed.as_secs_f64() * 100.0,
+        run.errors
+    );
+}
+
+fn header(title: &str) {
+    println!("\n### {title}\n");
+    println!("| scenario               | cli |     ops/s |  p50 µs  |  p99 µs  | p999 µs  | srv µs/op | gen CPU | errors |");
+    println!("|------------------------|-----|-----------|----------|----------|----------|----------|--------|--------|");
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn main() {
+    let opts = options();
+    let dir = std::env::temp_dir().join(format!("loadgen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let duration = Duration::from_secs_f64(opts.seconds);
+    let levels: &[usize] = if opts.quick { &[1, 16] } else { &[1, 16, 64] };
+    println!(
+        "# Benchmark ({} cores, {} s per run, generator on the same cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        opts.seconds
+    );
+
+    let server = start_server(&opts.server, &dir.join("ops.db"), &[]);
+    let addr = server.addr;
+    for alias in ["sink", "req"] {
+        request(addr, &fields(&[b"REGISTER", alias.as_bytes()])).unwrap();
+    }
+    // A few connected users for USERS to list; their listeners are never pushed to.
+    let parked = TcpListener::bind("127.0.0.1:0").unwrap();
+    let parked_port = parked.local_addr().unwrap().port().to_string();
+    for n in 0..10 {
+        let alias = format!("on{n}");
+        request(addr, &fields(&[b"REGISTER", alias.as_bytes()])).unwrap();
+        request(
+            addr,
+            &fields(&[b"CONNECT", alias.as_bytes(), parked_port.as_bytes()]),
+        )
+        .unwrap();
+    }
+    request(addr, &fields(&[b"CONNECT", b"req", parked_port.as_bytes()])).unwrap();
+    for client in 0..64 {
+        request(
+            addr,
+            &fields(&[b"REGISTER", format!("snd{client}").as_bytes()]),
+        )
+        .unwrap();
+    }
+
+    header("Operations (durable: synchronous=FULL, one fsync per reactor turn)");
+    let mut send16 = 0.0;
+    for &clients in levels {
+        let tag = format!("c{clients}");
+        let run = closed_loop(
+            addr,
+            Some(&server),
+            clients,
+            duration,
+            0,
+            Arc::new(move |c, s| fields(&[b"REGISTER", format!("{tag}u{c}_{s}").as_bytes()])),
+        );
+        row("REGISTER", clients, &run);
+    }
+    for &clients in levels {
+        let run = closed_loop(
+            addr,
+            Some(&server),
+            clients,
+            duration,
+            0,
+            Arc::new(|c, s| {
+                fields(&[
+                    b"SEND",
+                    format!("snd{c}").as_bytes(),
+                    b"sink",
+                    format!("message {s} of a durable benchmark").as_bytes(),
+                ])
+            }),
+        );
+        row("SEND to offline", clients, &run);
+        if clients == 16 {
+            send16 = run.rate();
+        }
+    }
+    for &clients in levels {
+        let run = closed_loop(
+            addr,
+            Some(&server),
+            clients,
+            duration,
+            0,
+            Arc::new(|_, _| fields(&[b"USERS", b"req"])),
+        );
+        row("USERS (11 online)", clients, &run);
+    }
+    for &clients in levels {
+        let tag = format!("m{clients}");
+        let run = closed_loop(
+            addr,
+            Some(&server),
+            clients,
+            duration,
+            0,
+            Arc::new(move |c, s| match s % 10 {
+                0 => fields(&[b"REGISTER", format!("{tag}u{c}_{s}").as_bytes()]),
+                1 | 2 => fields(&[b"USERS", b"req"]),
+                _ => fields(&[
+                    b"SEND",
+                    format!("snd{c}").as_bytes(),
+                    b"sink",
+                    b"mixed load",
+                ]),
+            }),
+        );
+        row("mix 10/70/20 R/S/U", clients, &run);
+    }
+
+    // The same SEND load against the stateless reference, alternating, 16 clients.
+    let reference = Process::spawn(Command::new(&opts.reference));
+    header("SEND, 16 clients: ours against the stateless reference, alternating");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let make: Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync> = Arc::new(|c, s| {
+            fields(&[
+                b"SEND",
+                format!("snd{c}").as_bytes(),
+                b"sink",
+                format!("message {s} of a durable benchmark").as_bytes(),
+            ])
+        });
+        let run = closed_loop(addr, Some(&server), 16, duration, 0, Arc::clone(&make));
+        row(&format!("ours, round {}", round + 1), 16, &run);
+        ours.push(run.rate());
+        let run = closed_loop(reference.addr, Some(&reference), 16, duration, 0, make);
+        row(&format!("reference, round {}", round + 1), 16, &run);
+        theirs.push(run.rate());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratio = median(&mut ours) / median(&mut theirs);
+    reference.stop();
+    server.stop();
+
+    let live = live_delivery(&opts, &dir, if opts.quick { 5_000 } else { 20_000 });
+    let flush = offline_flush(&opts, &dir, if opts.quick { 5_000 } else { 20_000 });
+    let restart = restart(
+        &opts,
+        &dir,
+        if opts.quick { 100_000 } else { 1_000_000 },
+        if opts.quick { 10_000 } else { 100_000 },
+    );
+
+    println!("\n### Targets\n");
+    println!("| target | measured | |");
+    println!("|---|---|---|");
+    println!("| durable SEND at 16 clients ≥ 0.8 × reference | {ratio:.2} × ({send16:.0} ops/s in the first table) | {} |", verdict(ratio >= 0.8));
+    println!(
+        "| live delivery ≥ 6,000 msg/s, no loss/dup/reorder | {:.0} msg/s, {} | {} |",
+        live.0,
+        live.1,
+        verdict(live.0 >= 6000.0 && live.1 == "all checks passed")
+    );
+    println!(
+        "| offline flush ≥ 20,000 msg/s | {:.0} msg/s, {} | {} |",
+        flush.0,
+        flush.1,
+        verdict(flush.0 >= 20_000.0 && flush.1 == "in order")
+    );
+    println!(
+        "| start-up with {} pending ≤ 0.5 s | {:.3} s | {} |",
+        restart.2,
+        restart.0,
+        verdict(restart.0 <= 0.5)
+    );
+    println!(
+        "| RSS with {} pending ≤ 64 MiB | {:.1} MiB | {} |",
+        restart.2,
+        restart.1,
+        verdict(restart.1 <= 64.0)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Listeners for `users`, on threads; every push lands in the returned channel with its time.
+fn listeners(users: &[String]) -> (Vec<u16>, mpsc::Receiver<(String, Push, Instant)>) {
+    let (tx, rx) = mpsc::channel();
+    let ports = users
+        .iter()
+        .map(|user| {
+            let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = socket.local_addr().unwrap().port();
+            let (tx, user) = (tx.clone(), user.clone());
+            std::thread::spawn(move || {
+                for stream in socket.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    let mut reader = BufReader::new(stream);
+                    let Ok(op) = read_field(&mut reader, 32) else {
+                        continue;
+                    };
+                    let Some(kind) = PushKind::from_op_name(&op) else {
+                        continue;
+                    };
+                    let Ok(push) = Push::read_body(kind, &mut reader) else {
+                        continue;
+                    };
+                    drop(reader);
+                    if tx.send((user.clone(), push, Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            });
+            port
+        })
+        .collect();
+    (ports, rx)
+}
+
+/// N connected users, M messages between random pairs from 16 sender threads.
+fn live_delivery(opts: &Options, dir: &std::path::Path, messages: usize) -> (f64, String) {
+    let server = start_server(&opts.server, &dir.join("live.db"), &["--deliverers", "16"]);
+    let users: Vec<String> = (0..32).map(|n| format!("live{n}")).collect();
+    let (ports, pushes) = listeners(&users);
+    for (user, port) in users.iter().zip(&ports) {
+        request(server.addr, &fields(&[b"REGISTER", user.as_bytes()])).unwrap();
+        request(
+            server.addr,
+            &fields(&[b"CONNECT", user.as_bytes(), port.to_string().as_bytes()]),
+        )
+        .unwrap();
+    }
+    let sent: Arc<Mutex<HashMap<(String, u32), (String, Instant)>>> = Arc::default();
+    let (cpu0, own0) = (server.cpu(), own_cpu());
+    let start = Instant::now();
+    let senders: Vec<_> = (0..16)
+        .map(|t| {
+            let (addr, users, sent) = (server.addr, users.clone(), Arc::clone(&sent));
+            std::thread::spawn(move || {
+                let mut state = 0x2545F4914F6CDD1Du64 ^ (t as u64 + 1);
+                for k in 0..messages / 16 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Sender t owns users t and t+16, so its ids rise in the order it sends.
+                    let sender = &users[t + 16 * (k % 2)];
+                    let recipient = &users[(state % 32) as usize];
+                    let answer = request(
+                        addr,
+                        &fields(&[b"SEND", sender.as_bytes(), recipient.as_bytes(), b"live"]),
+                    )
+                    .unwrap();
+                    let id: u32 = std::str::from_utf8(&answer[1..answer.len() - 1])
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    sent.lock()
+                        .unwrap()
+                        .insert((sender.clone(), id), (recipient.clone(), Instant::now()));
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let total = sent.lock().unwrap().len();
+    let (mut delivered, mut acks) = (HashMap::new(), HashSet::new());
+    let mut order_ok = true;
+    let mut last_id: HashMap<(String, String), u32> = HashMap::new();
+    let mut latencies = Vec::new();
+    let mut duplicates = 0;
+    let mut last_push = start;
+    while delivered.len() < total || acks.len() < total {
+        let Ok((user, push, at)) = pushes.recv_timeout(Duration::from_secs(10)) else {
+            break;
+        };
+        last_push = at;
+        match push {
+            Push::Message { sender, id, .. } => {
+                let previous = last_id
+                    .insert((sender.clone(), user.clone()), id)
+                    .unwrap_or(0);
+                order_ok &= id > previous;
+                if let Some((recipient, answered)) = sent.lock().unwrap().get(&(sender.clone(), id))
+                {
+                    order_ok &= *recipient == user;
+                    latencies.push(at.saturating_duration_since(*answered));
+                }
+                if delivered.insert((sender, id), user).is_some() {
+                    duplicates += 1;
+                }
+            }
+            Push::Ack { id, .. } => {
+                if !acks.insert((user, id)) {
+                    duplicates += 1;
+                }
+            }
+        }
+    }
+    let elapsed = last_push.duration_since(start);
+    latencies.sort_unstable();
+    let rate = total as f64 / elapsed.as_secs_f64();
+    let status = if delivered.len() == total && acks.len() == total && duplicates == 0 && order_ok {
+        "all checks passed".to_string()
+    } else {
+        format!(
+            "delivered {}/{total}, acks {}/{total}, {duplicates} duplicates, order {}",
+            delivered.len(),
+            acks.len(),
+            if order_ok { "ok" } else { "BROKEN" }
+        )
+    };
+    println!("\n### Live delivery: 32 connected users, {total} messages between random pairs, 16 senders\n");
+    println!("| messages/s | SEND answer → push p50 µs | p99 µs | srv µs/msg | gen CPU | checks |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {rate:.0} | {:.0} | {:.0} | {:.1} | {:.0}% | {status} |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        server.cpu().saturating_sub(cpu0).as_secs_f64() * 1e6 / total as f64,
+        own_cpu().saturating_sub(own0).as_secs_f64() / elapsed.as_secs_f64() * 100.0
+    );
+    server.stop();
+    (rate, status)
+}
+
+/// Messages queued for an offline user, then flushed when it connects.
+fn offline_flush(opts: &Options, dir: &std::path::Path, messages: usize) -> (f64, String) {
+    let server = start_server(&opts.server, &dir.join("flush.db"), &[]);
+    let addr = server.addr;
+    for alias in ["away", "s0", "s1", "s2", "s3"] {
+        request(addr, &fields(&[b"REGISTER", alias.as_bytes()])).unwrap();
+    }
+    let queue: Vec<_> = (0..4)
+        .map(|s| {
+            std::thread::spawn(move || {
+                for k in 0..messages / 4 {
+                    let sender = format!("s{s}");
+                    request(
+                        addr,
+                        &fields(&[
+                            b"SEND",
+                            sender.as_bytes(),
+                            b"away",
+                            format!("queued {k}").as_bytes(),
+                        ]),
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for q in queue {
+        q.join().unwrap();
+    }
+    let (ports, pushes) = listeners(&["away".to_string()]);
+    let cpu0 = server.cpu();
+    let start = Instant::now();
+    request(
+        addr,
+        &fields(&[b"CONNECT", b"away", ports[0].to_string().as_bytes()]),
+    )
+    .unwrap();
+    let mut last: HashMap<String, u32> = HashMap::new();
+    let (mut received, mut in_order, mut end) = (0, true, start);
+    while received < messages {
+        let Ok((_, Push::Message { sender, id, .. }, at)) =
+            pushes.recv_timeout(Duration::from_secs(10))
+        else {
+            break;
+        };
+        in_order &= last.insert(sender, id).unwrap_or(0) + 1 == id;
+        received += 1;
+        end = at;
+    }
+    let elapsed = end.duration_since(start);
+    let rate = received as f64 / elapsed.as_secs_f64();
+    let status = match (received == messages, in_order) {
+        (true, true) => "in order".to_string(),
+        _ => format!(
+            "received {received}/{messages}, order {}",
+            if in_order { "ok" } else { "BROKEN" }
+        ),
+    };
+    println!("\n### Offline flush: {messages} messages queued for one user, then CONNECT\n");
+    println!("| messages/s | time to flush | srv µs/msg | checks |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {rate:.0} | {:.3} s | {:.1} | {status} |",
+        elapsed.as_secs_f64(),
+        server.cpu().saturating_sub(cpu0).as_secs_f64() * 1e6 / received.max(1) as f64
+    );
+    server.stop();
+    (rate, status)
+}
+
+/// Start-up time and memory with a large database, seeded directly through SQLite.
+fn restart(
+    opts: &Options,
+    dir: &std::path::Path,
+    pending: usize,
+    users: usize,
+) -> (f64, f64, usize) {
+    let db = dir.join("big.db");
+    // Let the server create the schema, then fill it.
+    start_server(&opts.server, &db, &[]).stop();
+    let seeding = Instant::now();
+    {
+        let mut conn = rusqlite::Connection::open(&db).unwrap();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut user = tx
+                .prepare("INSERT INTO users (alias, last_id, registered_at) VALUES (?1, ?2, 0)")
+                .unwrap();
+            for n in 0..users {
+                user.execute(rusqlite::params![
+                    format!("user{n}"),
+                    (pending / users) as i64
+                ])
+                .unwrap();
+            }
+            let mut message = tx
+                .prepare("INSERT INTO pending_messages (recipient, sender, id, text, accepted_at) VALUES (?1, ?2, ?3, ?4, 0)")
+                .unwrap();
+            for n in 0..pending {
+                let text = format!("pending message number {n}, waiting on disk for its recipient");
+                message
+                    .execute(rusqlite::params![
+                        format!("user{}", n % users),
+                        format!("user{}", (n + 1) % users),
+                        (n / users + 1) as i64,
+                        text
+                    ])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let seeded = seeding.elapsed();
+    let size = std::fs::metadata(&db).map_or(0, |m| m.len());
+    let start = Instant::now();
+    let server = start_server(&opts.server, &db, &[]);
+    // Ready means: answers a request.
+    while request(server.addr, &fields(&[b"REGISTER", b"user0"])).map_or(true, |a| a != [1]) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let startup = start.elapsed().as_secs_f64();
+    let rss_idle = server.rss_kib() as f64 / 1024.0;
+    // Touch the big tables: a SEND, a USERS, a flush of one user's queue.
+    request(server.addr, &fields(&[b"SEND", b"user1", b"user2", b"x"])).unwrap();
+    let rss = (server.rss_kib() as f64 / 1024.0).max(rss_idle);
+    println!("\n### Restart: {users} users and {pending} pending messages ({:.0} MiB file, seeded in {:.1} s)\n", size as f64 / 1048576.0, seeded.as_secs_f64());
+    println!("| start-up (spawn → first answer) | RSS after start | RSS after traffic |");
+    println!("|---|---|---|");
+    println!("| {startup:.3} s | {rss_idle:.1} MiB | {rss:.1} MiB |");
+    server.stop();
+    (startup, rss, pending)
+}

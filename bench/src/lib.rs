@@ -1,0 +1,217 @@
+//! Pieces of the benchmark: processes under test, a closed-loop load runner, latency summaries,
+//! and CPU accounting for both sides.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A child process listening on 127.0.0.1, found by the port on its first stdout line.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    pub fn spawn(mut command: Command) -> Process {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("first line");
+        let port: u16 = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("port on the first line");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 8192];
+            while stdout.read(&mut sink).is_ok_and(|n| n > 0) {}
+        });
+        Process {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    /// Server-side CPU time so far (user + system), from /proc.
+    pub fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_micros(ticks * 1_000_000 / hz)
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// This process's CPU time (all threads).
+pub fn own_cpu() -> Duration {
+    // SAFETY: getrusage fills a local struct.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// One request on its own connection; returns the whole answer.
+pub fn request(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.write_all(bytes)?;
+    let mut answer = Vec::with_capacity(16);
+    stream.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+pub fn fields(parts: &[&[u8]]) -> Vec<u8> {
+    parts
+        .iter()
+        .flat_map(|p| p.iter().copied().chain([0]))
+        .collect()
+}
+
+/// Results of a closed-loop run.
+pub struct Run {
+    pub ops: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+    pub server_cpu: Duration,
+    pub generator_cpu: Duration,
+}
+
+impl Run {
+    pub fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Percentile of sorted latencies, in microseconds.
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1e6
+}
+
+/// Runs `clients` threads for `duration`, each issuing `make(client, seq)` requests back to back
+/// and checking each answer's first byte against `expect`. `server` is measured for CPU time.
+pub fn closed_loop(
+    addr: SocketAddr,
+    server: Option<&Process>,
+    clients: usize,
+    duration: Duration,
+    expect: u8,
+    make: Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>,
+) -> Run {
+    let errors = Arc::new(AtomicU64::new(0));
+    let (cpu0, own0) = (server.map(Process::cpu).unwrap_or_default(), own_cpu());
+    let start = Instant::now();
+    let deadline = start + duration;
+    let threads: Vec<_> = (0..clients)
+        .map(|client| {
+            let (make, errors) = (Arc::clone(&make), Arc::clone(&errors));
+            std::thread::spawn(move || {
+                let mut latencies = Vec::with_capacity(1 << 14);
+                let mut seq = 0;
+                while Instant::now() < deadline {
+                    let bytes = make(client, seq);
+                    seq += 1;
+                    let sent = Instant::now();
+                    match request(addr, &bytes) {
+                        Ok(answer) if answer.first() == Some(&expect) => {
+                            latencies.push(sent.elapsed())
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let elapsed = start.elapsed();
+    latencies.sort_unstable();
+    Run {
+        ops: latencies.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed,
+        latencies,
+        server_cpu: server
+            .map(Process::cpu)
+            .unwrap_or_default()
+            .saturating_sub(cpu0),
+        generator_cpu: own_cpu().saturating_sub(own0),
+    }
+}
+
+/// Starts the messaging server on a database in `dir`.
+pub fn start_server(binary: &Path, db: &Path, extra: &[&str]) -> Process {
+    let mut command = Command::new(binary);
+    command
+        .args([
+            "-p",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--register-form",
+            "one",
+            "--db",
+        ])
+        .arg(db)
+        .args(extra);
+    Process::spawn(command)
+}
