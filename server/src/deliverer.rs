@@ -25,11 +25,22 @@ pub enum Ticket {
     Ack { sender: String, id: u32 },
 }
 
+/// Pushes to one address, made one after another, each on its own connection, stopping at
+/// the first that fails. A run of one recipient's messages goes as one job: that keeps them in
+/// order without a round trip through the reactor between two messages.
 #[derive(Debug)]
 pub struct PushJob {
-    pub ticket: Ticket,
     pub addr: SocketAddr,
-    pub bytes: Vec<u8>,
+    pub pushes: Vec<(Ticket, Vec<u8>)>,
+}
+
+impl PushJob {
+    pub fn single(addr: SocketAddr, ticket: Ticket, bytes: Vec<u8>) -> PushJob {
+        PushJob {
+            addr,
+            pushes: vec![(ticket, bytes)],
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -45,6 +56,8 @@ pub enum Outcome {
 pub struct Report {
     pub ticket: Ticket,
     pub outcome: Outcome,
+    /// The last report of its job: nothing more of it is on its way.
+    pub job_done: bool,
 }
 
 pub struct Pool {
@@ -104,17 +117,25 @@ fn run_worker(
     timeout: Duration,
 ) {
     for job in queue {
-        let outcome = push(&job.addr, &job.bytes, timeout);
-        if reports
-            .send(Report {
-                ticket: job.ticket,
-                outcome,
-            })
-            .is_err()
-        {
-            return;
+        let count = job.pushes.len();
+        for (n, (ticket, bytes)) in job.pushes.into_iter().enumerate() {
+            let outcome = push(&job.addr, &bytes, timeout);
+            let job_done = n + 1 == count || !matches!(outcome, Outcome::Delivered);
+            if reports
+                .send(Report {
+                    ticket,
+                    outcome,
+                    job_done,
+                })
+                .is_err()
+            {
+                return;
+            }
+            wake();
+            if job_done {
+                break;
+            }
         }
-        wake();
     }
 }
 

@@ -19,6 +19,9 @@ use crate::store::{self, Store};
 /// How long to wait before pushing again to a listener that refused during the connect window.
 const REFUSED_RETRY_DELAY: Duration = Duration::from_millis(100);
 
+/// Most messages one deliverer job pushes to a recipient before the reactor looks again.
+const DELIVERY_BATCH: usize = 64;
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConnectOutcome {
     Connected,
@@ -217,7 +220,14 @@ impl Messenger {
         }
     }
 
-    fn apply_report(&mut self, Report { ticket, outcome }: Report) {
+    fn apply_report(
+        &mut self,
+        Report {
+            ticket,
+            outcome,
+            job_done,
+        }: Report,
+    ) {
         match ticket {
             Ticket::Message {
                 seq,
@@ -227,7 +237,9 @@ impl Messenger {
                 attachment,
                 addr,
             } => {
-                self.in_flight.remove(&recipient);
+                if job_done {
+                    self.in_flight.remove(&recipient);
+                }
                 match outcome {
                     Outcome::Delivered => self.delivered(seq, recipient, sender, id, attachment),
                     Outcome::Refused if self.in_connect_window(&recipient) => {
@@ -270,14 +282,11 @@ impl Messenger {
             Ok(Some(user)) => {
                 if let Some(addr) = listener_addr(&user) {
                     let bytes = Push::Ack { id, attachment }.encode(self.settings.push_style);
-                    self.acks.push(PushJob {
-                        ticket: Ticket::Ack {
-                            sender: sender.clone(),
-                            id,
-                        },
-                        addr,
-                        bytes,
-                    });
+                    let ticket = Ticket::Ack {
+                        sender: sender.clone(),
+                        id,
+                    };
+                    self.acks.push(PushJob::single(addr, ticket, bytes));
                 }
             }
             Ok(None) => {}
@@ -373,37 +382,37 @@ impl Messenger {
             self.store
                 .user(alias)
                 .and_then(|user| match user.as_ref().and_then(listener_addr) {
-                    Some(addr) => Ok(self
-                        .store
-                        .next_pending(alias)?
-                        .map(|pending| (addr, pending))),
-                    None => Ok(None),
+                    Some(addr) => Ok((addr, self.store.pending_batch(alias, DELIVERY_BATCH)?)),
+                    None => Ok((SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new())),
                 });
         match next {
-            Ok(Some((addr, pending))) => {
-                let bytes = Push::Message {
-                    sender: pending.sender.clone(),
-                    id: pending.id,
-                    text: pending.text,
-                    attachment: pending.attachment.clone(),
-                }
-                .encode(self.settings.push_style);
-                let ticket = Ticket::Message {
-                    seq: pending.seq,
-                    recipient: alias.to_string(),
-                    sender: pending.sender,
-                    id: pending.id,
-                    attachment: pending.attachment,
-                    addr,
-                };
+            Ok((_, batch)) if batch.is_empty() => {}
+            Ok((addr, batch)) => {
+                let style = self.settings.push_style;
+                let pushes = batch
+                    .into_iter()
+                    .map(|pending| {
+                        let bytes = Push::Message {
+                            sender: pending.sender.clone(),
+                            id: pending.id,
+                            text: pending.text,
+                            attachment: pending.attachment.clone(),
+                        }
+                        .encode(style);
+                        let ticket = Ticket::Message {
+                            seq: pending.seq,
+                            recipient: alias.to_string(),
+                            sender: pending.sender,
+                            id: pending.id,
+                            attachment: pending.attachment,
+                            addr,
+                        };
+                        (ticket, bytes)
+                    })
+                    .collect();
                 self.in_flight.insert(alias.to_string());
-                self.pool.submit(PushJob {
-                    ticket,
-                    addr,
-                    bytes,
-                });
+                self.pool.submit(PushJob { addr, pushes });
             }
-            Ok(None) => {}
             Err(e) => self.events.push(Event::PushFailed {
                 recipient: alias.to_string(),
                 reason: format!("reading the queue: {e}"),

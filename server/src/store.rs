@@ -262,27 +262,26 @@ impl Store {
         })
     }
 
-    /// The oldest message waiting for `recipient`.
-    pub fn next_pending(&self, recipient: &str) -> Result<Option<Pending>> {
-        self.conn
-            .prepare_cached(
-                "SELECT seq, sender, id, text, attachment FROM pending_messages
-                 WHERE recipient = ?1 ORDER BY seq LIMIT 1",
-            )?
-            .query_row([recipient], |row| {
-                Ok(Pending {
-                    seq: row.get(0)?,
-                    recipient: recipient.to_string(),
-                    sender: row.get(1)?,
-                    id: row.get(2)?,
-                    text: row.get_ref(3)?.as_bytes()?.to_vec(),
-                    attachment: match row.get_ref(4)? {
-                        ValueRef::Null => None,
-                        value => Some(value.as_bytes()?.to_vec()),
-                    },
-                })
+    /// The oldest `limit` messages waiting for `recipient`, oldest first.
+    pub fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, sender, id, text, attachment FROM pending_messages
+             WHERE recipient = ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![recipient, limit as i64], |row| {
+            Ok(Pending {
+                seq: row.get(0)?,
+                recipient: recipient.to_string(),
+                sender: row.get(1)?,
+                id: row.get(2)?,
+                text: row.get_ref(3)?.as_bytes()?.to_vec(),
+                attachment: match row.get_ref(4)? {
+                    ValueRef::Null => None,
+                    value => Some(value.as_bytes()?.to_vec()),
+                },
             })
-            .optional()
+        })?;
+        rows.collect()
     }
 
     pub fn delete_pending(&self, seq: i64) -> Result<()> {
@@ -336,17 +335,17 @@ mod tests {
             .unwrap();
         store.commit().unwrap();
         assert_eq!(store.user("ana").unwrap().unwrap().last_id, 2);
-        let first = store.next_pending("bea").unwrap().unwrap();
+        let first = store.pending_batch("bea", 1).unwrap()[0].clone();
         assert_eq!(
             (first.id, first.text.as_slice(), first.attachment),
             (1, b"\xffraw".as_slice(), None)
         );
         store.delete_pending(first.seq).unwrap();
-        let second = store.next_pending("bea").unwrap().unwrap();
+        let second = store.pending_batch("bea", 1).unwrap()[0].clone();
         assert_eq!(second.attachment.as_deref(), Some(b"/tmp/f".as_slice()));
         store.rollback();
         assert_eq!(
-            store.next_pending("bea").unwrap().unwrap().id,
+            store.pending_batch("bea", 1).unwrap()[0].clone().id,
             1,
             "rollback restores the delete"
         );
@@ -360,6 +359,6 @@ mod tests {
         store.accept_message("ana", 1, "bea", b"x", None).unwrap();
         assert!(store.delete_user("bea").unwrap());
         assert!(!store.delete_user("bea").unwrap());
-        assert_eq!(store.next_pending("bea").unwrap(), None);
+        assert_eq!(store.pending_batch("bea", 1).unwrap(), vec![]);
     }
 }
