@@ -7,7 +7,15 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::commands::RegisterForm;
-use crate::store::Durability;
+
+/// When an answer that reports a write may leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Once the write is committed and the WAL is synced to disk: it survives power loss.
+    Full,
+    /// Once the write is committed: it survives a crash of the server, not of the machine.
+    Normal,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PushStyleArg {
@@ -80,8 +88,9 @@ pub struct Config {
     #[arg(long, default_value_t = 2_000)]
     pub shutdown_grace_ms: u64,
 
-    /// `full` syncs every commit to disk before answering; `normal` survives a server crash
-    /// but not a power loss.
+    /// `full` answers a write only once it is synced to disk (group commit: one fsync covers
+    /// every write that arrived meanwhile); `normal` answers once it is committed, which
+    /// survives a crash of the server but not a power loss.
     #[arg(long, value_enum, default_value_t = Durability::Full)]
     pub durability: Durability,
 

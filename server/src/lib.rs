@@ -10,25 +10,28 @@ pub mod messenger;
 mod net;
 mod reactor;
 pub mod store;
+mod syncer;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-pub use config::Config;
+pub use config::{Config, Durability};
 
 use crate::deliverer::Pool;
 use crate::messenger::{Messenger, Settings};
-use crate::reactor::Reactor;
+use crate::reactor::{Reactor, SyncGate};
 use crate::store::Store;
+use crate::syncer::Syncer;
 
 /// Opens the database, binds, prints `s> init server ip:port` and serves until SIGINT/SIGTERM.
 pub fn run(config: Config) -> Result<(), String> {
     net::raise_open_file_limit();
-    let store = Store::open(&config.db, config.durability, config.max_db_pages)
+    let store = Store::open(&config.db, config.max_db_pages)
         .map_err(|e| format!("cannot open database {}: {e}", config.db.display()))?;
     let addr = SocketAddr::new(config.bind, config.port);
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -51,9 +54,19 @@ pub fn run(config: Config) -> Result<(), String> {
         config.deliverers.into(),
         config.push_timeout(),
         report_tx,
-        wake,
+        wake.clone(),
     )
     .map_err(|e| format!("cannot start deliverers: {e}"))?;
+    let sync_gate = match config.durability {
+        Durability::Full => {
+            let (synced_tx, synced_rx) = crossbeam_channel::unbounded();
+            let wal = PathBuf::from(format!("{}-wal", config.db.display()));
+            let syncer = Syncer::start(wal, synced_tx, wake)
+                .map_err(|e| format!("cannot start the syncer: {e}"))?;
+            Some(SyncGate::new(syncer, synced_rx))
+        }
+        Durability::Normal => None,
+    };
     let settings = Settings {
         push_style: config.push_style.into(),
         connect_window: config.connect_window(),
@@ -66,7 +79,7 @@ pub fn run(config: Config) -> Result<(), String> {
     })?;
     let signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signal handlers: {e}"))?;
 
-    let mut reactor = Reactor::new(poll, listener, signals, messenger, config)
+    let mut reactor = Reactor::new(poll, listener, signals, messenger, config, sync_gate)
         .map_err(|e| format!("event loop: {e}"))?;
     let shown_ip = net::display_ip(local.ip());
     reactor

@@ -7,7 +7,7 @@
 //! SQLite commit.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::connection::{Connection, State};
 use crate::console::{diagnostic, Console};
 use crate::messenger::{Event, Messenger};
+use crate::syncer::{Synced, Syncer};
+use crossbeam_channel::Receiver;
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
@@ -41,6 +43,29 @@ pub struct Reactor {
     console: Console,
     config: Config,
     shutdown_deadline: Option<Instant>,
+    /// With `--durability full`: answers held until their commit is synced to disk.
+    sync_gate: Option<SyncGate>,
+}
+
+/// Answers that promise durability wait here for the syncer.
+pub struct SyncGate {
+    pub syncer: Syncer,
+    pub synced: Receiver<Synced>,
+    /// Number of the last commit handed to the syncer.
+    commits: u64,
+    /// `(commit number, answers)` in commit order.
+    waiting: VecDeque<(u64, Vec<(usize, u64, Applied)>)>,
+}
+
+impl SyncGate {
+    pub fn new(syncer: Syncer, synced: Receiver<Synced>) -> SyncGate {
+        SyncGate {
+            syncer,
+            synced,
+            commits: 0,
+            waiting: VecDeque::new(),
+        }
+    }
 }
 
 impl Reactor {
@@ -50,6 +75,7 @@ impl Reactor {
         mut signals: Signals,
         messenger: Messenger,
         config: Config,
+        sync_gate: Option<SyncGate>,
     ) -> io::Result<Reactor> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -67,6 +93,7 @@ impl Reactor {
             console: Console::default(),
             config,
             shutdown_deadline: None,
+            sync_gate,
         })
     }
 
@@ -91,7 +118,10 @@ impl Reactor {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
-                    WAKER => self.messenger.collect_reports(),
+                    WAKER => {
+                        self.messenger.collect_reports();
+                        self.collect_synced();
+                    }
                     SIGNALS => self.on_signals(),
                     Token(key) => self.on_ready(key),
                 }
@@ -100,6 +130,7 @@ impl Reactor {
             self.fire_timers(now);
             self.messenger.fire_timers(now);
             self.end_turn();
+            self.console.flush();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.connections.is_empty() || now >= deadline {
                     break;
@@ -308,15 +339,58 @@ impl Reactor {
                 "commit failed, the turn's writes were rolled back: {e}"
             ));
         }
-        let deadline = Instant::now() + self.config.idle_timeout();
+        let mut held = Vec::new();
         for (key, generation, applied) in std::mem::take(&mut self.staged) {
-            let reply = match (committed.is_ok(), applied.if_not_committed) {
-                (false, Some(instead)) => instead,
-                _ => applied.reply,
-            };
-            self.release(key, generation, reply, deadline);
+            let wrote = applied.if_not_committed.is_some();
+            match (&committed, wrote, self.sync_gate.is_some()) {
+                (Ok(()), true, true) => held.push((key, generation, applied)),
+                _ => self.resolve(key, generation, applied, committed.is_ok()),
+            }
+        }
+        if let (false, Some(gate)) = (held.is_empty(), self.sync_gate.as_mut()) {
+            gate.commits += 1;
+            gate.syncer.request(gate.commits);
+            gate.waiting.push_back((gate.commits, held));
         }
         self.report(committed.is_ok(), events);
+    }
+
+    /// Releases answers whose commits the syncer has made durable (or failed to).
+    fn collect_synced(&mut self) {
+        let Some(gate) = self.sync_gate.as_mut() else {
+            return;
+        };
+        let mut ready = Vec::new();
+        while let Ok(synced) = gate.synced.try_recv() {
+            if let Err(e) = &synced.result {
+                diagnostic(&format!(
+                    "{e}; answering the writes it covered with their error codes"
+                ));
+            }
+            while gate
+                .waiting
+                .front()
+                .is_some_and(|(commit, _)| *commit <= synced.upto)
+            {
+                let (_, answers) = gate.waiting.pop_front().expect("checked front");
+                ready.push((answers, synced.result.is_ok()));
+            }
+        }
+        for (answers, durable) in ready {
+            for (key, generation, applied) in answers {
+                self.resolve(key, generation, applied, durable);
+            }
+        }
+    }
+
+    /// Sends the answer a command earned, given whether its writes made it.
+    fn resolve(&mut self, key: usize, generation: u64, applied: Applied, written: bool) {
+        let reply = match (written, applied.if_not_committed) {
+            (false, Some(instead)) => instead,
+            _ => applied.reply,
+        };
+        let deadline = Instant::now() + self.config.idle_timeout();
+        self.release(key, generation, reply, deadline);
     }
 
     /// Prints what happened to messages: deliveries on the console (once they are committed),
@@ -338,7 +412,6 @@ impl Reactor {
                 }
             }
         }
-        self.console.flush();
     }
 
     fn release(&mut self, key: usize, generation: u64, reply: Reply, deadline: Instant) {

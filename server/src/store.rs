@@ -16,15 +16,6 @@ mod migrations {
 
 pub type Result<T> = rusqlite::Result<T>;
 
-/// How hard a commit waits for the disk (`PRAGMA synchronous`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Durability {
-    /// fsync the WAL at every commit: a `0` answer survives power loss.
-    Full,
-    /// fsync only at checkpoints: survives a crash of the server, not of the machine.
-    Normal,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub alias: String,
@@ -74,14 +65,12 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
-    pub fn open(path: &Path, durability: Durability, max_pages: Option<u64>) -> Result<Store> {
+    /// `synchronous=NORMAL`: commits do not wait for the disk; whoever promises durability syncs
+    /// the WAL itself (see `syncer`), so that the reactor never waits for an fsync.
+    pub fn open(path: &Path, max_pages: Option<u64>) -> Result<Store> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        let sync = match durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // The reactor must not sleep on a lock: only a person's sqlite3 shell can hold one.
         conn.busy_timeout(std::time::Duration::from_millis(200))?;
@@ -315,7 +304,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), Durability::Normal, None).unwrap();
+        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
         (dir, store)
     }
 

@@ -4,8 +4,15 @@ use e2e::{connect, encode, register, sent, Listener, Server};
 
 #[test]
 fn kill9_then_restart_keeps_users_counters_connections_and_queue() {
+    // Both modes survive a crash of the server process; `full` also survives power loss.
+    for durability in ["full", "normal"] {
+        kill9_then_restart(durability);
+    }
+}
+
+fn kill9_then_restart(durability: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), &["--durability", durability]);
     register(&server, "ana");
     register(&server, "bea");
     assert_eq!(
