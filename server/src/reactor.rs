@@ -193,6 +193,9 @@ impl Reactor {
         let generation = self.next_generation;
         entry.insert(Connection::new(stream, peer, deadline, generation));
         self.timers.push(Reverse((deadline, key, generation)));
+        // Clients write their request right after connecting, so it is often already here:
+        // reading now saves a trip through poll.
+        self.on_ready(key);
     }
 
     fn on_ready(&mut self, key: usize) {
@@ -282,8 +285,8 @@ impl Reactor {
         if let Some(why) = why {
             diagnostic(&why);
         }
+        // Closing the socket removes it from the epoll set; no deregister call is needed.
         let mut conn = self.connections.remove(key);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
         if conn.state == State::Writing {
             conn.discard_input();
         }
