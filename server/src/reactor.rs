@@ -292,27 +292,26 @@ impl Reactor {
         }
     }
 
+    /// The connection at `key`, if it is still the one of that generation.
+    fn live(&self, key: usize, generation: u64) -> Option<&Connection> {
+        self.connections
+            .get(key)
+            .filter(|c| c.generation == generation)
+    }
+
     fn fire_timers(&mut self, now: Instant) {
         while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let Some(conn) = self
-                .connections
-                .get(key)
-                .filter(|c| c.generation == generation)
-            else {
+            let Some(conn) = self.live(key, generation) else {
                 continue;
             };
             if conn.state == State::Reading && conn.grace_deadline.is_some_and(|g| g <= now) {
                 self.try_frame(key);
             }
-            let Some(conn) = self
-                .connections
-                .get(key)
-                .filter(|c| c.generation == generation)
-            else {
+            let Some(conn) = self.live(key, generation) else {
                 continue;
             };
             if conn.deadline <= now && conn.state != State::Staged {

@@ -71,9 +71,46 @@ impl Lines {
     }
 }
 
+/// A child process that is killed if the test drops it.
+pub struct Running {
+    child: Child,
+    name: &'static str,
+}
+
+impl Running {
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the process to exit and returns its exit code (None if killed by a signal).
+    pub fn wait(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(start.elapsed() < PATIENCE, "{} did not exit", self.name);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `server` on 127.0.0.1 with its own database.
 pub struct Server {
-    child: Child,
+    process: Running,
     pub port: u16,
     pub db: PathBuf,
     pub stdout: Lines,
@@ -120,7 +157,10 @@ impl Server {
             std::thread::sleep(Duration::from_millis(5));
         };
         Server {
-            child,
+            process: Running {
+                child,
+                name: "server",
+            },
             port,
             db: db.to_path_buf(),
             stdout,
@@ -144,20 +184,12 @@ impl Server {
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.process.signal(signal);
     }
 
     /// Waits for the process to exit and returns its exit code (None if killed by a signal).
     pub fn wait(mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(start.elapsed() < PATIENCE, "server did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.process.wait()
     }
 
     /// kill -9, as a crash would.
@@ -168,14 +200,7 @@ impl Server {
 
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.alive()
     }
 }
 
@@ -285,7 +310,7 @@ pub fn connect(server: &Server, alias: &str) -> Listener {
 
 /// A running `formatter` on 127.0.0.1.
 pub struct Formatter {
-    child: Child,
+    process: Running,
     pub port: u16,
     pub stderr: Lines,
 }
@@ -311,7 +336,10 @@ impl Formatter {
             .parse()
             .expect("port");
         Formatter {
-            child,
+            process: Running {
+                child,
+                name: "formatter",
+            },
             port,
             stderr,
         }
@@ -322,26 +350,11 @@ impl Formatter {
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.process.signal(signal);
     }
 
     pub fn wait(mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(start.elapsed() < PATIENCE, "formatter did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Formatter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.wait()
     }
 }
 
@@ -422,7 +435,7 @@ pub fn python_with_zeep() -> PathBuf {
 
 /// A running `client --console`, fed line by line; everything it prints is collected.
 pub struct ConsoleClient {
-    child: Child,
+    process: Running,
     stdin: Option<std::process::ChildStdin>,
     stdout: Arc<Mutex<Vec<u8>>>,
     pub stderr: Lines,
@@ -460,7 +473,10 @@ impl ConsoleClient {
         let stderr = Lines::collect(child.stderr.take().unwrap());
         let stdin = child.stdin.take();
         ConsoleClient {
-            child,
+            process: Running {
+                child,
+                name: "client",
+            },
             stdin,
             stdout,
             stderr,
@@ -510,20 +526,25 @@ impl ConsoleClient {
     /// Closes stdin and waits for the exit code.
     pub fn finish(mut self) -> Option<i32> {
         drop(self.stdin.take());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(start.elapsed() < PATIENCE, "client did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.process.wait()
     }
 }
 
-impl Drop for ConsoleClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Makes dropping `stream` send a reset instead of a FIN (SO_LINGER with a zero timeout).
+pub fn reset_on_drop(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a descriptor we own, with a correctly sized value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as u32,
+        );
     }
 }

@@ -212,30 +212,10 @@ fn sigpipe_does_not_kill_the_server() {
         let mut s = TcpStream::connect(server.addr()).unwrap();
         s.write_all(&encode(&[b"REGISTER", b"x"])).unwrap();
         // Reset instead of reading: the server's answer then meets a closed socket.
-        let socket = socket2_linger_zero(s);
-        drop(socket);
+        e2e::reset_on_drop(&s);
+        drop(s);
     }
     std::thread::sleep(Duration::from_millis(100));
     assert!(server.alive());
     assert_eq!(server.call(&["REGISTER", "y"]), [0]);
-}
-
-/// Sets SO_LINGER to zero so that dropping the stream sends a reset.
-fn socket2_linger_zero(stream: TcpStream) -> TcpStream {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a descriptor we own, with a correctly sized value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as u32,
-        );
-    }
-    stream
 }

@@ -164,7 +164,7 @@ fn misbehaving_listener(behaviour: &'static str) -> u16 {
                 for stream in socket.incoming() {
                     let stream = stream.unwrap();
                     if behaviour == "reset" {
-                        set_linger_zero(&stream);
+                        e2e::reset_on_drop(&stream);
                         drop(stream);
                     } else {
                         held.push(stream);
@@ -175,24 +175,6 @@ fn misbehaving_listener(behaviour: &'static str) -> u16 {
         _ => unreachable!(),
     }
     port
-}
-
-fn set_linger_zero(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a descriptor we own, with a correctly sized value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as u32,
-        );
-    }
 }
 
 fn connected(server: &Server, alias: &str) -> bool {
