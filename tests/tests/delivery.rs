@@ -15,14 +15,20 @@ fn push_message(sender: &str, id: u32, text: &str) -> Vec<u8> {
     ])
 }
 
-#[test]
-fn live_message_then_ack_in_the_spaces_style() {
+/// A server with users ana and bea registered and connected to fresh listeners.
+fn ana_and_bea_connected(args: &[&str]) -> (tempfile::TempDir, Server, Listener, Listener) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), args);
     register(&server, "ana");
     register(&server, "bea");
     let ana = connect(&server, "ana");
     let bea = connect(&server, "bea");
+    (dir, server, ana, bea)
+}
+
+#[test]
+fn live_message_then_ack_in_the_spaces_style() {
+    let (_dir, server, ana, bea) = ana_and_bea_connected(&[]);
     assert_eq!(server.call(&["SEND", "ana", "bea", "hola bea"]), sent(1));
     assert_eq!(bea.next(), push_message("ana", 1, "hola bea"));
     assert_eq!(ana.next(), encode(&[b"SEND MESS ACK", b"1"]));
@@ -36,12 +42,7 @@ fn live_message_then_ack_in_the_spaces_style() {
 
 #[test]
 fn underscore_style_and_attachments() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--push-style", "underscores"]);
-    register(&server, "ana");
-    register(&server, "bea");
-    let ana = connect(&server, "ana");
-    let bea = connect(&server, "bea");
+    let (_dir, server, ana, bea) = ana_and_bea_connected(&["--push-style", "underscores"]);
     assert_eq!(server.call(&["SEND", "ana", "bea", "uno"]), sent(1));
     assert_eq!(bea.next(), encode(&[b"SEND_MESSAGE", b"ana", b"1", b"uno"]));
     assert_eq!(ana.next(), encode(&[b"SEND_MESS_ACK", b"1"]));
@@ -67,12 +68,7 @@ fn underscore_style_and_attachments() {
 
 #[test]
 fn attachment_pushes_in_the_spaces_style() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    register(&server, "ana");
-    register(&server, "bea");
-    let ana = connect(&server, "ana");
-    let bea = connect(&server, "bea");
+    let (_dir, server, ana, bea) = ana_and_bea_connected(&[]);
     assert_eq!(
         server.call(&["SENDATTACH", "ana", "bea", "foto", "/f"]),
         sent(1)

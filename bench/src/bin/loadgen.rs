@@ -113,72 +113,53 @@ fn main() {
         .unwrap();
     }
 
-    header("Operations (durable: synchronous=FULL, one fsync per reactor turn)");
+    header("Operations (durable: each answer waits for the WAL fsync that covers it)");
+    type Make = Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>;
+    let send_durable: Make = Arc::new(|c, s| {
+        fields(&[
+            b"SEND",
+            format!("snd{c}").as_bytes(),
+            b"sink",
+            format!("message {s} of a durable benchmark").as_bytes(),
+        ])
+    });
+    let scenarios: Vec<(&str, Box<dyn Fn(usize) -> Make>)> = vec![
+        (
+            "REGISTER",
+            Box::new(|level| {
+                Arc::new(move |c, s| fields(&[b"REGISTER", format!("c{level}u{c}_{s}").as_bytes()]))
+            }),
+        ),
+        ("SEND to offline", Box::new(|_| Arc::clone(&send_durable))),
+        (
+            "USERS (11 online)",
+            Box::new(|_| Arc::new(|_, _| fields(&[b"USERS", b"req"]))),
+        ),
+        (
+            "mix 10/70/20 R/S/U",
+            Box::new(|level| {
+                Arc::new(move |c, s| match s % 10 {
+                    0 => fields(&[b"REGISTER", format!("m{level}u{c}_{s}").as_bytes()]),
+                    1 | 2 => fields(&[b"USERS", b"req"]),
+                    _ => fields(&[
+                        b"SEND",
+                        format!("snd{c}").as_bytes(),
+                        b"sink",
+                        b"mixed load",
+                    ]),
+                })
+            }),
+        ),
+    ];
     let mut send16 = 0.0;
-    for &clients in levels {
-        let tag = format!("c{clients}");
-        let run = closed_loop(
-            addr,
-            Some(&server),
-            clients,
-            duration,
-            0,
-            Arc::new(move |c, s| fields(&[b"REGISTER", format!("{tag}u{c}_{s}").as_bytes()])),
-        );
-        row("REGISTER", clients, &run);
-    }
-    for &clients in levels {
-        let run = closed_loop(
-            addr,
-            Some(&server),
-            clients,
-            duration,
-            0,
-            Arc::new(|c, s| {
-                fields(&[
-                    b"SEND",
-                    format!("snd{c}").as_bytes(),
-                    b"sink",
-                    format!("message {s} of a durable benchmark").as_bytes(),
-                ])
-            }),
-        );
-        row("SEND to offline", clients, &run);
-        if clients == 16 {
-            send16 = run.rate();
+    for (name, make) in &scenarios {
+        for &clients in levels {
+            let run = closed_loop(addr, Some(&server), clients, duration, 0, make(clients));
+            row(name, clients, &run);
+            if *name == "SEND to offline" && clients == 16 {
+                send16 = run.rate();
+            }
         }
-    }
-    for &clients in levels {
-        let run = closed_loop(
-            addr,
-            Some(&server),
-            clients,
-            duration,
-            0,
-            Arc::new(|_, _| fields(&[b"USERS", b"req"])),
-        );
-        row("USERS (11 online)", clients, &run);
-    }
-    for &clients in levels {
-        let tag = format!("m{clients}");
-        let run = closed_loop(
-            addr,
-            Some(&server),
-            clients,
-            duration,
-            0,
-            Arc::new(move |c, s| match s % 10 {
-                0 => fields(&[b"REGISTER", format!("{tag}u{c}_{s}").as_bytes()]),
-                1 | 2 => fields(&[b"USERS", b"req"]),
-                _ => fields(&[
-                    b"SEND",
-                    format!("snd{c}").as_bytes(),
-                    b"sink",
-                    b"mixed load",
-                ]),
-            }),
-        );
-        row("mix 10/70/20 R/S/U", clients, &run);
     }
 
     // The same SEND load against the stateless reference, alternating, 16 clients.
@@ -186,18 +167,24 @@ fn main() {
     header("SEND, 16 clients: ours against the stateless reference, alternating");
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..3 {
-        let make: Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync> = Arc::new(|c, s| {
-            fields(&[
-                b"SEND",
-                format!("snd{c}").as_bytes(),
-                b"sink",
-                format!("message {s} of a durable benchmark").as_bytes(),
-            ])
-        });
-        let run = closed_loop(addr, Some(&server), 16, duration, 0, Arc::clone(&make));
+        let run = closed_loop(
+            addr,
+            Some(&server),
+            16,
+            duration,
+            0,
+            Arc::clone(&send_durable),
+        );
         row(&format!("ours, round {}", round + 1), 16, &run);
         ours.push(run.rate());
-        let run = closed_loop(reference.addr, Some(&reference), 16, duration, 0, make);
+        let run = closed_loop(
+            reference.addr,
+            Some(&reference),
+            16,
+            duration,
+            0,
+            Arc::clone(&send_durable),
+        );
         row(&format!("reference, round {}", round + 1), 16, &run);
         theirs.push(run.rate());
     }
