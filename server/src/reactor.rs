@@ -29,6 +29,9 @@ pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
 pub const SIGNALS: Token = Token(usize::MAX - 3);
 
+/// A command's result waiting to be sent: `(slab key, generation, result)`.
+type StagedAnswer = (usize, u64, Applied);
+
 pub struct Reactor {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -39,7 +42,7 @@ pub struct Reactor {
     next_generation: u64,
     messenger: Messenger,
     /// Answers waiting for the turn's commit: `(slab key, generation, result)`.
-    staged: Vec<(usize, u64, Applied)>,
+    staged: Vec<StagedAnswer>,
     console: Console,
     config: Config,
     shutdown_deadline: Option<Instant>,
@@ -54,7 +57,7 @@ pub struct SyncGate {
     /// Number of the last commit handed to the syncer.
     commits: u64,
     /// `(commit number, answers)` in commit order.
-    waiting: VecDeque<(u64, Vec<(usize, u64, Applied)>)>,
+    waiting: VecDeque<(u64, Vec<StagedAnswer>)>,
 }
 
 impl SyncGate {

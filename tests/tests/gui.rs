@@ -42,7 +42,7 @@ fn the_desktop_client_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let formatter = Formatter::start();
-    let app = app::App::default();
+    let _app = app::App::default();
     let endpoints = Endpoints {
         server: ServerLink {
             host: "127.0.0.1".into(),
@@ -171,7 +171,6 @@ fn the_desktop_client_end_to_end() {
         "panes grow with the window"
     );
     assert!((gui.client_pane.w() - gui.server_pane.w()).abs() <= 2);
-    drop(app);
 }
 
 #[test]

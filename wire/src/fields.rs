@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn scan_rejects_oversized_fields_with_or_without_nul() {
         let mut long = b"SEND\0".to_vec();
-        long.extend(std::iter::repeat(b'x').take(256));
+        long.extend(std::iter::repeat_n(b'x', 256));
         assert_eq!(
             scan_fields(&long, 4, 32, 255),
             Err(ScanError::Oversized { index: 1 })

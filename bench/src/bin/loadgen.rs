@@ -123,7 +123,8 @@ fn main() {
             format!("message {s} of a durable benchmark").as_bytes(),
         ])
     });
-    let scenarios: Vec<(&str, Box<dyn Fn(usize) -> Make>)> = vec![
+    type Scenario<'a> = (&'a str, Box<dyn Fn(usize) -> Make + 'a>);
+    let scenarios: Vec<Scenario> = vec![
         (
             "REGISTER",
             Box::new(|level| {
@@ -283,7 +284,9 @@ fn live_delivery(opts: &Options, dir: &std::path::Path, messages: usize) -> (f64
         )
         .unwrap();
     }
-    let sent: Arc<Mutex<HashMap<(String, u32), (String, Instant)>>> = Arc::default();
+    // (sender, id) -> (recipient, when the SEND was issued)
+    type Sent = HashMap<(String, u32), (String, Instant)>;
+    let sent: Arc<Mutex<Sent>> = Arc::default();
     let (cpu0, own0) = (server.cpu(), own_cpu());
     let start = Instant::now();
     let senders: Vec<_> = (0..16)

@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(ranges(b"REGISTER\0ana\0Ana"), Framing::Incomplete);
         let one = Framing::Complete {
             op: Op::Register,
-            fields: vec![9..12],
+            fields: vec![Range { start: 9, end: 12 }],
         };
         assert_eq!(
             frame(b"REGISTER\0ana\0", false, true, RegisterForm::Auto),
