@@ -378,16 +378,16 @@ impl Messenger {
         if self.in_flight.contains(alias) {
             return;
         }
-        let next =
-            self.store
-                .user(alias)
-                .and_then(|user| match user.as_ref().and_then(listener_addr) {
-                    Some(addr) => Ok((addr, self.store.pending_batch(alias, DELIVERY_BATCH)?)),
-                    None => Ok((SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new())),
-                });
+        let next = self.store.user(alias).and_then(|user| {
+            let Some(addr) = user.as_ref().and_then(listener_addr) else {
+                return Ok(None);
+            };
+            let batch = self.store.pending_batch(alias, DELIVERY_BATCH)?;
+            Ok((!batch.is_empty()).then_some((addr, batch)))
+        });
         match next {
-            Ok((_, batch)) if batch.is_empty() => {}
-            Ok((addr, batch)) => {
+            Ok(None) => {}
+            Ok(Some((addr, batch))) => {
                 let style = self.settings.push_style;
                 let pushes = batch
                     .into_iter()
@@ -422,9 +422,9 @@ impl Messenger {
 
     /// Stops the deliverers once their pushes are done, records the outcomes and commits.
     pub fn shut_down(&mut self) -> (Result<(), String>, Vec<Event>) {
-        self.kicks.clear();
         self.pool.shut_down();
         self.collect_reports();
+        // The pool is gone: nothing more is pushed, only the outcomes are recorded.
         self.acks.clear();
         self.kicks.clear();
         self.end_turn()

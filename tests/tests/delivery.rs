@@ -92,6 +92,15 @@ fn no_ack_when_the_sender_is_offline() {
     server.stdout.wait_for("s> SEND MESSAGE 1 FROM ana TO bea");
 }
 
+/// Message `n` of the flush test: every third from carla, the rest from ana, with their ids.
+fn origin(n: u32) -> (&'static str, u32) {
+    if n.is_multiple_of(3) {
+        ("carla", n / 3)
+    } else {
+        ("ana", n - n / 3)
+    }
+}
+
 #[test]
 fn many_pending_messages_flush_in_order_when_the_recipient_connects() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,11 +109,7 @@ fn many_pending_messages_flush_in_order_when_the_recipient_connects() {
     register(&server, "carla");
     register(&server, "bea");
     for n in 1..=100u32 {
-        let (from, id) = if n % 3 == 0 {
-            ("carla", n / 3)
-        } else {
-            ("ana", n - n / 3)
-        };
+        let (from, id) = origin(n);
         assert_eq!(
             server.call(&["SEND", from, "bea", &format!("m{n}")]),
             sent(id)
@@ -112,11 +117,7 @@ fn many_pending_messages_flush_in_order_when_the_recipient_connects() {
     }
     let bea = connect(&server, "bea");
     for n in 1..=100u32 {
-        let (from, id) = if n % 3 == 0 {
-            ("carla", n / 3)
-        } else {
-            ("ana", n - n / 3)
-        };
+        let (from, id) = origin(n);
         assert_eq!(
             bea.next(),
             push_message(from, id, &format!("m{n}")),
