@@ -507,11 +507,9 @@ impl RegisterDialog {
             if value.is_empty() || value == "Text" {
                 return Err(format!("{what} is required."));
             }
-            wire::validate_name(value.as_bytes()).map_err(|e| format!("{what}: {e}."))?;
         }
-        if alias.contains(char::is_whitespace) {
-            return Err("Alias must be one word.".into());
-        }
+        wire::validate_full_name(full_name.as_bytes()).map_err(|e| format!("Full name: {e}."))?;
+        wire::validate_name(alias.as_bytes()).map_err(|e| format!("Alias: {e}."))?;
         let date = format_date(self.day.value(), self.month.value(), self.year.value());
         if !wire::looks_like_birth_date(date.as_bytes()) {
             return Err(format!("{date} is not a valid date."));

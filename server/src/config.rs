@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::commands::RegisterForm;
+use crate::messenger::RegisterForm;
 
 /// When an answer that reports a write may leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,13 +55,18 @@ pub struct Config {
     #[arg(long, value_enum, default_value_t = PushStyleArg::Spaces)]
     pub push_style: PushStyleArg,
 
-    /// Number of deliverer threads making pushes.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Number of deliverer threads; each runs many pushes at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub deliverers: u16,
 
-    /// Connections open at once; more are closed at accept.
-    #[arg(long, default_value_t = 4096)]
-    pub max_connections: usize,
+    /// Pushes in flight at once over all deliverers (each holds a descriptor); recipients
+    /// beyond it wait their turn. A listener that never reads holds one until its push timeout.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_pushes: u32,
+
+    /// Client connections open at once; more are closed at accept.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 
     /// Milliseconds a client has to send a whole request (and to read the answer).
     #[arg(long, default_value_t = 10_000)]
@@ -98,6 +103,11 @@ pub struct Config {
     /// SEND answers 2 until delivered messages free space.
     #[arg(long)]
     pub max_db_pages: Option<u64>,
+
+    /// WAL size in pages at which the checkpointer thread copies the WAL back into the
+    /// database file (the reactor itself never checkpoints).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkpoint_pages: u32,
 }
 
 impl Config {

@@ -1,11 +1,133 @@
-//! The `s> ...` lines of seed 000 section 7 on stdout, and diagnostics on stderr.
+//! The `s> ...` lines of seed 000 section 7 on stdout, and timestamped diagnostics on stderr.
 //!
-//! Lines are collected during a reactor turn and written in one go at its end, so they appear
-//! promptly whether stdout is a terminal, a pipe or a file. A closed stdout or stderr is ignored:
-//! the server must not die because nobody reads its console.
+//! Nobody writes to the real streams from the reactor: each stream has a writer thread fed
+//! through a bounded buffer. A stalled pipe (a terminal paused with ^S, a log collector that
+//! stopped reading) fills the buffer and then costs dropped lines, counted and reported on
+//! stderr once it moves again, never a stalled server. A closed stream is ignored: the server
+//! must not die because nobody reads its console.
 
 use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Bytes each stream may hold while its reader is not reading.
+pub const STREAM_BUFFER_LIMIT: usize = 1 << 20;
+
+/// How long the final flush at exit waits for a stalled stream.
+const EXIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct Buffered {
+    bytes: Vec<u8>,
+    /// Lines refused because the buffer was full, not yet reported.
+    dropped: u64,
+    /// True while the writer thread holds bytes it took but has not finished writing.
+    writing: bool,
+}
+
+/// One output stream and its writer thread.
+struct Stream {
+    buffered: Mutex<Buffered>,
+    changed: Condvar,
+    name: &'static str,
+}
+
+impl Stream {
+    fn start(name: &'static str, write: fn(&[u8])) -> Arc<Stream> {
+        let stream = Arc::new(Stream {
+            buffered: Mutex::new(Buffered::default()),
+            changed: Condvar::new(),
+            name,
+        });
+        let writer = stream.clone();
+        // Without the thread every line would be dropped, but the server still serves.
+        let _ = std::thread::Builder::new()
+            .name(format!("{name}-writer"))
+            .spawn(move || writer.run(write));
+        stream
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut buffered = self.lock();
+        if buffered.bytes.len() + bytes.len() > STREAM_BUFFER_LIMIT {
+            buffered.dropped += 1;
+            return;
+        }
+        buffered.bytes.extend_from_slice(bytes);
+        self.changed.notify_all();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffered> {
+        self.buffered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, write: fn(&[u8])) {
+        loop {
+            let (bytes, dropped) = {
+                let mut buffered = self.lock();
+                while buffered.bytes.is_empty() && buffered.dropped == 0 {
+                    buffered = self
+                        .changed
+                        .wait(buffered)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                buffered.writing = true;
+                (
+                    std::mem::take(&mut buffered.bytes),
+                    std::mem::take(&mut buffered.dropped),
+                )
+            };
+            write(&bytes);
+            if dropped > 0 {
+                diagnostic(&format!(
+                    "{dropped} {} lines were dropped: nobody read them while {} KiB waited",
+                    self.name,
+                    STREAM_BUFFER_LIMIT / 1024
+                ));
+            }
+            self.lock().writing = false;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until everything pushed so far is written, or `wait` has passed.
+    fn drain(&self, wait: Duration) {
+        let mut buffered = self.lock();
+        let deadline = std::time::Instant::now() + wait;
+        while !buffered.bytes.is_empty() || buffered.writing {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            buffered = self
+                .changed
+                .wait_timeout(buffered, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+fn write_stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
+}
+
+fn write_stderr(bytes: &[u8]) {
+    let _ = std::io::stderr().lock().write_all(bytes);
+}
+
+fn stdout() -> &'static Stream {
+    static STDOUT: OnceLock<Arc<Stream>> = OnceLock::new();
+    STDOUT.get_or_init(|| Stream::start("stdout", write_stdout))
+}
+
+fn stderr() -> &'static Stream {
+    static STDERR: OnceLock<Arc<Stream>> = OnceLock::new();
+    STDERR.get_or_init(|| Stream::start("stderr", write_stderr))
+}
+
+/// The reactor's console: lines are collected during a turn and handed over at its end.
 #[derive(Default)]
 pub struct Console {
     lines: String,
@@ -24,18 +146,73 @@ impl Console {
     }
 
     pub fn flush(&mut self) {
-        if self.lines.is_empty() {
-            return;
+        if !self.lines.is_empty() {
+            stdout().push(self.lines.as_bytes());
+            self.lines.clear();
         }
-        let mut out = std::io::stdout().lock();
-        let _ = out
-            .write_all(self.lines.as_bytes())
-            .and_then(|()| out.flush());
-        self.lines.clear();
     }
 }
 
-/// Writes one line to stderr, ignoring a closed stderr.
+/// Writes one timestamped line to stderr, from any thread, without ever blocking on it.
 pub fn diagnostic(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
+    stderr().push(format!("{} {text}\n", timestamp(SystemTime::now())).as_bytes());
+}
+
+/// Waits (a bounded time) until what was written so far has reached both streams.
+pub fn drain() {
+    stdout().drain(EXIT_FLUSH_WAIT);
+    stderr().drain(EXIT_FLUSH_WAIT);
+}
+
+/// Stops the process with a clear message, for failures after which going on could lie to
+/// clients (a failed fsync): a restart re-reads what is really on disk.
+pub fn fatal(text: &str) -> ! {
+    diagnostic(&format!("fatal: {text}"));
+    drain();
+    std::process::exit(1);
+}
+
+/// `2026-11-22T04:08:18.123Z`: UTC, millisecond precision, sortable.
+pub fn timestamp(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        let at = |secs: u64, millis: u64| {
+            timestamp(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_795_320_498, 123), "2026-11-22T04:08:18.123Z");
+    }
 }

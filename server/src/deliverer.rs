@@ -1,46 +1,44 @@
-//! The deliverer pool: threads that make the outbound pushes, so the reactor never blocks on a
-//! slow or dead listener. Each result comes back through a channel and wakes the reactor.
+//! The deliverer pool: threads that make the outbound pushes, so the reactor never waits on a
+//! listener. Each worker runs many pushes at once as non-blocking state machines on its own mio
+//! `Poll`, each with a deadline: a listener that accepts and never reads holds one descriptor
+//! until its deadline, never a thread, so hundreds of stuck listeners delay nobody else.
+//!
+//! A job is a run of one recipient's pushes to one address, made one connection after another
+//! (that keeps them in order without a round trip through the reactor between two of them) and
+//! stopping at the first that fails. A push is connect, write, half-close, then wait for the
+//! listener to close its end: that close is what tells a listener that read the push from one
+//! that accepted and never read (the bytes of a short push fit in the socket buffer either way).
+//!
+//! Limits: at most `capacity` jobs in flight over the whole pool (the caller checks
+//! [`Pool::has_room`]), so at most `capacity` push sockets are open; the command channels and
+//! the report channel are bounded to what that many jobs can produce.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
 
-/// What a push carries back to the reactor so it can act on the outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ticket {
-    /// A pending message to its recipient at `addr`; `seq` is its row in the store.
-    Message {
-        seq: i64,
-        recipient: String,
-        sender: String,
-        id: u32,
-        attachment: Option<Vec<u8>>,
-        addr: SocketAddr,
-    },
-    /// An ack to the sender of a delivered message.
-    Ack { sender: String, id: u32 },
-}
+/// Names a job in reports and cancellations; chosen by the caller, unique while in flight.
+pub type JobId = u64;
 
-/// Pushes to one address, made one after another, each on its own connection, stopping at
-/// the first that fails. A run of one recipient's messages goes as one job: that keeps them in
-/// order without a round trip through the reactor between two messages.
+/// Most pushes one job may carry.
+pub const MAX_PUSHES_PER_JOB: usize = 64;
+
+const WAKER: Token = Token(usize::MAX);
+
 #[derive(Debug)]
 pub struct PushJob {
+    pub id: JobId,
     pub addr: SocketAddr,
-    pub pushes: Vec<(Ticket, Vec<u8>)>,
-}
-
-impl PushJob {
-    pub fn single(addr: SocketAddr, ticket: Ticket, bytes: Vec<u8>) -> PushJob {
-        PushJob {
-            addr,
-            pushes: vec![(ticket, bytes)],
-        }
-    }
+    /// The encoded pushes, in the order they must arrive.
+    pub pushes: Vec<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -49,57 +47,157 @@ pub enum Outcome {
     Delivered,
     /// Nobody listens at the address (yet).
     Refused,
+    /// The push did not finish within the push timeout.
+    TimedOut(Duration),
     Failed(io::Error),
+    /// The job was cancelled before this push finished.
+    Cancelled,
 }
 
 #[derive(Debug)]
 pub struct Report {
-    pub ticket: Ticket,
+    pub job: JobId,
+    /// Which push of the job this is about.
+    pub index: usize,
     pub outcome: Outcome,
     /// The last report of its job: nothing more of it is on its way.
     pub job_done: bool,
 }
 
+enum Command {
+    Push(PushJob),
+    Cancel(JobId),
+}
+
+struct WorkerHandle {
+    commands: Option<Sender<Command>>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+    /// Jobs given to this worker and not yet reported done.
+    load: usize,
+}
+
 pub struct Pool {
-    jobs: Option<Sender<PushJob>>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Vec<WorkerHandle>,
+    reports: Receiver<Report>,
+    /// Which worker runs each job in flight.
+    owner: HashMap<JobId, usize>,
+    capacity: usize,
 }
 
 impl Pool {
-    /// Starts `size` deliverers. Each finished push is sent on `reports`, then `wake` is called.
+    /// Starts `size` workers sharing at most `capacity` jobs in flight, each push bounded by
+    /// `timeout`. After sending reports a worker calls `wake`.
     pub fn start(
         size: usize,
+        capacity: usize,
         timeout: Duration,
-        reports: Sender<Report>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> io::Result<Pool> {
-        let (jobs, queue) = crossbeam_channel::unbounded::<PushJob>();
+        assert!(
+            size > 0 && capacity >= size,
+            "a pool needs workers and room"
+        );
+        let (report_tx, reports) = crossbeam_channel::bounded(capacity * MAX_PUSHES_PER_JOB + size);
         let workers = (0..size)
             .map(|n| {
-                let (queue, reports, wake) = (queue.clone(), reports.clone(), wake.clone());
-                std::thread::Builder::new()
+                let poll = Poll::new()?;
+                let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+                // Each worker can hold every job in flight plus one cancellation for each.
+                let (commands, queue) = crossbeam_channel::bounded(2 * capacity);
+                let (report_tx, wake) = (report_tx.clone(), wake.clone());
+                let thread = std::thread::Builder::new()
                     .name(format!("deliverer-{n}"))
-                    .spawn(move || run_worker(&queue, &reports, &*wake, timeout))
+                    .spawn(move || {
+                        Worker {
+                            poll,
+                            queue,
+                            reports: report_tx,
+                            wake,
+                            timeout,
+                            pushes: Slab::new(),
+                            deadlines: BTreeSet::new(),
+                            by_job: HashMap::new(),
+                            accepting: true,
+                        }
+                        .run()
+                    })?;
+                Ok(WorkerHandle {
+                    commands: Some(commands),
+                    waker,
+                    thread: Some(thread),
+                    load: 0,
+                })
             })
             .collect::<io::Result<_>>()?;
         Ok(Pool {
-            jobs: Some(jobs),
             workers,
+            reports,
+            owner: HashMap::new(),
+            capacity,
         })
     }
 
-    pub fn submit(&self, job: PushJob) {
-        if let Some(jobs) = &self.jobs {
-            // The workers only stop once `jobs` is dropped, so this cannot fail while we hold it.
-            let _ = jobs.send(job);
+    /// True if one more job may be submitted.
+    pub fn has_room(&self) -> bool {
+        self.owner.len() < self.capacity
+    }
+
+    /// Jobs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.owner.len()
+    }
+
+    /// Hands a job to the least loaded worker. The caller checked [`Pool::has_room`].
+    pub fn submit(&mut self, job: PushJob) {
+        assert!(self.has_room(), "submit without room");
+        assert!(job.pushes.len() <= MAX_PUSHES_PER_JOB && !job.pushes.is_empty());
+        let (n, worker) = self
+            .workers
+            .iter_mut()
+            .enumerate()
+            .min_by_key(|(_, w)| w.load)
+            .expect("at least one worker");
+        let id = job.id;
+        if worker.send(Command::Push(job)) {
+            worker.load += 1;
+            self.owner.insert(id, n);
+        } else {
+            crate::console::diagnostic(&format!("deliverer-{n} is gone; job {id} dropped"));
         }
     }
 
-    /// Lets queued pushes finish, then joins the workers.
+    /// Cancels a job in flight: its current push is abandoned and no further push starts.
+    /// A report with `job_done` still follows.
+    pub fn cancel(&mut self, job: JobId) {
+        if let Some(&n) = self.owner.get(&job) {
+            self.workers[n].send(Command::Cancel(job));
+        }
+    }
+
+    /// Moves the reports that have arrived into `out`.
+    pub fn reports(&mut self, out: &mut Vec<Report>) {
+        while let Ok(report) = self.reports.try_recv() {
+            if report.job_done {
+                if let Some(n) = self.owner.remove(&report.job) {
+                    self.workers[n].load -= 1;
+                }
+            }
+            out.push(report);
+        }
+    }
+
+    /// Lets pushes in flight finish (each within its timeout), then joins the workers.
     pub fn shut_down(&mut self) {
-        self.jobs = None;
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
+        self.capacity = 0;
+        for worker in &mut self.workers {
+            worker.commands = None;
+            let _ = worker.waker.wake();
+        }
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -110,69 +208,249 @@ impl Drop for Pool {
     }
 }
 
-fn run_worker(
-    queue: &Receiver<PushJob>,
-    reports: &Sender<Report>,
-    wake: &(dyn Fn() + Send + Sync),
+impl WorkerHandle {
+    fn send(&self, command: Command) -> bool {
+        let Some(commands) = &self.commands else {
+            return false;
+        };
+        match commands.try_send(command) {
+            Ok(()) => {}
+            // The channel holds every job in flight and one cancellation each: full means the
+            // caller broke the capacity rule.
+            Err(TrySendError::Full(_)) => {
+                debug_assert!(false, "deliverer command channel full");
+                return false;
+            }
+            Err(TrySendError::Disconnected(_)) => return false,
+        }
+        // A failed wake means the worker's poll is gone; its thread has ended.
+        let _ = self.waker.wake();
+        true
+    }
+}
+
+enum Stage {
+    Connecting,
+    Writing {
+        written: usize,
+    },
+    /// Half-closed; waiting for the listener to close its end.
+    Draining,
+}
+
+struct ActivePush {
+    job: PushJob,
+    index: usize,
+    stream: TcpStream,
+    stage: Stage,
+    deadline: Instant,
+}
+
+struct Worker {
+    poll: Poll,
+    queue: Receiver<Command>,
+    reports: Sender<Report>,
+    wake: Arc<dyn Fn() + Send + Sync>,
     timeout: Duration,
-) {
-    for job in queue {
-        let count = job.pushes.len();
-        for (n, (ticket, bytes)) in job.pushes.into_iter().enumerate() {
-            let outcome = push(&job.addr, &bytes, timeout);
-            let job_done = n + 1 == count || !matches!(outcome, Outcome::Delivered);
-            if reports
-                .send(Report {
-                    ticket,
-                    outcome,
-                    job_done,
-                })
-                .is_err()
-            {
+    pushes: Slab<ActivePush>,
+    /// `(deadline, slab key)` of every push in flight: one entry each.
+    deadlines: BTreeSet<(Instant, usize)>,
+    by_job: HashMap<JobId, usize>,
+    /// False once the pool stopped sending commands.
+    accepting: bool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self
+                .deadlines
+                .first()
+                .map(|(at, _)| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                crate::console::diagnostic(&format!("deliverer poll failed: {e}"));
                 return;
             }
-            wake();
-            if job_done {
+            let mut reported = false;
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => reported |= self.take_commands(),
+                    Token(key) => reported |= self.advance(key),
+                }
+            }
+            reported |= self.expire(Instant::now());
+            if reported {
+                (self.wake)();
+            }
+            if !self.accepting && self.pushes.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Takes new jobs and cancellations; true if it sent reports.
+    fn take_commands(&mut self) -> bool {
+        let mut reported = false;
+        loop {
+            match self.queue.try_recv() {
+                Ok(Command::Push(job)) => reported |= self.start(job, 0),
+                Ok(Command::Cancel(id)) => {
+                    if let Some(&key) = self.by_job.get(&id) {
+                        self.finish(key, Outcome::Cancelled);
+                        reported = true;
+                    }
+                }
+                Err(TryRecvError::Empty) => return reported,
+                Err(TryRecvError::Disconnected) => {
+                    self.accepting = false;
+                    return reported;
+                }
+            }
+        }
+    }
+
+    /// Starts push `index` of `job`; true if it sent reports (it failed at once).
+    fn start(&mut self, job: PushJob, index: usize) -> bool {
+        let mut stream = match TcpStream::connect(job.addr) {
+            Ok(stream) => stream,
+            Err(e) => return self.report_done(&job, index, classify(e)),
+        };
+        let entry = self.pushes.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return self.report_done(&job, index, Outcome::Failed(e));
+        }
+        let _ = stream.set_nodelay(true);
+        let deadline = Instant::now() + self.timeout;
+        self.by_job.insert(job.id, key);
+        self.deadlines.insert((deadline, key));
+        entry.insert(ActivePush {
+            job,
+            index,
+            stream,
+            stage: Stage::Connecting,
+            deadline,
+        });
+        // Readiness is edge-triggered: look now in case the connection is already there.
+        self.advance(key)
+    }
+
+    /// Moves a push as far as its socket allows; true if it sent reports.
+    fn advance(&mut self, key: usize) -> bool {
+        let Some(push) = self.pushes.get_mut(key) else {
+            return false;
+        };
+        match step(push) {
+            Ok(false) => false,
+            Ok(true) => self.finish(key, Outcome::Delivered),
+            Err(e) => self.finish(key, classify(e)),
+        }
+    }
+
+    /// Ends push `key` with `outcome`; on delivery the job's next push starts.
+    fn finish(&mut self, key: usize, outcome: Outcome) -> bool {
+        let push = self.pushes.remove(key);
+        self.deadlines.remove(&(push.deadline, key));
+        self.by_job.remove(&push.job.id);
+        // Dropping the stream closes it and takes it out of the poll set.
+        drop(push.stream);
+        let next = push.index + 1;
+        if matches!(outcome, Outcome::Delivered) && next < push.job.pushes.len() {
+            self.report(push.job.id, push.index, outcome, false);
+            self.start(push.job, next);
+        } else {
+            self.report_done(&push.job, push.index, outcome);
+        }
+        true
+    }
+
+    fn expire(&mut self, now: Instant) -> bool {
+        let mut reported = false;
+        while let Some(&(at, key)) = self.deadlines.first() {
+            if at > now {
                 break;
             }
+            reported |= self.finish(key, Outcome::TimedOut(self.timeout));
         }
+        reported
+    }
+
+    fn report_done(&self, job: &PushJob, index: usize, outcome: Outcome) -> bool {
+        self.report(job.id, index, outcome, true);
+        true
+    }
+
+    fn report(&self, job: JobId, index: usize, outcome: Outcome, job_done: bool) {
+        // The channel holds what every job in flight can report, so this does not block; it
+        // fails only once the pool is gone, and then nobody is left to tell.
+        let _ = self.reports.send(Report {
+            job,
+            index,
+            outcome,
+            job_done,
+        });
     }
 }
 
-/// One push: connect, write everything, half-close, then wait for the listener to close its
-/// end. Waiting for that close is what tells a listener that read the push from one that
-/// accepted and never read: the bytes of a short push fit in the socket buffer either way.
-fn push(addr: &SocketAddr, bytes: &[u8], timeout: Duration) -> Outcome {
-    let deadline = Instant::now() + timeout;
-    let attempt = || -> io::Result<()> {
-        let mut stream = TcpStream::connect_timeout(addr, timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(remaining(deadline)?))?;
-        stream.write_all(bytes)?;
-        stream.shutdown(Shutdown::Write)?;
-        let mut sink = [0u8; 256];
-        loop {
-            stream.set_read_timeout(Some(remaining(deadline)?))?;
-            match stream.read(&mut sink) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+/// Advances one push; Ok(true) when the listener has read it and closed.
+fn step(push: &mut ActivePush) -> io::Result<bool> {
+    loop {
+        match push.stage {
+            Stage::Connecting => {
+                if let Some(e) = push.stream.take_error()? {
+                    return Err(e);
+                }
+                match push.stream.peer_addr() {
+                    Ok(_) => push.stage = Stage::Writing { written: 0 },
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            }
+            Stage::Writing { written } => {
+                let bytes = &push.job.pushes[push.index];
+                if written == bytes.len() {
+                    push.stream.shutdown(Shutdown::Write)?;
+                    push.stage = Stage::Draining;
+                    continue;
+                }
+                match push.stream.write(&bytes[written..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        push.stage = Stage::Writing {
+                            written: written + n,
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Stage::Draining => {
+                let mut sink = [0u8; 256];
+                match push.stream.read(&mut sink) {
+                    Ok(0) => return Ok(true),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
-    };
-    match attempt() {
-        Ok(()) => Outcome::Delivered,
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Outcome::Refused,
-        Err(e) => Outcome::Failed(e),
     }
 }
 
-fn remaining(deadline: Instant) -> io::Result<Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(io::Error::new(io::ErrorKind::TimedOut, "push timed out"))
+fn classify(e: io::Error) -> Outcome {
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        Outcome::Refused
     } else {
-        Ok(left)
+        Outcome::Failed(e)
     }
 }

@@ -1,15 +1,15 @@
 //! The messaging server. `main` parses arguments and calls [`run`]; see ARCHITECTURE.md for the
 //! bird's-eye view.
 
-pub mod commands;
 pub mod config;
-mod connection;
 mod console;
-pub mod deliverer;
+pub mod core;
+mod deliverer;
+pub mod frontend;
 pub mod messenger;
 mod net;
 mod reactor;
-pub mod store;
+pub mod storage;
 mod syncer;
 
 use std::io;
@@ -22,18 +22,19 @@ use signal_hook_mio::v1_0::Signals;
 
 pub use config::{Config, Durability};
 
+use crate::core::Core;
 use crate::deliverer::Pool;
-use crate::messenger::{Messenger, Settings};
-use crate::reactor::{Reactor, SyncGate};
-use crate::store::Store;
+use crate::messenger::push::ListenerPushes;
+use crate::messenger::Messenger;
+use crate::reactor::{Listening, Reactor, SyncGate};
+use crate::storage::SqliteStore;
 use crate::syncer::Syncer;
 
 /// Opens the database, binds, prints `s> init server ip:port` and serves until SIGINT/SIGTERM.
 pub fn run(config: Config) -> Result<(), String> {
     net::raise_open_file_limit();
-    let store = Store::open(&config.db, config.max_db_pages)
-        .map_err(|e| format!("cannot open database {}: {e}", config.db.display()))?;
     let addr = SocketAddr::new(config.bind, config.port);
+    // Bind before touching the database, so that a port in use leaves no file behind.
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     listener
         .set_nonblocking(true)
@@ -41,45 +42,48 @@ pub fn run(config: Config) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
-    let listener = mio::net::TcpListener::from_std(listener);
+    let store = SqliteStore::open(&config.db, config.max_db_pages, config.checkpoint_pages)
+        .map_err(|e| format!("cannot open database {}: {e}", config.db.display()))?;
 
     let poll = mio::Poll::new().map_err(|e| format!("cannot create the poller: {e}"))?;
     let waker = Arc::new(reactor::waker(poll.registry()).map_err(|e| format!("waker: {e}"))?);
-    let (report_tx, report_rx) = crossbeam_channel::unbounded();
-    let wake = Arc::new(move || {
+    let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
         // A failed wake means the reactor is gone; nothing is left to tell.
         let _ = waker.wake();
     });
     let pool = Pool::start(
         config.deliverers.into(),
+        (config.max_pushes as usize).max(config.deliverers.into()),
         config.push_timeout(),
-        report_tx,
         wake.clone(),
     )
     .map_err(|e| format!("cannot start deliverers: {e}"))?;
     let sync_gate = match config.durability {
         Durability::Full => {
-            let (synced_tx, synced_rx) = crossbeam_channel::unbounded();
             let wal = PathBuf::from(format!("{}-wal", config.db.display()));
-            let syncer = Syncer::start(wal, synced_tx, wake)
-                .map_err(|e| format!("cannot start the syncer: {e}"))?;
-            Some(SyncGate::new(syncer, synced_rx))
+            let syncer =
+                Syncer::start(wal, wake).map_err(|e| format!("cannot start the syncer: {e}"))?;
+            Some(SyncGate::new(syncer))
         }
         Durability::Normal => None,
     };
-    let settings = Settings {
-        push_style: config.push_style.into(),
-        connect_window: config.connect_window(),
-    };
-    let messenger = Messenger::new(store, pool, report_rx, settings).map_err(|e| {
+    let pushes = ListenerPushes::new(pool, config.push_style.into(), config.connect_window());
+    let core = Core::new(Box::new(store), Box::new(pushes)).map_err(|e| {
         format!(
             "reading pending deliveries from {}: {e}",
             config.db.display()
         )
     })?;
     let signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signal handlers: {e}"))?;
+    let messenger = Listening {
+        socket: mio::net::TcpListener::from_std(listener),
+        frontend: Box::new(Messenger {
+            register_form: config.register_form,
+            grace: config.grace(),
+        }),
+    };
 
-    let mut reactor = Reactor::new(poll, listener, signals, messenger, config, sync_gate)
+    let mut reactor = Reactor::new(poll, vec![messenger], signals, core, config, sync_gate)
         .map_err(|e| format!("event loop: {e}"))?;
     let shown_ip = net::display_ip(local.ip());
     reactor
@@ -87,7 +91,15 @@ pub fn run(config: Config) -> Result<(), String> {
         .line(&format!("init server {shown_ip}:{}", local.port()));
     reactor.console().prompt();
     reactor.console().flush();
-    reactor
+    let result = reactor
         .run()
-        .map_err(|e: io::Error| format!("server stopped: {e}"))
+        .map_err(|e: io::Error| format!("server stopped: {e}"));
+    console::drain();
+    result
+}
+
+/// Reports a failure to start or to stop cleanly on stderr, after everything else printed.
+pub fn report_exit_error(error: &str) {
+    console::diagnostic(&format!("server: {error}"));
+    console::drain();
 }

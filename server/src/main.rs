@@ -5,7 +5,7 @@ fn main() -> std::process::ExitCode {
     match server::run(config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("server: {e}");
+            server::report_exit_error(&e);
             std::process::ExitCode::FAILURE
         }
     }

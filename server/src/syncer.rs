@@ -2,80 +2,130 @@
 //!
 //! SQLite runs with `synchronous=NORMAL`, so a commit only appends to the WAL in the page
 //! cache. When a turn has answers that promise durability, the reactor asks for a sync of that
-//! commit and holds the answers; this thread fdatasyncs the WAL file and reports how far it got.
-//! One fsync covers every commit made before it started, so under load many turns share one
-//! (group commit) while the reactor goes on serving. Checkpoints stay safe: in NORMAL mode
-//! SQLite syncs the WAL before copying it into the database and the database after.
+//! commit (by number) and holds the answers; this thread fdatasyncs the WAL file and publishes
+//! how far it got. One fsync covers every commit made before it started, so under load many
+//! turns share one (group commit) while the reactor goes on serving.
+//!
+//! There is no queue between the two: a request raises a high-water mark, so the state is a few
+//! words whatever the load. A failed fsync is final: the kernel may have dropped the dirty pages,
+//! and a later "successful" fsync would not bring them back. The syncer records the failure and
+//! the reactor stops the server (see `console::fatal`); a restart re-reads what is on disk.
 
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+#[derive(Default)]
+struct State {
+    /// Highest commit number asked for.
+    requested: u64,
+    /// Highest commit number known to be on disk.
+    synced: u64,
+    /// Set once an fsync failed; nothing is synced after that.
+    failure: Option<String>,
+    stop: bool,
+}
 
-/// Every commit numbered up to `upto` is on disk (or the sync failed).
-#[derive(Debug)]
-pub struct Synced {
-    pub upto: u64,
-    pub result: Result<(), String>,
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 pub struct Syncer {
-    requests: Option<Sender<u64>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// What the reactor learns when it looks.
+pub enum Progress {
+    /// Every commit up to this number is on disk.
+    Synced(u64),
+    Failed(String),
+}
+
 impl Syncer {
-    /// Starts the thread for the WAL file `wal`. Results go to `synced`, then `wake` is called.
-    pub fn start(
-        wal: PathBuf,
-        synced: Sender<Synced>,
-        wake: Arc<dyn Fn() + Send + Sync>,
-    ) -> io::Result<Syncer> {
-        let (requests, queue) = crossbeam_channel::unbounded();
+    /// Starts the thread for the WAL file `wal`; `wake` is called after each sync.
+    pub fn start(wal: PathBuf, wake: Arc<dyn Fn() + Send + Sync>) -> io::Result<Syncer> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("syncer".into())
-            .spawn(move || run(&wal, &queue, &synced, &*wake))?;
+            .spawn(move || run(&wal, &worker, &*wake))?;
         Ok(Syncer {
-            requests: Some(requests),
+            shared,
             thread: Some(thread),
         })
     }
 
     /// Asks for commit number `commit` (and all before it) to be made durable.
     pub fn request(&self, commit: u64) {
-        if let Some(requests) = &self.requests {
-            let _ = requests.send(commit);
+        let mut state = self.shared.lock();
+        state.requested = state.requested.max(commit);
+        self.shared.changed.notify_all();
+    }
+
+    pub fn progress(&self) -> Progress {
+        let state = self.shared.lock();
+        match &state.failure {
+            Some(why) => Progress::Failed(why.clone()),
+            None => Progress::Synced(state.synced),
         }
     }
 }
 
 impl Drop for Syncer {
     fn drop(&mut self) {
-        self.requests = None;
+        self.shared.lock().stop = true;
+        self.shared.changed.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn run(
-    wal: &PathBuf,
-    queue: &Receiver<u64>,
-    synced: &Sender<Synced>,
-    wake: &(dyn Fn() + Send + Sync),
-) {
+fn run(wal: &PathBuf, shared: &Shared, wake: &(dyn Fn() + Send + Sync)) {
     let mut file: Option<File> = None;
-    while let Ok(first) = queue.recv() {
-        // Everything asked for so far is covered by the one sync below.
-        let upto = queue.try_iter().fold(first, u64::max);
-        let result = sync(wal, &mut file).map_err(|e| format!("syncing {}: {e}", wal.display()));
-        if synced.send(Synced { upto, result }).is_err() {
-            return;
+    loop {
+        let upto = {
+            let mut state = shared.lock();
+            while state.requested <= state.synced && !state.stop {
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            if state.stop {
+                return;
+            }
+            // Everything asked for so far is covered by the one sync below.
+            state.requested
+        };
+        let result = sync(wal, &mut file);
+        {
+            let mut state = shared.lock();
+            match result {
+                Ok(()) => state.synced = upto,
+                Err(e) => {
+                    state.failure = Some(format!("fsync of {} failed: {e}", wal.display()));
+                    state.stop = true;
+                }
+            }
         }
         wake();
+        if shared.lock().failure.is_some() {
+            return;
+        }
     }
 }
 

@@ -13,7 +13,8 @@ mod push;
 
 pub use fields::{read_field, read_fields, scan_fields, write_fields, Scan, ScanError};
 pub use names::{
-    format_user_entry, looks_like_birth_date, parse_user_entry, validate_name, NameError,
+    format_user_entry, looks_like_birth_date, parse_user_entry, validate_full_name, validate_name,
+    NameError,
 };
 pub use ops::{FieldCount, Op};
 pub use push::{Push, PushKind, PushStyle, GET_FILE, GET_FILE_UNDERSCORE};

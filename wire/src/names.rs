@@ -8,6 +8,8 @@ pub enum NameError {
     TooLong,
     NotUtf8,
     ControlCharacter,
+    /// White space, or one of the separators `:` `,` `|` (PROTOCOL.md).
+    Separator,
 }
 
 impl fmt::Display for NameError {
@@ -17,14 +19,32 @@ impl fmt::Display for NameError {
             NameError::TooLong => "user name longer than 255 bytes",
             NameError::NotUtf8 => "user name is not valid UTF-8",
             NameError::ControlCharacter => "user name contains a control character",
+            NameError::Separator => {
+                "user name contains white space or one of the separators ':' ',' '|'"
+            }
         })
     }
 }
 
 impl std::error::Error for NameError {}
 
-/// A user name is 1 to 255 bytes of UTF-8 with no control characters (PROTOCOL.md).
+/// A user name is 1 to 255 bytes of UTF-8 with no control characters, no white space and none
+/// of `:` `,` `|` (PROTOCOL.md): `::` separates the parts of a user-list entry, `,` the names
+/// of the chat's user list, `|` the chat's fields, and console clients split on white space.
 pub fn validate_name(bytes: &[u8]) -> Result<&str, NameError> {
+    let name = validate_full_name(bytes)?;
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, ':' | ',' | '|'))
+    {
+        return Err(NameError::Separator);
+    }
+    Ok(name)
+}
+
+/// The full name of the three-field REGISTER: not a key, so spaces are allowed; still 1 to 255
+/// bytes of UTF-8 without control characters.
+pub fn validate_full_name(bytes: &[u8]) -> Result<&str, NameError> {
     if bytes.is_empty() {
         return Err(NameError::Empty);
     }
@@ -84,7 +104,15 @@ mod tests {
 
     #[test]
     fn names_are_utf8_without_controls_and_bounded() {
-        assert_eq!(validate_name("José Núñez".as_bytes()), Ok("José Núñez"));
+        assert_eq!(validate_name("Núñez".as_bytes()), Ok("Núñez"));
+        assert_eq!(
+            validate_full_name("José Núñez".as_bytes()),
+            Ok("José Núñez")
+        );
+        for bad in ["a::b", "a:b", "a,b", "a|b", "a b", "a\u{a0}b", "a\tb"] {
+            assert!(validate_name(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert_eq!(validate_name(b"a::b"), Err(NameError::Separator));
         assert_eq!(validate_name(b""), Err(NameError::Empty));
         assert_eq!(validate_name(&[b'a'; 256]), Err(NameError::TooLong));
         assert!(validate_name(&[b'a'; 255]).is_ok());

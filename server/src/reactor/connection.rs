@@ -1,15 +1,11 @@
 //! One client connection: a non-blocking state machine with a read buffer, a write cursor and a
-//! deadline. It knows nothing of what the bytes mean; `commands::frame` does.
+//! deadline. It knows nothing of what the bytes mean; its front-end's `frame` does.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-
-/// Enough for the longest request (a 32-byte op name and four 255-byte fields with their NULs)
-/// plus slack; whatever a client sends beyond it is never read.
-const READ_LIMIT: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -23,6 +19,8 @@ pub enum State {
 
 pub struct Connection {
     pub stream: TcpStream,
+    /// Index of the front-end whose listener accepted it.
+    pub frontend: usize,
     pub peer: SocketAddr,
     pub state: State,
     pub buf: Vec<u8>,
@@ -34,20 +32,23 @@ pub struct Connection {
     pub deadline: Instant,
     /// Set while a request that may have a longer form waits for more fields.
     pub grace_deadline: Option<Instant>,
-    /// Distinguishes this connection from earlier ones that had the same slab key, so stale
-    /// timers are ignored.
+    /// Distinguishes this connection from earlier ones that had the same slab key.
     pub generation: u64,
+    /// The reactor's timer entry for this connection, if any: exactly one per connection.
+    pub timer: Option<Instant>,
 }
 
 impl Connection {
     pub fn new(
         stream: TcpStream,
+        frontend: usize,
         peer: SocketAddr,
         deadline: Instant,
         generation: u64,
     ) -> Connection {
         Connection {
             stream,
+            frontend,
             peer,
             state: State::Reading,
             buf: Vec::new(),
@@ -57,16 +58,17 @@ impl Connection {
             deadline,
             grace_deadline: None,
             generation,
+            timer: None,
         }
     }
 
-    /// Reads everything available (up to the read limit). Returns true if anything new arrived
-    /// or the client closed its side.
-    pub fn fill(&mut self) -> io::Result<bool> {
+    /// Reads everything available, up to `limit` buffered bytes. Returns true if anything new
+    /// arrived or the client closed its side.
+    pub fn fill(&mut self, limit: usize) -> io::Result<bool> {
         let mut progressed = false;
         let mut chunk = [0u8; 1024];
-        while !self.eof && self.buf.len() < READ_LIMIT {
-            let room = (READ_LIMIT - self.buf.len()).min(chunk.len());
+        while !self.eof && self.buf.len() < limit {
+            let room = (limit - self.buf.len()).min(chunk.len());
             match self.stream.read(&mut chunk[..room]) {
                 Ok(0) => {
                     self.eof = true;
@@ -82,6 +84,12 @@ impl Connection {
             }
         }
         Ok(progressed)
+    }
+
+    /// When the reactor must look at this connection next.
+    pub fn next_wake(&self) -> Instant {
+        self.grace_deadline
+            .map_or(self.deadline, |grace| grace.min(self.deadline))
     }
 
     /// Starts writing `answer`.

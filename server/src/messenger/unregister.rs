@@ -3,12 +3,13 @@
 
 use wire::{code, validate_name};
 
-use super::{shown, Applied, Reply};
-use crate::messenger::Messenger;
+use super::shown;
+use crate::core::Core;
+use crate::frontend::{Applied, Reply};
 
-pub fn apply(fields: &[&[u8]], messenger: &mut Messenger) -> Applied {
+pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
     let [alias] = fields else {
-        unreachable!("frame() passes UNREGISTER one field")
+        unreachable!("the framing passes UNREGISTER one field")
     };
     let fail = |code: u8, why: String| {
         Reply::code(code)
@@ -19,7 +20,7 @@ pub fn apply(fields: &[&[u8]], messenger: &mut Messenger) -> Applied {
         Ok(alias) => alias,
         Err(e) => return Applied::read_only(fail(code::TWO, format!("UNREGISTER rejected: {e}"))),
     };
-    match messenger.unregister(alias) {
+    match core.unregister(alias) {
         Ok(true) => Applied::written(
             Reply::code(code::OK).console(format!("UNREGISTER {alias} OK")),
             fail(code::TWO, format!("UNREGISTER {alias}: not committed")),

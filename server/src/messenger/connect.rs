@@ -1,14 +1,17 @@
 //! `CONNECT alias port`: the user listens at the caller's IP and that port. Answers 0 ok, 1 no
 //! such user, 2 already connected, 3 error. Pending messages follow the commit.
 
+use std::time::Instant;
+
 use wire::{code, validate_name};
 
-use super::{shown, Applied, Caller, Reply};
-use crate::messenger::{ConnectOutcome, Messenger};
+use super::shown;
+use crate::core::{ConnectOutcome, Core};
+use crate::frontend::{Applied, Caller, Reply};
 
-pub fn apply(fields: &[&[u8]], caller: &Caller, messenger: &mut Messenger) -> Applied {
+pub fn apply(fields: &[&[u8]], caller: &Caller, core: &mut Core, now: Instant) -> Applied {
     let [alias, port] = fields else {
-        unreachable!("frame() passes CONNECT two fields")
+        unreachable!("the framing passes CONNECT two fields")
     };
     let fail = |code: u8, why: String| {
         Reply::code(code)
@@ -32,7 +35,7 @@ pub fn apply(fields: &[&[u8]], caller: &Caller, messenger: &mut Messenger) -> Ap
             return Applied::read_only(fail(code::THREE, why));
         }
     };
-    match messenger.connect(alias, caller.ip, port) {
+    match core.connect(alias, caller.peer.ip(), port, now) {
         Ok(ConnectOutcome::Connected) => Applied::written(
             Reply::code(code::OK).console(format!("CONNECT {alias} OK")),
             fail(code::THREE, format!("CONNECT {alias}: not committed")),

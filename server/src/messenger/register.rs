@@ -1,16 +1,17 @@
 //! `REGISTER name` (later edition) or `REGISTER full-name alias DD/MM/YYYY` (2022-23): the alias
 //! is the key. Answers 0 ok, 1 already registered, 2 error.
 
-use wire::{code, looks_like_birth_date, validate_name};
+use wire::{code, looks_like_birth_date, validate_full_name, validate_name};
 
-use super::{shown, Applied, Reply};
-use crate::messenger::Messenger;
+use super::shown;
+use crate::core::Core;
+use crate::frontend::{Applied, Reply};
 
-pub fn apply(fields: &[&[u8]], messenger: &mut Messenger) -> Applied {
+pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
     let (alias, profile) = match fields {
         [alias] => (*alias, None),
         [full_name, alias, birth_date] => (*alias, Some((*full_name, *birth_date))),
-        _ => unreachable!("frame() passes REGISTER one or three fields"),
+        _ => unreachable!("the framing passes REGISTER one or three fields"),
     };
     let fail = |why: String| {
         Reply::code(code::TWO)
@@ -24,7 +25,7 @@ pub fn apply(fields: &[&[u8]], messenger: &mut Messenger) -> Applied {
     let profile = match profile {
         None => None,
         Some((full_name, birth_date)) => {
-            let full_name = match validate_name(full_name) {
+            let full_name = match validate_full_name(full_name) {
                 Ok(name) => name,
                 Err(e) => {
                     return Applied::read_only(fail(format!(
@@ -46,7 +47,7 @@ pub fn apply(fields: &[&[u8]], messenger: &mut Messenger) -> Applied {
         }
     };
     let (full_name, birth_date) = profile.unzip();
-    match messenger.register(alias_str, full_name, birth_date) {
+    match core.register(alias_str, full_name, birth_date) {
         Ok(true) => Applied::written(
             Reply::code(code::OK).console(format!("REGISTER {alias_str} OK")),
             fail(format!("REGISTER {alias_str}: not committed")),

@@ -1,50 +1,29 @@
-//! SQLite storage: users, their message-id counters and the messages waiting for them.
+//! The embedded engine: SQLite in WAL mode, through rusqlite.
 //!
-//! The database is the only copy of anything that must survive a restart; the rest of the
-//! server keeps no mirror of it. Writes go into one transaction per reactor turn that the
-//! reactor commits before any answer that depends on them leaves (group commit).
+//! The reactor's connection never waits: its busy timeout is zero, so a write that finds the
+//! write lock taken (somebody's `sqlite3` shell) fails at once and poisons the turn, while reads
+//! go on from the WAL snapshot. It never checkpoints either: a WAL hook replaces SQLite's
+//! automatic checkpoint and wakes the [`Checkpointer`] thread, which copies the WAL into the
+//! database (with its fsyncs) on a connection of its own.
 
-use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
+
+use super::{Error, Pending, Result, Storage, User};
 
 mod migrations {
     include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 }
 
-pub type Result<T> = rusqlite::Result<T>;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub alias: String,
-    pub connected: bool,
-    pub ip: Option<String>,
-    pub port: Option<u16>,
-    pub last_id: u32,
-}
-
-impl User {
-    /// The listener address of a connected user.
-    pub fn listener(&self) -> Option<(&str, u16)> {
-        match (self.connected, self.ip.as_deref(), self.port) {
-            (true, Some(ip), Some(port)) => Some((ip, port)),
-            _ => None,
-        }
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error(e.to_string())
     }
-}
-
-/// A message waiting for its recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    /// Acceptance order; the row's key.
-    pub seq: i64,
-    pub recipient: String,
-    pub sender: String,
-    pub id: u32,
-    pub text: Vec<u8>,
-    pub attachment: Option<Vec<u8>>,
 }
 
 /// Stores raw bytes as SQLite TEXT, so that `sqlite3` shows messages as text even when a client
@@ -52,28 +31,33 @@ pub struct Pending {
 struct TextBytes<'a>(&'a [u8]);
 
 impl ToSql for TextBytes<'_> {
-    fn to_sql(&self) -> Result<ToSqlOutput<'_>> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.0)))
     }
 }
 
-pub struct Store {
+pub struct SqliteStore {
     conn: Connection,
     /// Why the current turn's transaction cannot be committed, if a write failed.
     poisoned: std::cell::RefCell<Option<String>>,
+    /// Declared after `conn` so that it stops after the reactor's connection has closed.
+    _checkpointer: Checkpointer,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database and brings its schema up to date.
     /// `synchronous=NORMAL`: commits do not wait for the disk; whoever promises durability syncs
     /// the WAL itself (see `syncer`), so that the reactor never waits for an fsync.
-    pub fn open(path: &Path, max_pages: Option<u64>) -> Result<Store> {
-        let conn = Connection::open(path)?;
+    /// `checkpoint_pages`: WAL size that wakes the checkpointer.
+    pub fn open(
+        path: &Path,
+        max_pages: Option<u64>,
+        checkpoint_pages: u32,
+    ) -> std::result::Result<SqliteStore, Error> {
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // The reactor must not sleep on a lock: only a person's sqlite3 shell can hold one.
-        conn.busy_timeout(std::time::Duration::from_millis(200))?;
         if let Some(pages) = max_pages {
             conn.pragma_update(
                 None,
@@ -81,58 +65,74 @@ impl Store {
                 i64::try_from(pages).unwrap_or(i64::MAX),
             )?;
         }
-        let store = Store {
+        migrate(&conn)?;
+        // Migrations ran with the default busy handler; from here on the reactor never sleeps.
+        conn.busy_timeout(Duration::ZERO)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Checkpointer::start(path.to_path_buf())?;
+        let wake = checkpointer.signal.clone();
+        let threshold = i32::try_from(checkpoint_pages).unwrap_or(i32::MAX).max(1);
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            if pages >= threshold {
+                wake.poke();
+            }
+            Ok(())
+        }))?;
+        Ok(SqliteStore {
             conn,
             poisoned: Default::default(),
-        };
-        store.migrate()?;
-        Ok(store)
-    }
-
-    fn migrate(&self) -> Result<()> {
-        let applied: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (index, (name, sql)) in migrations::MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(applied).unwrap_or(0))
-        {
-            let tx = self.conn.unchecked_transaction()?;
-            tx.execute_batch(sql).map_err(|e| {
-                rusqlite::Error::ToSqlConversionFailure(format!("migration {name}: {e}").into())
-            })?;
-            tx.pragma_update(None, "user_version", index as i64 + 1)?;
-            tx.commit()?;
-        }
-        Ok(())
+            _checkpointer: checkpointer,
+        })
     }
 
     /// Runs a write inside the turn's transaction. The first failed write poisons the turn:
     /// after an error such as SQLITE_FULL, SQLite may already have rolled back part or all of
     /// the transaction, so nothing written in this turn can be trusted to commit.
-    fn write<T>(&self, statements: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    fn write<T>(&self, statements: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let result = (|| {
             if self.conn.is_autocommit() {
                 self.conn.execute_batch("BEGIN IMMEDIATE")?;
             }
             statements(&self.conn)
         })();
-        if let Err(e) = &result {
+        result.map_err(|e| {
             let mut poisoned = self.poisoned.borrow_mut();
             poisoned.get_or_insert_with(|| e.to_string());
-        }
-        result
+            Error::from(e)
+        })
     }
 
-    /// True while the turn has writes that are not yet committed.
-    pub fn has_uncommitted(&self) -> bool {
+    fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            // A failed ROLLBACK means SQLite already rolled back on its own.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (index, (name, sql)) in migrations::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(applied).unwrap_or(0))
+    {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql).map_err(|e| {
+            rusqlite::Error::ToSqlConversionFailure(format!("migration {name}: {e}").into())
+        })?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Storage for SqliteStore {
+    fn has_uncommitted(&self) -> bool {
         !self.conn.is_autocommit() || self.poisoned.borrow().is_some()
     }
 
-    /// Commits the turn's writes. If any write failed, or the commit itself does, everything
-    /// since the last commit is rolled back and the reason returned.
-    pub fn commit(&self) -> std::result::Result<(), String> {
+    fn commit(&self) -> std::result::Result<(), String> {
         if let Some(why) = self.poisoned.borrow_mut().take() {
             self.rollback();
             return Err(why);
@@ -146,15 +146,9 @@ impl Store {
         })
     }
 
-    fn rollback(&self) {
-        if !self.conn.is_autocommit() {
-            // A failed ROLLBACK means SQLite already rolled back on its own.
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
-
-    pub fn user(&self, alias: &str) -> Result<Option<User>> {
-        self.conn
+    fn user(&self, alias: &str) -> Result<Option<User>> {
+        Ok(self
+            .conn
             .prepare_cached(
                 "SELECT alias, connected, ip, port, last_id FROM users WHERE alias = ?1",
             )?
@@ -167,11 +161,10 @@ impl Store {
                     last_id: row.get(4)?,
                 })
             })
-            .optional()
+            .optional()?)
     }
 
-    /// Inserts a new user; false if the alias is taken.
-    pub fn insert_user(
+    fn insert_user(
         &self,
         alias: &str,
         full_name: Option<&str>,
@@ -188,8 +181,7 @@ impl Store {
         })
     }
 
-    /// Deletes a user and every message waiting for them; false if there was no such user.
-    pub fn delete_user(&self, alias: &str) -> Result<bool> {
+    fn delete_user(&self, alias: &str) -> Result<bool> {
         self.write(|conn| {
             conn.prepare_cached("DELETE FROM pending_messages WHERE recipient = ?1")?
                 .execute([alias])?;
@@ -200,7 +192,7 @@ impl Store {
         })
     }
 
-    pub fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()> {
+    fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()> {
         self.write(|conn| {
             conn.prepare_cached(
                 "UPDATE users SET connected = 1, ip = ?2, port = ?3 WHERE alias = ?1",
@@ -210,7 +202,7 @@ impl Store {
         })
     }
 
-    pub fn set_disconnected(&self, alias: &str) -> Result<()> {
+    fn set_disconnected(&self, alias: &str) -> Result<()> {
         self.write(|conn| {
             conn.prepare_cached(
                 "UPDATE users SET connected = 0, ip = NULL, port = NULL WHERE alias = ?1",
@@ -220,18 +212,15 @@ impl Store {
         })
     }
 
-    /// Connected users as `(alias, ip, port)`, in alias order.
-    pub fn connected_users(&self) -> Result<Vec<(String, String, u16)>> {
+    fn connected_users(&self) -> Result<Vec<(String, String, u16)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT alias, ip, port FROM users WHERE connected = 1 ORDER BY alias",
         )?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Records the sender's next message id and queues the message. The caller has checked that
-    /// both users exist.
-    pub fn accept_message(
+    fn accept_message(
         &self,
         sender: &str,
         id: u32,
@@ -251,8 +240,7 @@ impl Store {
         })
     }
 
-    /// The oldest `limit` messages waiting for `recipient`, oldest first.
-    pub fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>> {
+    fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, sender, id, text, attachment FROM pending_messages
              WHERE recipient = ?1 ORDER BY seq LIMIT ?2",
@@ -260,7 +248,6 @@ impl Store {
         let rows = stmt.query_map(params![recipient, limit as i64], |row| {
             Ok(Pending {
                 seq: row.get(0)?,
-                recipient: recipient.to_string(),
                 sender: row.get(1)?,
                 id: row.get(2)?,
                 text: row.get_ref(3)?.as_bytes()?.to_vec(),
@@ -270,26 +257,110 @@ impl Store {
                 },
             })
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn delete_pending(&self, seq: i64) -> Result<()> {
+    fn delete_pending(&self, seq: i64) -> Result<bool> {
         self.write(|conn| {
-            conn.prepare_cached("DELETE FROM pending_messages WHERE seq = ?1")?
+            let deleted = conn
+                .prepare_cached("DELETE FROM pending_messages WHERE seq = ?1")?
                 .execute([seq])?;
-            Ok(())
+            Ok(deleted == 1)
         })
     }
 
-    /// Connected users that have messages waiting: after a restart these are flushed.
-    pub fn connected_with_pending(&self) -> Result<Vec<String>> {
+    fn connected_with_pending(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT alias FROM users WHERE connected = 1
              AND EXISTS (SELECT 1 FROM pending_messages WHERE recipient = alias)",
         )?;
         let rows = stmt.query_map([], |row| row.get(0))?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+/// Wakes the checkpointer; cheap enough for the WAL hook, which runs inside every commit.
+#[derive(Default)]
+struct Signal {
+    state: Mutex<(bool, bool)>, // (poked, stop)
+    changed: Condvar,
+}
+
+impl Signal {
+    fn poke(&self) {
+        self.set(|state| state.0 = true);
+    }
+    fn stop(&self) {
+        self.set(|state| state.1 = true);
+    }
+    fn set(&self, change: impl FnOnce(&mut (bool, bool))) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut state);
+        self.changed.notify_one();
+    }
+    /// Waits for a poke; false once stopped.
+    fn wait(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !state.0 && !state.1 {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.0 = false;
+        !state.1
+    }
+}
+
+/// The thread that copies the WAL back into the database file, off the reactor thread.
+/// PASSIVE checkpoints take no lock a writer needs, so the reactor's commits go on meanwhile.
+/// In WAL mode with `synchronous=NORMAL`, SQLite syncs the WAL before copying it and the
+/// database after, so a checkpoint never makes an unsynced write look durable.
+pub struct Checkpointer {
+    signal: Arc<Signal>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: PathBuf) -> std::result::Result<Checkpointer, Error> {
+        let conn = Connection::open(&path)?;
+        // Off the reactor, waiting for a reader or the sqlite3 shell is harmless.
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let signal = Arc::new(Signal::default());
+        let waiting = signal.clone();
+        let thread = std::thread::Builder::new()
+            .name("checkpointer".into())
+            .spawn(move || {
+                while waiting.wait() {
+                    match conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
+                        Ok(_) => {}
+                        Err(e) if is_io_error(&e) => crate::console::fatal(&format!(
+                            "checkpoint of {} failed: {e}; stopping so that a restart re-reads what is on disk",
+                            path.display()
+                        )),
+                        Err(e) => crate::console::diagnostic(&format!(
+                            "checkpoint of {} postponed: {e}",
+                            path.display()
+                        )),
+                    }
+                }
+            })
+            .map_err(|e| Error(format!("cannot start the checkpointer: {e}")))?;
+        Ok(Checkpointer {
+            signal,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.signal.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn is_io_error(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure)
 }
 
 fn unix_now() -> i64 {
@@ -302,10 +373,24 @@ fn unix_now() -> i64 {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), None, 1000).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn the_reactor_connection_never_waits_nor_checkpoints() {
+        let (_dir, store) = store();
+        let autocheckpoint: i64 = store
+            .conn
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
+        let busy: i64 = store
+            .conn
+            .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+            .unwrap();
+        assert_eq!((autocheckpoint, busy), (0, 0));
     }
 
     #[test]
@@ -346,8 +431,13 @@ mod tests {
         store.insert_user("ana", None, None).unwrap();
         store.insert_user("bea", None, None).unwrap();
         store.accept_message("ana", 1, "bea", b"x", None).unwrap();
+        let seq = store.pending_batch("bea", 1).unwrap()[0].seq;
         assert!(store.delete_user("bea").unwrap());
         assert!(!store.delete_user("bea").unwrap());
+        assert!(
+            !store.delete_pending(seq).unwrap(),
+            "already gone with its recipient"
+        );
         assert_eq!(store.pending_batch("bea", 1).unwrap(), vec![]);
     }
 }

@@ -4,10 +4,10 @@
 
 use wire::{code, format_user_entry, validate_name, Op};
 
-use super::{Applied, Caller, Reply};
-use crate::messenger::{ListOutcome, Messenger};
+use crate::core::{Core, ListOutcome};
+use crate::frontend::{Applied, Caller, Reply};
 
-pub fn apply(op: Op, fields: &[&[u8]], caller: &Caller, messenger: &mut Messenger) -> Applied {
+pub fn apply(op: Op, fields: &[&[u8]], caller: &Caller, core: &mut Core) -> Applied {
     let fail = |code: u8, why: String| {
         Reply::code(code)
             .console("CONNECTEDUSERS FAIL")
@@ -21,10 +21,13 @@ pub fn apply(op: Op, fields: &[&[u8]], caller: &Caller, messenger: &mut Messenge
                 return Applied::read_only(fail(code::TWO, format!("{} rejected: {e}", op.name())))
             }
         },
-        _ => unreachable!("frame() passes {} at most one field", op.name()),
+        _ => unreachable!("the framing passes {} at most one field", op.name()),
     };
-    let who = requester.map_or_else(|| format!("the user at {}", caller.ip), str::to_string);
-    match messenger.connected_users(requester, caller.ip) {
+    let who = requester.map_or_else(
+        || format!("the user at {}", caller.peer.ip()),
+        str::to_string,
+    );
+    match core.connected_users(requester, caller.peer.ip()) {
         Ok(ListOutcome::Users(users)) => {
             let mut answer = vec![code::OK];
             let mut push = |field: &str| {

@@ -3,12 +3,13 @@
 
 use wire::{code, validate_name};
 
-use super::{shown, Applied, Caller, Reply};
-use crate::messenger::{DisconnectOutcome, Messenger};
+use super::shown;
+use crate::core::{Core, DisconnectOutcome};
+use crate::frontend::{Applied, Caller, Reply};
 
-pub fn apply(fields: &[&[u8]], caller: &Caller, messenger: &mut Messenger) -> Applied {
+pub fn apply(fields: &[&[u8]], caller: &Caller, core: &mut Core) -> Applied {
     let [alias] = fields else {
-        unreachable!("frame() passes DISCONNECT one field")
+        unreachable!("the framing passes DISCONNECT one field")
     };
     let fail = |code: u8, why: String| {
         Reply::code(code)
@@ -21,7 +22,7 @@ pub fn apply(fields: &[&[u8]], caller: &Caller, messenger: &mut Messenger) -> Ap
             return Applied::read_only(fail(code::THREE, format!("DISCONNECT rejected: {e}")))
         }
     };
-    match messenger.disconnect(alias, caller.ip) {
+    match core.disconnect(alias, caller.peer.ip()) {
         Ok(DisconnectOutcome::Disconnected) => Applied::written(
             Reply::code(code::OK).console(format!("DISCONNECT {alias} OK")),
             fail(code::THREE, format!("DISCONNECT {alias}: not committed")),
@@ -37,7 +38,7 @@ pub fn apply(fields: &[&[u8]], caller: &Caller, messenger: &mut Messenger) -> Ap
             code::THREE,
             format!(
                 "DISCONNECT {alias} refused: {} is not the address it connected from",
-                caller.ip
+                caller.peer.ip()
             ),
         )),
         Err(e) => Applied::read_only(fail(

@@ -2,12 +2,16 @@
 //!
 //! A turn is: wait for readiness (or the next deadline), read and apply every whole request,
 //! take in the deliverers' reports, fire due timers, then end the turn: commit the turn's writes
-//! in one transaction and only then release the answers and start the pushes that depend on
-//! them. The reactor never blocks on the network; its only blocking call besides `poll` is the
-//! SQLite commit.
+//! in one transaction and only then release the answers and start the deliveries that depend on
+//! them. The reactor never blocks: sockets are non-blocking, pushes run on the deliverers, the
+//! fsync on the syncer, checkpoints on the checkpointer, console output on writer threads, and
+//! the database answers a locked write with an error at once.
+//!
+//! The reactor knows protocols only through [`Frontend`]: one listening socket each.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+mod connection;
+
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,31 +21,46 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::commands::{self, Applied, Caller, Framing, Rejection, Reply};
 use crate::config::Config;
-use crate::connection::{Connection, State};
-use crate::console::{diagnostic, Console};
-use crate::messenger::{Event, Messenger};
-use crate::syncer::{Synced, Syncer};
-use crossbeam_channel::Receiver;
+use crate::console::{diagnostic, fatal, Console};
+use crate::core::{Core, Event};
+use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Reply};
+use crate::syncer::{Progress, Syncer};
+use connection::{Connection, State};
 
-pub const LISTENER: Token = Token(usize::MAX - 1);
-pub const WAKER: Token = Token(usize::MAX - 2);
-pub const SIGNALS: Token = Token(usize::MAX - 3);
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+/// Listener `n` has token `LISTENERS - n`.
+const LISTENERS: usize = usize::MAX - 3;
 
-/// A command's result waiting to be sent: `(slab key, generation, result)`.
+/// How soon to try `accept` again after it failed for lack of descriptors or memory. Closing a
+/// connection also tries at once.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// A request's result waiting to be sent: `(slab key, generation, result)`.
 type StagedAnswer = (usize, u64, Applied);
+
+/// A front-end and the socket it listens on.
+pub struct Listening {
+    pub socket: TcpListener,
+    pub frontend: Box<dyn Frontend>,
+}
 
 pub struct Reactor {
     poll: Poll,
-    listener: Option<TcpListener>,
+    listening: Vec<Listening>,
+    /// False once shutdown began: the listeners are no longer watched.
+    accepting: bool,
+    /// Set while `accept` fails for lack of descriptors: when to try again.
+    accept_retry: Option<Instant>,
     signals: Signals,
     connections: Slab<Connection>,
-    /// Connection deadlines as `(when, slab key, generation)`; stale entries are skipped.
-    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// `(when, slab key)`: one entry per connection (its `timer`), so at most
+    /// `--max-connections` entries.
+    timers: BTreeSet<(Instant, usize)>,
     next_generation: u64,
-    messenger: Messenger,
-    /// Answers waiting for the turn's commit: `(slab key, generation, result)`.
+    core: Core,
+    /// Answers waiting for the turn's commit.
     staged: Vec<StagedAnswer>,
     console: Console,
     config: Config,
@@ -52,19 +71,18 @@ pub struct Reactor {
 
 /// Answers that promise durability wait here for the syncer.
 pub struct SyncGate {
-    pub syncer: Syncer,
-    pub synced: Receiver<Synced>,
+    syncer: Syncer,
     /// Number of the last commit handed to the syncer.
     commits: u64,
-    /// `(commit number, answers)` in commit order.
+    /// `(commit number, answers)` in commit order; at most one entry per turn whose commit is
+    /// not yet synced, each holding at most one answer per open connection.
     waiting: VecDeque<(u64, Vec<StagedAnswer>)>,
 }
 
 impl SyncGate {
-    pub fn new(syncer: Syncer, synced: Receiver<Synced>) -> SyncGate {
+    pub fn new(syncer: Syncer) -> SyncGate {
         SyncGate {
             syncer,
-            synced,
             commits: 0,
             waiting: VecDeque::new(),
         }
@@ -74,24 +92,31 @@ impl SyncGate {
 impl Reactor {
     pub fn new(
         poll: Poll,
-        mut listener: TcpListener,
+        mut listening: Vec<Listening>,
         mut signals: Signals,
-        messenger: Messenger,
+        core: Core,
         config: Config,
         sync_gate: Option<SyncGate>,
     ) -> io::Result<Reactor> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        for (n, listener) in listening.iter_mut().enumerate() {
+            poll.registry().register(
+                &mut listener.socket,
+                Token(LISTENERS - n),
+                Interest::READABLE,
+            )?;
+        }
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Reactor {
             poll,
-            listener: Some(listener),
+            listening,
+            accepting: true,
+            accept_retry: None,
             signals,
-            connections: Slab::new(),
-            timers: BinaryHeap::new(),
+            connections: Slab::with_capacity(config.max_connections.min(4096) as usize),
+            timers: BTreeSet::new(),
             next_generation: 0,
-            messenger,
+            core,
             staged: Vec::new(),
             console: Console::default(),
             config,
@@ -108,8 +133,8 @@ impl Reactor {
     /// Runs until SIGINT or SIGTERM, then finishes what is in flight and commits.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        // Pushes owed since before a restart start in the first turn.
-        self.end_turn();
+        // Deliveries owed since before a restart start in the first turn.
+        self.end_turn(Instant::now());
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -120,19 +145,24 @@ impl Reactor {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(),
                     WAKER => {
-                        self.messenger.collect_reports();
+                        self.core.collect_reports(Instant::now());
                         self.collect_synced();
                     }
                     SIGNALS => self.on_signals(),
+                    Token(n) if n > LISTENERS - self.listening.len() && n <= LISTENERS => {
+                        self.accept_all(LISTENERS - n)
+                    }
                     Token(key) => self.on_ready(key),
                 }
             }
             let now = Instant::now();
+            if self.accept_retry.is_some_and(|at| at <= now) {
+                self.retry_accept();
+            }
             self.fire_timers(now);
-            self.messenger.fire_timers(now);
-            self.end_turn();
+            self.core.fire_timers(now);
+            self.end_turn(now);
             self.console.flush();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.connections.is_empty() || now >= deadline {
@@ -145,9 +175,10 @@ impl Reactor {
 
     fn poll_timeout(&self) -> Option<Duration> {
         let next = [
-            self.timers.peek().map(|Reverse((at, _, _))| *at),
-            self.messenger.next_deadline(),
+            self.timers.first().map(|(at, _)| *at),
+            self.core.next_deadline(),
             self.shutdown_deadline,
+            self.accept_retry,
         ]
         .into_iter()
         .flatten()
@@ -155,26 +186,46 @@ impl Reactor {
         Some(next.saturating_duration_since(Instant::now()))
     }
 
-    fn accept_all(&mut self) {
+    /// Accepts until the queue of listener `n` is empty. Readiness is edge-triggered: a queue
+    /// left non-empty raises no new event, so every failure that stops this loop early must
+    /// arrange another try (`accept_retry`).
+    fn accept_all(&mut self, n: usize) {
+        if !self.accepting {
+            return;
+        }
         loop {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+            match self.listening[n].socket.accept() {
+                Ok((stream, peer)) => self.admit(n, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_transient_accept_error(&e) => {
+                    // The peer gave up while queued: nothing to serve, take the next one.
+                }
                 Err(e) => {
-                    // Typically EMFILE: the connection stays queued until a descriptor frees up.
-                    diagnostic(&format!("accept failed: {e}"));
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connections stay queued in the
+                    // kernel until a descriptor frees up; try again then, or soon.
+                    if self.accept_retry.is_none() {
+                        diagnostic(&format!(
+                            "accept on the {} port failed: {e}; retrying as descriptors free up",
+                            self.listening[n].frontend.name()
+                        ));
+                    }
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             }
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if self.connections.len() >= self.config.max_connections {
+    fn retry_accept(&mut self) {
+        self.accept_retry = None;
+        for n in 0..self.listening.len() {
+            self.accept_all(n);
+        }
+    }
+
+    fn admit(&mut self, n: usize, mut stream: TcpStream, peer: SocketAddr) {
+        if self.connections.len() >= self.config.max_connections as usize {
             diagnostic(&format!(
                 "refused connection from {peer}: {} connections open (--max-connections)",
                 self.connections.len()
@@ -193,12 +244,27 @@ impl Reactor {
         }
         let deadline = Instant::now() + self.config.idle_timeout();
         self.next_generation += 1;
-        let generation = self.next_generation;
-        entry.insert(Connection::new(stream, peer, deadline, generation));
-        self.timers.push(Reverse((deadline, key, generation)));
+        entry.insert(Connection::new(
+            stream,
+            n,
+            peer,
+            deadline,
+            self.next_generation,
+        ));
+        self.schedule(key);
         // Clients write their request right after connecting, so it is often already here:
         // reading now saves a trip through poll.
         self.on_ready(key);
+    }
+
+    /// Puts the connection's one timer entry at its next wake-up time.
+    fn schedule(&mut self, key: usize) {
+        let conn = &mut self.connections[key];
+        let at = conn.next_wake();
+        if let Some(old) = conn.timer.replace(at) {
+            self.timers.remove(&(old, key));
+        }
+        self.timers.insert((at, key));
     }
 
     fn on_ready(&mut self, key: usize) {
@@ -206,17 +272,20 @@ impl Reactor {
             return;
         };
         match conn.state {
-            State::Reading => match conn.fill() {
-                Ok(true) => self.try_frame(key),
-                Ok(false) => {}
-                Err(e) => {
-                    let peer = conn.peer;
-                    self.close(
-                        key,
-                        Some(format!("connection from {peer} failed while reading: {e}")),
-                    );
+            State::Reading => {
+                let limit = self.listening[conn.frontend].frontend.read_limit();
+                match conn.fill(limit) {
+                    Ok(true) => self.try_frame(key),
+                    Ok(false) => {}
+                    Err(e) => {
+                        let peer = conn.peer;
+                        self.close(
+                            key,
+                            Some(format!("connection from {peer} failed while reading: {e}")),
+                        );
+                    }
                 }
-            },
+            }
             State::Staged => {}
             State::Writing => self.write(key),
         }
@@ -226,46 +295,36 @@ impl Reactor {
     fn try_frame(&mut self, key: usize) {
         let now = Instant::now();
         let conn = &mut self.connections[key];
-        let grace_over = conn.grace_deadline.is_some_and(|at| at <= now);
-        match commands::frame(&conn.buf, conn.eof, grace_over, self.config.register_form) {
+        let frontend = &mut self.listening[conn.frontend].frontend;
+        let input = Input {
+            buf: &conn.buf,
+            eof: conn.eof,
+            grace_over: conn.grace_deadline.is_some_and(|at| at <= now),
+        };
+        match frontend.frame(&input) {
             Framing::Incomplete => {}
-            Framing::AwaitGrace => {
+            Framing::AwaitGrace(grace) => {
                 if conn.grace_deadline.is_none() {
-                    let at = now + self.config.grace();
-                    conn.grace_deadline = Some(at);
-                    self.timers.push(Reverse((at, key, conn.generation)));
+                    conn.grace_deadline = Some(now + grace);
+                    self.schedule(key);
                 }
             }
-            Framing::Complete { op, fields } => {
-                let owned: Vec<Vec<u8>> = fields
-                    .iter()
-                    .map(|range| conn.buf[range.clone()].to_vec())
-                    .collect();
-                let fields: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-                let caller = Caller { ip: conn.peer.ip() };
+            Framing::Complete(len) => {
+                let caller = Caller { peer: conn.peer };
                 conn.state = State::Staged;
-                let generation = conn.generation;
-                let applied = commands::execute(op, &fields, &caller, &mut self.messenger);
-                self.staged.push((key, generation, applied));
+                let applied = frontend.apply(&conn.buf[..len], &caller, &mut self.core, now);
+                self.staged.push((key, conn.generation, applied));
             }
-            Framing::Reject(Rejection::Oversized(op)) => {
+            Framing::Refuse(reply) => {
                 conn.state = State::Staged;
                 self.staged
-                    .push((key, conn.generation, commands::oversized(op)));
+                    .push((key, conn.generation, Applied::read_only(reply)));
             }
-            Framing::Reject(Rejection::UnknownOp) => {
+            Framing::Close(why) => {
                 let why = format!(
-                    "closed connection from {}: unknown operation {:?}",
-                    conn.peer,
-                    op_preview(&conn.buf)
-                );
-                self.close(key, Some(why));
-            }
-            Framing::Reject(Rejection::Truncated) => {
-                let why = format!(
-                    "connection from {} closed mid-request after {} bytes",
-                    conn.peer,
-                    conn.buf.len()
+                    "closed {} connection from {}: {why}",
+                    frontend.name(),
+                    conn.peer
                 );
                 self.close(key, Some(why));
             }
@@ -290,31 +349,31 @@ impl Reactor {
         }
         // Closing the socket removes it from the epoll set; no deregister call is needed.
         let mut conn = self.connections.remove(key);
+        if let Some(at) = conn.timer {
+            self.timers.remove(&(at, key));
+        }
         if conn.state == State::Writing {
             conn.discard_input();
         }
-    }
-
-    /// The connection at `key`, if it is still the one of that generation.
-    fn live(&self, key: usize, generation: u64) -> Option<&Connection> {
-        self.connections
-            .get(key)
-            .filter(|c| c.generation == generation)
+        drop(conn);
+        // A descriptor is free: connections queued while there were none can come in now.
+        if self.accept_retry.is_some() {
+            self.retry_accept();
+        }
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
+        while let Some(&(at, key)) = self.timers.first() {
             if at > now {
                 break;
             }
-            self.timers.pop();
-            let Some(conn) = self.live(key, generation) else {
-                continue;
-            };
+            self.timers.pop_first();
+            let conn = &mut self.connections[key];
+            conn.timer = None;
             if conn.state == State::Reading && conn.grace_deadline.is_some_and(|g| g <= now) {
                 self.try_frame(key);
             }
-            let Some(conn) = self.live(key, generation) else {
+            let Some(conn) = self.connections.get(key) else {
                 continue;
             };
             if conn.deadline <= now && conn.state != State::Staged {
@@ -329,16 +388,18 @@ impl Reactor {
                     ),
                 };
                 self.close(key, Some(why));
+            } else if conn.timer.is_none() && conn.state != State::Staged {
+                self.schedule(key);
             }
         }
     }
 
     /// Commits the turn's writes, then releases the answers and the console lines.
-    fn end_turn(&mut self) {
-        if self.staged.is_empty() && !self.messenger.turn_has_work() {
+    fn end_turn(&mut self, now: Instant) {
+        if self.staged.is_empty() && !self.core.turn_has_work() {
             return;
         }
-        let (committed, events) = self.messenger.end_turn();
+        let (committed, events) = self.core.end_turn(now);
         if let Err(e) = &committed {
             diagnostic(&format!(
                 "commit failed, the turn's writes were rolled back: {e}"
@@ -360,42 +421,44 @@ impl Reactor {
         self.report(committed.is_ok(), events);
     }
 
-    /// Releases answers whose commits the syncer has made durable (or failed to).
+    /// Releases answers whose commits the syncer has made durable. A failed sync stops the
+    /// server: the answers it covered are never sent, and nothing written after it can be
+    /// promised either.
     fn collect_synced(&mut self) {
         let Some(gate) = self.sync_gate.as_mut() else {
             return;
         };
+        let upto = match gate.syncer.progress() {
+            Progress::Synced(upto) => upto,
+            Progress::Failed(why) => {
+                self.console.flush();
+                fatal(&format!(
+                    "{why}; the writes it covered may not be on disk, so the server stops \
+                     without answering them (a restart re-reads what is)"
+                ))
+            }
+        };
         let mut ready = Vec::new();
-        while let Ok(synced) = gate.synced.try_recv() {
-            if let Err(e) = &synced.result {
-                diagnostic(&format!(
-                    "{e}; answering the writes it covered with their error codes"
-                ));
-            }
-            while gate
-                .waiting
-                .front()
-                .is_some_and(|(commit, _)| *commit <= synced.upto)
-            {
-                let (_, answers) = gate.waiting.pop_front().expect("checked front");
-                ready.push((answers, synced.result.is_ok()));
-            }
+        while gate
+            .waiting
+            .front()
+            .is_some_and(|(commit, _)| *commit <= upto)
+        {
+            let (_, answers) = gate.waiting.pop_front().expect("checked front");
+            ready.extend(answers);
         }
-        for (answers, durable) in ready {
-            for (key, generation, applied) in answers {
-                self.resolve(key, generation, applied, durable);
-            }
+        for (key, generation, applied) in ready {
+            self.resolve(key, generation, applied, true);
         }
     }
 
-    /// Sends the answer a command earned, given whether its writes made it.
+    /// Sends the answer a request earned, given whether its writes made it.
     fn resolve(&mut self, key: usize, generation: u64, applied: Applied, written: bool) {
         let reply = match (written, applied.if_not_committed) {
             (false, Some(instead)) => instead,
             _ => applied.reply,
         };
-        let deadline = Instant::now() + self.config.idle_timeout();
-        self.release(key, generation, reply, deadline);
+        self.release(key, generation, reply);
     }
 
     /// Prints what happened to messages: deliveries on the console (once they are committed),
@@ -406,9 +469,10 @@ impl Reactor {
                 Event::Delivered { id, sender, recipient } if committed => {
                     self.console.line(&format!("SEND MESSAGE {id} FROM {sender} TO {recipient}"));
                 }
-                Event::Delivered { id, sender, recipient } => {
-                    diagnostic(&format!("message {id} from {sender} to {recipient} was pushed but its removal was rolled back; it will be pushed again"))
-                }
+                Event::Delivered { .. } => {}
+                Event::RemovalPostponed { id, recipient, reason } => diagnostic(&format!(
+                    "message {id} to {recipient} was delivered but its removal did not commit ({reason}); retrying the removal, it is not delivered again"
+                )),
                 Event::PushFailed { recipient, reason } => {
                     diagnostic(&format!("push to {recipient} failed, messages stay pending: {reason}"))
                 }
@@ -419,7 +483,7 @@ impl Reactor {
         }
     }
 
-    fn release(&mut self, key: usize, generation: u64, reply: Reply, deadline: Instant) {
+    fn release(&mut self, key: usize, generation: u64, reply: Reply) {
         if let Some(line) = &reply.console {
             self.console.line(line);
         }
@@ -433,8 +497,8 @@ impl Reactor {
         else {
             return;
         };
-        conn.answer(reply.answer, deadline);
-        self.timers.push(Reverse((deadline, key, generation)));
+        conn.answer(reply.answer, Instant::now() + self.config.idle_timeout());
+        self.schedule(key);
         self.write(key);
     }
 
@@ -442,8 +506,10 @@ impl Reactor {
         let stop = self.signals.pending().count() > 0;
         if stop && self.shutdown_deadline.is_none() {
             diagnostic("signal received: no new connections; finishing requests in progress");
-            if let Some(mut listener) = self.listener.take() {
-                let _ = self.poll.registry().deregister(&mut listener);
+            self.accepting = false;
+            self.accept_retry = None;
+            for listener in &mut self.listening {
+                let _ = self.poll.registry().deregister(&mut listener.socket);
             }
             self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_grace());
         }
@@ -460,23 +526,22 @@ impl Reactor {
                 )),
             );
         }
-        let (committed, events) = self.messenger.shut_down();
+        let (committed, events) = self.core.shut_down(Instant::now());
         self.report(committed.is_ok(), events);
+        self.console.flush();
         committed.map_err(|e| io::Error::other(format!("final commit: {e}")))
     }
 }
 
-/// The start of an unknown request, for the log.
-fn op_preview(buf: &[u8]) -> String {
-    let end = buf
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(buf.len())
-        .min(40);
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+/// Accept errors that concern only the connection being accepted.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
+    )
 }
 
-/// Registers a `mio::Waker` for the deliverers.
+/// Registers the `mio::Waker` that deliverers and the syncer use to wake the reactor.
 pub fn waker(registry: &Registry) -> io::Result<mio::Waker> {
     mio::Waker::new(registry, WAKER)
 }

@@ -3,14 +3,14 @@
 
 use wire::{code, validate_name};
 
-use super::{Applied, Reply};
-use crate::messenger::{Messenger, SendOutcome};
+use crate::core::{Core, SendOutcome};
+use crate::frontend::{Applied, Reply};
 
-pub fn apply(fields: &[&[u8]], messenger: &mut Messenger) -> Applied {
+pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
     let (sender, recipient, text, attachment) = match fields {
         [sender, recipient, text] => (*sender, *recipient, *text, None),
         [sender, recipient, text, file] => (*sender, *recipient, *text, Some(*file)),
-        _ => unreachable!("frame() passes SEND three fields and SENDATTACH four"),
+        _ => unreachable!("the framing passes SEND three fields and SENDATTACH four"),
     };
     let op = if attachment.is_some() {
         "SENDATTACH"
@@ -29,7 +29,7 @@ pub fn apply(fields: &[&[u8]], messenger: &mut Messenger) -> Applied {
             "{op} {sender} -> {recipient} rejected: empty or unprintable file name"
         )));
     }
-    match messenger.send(sender, recipient, text, attachment) {
+    match core.send(sender, recipient, text, attachment) {
         Ok(SendOutcome::Accepted { id, online }) => {
             let mut answer = vec![code::OK];
             answer.extend_from_slice(id.to_string().as_bytes());

@@ -1,0 +1,656 @@
+//! The core: users, presence and mailboxes, independent of any wire format.
+//!
+//! Front-ends call these methods during a reactor turn. Everything they write lands in the
+//! turn's transaction; `end_turn` commits it and only then starts the deliveries that depend on
+//! it, so nothing is delivered, and no success is answered, for data that is not on disk.
+//!
+//! The core says what must reach whom; a [`DeliverySink`] does it. A present user has an
+//! [`Endpoint`]: for the messenger, a listener address to push to. Deliveries to one recipient
+//! are strictly sequential (at most one job in flight each), in acceptance order, and a job is
+//! cancelled when its recipient unregisters or disconnects.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::storage::{self, Pending, Storage};
+
+pub use crate::deliverer::JobId;
+
+/// Most messages one delivery job carries to a recipient before the core looks again.
+pub const DELIVERY_BATCH: usize = 64;
+
+/// Acks waiting for room in the sink; more are dropped with a diagnostic (an ack is a courtesy
+/// to the sender, not a stored message).
+pub const MAX_ACKS_WAITING: usize = 4096;
+
+/// How soon to try again to remove delivered messages whose removal did not commit (the
+/// database was locked or full).
+const REMOVAL_RETRY: Duration = Duration::from_millis(100);
+
+/// Where a present user is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A listener the user announced: every delivery is a push to it.
+    Listener(SocketAddr),
+}
+
+/// What the core asks a sink to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A recipient's oldest messages, in order; the sink stops at the first that fails.
+    Messages {
+        job: JobId,
+        to: Endpoint,
+        /// When the recipient became present at `to`.
+        since: Instant,
+        messages: Vec<Pending>,
+    },
+    /// Tells a sender that message `id` was delivered.
+    Ack {
+        job: JobId,
+        to: Endpoint,
+        id: u32,
+        attachment: Option<Vec<u8>>,
+    },
+}
+
+impl Delivery {
+    pub fn job(&self) -> JobId {
+        match self {
+            Delivery::Messages { job, .. } | Delivery::Ack { job, .. } => *job,
+        }
+    }
+}
+
+/// How one delivery of a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Not reachable yet, but expected to be soon (the endpoint was announced a moment ago).
+    RetryAfter(Duration),
+    /// The endpoint is gone: the recipient is no longer present there.
+    Failed(String),
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub job: JobId,
+    /// Which item of the job (the n-th message).
+    pub index: usize,
+    pub outcome: Outcome,
+    /// Nothing more of the job will be reported.
+    pub job_done: bool,
+}
+
+/// Carries deliveries out. The real one pushes to listeners through the deliverer pool; unit
+/// tests use a recording fake.
+pub trait DeliverySink {
+    /// True if one more job may start now.
+    fn has_room(&self) -> bool;
+    fn start(&mut self, delivery: Delivery);
+    /// Abandons a job in flight; a report with `job_done` still follows.
+    fn cancel(&mut self, job: JobId);
+    /// Moves the reports that have arrived into `out`.
+    fn reports(&mut self, out: &mut Vec<Report>);
+    /// Lets what is in flight finish, reports included, and stops.
+    fn shut_down(&mut self);
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    Connected,
+    NoSuchUser,
+    AlreadyConnected,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DisconnectOutcome {
+    Disconnected,
+    NoSuchUser,
+    NotConnected,
+    /// DISCONNECT is only accepted from the address the user connected from.
+    WrongAddress,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Stored under the sender's next id; `online` if the recipient is present, so a delivery
+    /// follows the commit.
+    Accepted {
+        id: u32,
+        online: bool,
+    },
+    NoSuchUser,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ListOutcome {
+    /// Connected users as `(alias, ip, port)`.
+    Users(Vec<(String, String, u16)>),
+    NotConnected,
+    NotRegistered,
+}
+
+/// Something that happened to a message, for the console and the logs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    Delivered {
+        id: u32,
+        sender: String,
+        recipient: String,
+    },
+    /// Delivered, but its removal did not commit: it is not delivered again, and the removal
+    /// is retried.
+    RemovalPostponed {
+        id: u32,
+        recipient: String,
+        reason: String,
+    },
+    PushFailed {
+        recipient: String,
+        reason: String,
+    },
+    AckFailed {
+        sender: String,
+        id: u32,
+        reason: String,
+    },
+}
+
+/// A job in flight, as the core remembers it.
+enum Job {
+    Messages {
+        recipient: String,
+        to: Endpoint,
+        messages: Vec<(i64, String, u32, Option<Vec<u8>>)>,
+        cancelled: bool,
+    },
+    Ack {
+        sender: String,
+        id: u32,
+    },
+}
+
+pub struct Core {
+    store: Box<dyn Storage>,
+    sink: Box<dyn DeliverySink>,
+    /// When each present user became present (for the sink's connect window).
+    present_since: HashMap<String, Instant>,
+    jobs: HashMap<JobId, Job>,
+    /// The message job in flight for each recipient: at most one, which keeps order.
+    in_flight: HashMap<String, JobId>,
+    next_job: JobId,
+    /// Recipients with something to deliver while the sink had no room; each once.
+    waiting: VecDeque<String>,
+    waiting_set: HashSet<String>,
+    acks_waiting: VecDeque<Delivery>,
+    /// `(when, recipient)`; at most one entry per recipient, mirrored in `retry_at`.
+    retries: BTreeSet<(Instant, String)>,
+    retry_at: HashMap<String, Instant>,
+    /// Delivered messages whose removal has not committed, by recipient: nothing more is
+    /// delivered to them until it has, so a message is never delivered twice.
+    unremoved: HashMap<String, Vec<(i64, u32)>>,
+    removal_retry: Option<Instant>,
+    // What the current turn will do once its transaction is committed.
+    kicks: HashSet<String>,
+    turn_removed: Vec<(String, i64, u32)>,
+    acks: Vec<(Endpoint, u32, Option<Vec<u8>>, String)>,
+    events: Vec<Event>,
+    scratch: Vec<Report>,
+}
+
+impl Core {
+    pub fn new(store: Box<dyn Storage>, sink: Box<dyn DeliverySink>) -> storage::Result<Core> {
+        // After a restart, users still marked connected get what is waiting for them.
+        let kicks = store.connected_with_pending()?.into_iter().collect();
+        Ok(Core {
+            store,
+            sink,
+            present_since: HashMap::new(),
+            jobs: HashMap::new(),
+            in_flight: HashMap::new(),
+            next_job: 0,
+            waiting: VecDeque::new(),
+            waiting_set: HashSet::new(),
+            acks_waiting: VecDeque::new(),
+            retries: BTreeSet::new(),
+            retry_at: HashMap::new(),
+            unremoved: HashMap::new(),
+            removal_retry: None,
+            kicks,
+            turn_removed: Vec::new(),
+            acks: Vec::new(),
+            events: Vec::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Registers `alias`; false if it is taken.
+    pub fn register(
+        &mut self,
+        alias: &str,
+        full_name: Option<&str>,
+        birth_date: Option<&str>,
+    ) -> storage::Result<bool> {
+        self.store.insert_user(alias, full_name, birth_date)
+    }
+
+    /// Removes `alias` and the messages waiting for them; false if there is no such user.
+    /// A delivery in flight to them is cancelled.
+    pub fn unregister(&mut self, alias: &str) -> storage::Result<bool> {
+        let removed = self.store.delete_user(alias)?;
+        if removed {
+            self.leave(alias);
+            self.unremoved.remove(alias);
+        }
+        Ok(removed)
+    }
+
+    pub fn connect(
+        &mut self,
+        alias: &str,
+        ip: IpAddr,
+        port: u16,
+        now: Instant,
+    ) -> storage::Result<ConnectOutcome> {
+        let Some(user) = self.store.user(alias)? else {
+            return Ok(ConnectOutcome::NoSuchUser);
+        };
+        if user.connected {
+            return Ok(ConnectOutcome::AlreadyConnected);
+        }
+        self.store
+            .set_connected(alias, &ip.to_canonical().to_string(), port)?;
+        self.present_since.insert(alias.to_string(), now);
+        self.kicks.insert(alias.to_string());
+        Ok(ConnectOutcome::Connected)
+    }
+
+    pub fn disconnect(&mut self, alias: &str, from: IpAddr) -> storage::Result<DisconnectOutcome> {
+        let Some(user) = self.store.user(alias)? else {
+            return Ok(DisconnectOutcome::NoSuchUser);
+        };
+        if !user.connected {
+            return Ok(DisconnectOutcome::NotConnected);
+        }
+        if user.ip.as_deref() != Some(from.to_canonical().to_string().as_str()) {
+            return Ok(DisconnectOutcome::WrongAddress);
+        }
+        self.store.set_disconnected(alias)?;
+        self.leave(alias);
+        Ok(DisconnectOutcome::Disconnected)
+    }
+
+    /// Forgets `alias`'s presence and stops delivering to them.
+    fn leave(&mut self, alias: &str) {
+        self.present_since.remove(alias);
+        if let Some(at) = self.retry_at.remove(alias) {
+            self.retries.remove(&(at, alias.to_string()));
+        }
+        if let Some(&job) = self.in_flight.get(alias) {
+            if let Some(Job::Messages { cancelled, .. }) = self.jobs.get_mut(&job) {
+                if !*cancelled {
+                    *cancelled = true;
+                    self.sink.cancel(job);
+                }
+            }
+        }
+    }
+
+    pub fn send(
+        &mut self,
+        sender: &str,
+        recipient: &str,
+        text: &[u8],
+        attachment: Option<&[u8]>,
+    ) -> storage::Result<SendOutcome> {
+        let (Some(from), Some(to)) = (self.store.user(sender)?, self.store.user(recipient)?) else {
+            return Ok(SendOutcome::NoSuchUser);
+        };
+        let id = wire::next_message_id(from.last_id);
+        self.store
+            .accept_message(sender, id, recipient, text, attachment)?;
+        if to.connected {
+            self.kicks.insert(recipient.to_string());
+        }
+        Ok(SendOutcome::Accepted {
+            id,
+            online: to.connected,
+        })
+    }
+
+    /// The connected users, for a requester named by alias or, when a client sent none, by the
+    /// address it calls from.
+    pub fn connected_users(
+        &mut self,
+        requester: Option<&str>,
+        from: IpAddr,
+    ) -> storage::Result<ListOutcome> {
+        let users = self.store.connected_users()?;
+        let requester_connected = match requester {
+            Some(alias) => match self.store.user(alias)? {
+                None => return Ok(ListOutcome::NotRegistered),
+                Some(user) => user.connected,
+            },
+            None => {
+                let from = from.to_canonical().to_string();
+                users.iter().any(|(_, ip, _)| *ip == from)
+            }
+        };
+        if !requester_connected {
+            return Ok(ListOutcome::NotConnected);
+        }
+        Ok(ListOutcome::Users(users))
+    }
+
+    /// Applies the results of finished deliveries (called when the deliverers wake the reactor).
+    pub fn collect_reports(&mut self, now: Instant) {
+        let mut reports = std::mem::take(&mut self.scratch);
+        self.sink.reports(&mut reports);
+        for report in reports.drain(..) {
+            self.apply_report(report, now);
+        }
+        self.scratch = reports;
+    }
+
+    fn apply_report(&mut self, report: Report, now: Instant) {
+        let Some(job) = self.jobs.get(&report.job) else {
+            debug_assert!(false, "report for unknown job {}", report.job);
+            return;
+        };
+        match job {
+            Job::Ack { sender, id } => {
+                if let Outcome::Failed(reason) = report.outcome {
+                    self.events.push(Event::AckFailed {
+                        sender: sender.clone(),
+                        id: *id,
+                        reason,
+                    });
+                }
+            }
+            Job::Messages {
+                recipient,
+                to,
+                messages,
+                ..
+            } => {
+                let (recipient, to) = (recipient.clone(), *to);
+                let message = messages.get(report.index).cloned();
+                match (report.outcome, message) {
+                    (Outcome::Delivered, Some((seq, sender, id, attachment))) => {
+                        self.delivered(&recipient, seq, sender, id, attachment)
+                    }
+                    (Outcome::RetryAfter(delay), _) => self.retry(&recipient, now + delay),
+                    (Outcome::Failed(reason), _) => self.push_failed(&recipient, to, reason),
+                    _ => {}
+                }
+                if report.job_done {
+                    self.in_flight.remove(&recipient);
+                    self.kicks.insert(recipient);
+                }
+            }
+        }
+        if report.job_done {
+            self.jobs.remove(&report.job);
+            // Room freed: those waiting for it go first.
+            while self.sink.has_room() {
+                if let Some(ack) = self.acks_waiting.pop_front() {
+                    self.start_ack(ack);
+                } else if let Some(alias) = self.waiting.pop_front() {
+                    self.waiting_set.remove(&alias);
+                    self.kicks.insert(alias);
+                    break;
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn delivered(
+        &mut self,
+        recipient: &str,
+        seq: i64,
+        sender: String,
+        id: u32,
+        attachment: Option<Vec<u8>>,
+    ) {
+        // False: the message went with its recipient's UNREGISTER; nothing to record or ack.
+        // An error poisons the turn; the removal is then retried (see end_turn).
+        if let Ok(false) = self.store.delete_pending(seq) {
+            return;
+        }
+        self.turn_removed.push((recipient.to_string(), seq, id));
+        match self.store.user(&sender) {
+            Ok(Some(user)) => {
+                if let Some(to) = listener_endpoint(&user) {
+                    self.acks.push((to, id, attachment, sender.clone()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.events.push(Event::AckFailed {
+                sender: sender.clone(),
+                id,
+                reason: e.to_string(),
+            }),
+        }
+        self.events.push(Event::Delivered {
+            id,
+            sender,
+            recipient: recipient.to_string(),
+        });
+    }
+
+    fn retry(&mut self, alias: &str, at: Instant) {
+        if let Some(old) = self.retry_at.insert(alias.to_string(), at) {
+            self.retries.remove(&(old, alias.to_string()));
+        }
+        self.retries.insert((at, alias.to_string()));
+    }
+
+    fn push_failed(&mut self, recipient: &str, to: Endpoint, reason: String) {
+        // Only mark the user disconnected if they are still present where we delivered: they
+        // may have disconnected and connected again meanwhile.
+        match self.store.user(recipient) {
+            Ok(Some(user)) if listener_endpoint(&user) == Some(to) => {
+                if let Err(e) = self.store.set_disconnected(recipient) {
+                    self.events.push(Event::PushFailed {
+                        recipient: recipient.to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+                self.present_since.remove(recipient);
+            }
+            Ok(_) => {}
+            Err(e) => self.events.push(Event::PushFailed {
+                recipient: recipient.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+        self.events.push(Event::PushFailed {
+            recipient: recipient.to_string(),
+            reason,
+        });
+    }
+
+    /// The next time the core has something to do by itself.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let retry = self.retries.first().map(|(at, _)| *at);
+        [retry, self.removal_retry].into_iter().flatten().min()
+    }
+
+    pub fn fire_timers(&mut self, now: Instant) {
+        while let Some((at, _)) = self.retries.first() {
+            if *at > now {
+                break;
+            }
+            let (_, alias) = self.retries.pop_first().expect("looked at first");
+            self.retry_at.remove(&alias);
+            self.kicks.insert(alias);
+        }
+        if self.removal_retry.is_some_and(|at| at <= now) {
+            self.removal_retry = None;
+            for (recipient, messages) in std::mem::take(&mut self.unremoved) {
+                for (seq, id) in messages {
+                    // Ok(false): gone with an UNREGISTER meanwhile.
+                    if !matches!(self.store.delete_pending(seq), Ok(false)) {
+                        self.turn_removed.push((recipient.clone(), seq, id));
+                    }
+                }
+                self.kicks.insert(recipient);
+            }
+        }
+    }
+
+    /// Ends the turn: commits its writes, then starts the deliveries that depend on them.
+    /// Returns the commit's error, if any (the turn's writes are then rolled back), and the
+    /// turn's events.
+    pub fn end_turn(&mut self, now: Instant) -> (Result<(), String>, Vec<Event>) {
+        let committed = self.store.commit();
+        let removed = std::mem::take(&mut self.turn_removed);
+        let mut events = std::mem::take(&mut self.events);
+        if let Err(reason) = &committed {
+            // The removals were rolled back: hold those recipients until they are redone.
+            for (recipient, seq, id) in removed {
+                events.push(Event::RemovalPostponed {
+                    id,
+                    recipient: recipient.clone(),
+                    reason: reason.clone(),
+                });
+                self.unremoved.entry(recipient).or_default().push((seq, id));
+            }
+            events.retain(|e| !matches!(e, Event::Delivered { .. }));
+            self.acks.clear();
+            if !self.unremoved.is_empty() && self.removal_retry.is_none() {
+                self.removal_retry = Some(now + REMOVAL_RETRY);
+            }
+        }
+        for (to, id, attachment, sender) in std::mem::take(&mut self.acks) {
+            let job = self.new_job(Job::Ack {
+                sender: sender.clone(),
+                id,
+            });
+            let ack = Delivery::Ack {
+                job,
+                to,
+                id,
+                attachment,
+            };
+            if self.sink.has_room() {
+                self.start_ack(ack);
+            } else if self.acks_waiting.len() < MAX_ACKS_WAITING {
+                self.acks_waiting.push_back(ack);
+            } else {
+                self.jobs.remove(&job);
+                events.push(Event::AckFailed {
+                    sender,
+                    id,
+                    reason: format!("{MAX_ACKS_WAITING} acks already wait for a deliverer"),
+                });
+            }
+        }
+        let kicks: Vec<String> = self.kicks.drain().collect();
+        for alias in kicks {
+            self.start_delivery(&alias, &mut events);
+        }
+        (committed, events)
+    }
+
+    fn new_job(&mut self, job: Job) -> JobId {
+        self.next_job += 1;
+        self.jobs.insert(self.next_job, job);
+        self.next_job
+    }
+
+    fn start_ack(&mut self, ack: Delivery) {
+        self.sink.start(ack);
+    }
+
+    /// True if `end_turn` has anything to do.
+    pub fn turn_has_work(&self) -> bool {
+        self.store.has_uncommitted()
+            || !self.kicks.is_empty()
+            || !self.acks.is_empty()
+            || !self.events.is_empty()
+            || !self.turn_removed.is_empty()
+    }
+
+    /// Starts delivering the oldest messages waiting for `alias`, unless a delivery to them is
+    /// on its way, a removal of theirs is not committed yet, or a retry is scheduled.
+    fn start_delivery(&mut self, alias: &str, events: &mut Vec<Event>) {
+        if self.in_flight.contains_key(alias)
+            || self.unremoved.contains_key(alias)
+            || self.retry_at.contains_key(alias)
+            || self.waiting_set.contains(alias)
+        {
+            return;
+        }
+        if !self.sink.has_room() {
+            self.waiting_set.insert(alias.to_string());
+            self.waiting.push_back(alias.to_string());
+            return;
+        }
+        let next = self.store.user(alias).and_then(|user| {
+            let Some(to) = user.as_ref().and_then(listener_endpoint) else {
+                return Ok(None);
+            };
+            let batch = self.store.pending_batch(alias, DELIVERY_BATCH)?;
+            Ok((!batch.is_empty()).then_some((to, batch)))
+        });
+        match next {
+            Ok(None) => {}
+            Ok(Some((to, messages))) => {
+                let since = *self
+                    .present_since
+                    .entry(alias.to_string())
+                    // Present since before a restart: no connect window any more.
+                    .or_insert_with(|| Instant::now() - Duration::from_secs(3600));
+                let job = self.new_job(Job::Messages {
+                    recipient: alias.to_string(),
+                    to,
+                    messages: messages
+                        .iter()
+                        .map(|m| (m.seq, m.sender.clone(), m.id, m.attachment.clone()))
+                        .collect(),
+                    cancelled: false,
+                });
+                self.in_flight.insert(alias.to_string(), job);
+                self.sink.start(Delivery::Messages {
+                    job,
+                    to,
+                    since,
+                    messages,
+                });
+            }
+            Err(e) => events.push(Event::PushFailed {
+                recipient: alias.to_string(),
+                reason: format!("reading the queue: {e}"),
+            }),
+        }
+    }
+
+    /// Stops the sink once what is in flight is done, records the outcomes and commits.
+    pub fn shut_down(&mut self, now: Instant) -> (Result<(), String>, Vec<Event>) {
+        self.sink.shut_down();
+        self.collect_reports(now);
+        // The sink is gone: nothing more is delivered, only the outcomes are recorded.
+        self.acks.clear();
+        self.kicks.clear();
+        self.end_turn(now)
+    }
+
+    /// Jobs in flight (for tests and limits).
+    pub fn jobs_in_flight(&self) -> usize {
+        self.jobs.len()
+    }
+}
+
+fn listener_endpoint(user: &storage::User) -> Option<Endpoint> {
+    let (ip, port) = user.listener()?;
+    Some(Endpoint::Listener(SocketAddr::new(ip.parse().ok()?, port)))
+}

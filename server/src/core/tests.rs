@@ -1,0 +1,295 @@
+//! The core with a recording delivery sink and a hand-moved clock, on a real SQLite file.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr};
+use std::rc::Rc;
+
+use super::*;
+use crate::storage::SqliteStore;
+
+#[derive(Default)]
+struct Recorded {
+    started: Vec<Delivery>,
+    cancelled: Vec<JobId>,
+    /// Reports the test queued for the next `reports` call.
+    reports: Vec<Report>,
+    /// Jobs that may be in flight at once, and those that are.
+    room: usize,
+    open: usize,
+}
+
+struct FakeSink(Rc<RefCell<Recorded>>);
+
+impl DeliverySink for FakeSink {
+    fn has_room(&self) -> bool {
+        let r = self.0.borrow();
+        r.open < r.room
+    }
+    fn start(&mut self, delivery: Delivery) {
+        let mut r = self.0.borrow_mut();
+        assert!(r.open < r.room, "started without room");
+        r.open += 1;
+        r.started.push(delivery);
+    }
+    fn cancel(&mut self, job: JobId) {
+        self.0.borrow_mut().cancelled.push(job);
+    }
+    fn reports(&mut self, out: &mut Vec<Report>) {
+        let mut r = self.0.borrow_mut();
+        r.open -= r.reports.iter().filter(|report| report.job_done).count();
+        out.append(&mut r.reports);
+    }
+    fn shut_down(&mut self) {}
+}
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    core: Core,
+    sink: Rc<RefCell<Recorded>>,
+    now: Instant,
+}
+
+impl Fixture {
+    /// A core whose sink has room for `room` jobs in flight, with users `ana` and `bea`.
+    fn new(room: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("core.db"), None, 1000).unwrap();
+        let sink = Rc::new(RefCell::new(Recorded {
+            room,
+            ..Recorded::default()
+        }));
+        let core = Core::new(Box::new(store), Box::new(FakeSink(sink.clone()))).unwrap();
+        let mut fixture = Fixture {
+            _dir: dir,
+            core,
+            sink,
+            now: Instant::now(),
+        };
+        for user in ["ana", "bea", "cid"] {
+            assert!(fixture.core.register(user, None, None).unwrap());
+        }
+        fixture.commit();
+        fixture
+    }
+
+    fn commit(&mut self) -> Vec<Event> {
+        let (committed, events) = self.core.end_turn(self.now);
+        committed.unwrap();
+        events
+    }
+
+    fn send(&mut self, to: &str, text: &str) -> u32 {
+        match self.core.send("ana", to, text.as_bytes(), None).unwrap() {
+            SendOutcome::Accepted { id, .. } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn connect(&mut self, alias: &str, port: u16) {
+        let outcome = self.core.connect(alias, LOCAL, port, self.now).unwrap();
+        assert_eq!(outcome, ConnectOutcome::Connected);
+    }
+
+    /// The message jobs started so far: `(job, recipient port, texts)`.
+    fn message_jobs(&self) -> Vec<(JobId, u16, Vec<String>)> {
+        self.sink
+            .borrow()
+            .started
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Messages {
+                    job,
+                    to: Endpoint::Listener(addr),
+                    messages,
+                    ..
+                } => Some((
+                    *job,
+                    addr.port(),
+                    messages
+                        .iter()
+                        .map(|m| String::from_utf8(m.text.clone()).unwrap())
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn report(&mut self, job: JobId, index: usize, outcome: Outcome, job_done: bool) {
+        self.sink.borrow_mut().reports.push(Report {
+            job,
+            index,
+            outcome,
+            job_done,
+        });
+        self.core.collect_reports(self.now);
+    }
+}
+
+#[test]
+fn one_job_per_recipient_in_acceptance_order() {
+    let mut f = Fixture::new(8);
+    f.send("bea", "uno");
+    f.send("bea", "dos");
+    f.commit();
+    assert!(f.message_jobs().is_empty(), "bea is not connected");
+    f.connect("bea", 4000);
+    f.commit();
+    let jobs = f.message_jobs();
+    assert_eq!(jobs.len(), 1);
+    let (job, port, texts) = jobs[0].clone();
+    assert_eq!((port, texts), (4000, vec!["uno".into(), "dos".into()]));
+    // A message accepted while a job is in flight waits for it.
+    f.send("bea", "tres");
+    f.commit();
+    assert_eq!(f.message_jobs().len(), 1, "still one job in flight");
+    f.report(job, 0, Outcome::Delivered, false);
+    f.report(job, 1, Outcome::Delivered, true);
+    let events = f.commit();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Delivered { .. }))
+            .count(),
+        2
+    );
+    let jobs = f.message_jobs();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[1].2, vec!["tres".to_string()], "only what is left");
+}
+
+#[test]
+fn unregister_cancels_the_job_in_flight_and_nothing_of_it_counts_as_delivered() {
+    let mut f = Fixture::new(8);
+    f.connect("bea", 4000);
+    for n in 0..5 {
+        f.send("bea", &format!("m{n}"));
+    }
+    f.commit();
+    let (job, _, texts) = f.message_jobs()[0].clone();
+    assert_eq!(texts.len(), 5);
+    assert!(f.core.unregister("bea").unwrap());
+    assert_eq!(f.sink.borrow().cancelled, vec![job]);
+    f.commit();
+    // Pushes that were already on the wire come back: they must not be logged or acked.
+    f.report(job, 0, Outcome::Delivered, false);
+    f.report(job, 1, Outcome::Cancelled, true);
+    let events = f.commit();
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(f.message_jobs().len(), 1, "nothing more is started");
+    assert!(f
+        .sink
+        .borrow()
+        .started
+        .iter()
+        .all(|d| matches!(d, Delivery::Messages { .. })));
+}
+
+#[test]
+fn disconnect_cancels_too() {
+    let mut f = Fixture::new(8);
+    f.connect("bea", 4000);
+    f.send("bea", "hola");
+    f.commit();
+    let (job, _, _) = f.message_jobs()[0].clone();
+    assert_eq!(
+        f.core.disconnect("bea", LOCAL).unwrap(),
+        DisconnectOutcome::Disconnected
+    );
+    assert_eq!(f.sink.borrow().cancelled, vec![job]);
+}
+
+#[test]
+fn a_refusal_in_the_connect_window_is_retried_when_the_clock_says_so() {
+    let mut f = Fixture::new(8);
+    f.connect("bea", 4000);
+    f.send("bea", "hola");
+    f.commit();
+    let (job, _, _) = f.message_jobs()[0].clone();
+    f.report(
+        job,
+        0,
+        Outcome::RetryAfter(Duration::from_millis(100)),
+        true,
+    );
+    f.commit();
+    assert_eq!(f.message_jobs().len(), 1, "not before the retry is due");
+    assert_eq!(
+        f.core.next_deadline(),
+        Some(f.now + Duration::from_millis(100))
+    );
+    f.now += Duration::from_millis(99);
+    f.core.fire_timers(f.now);
+    f.commit();
+    assert_eq!(f.message_jobs().len(), 1);
+    f.now += Duration::from_millis(1);
+    f.core.fire_timers(f.now);
+    f.commit();
+    assert_eq!(f.message_jobs().len(), 2, "retried");
+}
+
+#[test]
+fn a_failed_push_marks_the_recipient_disconnected_and_keeps_the_message() {
+    let mut f = Fixture::new(8);
+    f.connect("bea", 4000);
+    f.send("bea", "hola");
+    f.commit();
+    let (job, _, _) = f.message_jobs()[0].clone();
+    f.report(job, 0, Outcome::Failed("connection refused".into()), true);
+    let events = f.commit();
+    assert!(matches!(events[..], [Event::PushFailed { .. }]));
+    assert_eq!(
+        f.core.connected_users(Some("ana"), LOCAL).unwrap(),
+        ListOutcome::NotConnected
+    );
+    f.connect("bea", 4001);
+    f.commit();
+    let jobs = f.message_jobs();
+    assert_eq!((jobs[1].1, jobs[1].2.clone()), (4001, vec!["hola".into()]));
+}
+
+#[test]
+fn recipients_beyond_the_sinks_room_wait_their_turn() {
+    let mut f = Fixture::new(1);
+    f.connect("bea", 4000);
+    f.connect("cid", 4001);
+    f.send("bea", "b");
+    f.send("cid", "c");
+    f.commit();
+    let jobs = f.message_jobs();
+    assert_eq!(jobs.len(), 1, "room for one");
+    f.report(jobs[0].0, 0, Outcome::Delivered, true);
+    f.commit();
+    let jobs = f.message_jobs();
+    assert_eq!(jobs.len(), 2, "the waiting recipient goes next");
+    assert_ne!(jobs[0].1, jobs[1].1);
+}
+
+#[test]
+fn acks_go_to_a_connected_sender_after_delivery() {
+    let mut f = Fixture::new(8);
+    f.connect("ana", 5000);
+    f.connect("bea", 4000);
+    let id = f.send("bea", "hola");
+    f.commit();
+    let (job, _, _) = f.message_jobs()[0].clone();
+    f.report(job, 0, Outcome::Delivered, true);
+    f.commit();
+    let acks: Vec<(u16, u32)> = f
+        .sink
+        .borrow()
+        .started
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Ack {
+                to: Endpoint::Listener(addr),
+                id,
+                ..
+            } => Some((addr.port(), *id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![(5000, id)]);
+}

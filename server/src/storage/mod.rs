@@ -1,0 +1,98 @@
+//! Storage behind one interface: users, their message-id counters and the messages waiting for
+//! them. The core speaks only this trait, so a second engine (PostgreSQL, for deployments that
+//! outgrow one machine) can be added without touching the core or the front-ends.
+//!
+//! Writes go into one transaction per reactor turn; `commit` ends it. An engine must never make
+//! the caller wait for a lock held by somebody else: a write that cannot get the lock at once
+//! fails (and poisons the turn), while reads go on.
+
+mod sqlite;
+
+use std::fmt;
+
+pub use sqlite::{Checkpointer, SqliteStore};
+
+/// A storage failure, with the engine's own words for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub alias: String,
+    pub connected: bool,
+    pub ip: Option<String>,
+    pub port: Option<u16>,
+    pub last_id: u32,
+}
+
+impl User {
+    /// The listener address of a connected user.
+    pub fn listener(&self) -> Option<(&str, u16)> {
+        match (self.connected, self.ip.as_deref(), self.port) {
+            (true, Some(ip), Some(port)) => Some((ip, port)),
+            _ => None,
+        }
+    }
+}
+
+/// A message waiting for its recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Acceptance order; the row's key.
+    pub seq: i64,
+    pub sender: String,
+    pub id: u32,
+    pub text: Vec<u8>,
+    pub attachment: Option<Vec<u8>>,
+}
+
+/// What the core needs from a storage engine. Every method runs inside the current turn;
+/// writes become durable only through `commit` (and, for the answers that promise it, the
+/// syncer).
+pub trait Storage {
+    fn user(&self, alias: &str) -> Result<Option<User>>;
+    /// Inserts a new user; false if the alias is taken.
+    fn insert_user(
+        &self,
+        alias: &str,
+        full_name: Option<&str>,
+        birth_date: Option<&str>,
+    ) -> Result<bool>;
+    /// Deletes a user and every message waiting for them; false if there was no such user.
+    fn delete_user(&self, alias: &str) -> Result<bool>;
+    fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()>;
+    fn set_disconnected(&self, alias: &str) -> Result<()>;
+    /// Connected users as `(alias, ip, port)`, in alias order.
+    fn connected_users(&self) -> Result<Vec<(String, String, u16)>>;
+    /// Records the sender's new last id and queues the message. Both users exist.
+    fn accept_message(
+        &self,
+        sender: &str,
+        id: u32,
+        recipient: &str,
+        text: &[u8],
+        attachment: Option<&[u8]>,
+    ) -> Result<()>;
+    /// The oldest `limit` messages waiting for `recipient`, oldest first.
+    fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>>;
+    /// Removes a delivered message; false if it was no longer there (its recipient was
+    /// unregistered meanwhile).
+    fn delete_pending(&self, seq: i64) -> Result<bool>;
+    /// Connected users that have messages waiting: after a restart these are flushed.
+    fn connected_with_pending(&self) -> Result<Vec<String>>;
+    /// True while the turn has writes that are not yet committed (or a failed one).
+    fn has_uncommitted(&self) -> bool;
+    /// Commits the turn's writes. If any write failed, or the commit itself does, everything
+    /// since the last commit is rolled back and the reason returned.
+    fn commit(&self) -> std::result::Result<(), String>;
+}
