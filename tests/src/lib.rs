@@ -28,25 +28,54 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Lines a child printed, collected by a background thread.
+/// Lines a child printed, collected by a background thread that can be paused (to play a
+/// reader that stopped reading).
 #[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>);
+pub struct Lines {
+    lines: Arc<Mutex<Vec<String>>>,
+    paused: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
 
 impl Lines {
     fn collect(reader: impl Read + Send + 'static) -> Lines {
         let lines = Lines::default();
         let sink = lines.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(reader).lines() {
-                let Ok(line) = line else { return };
-                sink.0.lock().unwrap().push(line);
+            // A small buffer, so that a pause leaves the pipe itself to fill up.
+            let mut reader = BufReader::with_capacity(64, reader);
+            loop {
+                {
+                    let (paused, resumed) = &*sink.paused;
+                    let mut paused = paused.lock().unwrap();
+                    while *paused {
+                        paused = resumed.wait(paused).unwrap();
+                    }
+                }
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let line = line.strip_suffix('\n').unwrap_or(&line).to_string();
+                        sink.lines.lock().unwrap().push(line);
+                    }
+                }
             }
         });
         lines
     }
 
+    /// Stops reading after the current line: the child's pipe fills up.
+    pub fn pause(&self) {
+        *self.paused.0.lock().unwrap() = true;
+    }
+
+    pub fn resume(&self) {
+        *self.paused.0.lock().unwrap() = false;
+        self.paused.1.notify_all();
+    }
+
     pub fn snapshot(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
+        self.lines.lock().unwrap().clone()
     }
 
     /// Waits until a line equal to `expected` has been printed.
@@ -125,15 +154,22 @@ impl Server {
 
     /// Starts a server on the database `db` (which may already exist).
     pub fn start_on(db: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(bin("server"))
+        Server::start_with(db, args, |_| {})
+    }
+
+    /// Starts a server on `db` after `configure` has adjusted its command (environment,
+    /// resource limits).
+    pub fn start_with(db: &Path, args: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
+        let mut command = Command::new(bin("server"));
+        command
             .args(["-p", "0", "--bind", "127.0.0.1", "--db"])
             .arg(db)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn server");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("spawn server");
         let stdout = Lines::collect(child.stdout.take().unwrap());
         let stderr = Lines::collect(child.stderr.take().unwrap());
         let start = Instant::now();
@@ -189,6 +225,11 @@ impl Server {
 
     /// Waits for the process to exit and returns its exit code (None if killed by a signal).
     pub fn wait(mut self) -> Option<i32> {
+        self.process.wait()
+    }
+
+    /// Like [`Server::wait`], keeping the server's output readable afterwards.
+    pub fn wait_in_place(&mut self) -> Option<i32> {
         self.process.wait()
     }
 
@@ -546,5 +587,52 @@ pub fn reset_on_drop(stream: &TcpStream) {
             &linger as *const _ as *const libc::c_void,
             std::mem::size_of::<libc::linger>() as u32,
         );
+    }
+}
+
+/// The fault-injection library `tests/fault/fsync_shim.c`, compiled once per test run with the
+/// machine's C compiler; load it into a server with [`with_fsync_shim`].
+pub fn fsync_shim() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fault/fsync_shim.c");
+            let dir = bin("server").parent().unwrap().to_path_buf();
+            let built = dir.join("libfsync_shim.so");
+            let partial = dir.join(format!("libfsync_shim.so.{}", std::process::id()));
+            let status = Command::new("cc")
+                .args(["-shared", "-fPIC", "-O1", "-o"])
+                .arg(&partial)
+                .arg(&source)
+                .arg("-ldl")
+                .status()
+                .expect("run cc");
+            assert!(status.success(), "compiling {}", source.display());
+            std::fs::rename(&partial, &built).unwrap();
+            built
+        })
+        .clone()
+}
+
+/// Configures a server command to run with the fsync shim, controlled through files in
+/// `control` (`fail`, `hang`; the shim creates `entered`).
+pub fn with_fsync_shim(control: &Path) -> impl FnOnce(&mut Command) + '_ {
+    move |command: &mut Command| {
+        command
+            .env("LD_PRELOAD", fsync_shim())
+            .env("FSYNC_SHIM_DIR", control);
+    }
+}
+
+/// Waits until `path` exists.
+pub fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
 }

@@ -323,6 +323,15 @@ impl Checkpointer {
         let conn = Connection::open(&path)?;
         // Off the reactor, waiting for a reader or the sqlite3 shell is harmless.
         conn.busy_timeout(Duration::from_secs(5))?;
+        // A connection that has not read the database yet does not know it is in WAL mode,
+        // and its checkpoints would do nothing.
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error(format!(
+                "{} is in {mode} mode, not WAL",
+                path.display()
+            )));
+        }
         let signal = Arc::new(Signal::default());
         let waiting = signal.clone();
         let thread = std::thread::Builder::new()
@@ -439,5 +448,24 @@ mod tests {
             "already gone with its recipient"
         );
         assert_eq!(store.pending_batch("bea", 1).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn the_checkpointer_copies_the_wal_back_past_its_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, None, 5).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        store.insert_user("ana", None, None).unwrap();
+        store.insert_user("bea", None, None).unwrap();
+        for id in 1..=20 {
+            store.accept_message("ana", id, "bea", b"x", None).unwrap();
+            store.commit().unwrap();
+        }
+        let start = std::time::Instant::now();
+        while std::fs::metadata(&path).unwrap().len() <= before {
+            assert!(start.elapsed() < Duration::from_secs(10), "no checkpoint");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
