@@ -113,8 +113,6 @@ pub enum DisconnectOutcome {
     Disconnected,
     NoSuchUser,
     NotConnected,
-    /// DISCONNECT is only accepted from the address the user connected from.
-    WrongAddress,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -126,14 +124,6 @@ pub enum SendOutcome {
         online: bool,
     },
     NoSuchUser,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum ListOutcome {
-    /// Connected users as `(alias, ip, port)`.
-    Users(Vec<(String, String, u16)>),
-    NotConnected,
-    NotRegistered,
 }
 
 /// Something that happened to a message, for the console and the logs.
@@ -271,19 +261,23 @@ impl Core {
         Ok(ConnectOutcome::Connected)
     }
 
-    pub fn disconnect(&mut self, alias: &str, from: IpAddr) -> storage::Result<DisconnectOutcome> {
+    /// Ends `alias`'s presence. Which callers may do so is the front-end's rule.
+    pub fn disconnect(&mut self, alias: &str) -> storage::Result<DisconnectOutcome> {
         let Some(user) = self.store.user(alias)? else {
             return Ok(DisconnectOutcome::NoSuchUser);
         };
         if !user.connected {
             return Ok(DisconnectOutcome::NotConnected);
         }
-        if user.ip.as_deref() != Some(from.to_canonical().to_string().as_str()) {
-            return Ok(DisconnectOutcome::WrongAddress);
-        }
         self.store.set_disconnected(alias)?;
         self.leave(alias);
         Ok(DisconnectOutcome::Disconnected)
+    }
+
+    /// Where `alias` is present: `None` if there is no such user, `Some(None)` if they are not
+    /// present.
+    pub fn presence(&self, alias: &str) -> storage::Result<Option<Option<Endpoint>>> {
+        Ok(self.store.user(alias)?.map(|user| listener_endpoint(&user)))
     }
 
     /// Forgets `alias`'s presence and stops delivering to them.
@@ -324,28 +318,9 @@ impl Core {
         })
     }
 
-    /// The connected users, for a requester named by alias or, when a client sent none, by the
-    /// address it calls from.
-    pub fn connected_users(
-        &mut self,
-        requester: Option<&str>,
-        from: IpAddr,
-    ) -> storage::Result<ListOutcome> {
-        let users = self.store.connected_users()?;
-        let requester_connected = match requester {
-            Some(alias) => match self.store.user(alias)? {
-                None => return Ok(ListOutcome::NotRegistered),
-                Some(user) => user.connected,
-            },
-            None => {
-                let from = from.to_canonical().to_string();
-                users.iter().any(|(_, ip, _)| *ip == from)
-            }
-        };
-        if !requester_connected {
-            return Ok(ListOutcome::NotConnected);
-        }
-        Ok(ListOutcome::Users(users))
+    /// The users present, as `(alias, ip, port)` in alias order.
+    pub fn connected_users(&self) -> storage::Result<Vec<(String, String, u16)>> {
+        self.store.connected_users()
     }
 
     /// Applies the results of finished deliveries (called when the deliverers wake the reactor).

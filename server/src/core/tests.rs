@@ -195,7 +195,7 @@ fn disconnect_cancels_too() {
     f.commit();
     let (job, _, _) = f.message_jobs()[0].clone();
     assert_eq!(
-        f.core.disconnect("bea", LOCAL).unwrap(),
+        f.core.disconnect("bea").unwrap(),
         DisconnectOutcome::Disconnected
     );
     assert_eq!(f.sink.borrow().cancelled, vec![job]);
@@ -240,10 +240,7 @@ fn a_failed_push_marks_the_recipient_disconnected_and_keeps_the_message() {
     f.report(job, 0, Outcome::Failed("connection refused".into()), true);
     let events = f.commit();
     assert!(matches!(events[..], [Event::PushFailed { .. }]));
-    assert_eq!(
-        f.core.connected_users(Some("ana"), LOCAL).unwrap(),
-        ListOutcome::NotConnected
-    );
+    assert_eq!(f.core.presence("bea").unwrap(), Some(None));
     f.connect("bea", 4001);
     f.commit();
     let jobs = f.message_jobs();

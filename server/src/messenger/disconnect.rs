@@ -4,7 +4,7 @@
 use wire::{code, validate_name};
 
 use super::shown;
-use crate::core::{Core, DisconnectOutcome};
+use crate::core::{Core, DisconnectOutcome, Endpoint};
 use crate::frontend::{Applied, Caller, Reply};
 
 pub fn apply(fields: &[&[u8]], caller: &Caller, core: &mut Core) -> Applied {
@@ -22,7 +22,28 @@ pub fn apply(fields: &[&[u8]], caller: &Caller, core: &mut Core) -> Applied {
             return Applied::read_only(fail(code::THREE, format!("DISCONNECT rejected: {e}")))
         }
     };
-    match core.disconnect(alias, caller.peer.ip()) {
+    // Seed 000 section 8.4: only from the address the user connected from.
+    match core.presence(alias) {
+        Ok(Some(Some(Endpoint::Listener(addr))))
+            if addr.ip().to_canonical() != caller.peer.ip().to_canonical() =>
+        {
+            return Applied::read_only(fail(
+                code::THREE,
+                format!(
+                    "DISCONNECT {alias} refused: {} is not the address it connected from",
+                    caller.peer.ip()
+                ),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Applied::read_only(fail(
+                code::THREE,
+                format!("DISCONNECT {alias}: storage: {e}"),
+            ))
+        }
+    }
+    match core.disconnect(alias) {
         Ok(DisconnectOutcome::Disconnected) => Applied::written(
             Reply::code(code::OK).console(format!("DISCONNECT {alias} OK")),
             fail(code::THREE, format!("DISCONNECT {alias}: not committed")),
@@ -33,13 +54,6 @@ pub fn apply(fields: &[&[u8]], caller: &Caller, core: &mut Core) -> Applied {
         Ok(DisconnectOutcome::NotConnected) => Applied::read_only(fail(
             code::TWO,
             format!("DISCONNECT {alias}: not connected"),
-        )),
-        Ok(DisconnectOutcome::WrongAddress) => Applied::read_only(fail(
-            code::THREE,
-            format!(
-                "DISCONNECT {alias} refused: {} is not the address it connected from",
-                caller.peer.ip()
-            ),
         )),
         Err(e) => Applied::read_only(fail(
             code::THREE,

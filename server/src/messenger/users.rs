@@ -4,7 +4,7 @@
 
 use wire::{code, format_user_entry, validate_name, Op};
 
-use crate::core::{Core, ListOutcome};
+use crate::core::Core;
 use crate::frontend::{Applied, Caller, Reply};
 
 pub fn apply(op: Op, fields: &[&[u8]], caller: &Caller, core: &mut Core) -> Applied {
@@ -27,34 +27,52 @@ pub fn apply(op: Op, fields: &[&[u8]], caller: &Caller, core: &mut Core) -> Appl
         || format!("the user at {}", caller.peer.ip()),
         str::to_string,
     );
-    match core.connected_users(requester, caller.peer.ip()) {
-        Ok(ListOutcome::Users(users)) => {
-            let mut answer = vec![code::OK];
-            let mut push = |field: &str| {
-                answer.extend_from_slice(field.as_bytes());
-                answer.push(0);
-            };
-            push(&users.len().to_string());
-            for (alias, ip, port) in &users {
-                match op {
-                    Op::Users => push(&format_user_entry(alias, ip, *port)),
-                    _ => push(alias),
-                }
-            }
-            Applied::read_only(Reply {
-                answer,
-                console: Some("CONNECTEDUSERS OK".into()),
-                diagnostic: None,
-            })
+    let users = match core.connected_users() {
+        Ok(users) => users,
+        Err(e) => {
+            return Applied::read_only(fail(code::TWO, format!("{}: storage: {e}", op.name())))
         }
-        Ok(ListOutcome::NotConnected) => Applied::read_only(fail(
+    };
+    // Without an alias the requester is whoever is connected from the caller's address.
+    let requester_connected = match requester {
+        Some(alias) => match core.presence(alias) {
+            Ok(None) => {
+                return Applied::read_only(fail(
+                    code::TWO,
+                    format!("{}: {who} is not registered", op.name()),
+                ))
+            }
+            Ok(Some(present)) => present.is_some(),
+            Err(e) => {
+                return Applied::read_only(fail(code::TWO, format!("{}: storage: {e}", op.name())))
+            }
+        },
+        None => {
+            let from = caller.peer.ip().to_canonical().to_string();
+            users.iter().any(|(_, ip, _)| *ip == from)
+        }
+    };
+    if !requester_connected {
+        return Applied::read_only(fail(
             code::ONE,
             format!("{}: {who} is not connected", op.name()),
-        )),
-        Ok(ListOutcome::NotRegistered) => Applied::read_only(fail(
-            code::TWO,
-            format!("{}: {who} is not registered", op.name()),
-        )),
-        Err(e) => Applied::read_only(fail(code::TWO, format!("{}: storage: {e}", op.name()))),
+        ));
     }
+    let mut answer = vec![code::OK];
+    let mut push = |field: &str| {
+        answer.extend_from_slice(field.as_bytes());
+        answer.push(0);
+    };
+    push(&users.len().to_string());
+    for (alias, ip, port) in &users {
+        match op {
+            Op::Users => push(&format_user_entry(alias, ip, *port)),
+            _ => push(alias),
+        }
+    }
+    Applied::read_only(Reply {
+        answer,
+        console: Some("CONNECTEDUSERS OK".into()),
+        diagnostic: None,
+    })
 }
