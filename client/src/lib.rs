@@ -1,12 +1,14 @@
 //! The messaging client: one library for the protocol, the listener thread and the commands
 //! ([`session`]), and two front-ends over it, the console ([`console`]) and the FLTK window
-//! ([`gui`]).
+//! ([`gui`]); plus the console clients of the chat ([`chat`]) and the rooms ([`rooms`]).
 
+pub mod chat;
 pub mod console;
 pub mod formatting;
 pub mod gui;
 pub mod listener;
 pub mod protocol;
+pub mod rooms;
 pub mod session;
 
 /// Where the client's servers are.

@@ -1,8 +1,8 @@
 use clap::Parser;
 use client::{protocol::ServerLink, Endpoints};
 
-/// Messaging client: the desktop window of seed 000, or with --console the console client of
-/// seed 003.
+/// Messaging client: the desktop window of seed 000; with --console the console client of seed
+/// 003; with --chat the chat client of seed 001; with --rooms the rooms client of seed 004.
 #[derive(Parser)]
 #[command(name = "client", version)]
 struct Args {
@@ -13,8 +13,14 @@ struct Args {
     #[arg(short = 'p', long = "port")]
     port: u16,
     /// Console client instead of the desktop window.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["chat", "rooms"])]
     console: bool,
+    /// Console chat client of seed 001 (myChatProtocol) for the server's chat port.
+    #[arg(long, conflicts_with = "rooms")]
+    chat: bool,
+    /// Console rooms client of seed 004 (Wassop) for the server's rooms port.
+    #[arg(long)]
+    rooms: bool,
     /// Formatter web service every message goes through before it is sent.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     formatter: String,
@@ -29,7 +35,13 @@ fn main() -> std::process::ExitCode {
         },
         formatter_url: args.formatter,
     };
-    let result = if args.console {
+    let result = if args.chat {
+        client::chat::run(&endpoints.server.host, endpoints.server.port)
+            .map_err(|e| format!("chat: {e}"))
+    } else if args.rooms {
+        client::rooms::run(&endpoints.server.host, endpoints.server.port)
+            .map_err(|e| format!("rooms: {e}"))
+    } else if args.console {
         client::console::run(endpoints).map_err(|e| format!("console: {e}"))
     } else {
         client::gui::run(endpoints)

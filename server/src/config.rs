@@ -104,6 +104,32 @@ pub struct Config {
     #[arg(long)]
     pub max_db_pages: Option<u64>,
 
+    /// Port for the chat of seed 001 (myChatProtocol); none if absent.
+    #[arg(long)]
+    pub chat_port: Option<u16>,
+
+    /// Port for the rooms of seed 004 (Wassop); none if absent.
+    #[arg(long)]
+    pub rooms_port: Option<u16>,
+
+    /// Room messages replayed on joining a room, and chat broadcasts replayed on logging in.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub history: u16,
+
+    /// Most rooms that may exist.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_rooms: u32,
+
+    /// Bytes a chat or rooms session may have waiting to be written; a client that lets more
+    /// pile up (it stopped reading) is disconnected.
+    #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(4096..))]
+    pub session_buffer_bytes: u32,
+
+    /// Milliseconds between two messages written to a chat client of the original framing
+    /// (no delimiter): long enough for it to read the first alone.
+    #[arg(long, default_value_t = 20)]
+    pub chat_pause_ms: u64,
+
     /// WAL size in pages at which the checkpointer thread copies the WAL back into the
     /// database file (the reactor itself never checkpoints).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -122,6 +148,9 @@ impl Config {
     }
     pub fn connect_window(&self) -> Duration {
         Duration::from_millis(self.connect_window_ms)
+    }
+    pub fn chat_pause(&self) -> Duration {
+        Duration::from_millis(self.chat_pause_ms)
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)

@@ -3,16 +3,41 @@
 //! The reactor owns sockets, buffers, deadlines and the commit; a front-end owns the meaning of
 //! the bytes: the cheap "is a whole request buffered?" check ([`Frontend::frame`]), the parse of
 //! a whole request into a typed one and its application to the core ([`Frontend::apply`]), and
-//! the encoding of the answer. Today every front-end is per-operation: one request per
-//! connection, answered, then closed.
+//! the encoding of the answer and of what the core tells sessions.
+//!
+//! A front-end is per-operation (one request per connection, answered, then closed: the
+//! messenger) or persistent (requests and answers interleave on a connection that carries a
+//! session, the core's notices are written to it, end of file means the user left: the chat
+//! and the rooms).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::core::Core;
+use crate::core::{Core, Notice, SessionId};
+
+/// How connections of a front-end live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One request, its answer, then the server closes.
+    PerOperation,
+    /// Many requests and answers, plus notices; a session is bound to the connection.
+    Persistent,
+}
+
+/// How a persistent connection's output may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Any number of messages per write.
+    Stream,
+    /// One message per write, and a pause between two: for clients that read one message
+    /// per `recv` with no delimiter, which two glued messages would break.
+    OneMessagePerWrite,
+}
 
 /// The bytes received on a connection so far.
 pub struct Input<'a> {
+    /// The connection's session (persistent front-ends); unique per connection.
+    pub session: SessionId,
     pub buf: &'a [u8],
     /// The client closed its sending side: nothing more will arrive.
     pub eof: bool,
@@ -32,6 +57,9 @@ pub enum Framing {
     Complete(usize),
     /// Answered without touching the core (e.g. a field over its limit), then closed.
     Refuse(Reply),
+    /// A persistent connection's bad request: answered, `len` bytes dropped, the connection
+    /// stays open.
+    Skip { len: usize, reply: Reply },
     /// Closed without an answer; the reason goes to stderr.
     Close(String),
 }
@@ -43,6 +71,9 @@ pub struct Reply {
     pub answer: Vec<u8>,
     pub console: Option<String>,
     pub diagnostic: Option<String>,
+    /// Close the connection once the answer is written (persistent front-ends; per-operation
+    /// connections always close).
+    pub close: bool,
 }
 
 impl Reply {
@@ -60,6 +91,19 @@ impl Reply {
 
     pub fn diagnostic(mut self, text: impl Into<String>) -> Reply {
         self.diagnostic = Some(text.into());
+        self
+    }
+
+    /// An answer of raw bytes (possibly none) with nothing to print.
+    pub fn bytes(answer: Vec<u8>) -> Reply {
+        Reply {
+            answer,
+            ..Reply::default()
+        }
+    }
+
+    pub fn then_close(mut self) -> Reply {
+        self.close = true;
         self
     }
 }
@@ -92,15 +136,32 @@ impl Applied {
 /// Who is asking, as far as the connection tells.
 pub struct Caller {
     pub peer: SocketAddr,
+    pub session: SessionId,
 }
 
 pub trait Frontend {
     /// For logs: `messenger`, ...
     fn name(&self) -> &'static str;
+    fn mode(&self) -> Mode {
+        Mode::PerOperation
+    }
     /// Most bytes a connection may have buffered; a request never needs more.
     fn read_limit(&self) -> usize;
     /// The cheap check: is a whole request buffered?
     fn frame(&self, input: &Input) -> Framing;
     /// Parses the whole request `request` (as [`Framing::Complete`] measured it) and applies it.
     fn apply(&mut self, request: &[u8], caller: &Caller, core: &mut Core, now: Instant) -> Applied;
+    /// Persistent: how to write to `session`.
+    fn pacing(&self, _session: SessionId) -> Pacing {
+        Pacing::Stream
+    }
+    /// Persistent: the bytes that tell `session` about `notice`, or nothing.
+    fn encode(&self, _session: SessionId, _notice: &Notice) -> Option<Vec<u8>> {
+        None
+    }
+    /// Persistent: the connection of `session` ended (the user left, or was disconnected);
+    /// the front-end forgets it and ends the session in the core. Returns the console line.
+    fn closed(&mut self, _session: SessionId, _core: &mut Core) -> Option<String> {
+        None
+    }
 }

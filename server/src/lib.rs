@@ -1,6 +1,7 @@
 //! The messaging server. `main` parses arguments and calls [`run`]; see ARCHITECTURE.md for the
 //! bird's-eye view.
 
+pub mod chat;
 pub mod config;
 mod console;
 pub mod core;
@@ -9,6 +10,7 @@ pub mod frontend;
 pub mod messenger;
 mod net;
 mod reactor;
+pub mod rooms;
 pub mod storage;
 mod syncer;
 
@@ -33,15 +35,16 @@ use crate::syncer::Syncer;
 /// Opens the database, binds, prints `s> init server ip:port` and serves until SIGINT/SIGTERM.
 pub fn run(config: Config) -> Result<(), String> {
     net::raise_open_file_limit();
-    let addr = SocketAddr::new(config.bind, config.port);
     // Bind before touching the database, so that a port in use leaves no file behind.
-    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("listener: {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("listener address: {e}"))?;
+    let (listener, local) = bind(config.bind, config.port)?;
+    let chat = config
+        .chat_port
+        .map(|port| bind(config.bind, port))
+        .transpose()?;
+    let rooms = config
+        .rooms_port
+        .map(|port| bind(config.bind, port))
+        .transpose()?;
     let store = SqliteStore::open(&config.db, config.max_db_pages, config.checkpoint_pages)
         .map_err(|e| format!("cannot open database {}: {e}", config.db.display()))?;
 
@@ -68,27 +71,46 @@ pub fn run(config: Config) -> Result<(), String> {
         Durability::Normal => None,
     };
     let pushes = ListenerPushes::new(pool, config.push_style.into(), config.connect_window());
-    let core = Core::new(Box::new(store), Box::new(pushes)).map_err(|e| {
+    let settings = core::Settings {
+        history: config.history.into(),
+        max_rooms: config.max_rooms as usize,
+    };
+    let core = Core::new(Box::new(store), Box::new(pushes), settings).map_err(|e| {
         format!(
             "reading pending deliveries from {}: {e}",
             config.db.display()
         )
     })?;
     let signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signal handlers: {e}"))?;
-    let messenger = Listening {
+    let mut listening = vec![Listening {
         socket: mio::net::TcpListener::from_std(listener),
         frontend: Box::new(Messenger {
             register_form: config.register_form,
             grace: config.grace(),
         }),
-    };
-
-    let mut reactor = Reactor::new(poll, vec![messenger], signals, core, config, sync_gate)
-        .map_err(|e| format!("event loop: {e}"))?;
+    }];
     let shown_ip = net::display_ip(local.ip());
-    reactor
-        .console()
-        .line(&format!("init server {shown_ip}:{}", local.port()));
+    let mut init_lines = vec![format!("init server {shown_ip}:{}", local.port())];
+    if let Some((socket, local)) = chat {
+        listening.push(Listening {
+            socket: mio::net::TcpListener::from_std(socket),
+            frontend: Box::new(chat::Chat::default()),
+        });
+        init_lines.push(format!("init chat {shown_ip}:{}", local.port()));
+    }
+    if let Some((socket, local)) = rooms {
+        listening.push(Listening {
+            socket: mio::net::TcpListener::from_std(socket),
+            frontend: Box::new(rooms::Rooms::default()),
+        });
+        init_lines.push(format!("init rooms {shown_ip}:{}", local.port()));
+    }
+
+    let mut reactor = Reactor::new(poll, listening, signals, core, config, sync_gate)
+        .map_err(|e| format!("event loop: {e}"))?;
+    for line in &init_lines {
+        reactor.console().line(line);
+    }
     reactor.console().prompt();
     reactor.console().flush();
     let result = reactor
@@ -96,6 +118,19 @@ pub fn run(config: Config) -> Result<(), String> {
         .map_err(|e: io::Error| format!("server stopped: {e}"));
     console::drain();
     result
+}
+
+/// A non-blocking listening socket on `ip:port`, and the address it got.
+fn bind(ip: std::net::IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), String> {
+    let addr = SocketAddr::new(ip, port);
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("listener {addr}: {e}"))?;
+    Ok((listener, local))
 }
 
 /// Reports a failure to start or to stop cleanly on stderr, after everything else printed.

@@ -141,6 +141,8 @@ impl Drop for Running {
 pub struct Server {
     process: Running,
     pub port: u16,
+    pub chat_port: Option<u16>,
+    pub rooms_port: Option<u16>,
     pub db: PathBuf,
     pub stdout: Lines,
     pub stderr: Lines,
@@ -173,18 +175,11 @@ impl Server {
         let stdout = Lines::collect(child.stdout.take().unwrap());
         let stderr = Lines::collect(child.stderr.take().unwrap());
         let start = Instant::now();
-        let port = loop {
-            let init = stdout
-                .snapshot()
-                .into_iter()
-                .find(|l| l.starts_with("s> init server "));
-            if let Some(line) = init {
-                break line
-                    .rsplit(':')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .expect("port in init line");
+        // The prompt line comes after every `init` line.
+        let lines = loop {
+            let lines = stdout.snapshot();
+            if lines.iter().any(|l| l == "s>") {
+                break lines;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("server exited with {status}: {:?}", stderr.snapshot());
@@ -192,16 +187,40 @@ impl Server {
             assert!(start.elapsed() < PATIENCE, "server printed no init line");
             std::thread::sleep(Duration::from_millis(5));
         };
+        let port_of = |what: &str| {
+            let prefix = format!("s> init {what} ");
+            lines.iter().find_map(|l| {
+                l.strip_prefix(&prefix)
+                    .map(|addr| addr.rsplit(':').next().unwrap().parse().expect("port"))
+            })
+        };
         Server {
             process: Running {
                 child,
                 name: "server",
             },
-            port,
+            port: port_of("server").expect("init server line"),
+            chat_port: port_of("chat"),
+            rooms_port: port_of("rooms"),
             db: db.to_path_buf(),
             stdout,
             stderr,
         }
+    }
+
+    /// A server with every front-end on free ports.
+    pub fn start_all(dir: &Path, args: &[&str]) -> Server {
+        let mut all = vec!["--chat-port", "0", "--rooms-port", "0"];
+        all.extend_from_slice(args);
+        Server::start(dir, &all)
+    }
+
+    pub fn chat_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.chat_port.expect("--chat-port")))
+    }
+
+    pub fn rooms_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.rooms_port.expect("--rooms-port")))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -571,6 +590,21 @@ impl ConsoleClient {
     }
 }
 
+/// Caps the kernel's receive buffer of `stream` (which also stops its autotuning).
+pub fn set_receive_buffer(stream: &TcpStream, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a descriptor we own, with a correctly sized int value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        );
+    }
+}
+
 /// Makes dropping `stream` send a reset instead of a FIN (SO_LINGER with a zero timeout).
 pub fn reset_on_drop(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
@@ -634,5 +668,114 @@ pub fn wait_for_file(path: &Path) {
             path.display()
         );
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A persistent connection that speaks lines (the rooms, or the chat after `HELLO|lines`).
+pub struct LineConn {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// Messages that came before line framing, served first by [`LineConn::line`].
+    backlog: std::collections::VecDeque<String>,
+}
+
+impl LineConn {
+    pub fn connect(addr: SocketAddr) -> LineConn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        LineConn {
+            stream,
+            reader,
+            backlog: Default::default(),
+        }
+    }
+
+    /// A chat session logged in as `name` with line framing.
+    pub fn chat(server: &Server, name: &str) -> LineConn {
+        let mut conn = LineConn::connect(server.chat_addr());
+        conn.stream
+            .write_all(format!("CONNECT|{name}").as_bytes())
+            .unwrap();
+        // HELLO only after the ack, or it would reach the server glued to the CONNECT.
+        let mut seen = Vec::new();
+        while !seen.starts_with(b"CONNECT_ACK|") || seen.len() < b"CONNECT_ACK|OK".len() {
+            let mut byte = [0u8; 1];
+            conn.reader.read_exact(&mut byte).expect("CONNECT answer");
+            seen.push(byte[0]);
+        }
+        conn.send("HELLO|lines");
+        // Unframed until the HELLO answer: the ack, the user list, the history.
+        while !seen.ends_with(b"HELLO|lines\n") {
+            let mut byte = [0u8; 1];
+            conn.reader.read_exact(&mut byte).expect("HELLO answer");
+            seen.push(byte[0]);
+        }
+        let seen = String::from_utf8(seen).unwrap();
+        let unframed = seen.strip_suffix("HELLO|lines\n").unwrap();
+        let mut messages = client::chat::split_glued(unframed).into_iter();
+        assert_eq!(messages.next(), Some("CONNECT_ACK|OK"), "login of {name}");
+        conn.backlog.extend(messages.map(str::to_string));
+        conn
+    }
+
+    /// A rooms session joined as `name`.
+    pub fn rooms(server: &Server, name: &str) -> LineConn {
+        let mut conn = LineConn::connect(server.rooms_addr());
+        conn.send(&format!("JOIN {name}"));
+        assert_eq!(conn.line(), "OK", "JOIN {name}");
+        conn
+    }
+
+    /// Sends `line` and its `\n`.
+    pub fn send(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+
+    /// The next line, without its `\n`.
+    pub fn line(&mut self) -> String {
+        if let Some(line) = self.backlog.pop_front() {
+            return line;
+        }
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .expect("a line within PATIENCE");
+        assert!(n > 0, "connection closed while waiting for a line");
+        line.trim_end_matches('\n').to_string()
+    }
+
+    /// Reads lines until one equals `expected`; returns those before it.
+    pub fn until(&mut self, expected: &str) -> Vec<String> {
+        let mut before = Vec::new();
+        loop {
+            let line = self.line();
+            if line == expected {
+                return before;
+            }
+            before.push(line);
+        }
+    }
+
+    /// Asserts that nothing arrives within `quiet`.
+    pub fn expect_quiet(&mut self, quiet: Duration) {
+        self.stream.set_read_timeout(Some(quiet)).unwrap();
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => panic!("connection closed"),
+            Ok(_) => panic!("unexpected line {line:?}"),
+            Err(_) => {}
+        }
+        self.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    }
+
+    /// True once the server has closed the connection (reading what is left).
+    pub fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).is_ok()
     }
 }

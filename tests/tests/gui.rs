@@ -12,10 +12,18 @@ use e2e::{bin, encode, register, Formatter, Listener, Server, PATIENCE};
 use fltk::app;
 use fltk::prelude::*;
 
+/// Runs FLTK's loop for up to `seconds`. A signal (SIGCHLD from the other test of this file
+/// reaping its child) interrupts the wait with an error; that is not a failure, so it retries.
+fn wait(seconds: f64) {
+    if app::wait_for(seconds).is_err() {
+        let _ = app::wait_for(seconds);
+    }
+}
+
 fn pump_until(gui: &mut Gui, what: &str, ready: impl Fn(&Gui) -> bool) {
     let start = Instant::now();
     while !ready(gui) {
-        app::wait_for(0.01).unwrap();
+        wait(0.01);
         gui.pump();
         assert!(
             start.elapsed() < PATIENCE,
@@ -165,7 +173,7 @@ fn the_desktop_client_end_to_end() {
 
     // The window resizes sensibly: the panes share the width.
     gui.window.resize(0, 0, 1200, 800);
-    app::wait_for(0.05).unwrap();
+    wait(0.05);
     assert!(
         gui.client_pane.w() > 500 && gui.server_pane.w() > 500,
         "panes grow with the window"

@@ -9,8 +9,13 @@
 //! are strictly sequential (at most one job in flight each), in acceptance order, and a job is
 //! cancelled when its recipient unregisters or disconnects.
 
+mod sessions;
 #[cfg(test)]
 mod tests;
+
+pub use sessions::{
+    DeliveryMark, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Settings,
+};
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -34,8 +39,10 @@ const REMOVAL_RETRY: Duration = Duration::from_millis(100);
 /// Where a present user is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// A listener the user announced: every delivery is a push to it.
+    /// A listener the user announced: every delivery is a push to it (the messenger).
     Listener(SocketAddr),
+    /// A persistent connection: deliveries are notices queued on it (chat, rooms).
+    Session(SessionId),
 }
 
 /// What the core asks a sink to deliver.
@@ -169,6 +176,10 @@ enum Job {
 pub struct Core {
     store: Box<dyn Storage>,
     sink: Box<dyn DeliverySink>,
+    settings: Settings,
+    sessions: sessions::Sessions,
+    /// What sessions must be told, in order, once the turn is committed.
+    notices: Vec<(SessionId, Notice)>,
     /// When each present user became present (for the sink's connect window).
     present_since: HashMap<String, Instant>,
     jobs: HashMap<JobId, Job>,
@@ -195,12 +206,20 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(store: Box<dyn Storage>, sink: Box<dyn DeliverySink>) -> storage::Result<Core> {
+    pub fn new(
+        store: Box<dyn Storage>,
+        sink: Box<dyn DeliverySink>,
+        settings: Settings,
+    ) -> storage::Result<Core> {
         // After a restart, users still marked connected get what is waiting for them.
         let kicks = store.connected_with_pending()?.into_iter().collect();
+        let sessions = sessions::Sessions::load(&*store)?;
         Ok(Core {
             store,
             sink,
+            settings,
+            sessions,
+            notices: Vec::new(),
             present_since: HashMap::new(),
             jobs: HashMap::new(),
             in_flight: HashMap::new(),
@@ -237,6 +256,7 @@ impl Core {
         if removed {
             self.leave(alias);
             self.unremoved.remove(alias);
+            self.went_offline(alias);
         }
         Ok(removed)
     }
@@ -251,13 +271,14 @@ impl Core {
         let Some(user) = self.store.user(alias)? else {
             return Ok(ConnectOutcome::NoSuchUser);
         };
-        if user.connected {
+        if user.connected || self.sessions.session_of(alias).is_some() {
             return Ok(ConnectOutcome::AlreadyConnected);
         }
         self.store
             .set_connected(alias, &ip.to_canonical().to_string(), port)?;
         self.present_since.insert(alias.to_string(), now);
         self.kicks.insert(alias.to_string());
+        self.came_online(alias);
         Ok(ConnectOutcome::Connected)
     }
 
@@ -271,13 +292,28 @@ impl Core {
         }
         self.store.set_disconnected(alias)?;
         self.leave(alias);
+        self.went_offline(alias);
         Ok(DisconnectOutcome::Disconnected)
     }
 
     /// Where `alias` is present: `None` if there is no such user, `Some(None)` if they are not
     /// present.
     pub fn presence(&self, alias: &str) -> storage::Result<Option<Option<Endpoint>>> {
-        Ok(self.store.user(alias)?.map(|user| listener_endpoint(&user)))
+        Ok(self.store.user(alias)?.map(|user| {
+            listener_endpoint(&user)
+                .or_else(|| self.sessions.session_of(alias).map(Endpoint::Session))
+        }))
+    }
+
+    /// Where deliveries to `user` go now, if anywhere: a rooms user outside any room is
+    /// present but takes no deliveries (its client reads command answers with single reads).
+    fn delivery_endpoint(&self, user: &storage::User) -> Option<Endpoint> {
+        listener_endpoint(user).or_else(|| {
+            let session = self.sessions.session_of(&user.alias)?;
+            self.sessions
+                .accepts_private(session)
+                .then_some(Endpoint::Session(session))
+        })
     }
 
     /// Forgets `alias`'s presence and stops delivering to them.
@@ -287,8 +323,9 @@ impl Core {
             self.retries.remove(&(at, alias.to_string()));
         }
         if let Some(&job) = self.in_flight.get(alias) {
-            if let Some(Job::Messages { cancelled, .. }) = self.jobs.get_mut(&job) {
-                if !*cancelled {
+            if let Some(Job::Messages { cancelled, to, .. }) = self.jobs.get_mut(&job) {
+                // A session's deliveries end with the session, which reports them.
+                if !*cancelled && matches!(to, Endpoint::Listener(_)) {
                     *cancelled = true;
                     self.sink.cancel(job);
                 }
@@ -309,13 +346,11 @@ impl Core {
         let id = wire::next_message_id(from.last_id);
         self.store
             .accept_message(sender, id, recipient, text, attachment)?;
-        if to.connected {
+        let online = to.connected || self.sessions.session_of(recipient).is_some();
+        if online {
             self.kicks.insert(recipient.to_string());
         }
-        Ok(SendOutcome::Accepted {
-            id,
-            online: to.connected,
-        })
+        Ok(SendOutcome::Accepted { id, online })
     }
 
     /// The users present, as `(alias, ip, port)` in alias order.
@@ -331,6 +366,11 @@ impl Core {
             self.apply_report(report, now);
         }
         self.scratch = reports;
+    }
+
+    /// A session wrote (or, closing, failed to write) a private message of job `report.job`.
+    pub fn session_report(&mut self, report: Report, now: Instant) {
+        self.apply_report(report, now);
     }
 
     fn apply_report(&mut self, report: Report, now: Instant) {
@@ -430,9 +470,12 @@ impl Core {
 
     fn push_failed(&mut self, recipient: &str, to: Endpoint, reason: String) {
         // Only mark the user disconnected if they are still present where we delivered: they
-        // may have disconnected and connected again meanwhile.
+        // may have disconnected and connected again meanwhile. A session that failed has
+        // already ended.
         match self.store.user(recipient) {
-            Ok(Some(user)) if listener_endpoint(&user) == Some(to) => {
+            Ok(Some(user))
+                if matches!(to, Endpoint::Listener(_)) && listener_endpoint(&user) == Some(to) =>
+            {
                 if let Err(e) = self.store.set_disconnected(recipient) {
                     self.events.push(Event::PushFailed {
                         recipient: recipient.to_string(),
@@ -440,6 +483,7 @@ impl Core {
                     });
                 }
                 self.present_since.remove(recipient);
+                self.went_offline(recipient);
             }
             Ok(_) => {}
             Err(e) => self.events.push(Event::PushFailed {
@@ -553,6 +597,7 @@ impl Core {
             || !self.acks.is_empty()
             || !self.events.is_empty()
             || !self.turn_removed.is_empty()
+            || !self.notices.is_empty()
     }
 
     /// Starts delivering the oldest messages waiting for `alias`, unless a delivery to them is
@@ -565,13 +610,14 @@ impl Core {
         {
             return;
         }
-        if !self.sink.has_room() {
+        let to_listener = self.sessions.session_of(alias).is_none();
+        if to_listener && !self.sink.has_room() {
             self.waiting_set.insert(alias.to_string());
             self.waiting.push_back(alias.to_string());
             return;
         }
         let next = self.store.user(alias).and_then(|user| {
-            let Some(to) = user.as_ref().and_then(listener_endpoint) else {
+            let Some(to) = user.as_ref().and_then(|u| self.delivery_endpoint(u)) else {
                 return Ok(None);
             };
             let batch = self.store.pending_batch(alias, DELIVERY_BATCH)?;
@@ -595,12 +641,31 @@ impl Core {
                     cancelled: false,
                 });
                 self.in_flight.insert(alias.to_string(), job);
-                self.sink.start(Delivery::Messages {
-                    job,
-                    to,
-                    since,
-                    messages,
-                });
+                match to {
+                    Endpoint::Listener(_) => self.sink.start(Delivery::Messages {
+                        job,
+                        to,
+                        since,
+                        messages,
+                    }),
+                    Endpoint::Session(session) => {
+                        let count = messages.len();
+                        for (index, message) in messages.into_iter().enumerate() {
+                            self.notices.push((
+                                session,
+                                Notice::Private {
+                                    from: message.sender.into(),
+                                    text: message.text.into(),
+                                    delivery: DeliveryMark {
+                                        job,
+                                        index,
+                                        last: index + 1 == count,
+                                    },
+                                },
+                            ));
+                        }
+                    }
+                }
             }
             Err(e) => events.push(Event::PushFailed {
                 recipient: alias.to_string(),
@@ -619,9 +684,9 @@ impl Core {
         self.end_turn(now)
     }
 
-    /// Jobs in flight (for tests and limits).
-    pub fn jobs_in_flight(&self) -> usize {
-        self.jobs.len()
+    /// What sessions must be told, in order; the reactor takes them after each commit.
+    pub fn take_notices(&mut self) -> Vec<(SessionId, Notice)> {
+        std::mem::take(&mut self.notices)
     }
 }
 

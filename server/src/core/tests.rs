@@ -60,7 +60,11 @@ impl Fixture {
             room,
             ..Recorded::default()
         }));
-        let core = Core::new(Box::new(store), Box::new(FakeSink(sink.clone()))).unwrap();
+        let settings = Settings {
+            history: 20,
+            max_rooms: 100,
+        };
+        let core = Core::new(Box::new(store), Box::new(FakeSink(sink.clone())), settings).unwrap();
         let mut fixture = Fixture {
             _dir: dir,
             core,

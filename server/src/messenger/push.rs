@@ -24,6 +24,7 @@ pub struct ListenerPushes {
     /// recipient is present.
     present_since: HashMap<JobId, Instant>,
     raw: Vec<deliverer::Report>,
+    misrouted: Vec<Report>,
 }
 
 impl ListenerPushes {
@@ -34,6 +35,7 @@ impl ListenerPushes {
             connect_window,
             present_since: HashMap::new(),
             raw: Vec::new(),
+            misrouted: Vec::new(),
         }
     }
 }
@@ -44,7 +46,7 @@ impl DeliverySink for ListenerPushes {
     }
 
     fn start(&mut self, delivery: Delivery) {
-        let (id, Endpoint::Listener(addr), pushes) = match delivery {
+        let (id, to, pushes) = match delivery {
             Delivery::Messages {
                 job,
                 to,
@@ -77,7 +79,17 @@ impl DeliverySink for ListenerPushes {
                 vec![Push::Ack { id, attachment }.encode(self.style)],
             ),
         };
-        self.pool.submit(PushJob { id, addr, pushes });
+        match to {
+            Endpoint::Listener(addr) => self.pool.submit(PushJob { id, addr, pushes }),
+            // The core writes to sessions itself; a session delivery here is a bug, reported
+            // as a failure so the core's bookkeeping still ends.
+            Endpoint::Session(session) => self.misrouted.push(Report {
+                job: id,
+                index: 0,
+                outcome: Outcome::Failed(format!("session {session} handed to the push sink")),
+                job_done: true,
+            }),
+        }
     }
 
     fn cancel(&mut self, job: JobId) {
@@ -85,6 +97,7 @@ impl DeliverySink for ListenerPushes {
     }
 
     fn reports(&mut self, out: &mut Vec<Report>) {
+        out.append(&mut self.misrouted);
         self.pool.reports(&mut self.raw);
         let now = Instant::now();
         for raw in self.raw.drain(..) {

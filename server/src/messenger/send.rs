@@ -34,11 +34,7 @@ pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
             let mut answer = vec![code::OK];
             answer.extend_from_slice(id.to_string().as_bytes());
             answer.push(0);
-            let reply = Reply {
-                answer,
-                console: None,
-                diagnostic: None,
-            };
+            let reply = Reply::bytes(answer);
             // An online recipient's line is printed when the push completes.
             let reply = if online {
                 reply

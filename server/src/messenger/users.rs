@@ -70,9 +70,5 @@ pub fn apply(op: Op, fields: &[&[u8]], caller: &Caller, core: &mut Core) -> Appl
             _ => push(alias),
         }
     }
-    Applied::read_only(Reply {
-        answer,
-        console: Some("CONNECTEDUSERS OK".into()),
-        diagnostic: None,
-    })
+    Applied::read_only(Reply::bytes(answer).console("CONNECTEDUSERS OK"))
 }

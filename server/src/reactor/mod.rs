@@ -11,9 +11,10 @@
 
 mod connection;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -23,10 +24,10 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::console::{diagnostic, fatal, Console};
-use crate::core::{Core, Event};
-use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Reply};
+use crate::core::{Core, DeliveryMark, Event, Outcome, Report, SessionId};
+use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply};
 use crate::syncer::{Progress, Syncer};
-use connection::{Connection, State};
+use connection::{Connection, State, MAX_UNANSWERED};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -37,8 +38,14 @@ const LISTENERS: usize = usize::MAX - 3;
 /// connection also tries at once.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// A request's result waiting to be sent: `(slab key, generation, result)`.
-type StagedAnswer = (usize, u64, Applied);
+/// TCP keepalive of persistent connections: a peer that vanished without a FIN or reset is
+/// found after about `idle + count * interval` seconds.
+const KEEPALIVE_IDLE_SECS: i32 = 60;
+const KEEPALIVE_INTERVAL_SECS: i32 = 10;
+const KEEPALIVE_COUNT: i32 = 3;
+
+/// A request's result waiting to be sent: `(slab key, generation, held slot, result)`.
+type StagedAnswer = (usize, u64, u64, Applied);
 
 /// A front-end and the socket it listens on.
 pub struct Listening {
@@ -55,6 +62,8 @@ pub struct Reactor {
     accept_retry: Option<Instant>,
     signals: Signals,
     connections: Slab<Connection>,
+    /// The connection of each session (persistent connections).
+    sessions: HashMap<SessionId, usize>,
     /// `(when, slab key)`: one entry per connection (its `timer`), so at most
     /// `--max-connections` entries.
     timers: BTreeSet<(Instant, usize)>,
@@ -67,6 +76,7 @@ pub struct Reactor {
     shutdown_deadline: Option<Instant>,
     /// With `--durability full`: answers held until their commit is synced to disk.
     sync_gate: Option<SyncGate>,
+    delivered: Vec<DeliveryMark>,
 }
 
 /// Answers that promise durability wait here for the syncer.
@@ -75,7 +85,7 @@ pub struct SyncGate {
     /// Number of the last commit handed to the syncer.
     commits: u64,
     /// `(commit number, answers)` in commit order; at most one entry per turn whose commit is
-    /// not yet synced, each holding at most one answer per open connection.
+    /// not yet synced, each holding at most [`MAX_UNANSWERED`] answers per open connection.
     waiting: VecDeque<(u64, Vec<StagedAnswer>)>,
 }
 
@@ -114,6 +124,7 @@ impl Reactor {
             accept_retry: None,
             signals,
             connections: Slab::with_capacity(config.max_connections.min(4096) as usize),
+            sessions: HashMap::new(),
             timers: BTreeSet::new(),
             next_generation: 0,
             core,
@@ -122,6 +133,7 @@ impl Reactor {
             config,
             shutdown_deadline: None,
             sync_gate,
+            delivered: Vec::new(),
         })
     }
 
@@ -174,6 +186,10 @@ impl Reactor {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
+        // Work the last turn made for the next one (a written private message's report).
+        if self.core.turn_has_work() {
+            return Some(Duration::ZERO);
+        }
         let next = [
             self.timers.first().map(|(at, _)| *at),
             self.core.next_deadline(),
@@ -242,15 +258,23 @@ impl Reactor {
             diagnostic(&format!("cannot watch connection from {peer}: {e}"));
             return;
         }
-        let deadline = Instant::now() + self.config.idle_timeout();
+        let frontend = &self.listening[n].frontend;
+        let mode = frontend.mode();
         self.next_generation += 1;
-        entry.insert(Connection::new(
-            stream,
-            n,
-            peer,
-            deadline,
-            self.next_generation,
-        ));
+        let generation = self.next_generation;
+        let deadline = match mode {
+            Mode::PerOperation => Some(Instant::now() + self.config.idle_timeout()),
+            Mode::Persistent => {
+                let _ = stream.set_nodelay(true);
+                set_keepalive(&stream);
+                self.sessions.insert(generation, key);
+                None
+            }
+        };
+        let mut conn = Connection::new(stream, n, mode, peer, deadline, generation);
+        conn.pacing = frontend.pacing(generation);
+        conn.pause = self.config.chat_pause();
+        entry.insert(conn);
         self.schedule(key);
         // Clients write their request right after connecting, so it is often already here:
         // reading now saves a trip through poll.
@@ -261,85 +285,183 @@ impl Reactor {
     fn schedule(&mut self, key: usize) {
         let conn = &mut self.connections[key];
         let at = conn.next_wake();
-        if let Some(old) = conn.timer.replace(at) {
+        if let Some(old) = std::mem::replace(&mut conn.timer, at) {
             self.timers.remove(&(old, key));
         }
-        self.timers.insert((at, key));
+        if let Some(at) = at {
+            self.timers.insert((at, key));
+        }
     }
 
     fn on_ready(&mut self, key: usize) {
-        let Some(conn) = self.connections.get_mut(key) else {
+        let Some(conn) = self.connections.get(key) else {
             return;
         };
-        match conn.state {
-            State::Reading => {
-                let limit = self.listening[conn.frontend].frontend.read_limit();
-                match conn.fill(limit) {
-                    Ok(true) => self.try_frame(key),
-                    Ok(false) => {}
-                    Err(e) => {
-                        let peer = conn.peer;
-                        self.close(
-                            key,
-                            Some(format!("connection from {peer} failed while reading: {e}")),
-                        );
-                    }
-                }
-            }
-            State::Staged => {}
-            State::Writing => self.write(key),
+        if conn.state == State::Reading {
+            self.read(key);
+        }
+        if self.connections.contains(key) {
+            self.write(key);
         }
     }
 
-    /// Applies the request if it is whole; otherwise arranges to wait or rejects it.
+    /// Reads and frames what the socket has, one read at a time (a chat client of the original
+    /// framing delimits its messages by its writes).
+    fn read(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.connections.get_mut(key) else {
+                return;
+            };
+            if conn.state != State::Reading || conn.held >= MAX_UNANSWERED {
+                return;
+            }
+            let limit = self.listening[conn.frontend].frontend.read_limit();
+            match conn.read_once(limit) {
+                Ok(true) => self.try_frame(key),
+                Ok(false) => return,
+                Err(e) => {
+                    let peer = conn.peer;
+                    self.close(
+                        key,
+                        Some(format!("connection from {peer} failed while reading: {e}")),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Applies every whole request buffered; otherwise arranges to wait or rejects.
     fn try_frame(&mut self, key: usize) {
         let now = Instant::now();
+        loop {
+            let Some(conn) = self.connections.get_mut(key) else {
+                return;
+            };
+            if conn.state != State::Reading {
+                return;
+            }
+            if conn.buf.is_empty() && conn.eof && conn.mode == Mode::Persistent {
+                // End of file on a session: the user left.
+                self.close(key, None);
+                return;
+            }
+            let frontend = &mut self.listening[conn.frontend].frontend;
+            let input = Input {
+                session: conn.generation,
+                buf: &conn.buf,
+                eof: conn.eof,
+                grace_over: conn.grace_deadline.is_some_and(|at| at <= now),
+            };
+            match frontend.frame(&input) {
+                Framing::Incomplete => {
+                    if conn.eof && conn.mode == Mode::Persistent {
+                        let why = format!(
+                            "{} connection from {} ended inside a request",
+                            frontend.name(),
+                            conn.peer
+                        );
+                        self.close(key, Some(why));
+                    }
+                    return;
+                }
+                Framing::AwaitGrace(grace) => {
+                    if conn.grace_deadline.is_none() {
+                        conn.grace_deadline = Some(now + grace);
+                        self.schedule(key);
+                    }
+                    return;
+                }
+                Framing::Complete(len) => {
+                    let caller = Caller {
+                        peer: conn.peer,
+                        session: conn.generation,
+                    };
+                    // The answer's place comes first: what the request makes the core tell
+                    // sessions (this one's included) goes behind it.
+                    let slot = conn.hold();
+                    let applied = frontend.apply(&conn.buf[..len], &caller, &mut self.core, now);
+                    conn.pacing = frontend.pacing(conn.generation);
+                    if conn.pacing == Pacing::Stream {
+                        conn.paused_until = None;
+                    }
+                    conn.buf.drain(..len);
+                    conn.grace_deadline = None;
+                    if conn.mode == Mode::PerOperation {
+                        conn.state = State::Staged;
+                    }
+                    self.staged.push((key, conn.generation, slot, applied));
+                    self.tell_sessions();
+                }
+                Framing::Skip { len, reply } => {
+                    conn.buf.drain(..len);
+                    let slot = conn.hold();
+                    self.staged
+                        .push((key, conn.generation, slot, Applied::read_only(reply)));
+                }
+                Framing::Refuse(reply) => {
+                    conn.buf.clear();
+                    if conn.mode == Mode::PerOperation {
+                        conn.state = State::Staged;
+                    }
+                    let slot = conn.hold();
+                    self.staged.push((
+                        key,
+                        conn.generation,
+                        slot,
+                        Applied::read_only(reply.then_close()),
+                    ));
+                    return;
+                }
+                Framing::Close(why) => {
+                    let why = format!(
+                        "closed {} connection from {}: {why}",
+                        frontend.name(),
+                        conn.peer
+                    );
+                    self.close(key, Some(why));
+                    return;
+                }
+            }
+            if self.connections[key].mode == Mode::PerOperation {
+                return;
+            }
+        }
+    }
+
+    /// Writes what the connection may write now; reports private messages written; closes a
+    /// connection that is done or whose client stopped reading.
+    fn write(&mut self, key: usize) {
+        let now = Instant::now();
         let conn = &mut self.connections[key];
-        let frontend = &mut self.listening[conn.frontend].frontend;
-        let input = Input {
-            buf: &conn.buf,
-            eof: conn.eof,
-            grace_over: conn.grace_deadline.is_some_and(|at| at <= now),
-        };
-        match frontend.frame(&input) {
-            Framing::Incomplete => {}
-            Framing::AwaitGrace(grace) => {
-                if conn.grace_deadline.is_none() {
-                    conn.grace_deadline = Some(now + grace);
+        let result = conn.flush(now, &mut self.delivered);
+        let paused = conn.paused_until.is_some();
+        let (peer, queued, state) = (conn.peer, conn.queued, conn.state);
+        for mark in self.delivered.drain(..) {
+            self.core.session_report(
+                Report {
+                    job: mark.job,
+                    index: mark.index,
+                    outcome: Outcome::Delivered,
+                    job_done: mark.last,
+                },
+                now,
+            );
+        }
+        match result {
+            Ok(true) if state == State::Closing => self.close(key, None),
+            Ok(_) if queued > self.config.session_buffer_bytes as usize => self.close(
+                key,
+                Some(format!(
+                    "disconnected {peer}: {queued} bytes wait for it (--session-buffer-bytes); it stopped reading"
+                )),
+            ),
+            Ok(_) => {
+                if paused {
                     self.schedule(key);
                 }
             }
-            Framing::Complete(len) => {
-                let caller = Caller { peer: conn.peer };
-                conn.state = State::Staged;
-                let applied = frontend.apply(&conn.buf[..len], &caller, &mut self.core, now);
-                self.staged.push((key, conn.generation, applied));
-            }
-            Framing::Refuse(reply) => {
-                conn.state = State::Staged;
-                self.staged
-                    .push((key, conn.generation, Applied::read_only(reply)));
-            }
-            Framing::Close(why) => {
-                let why = format!(
-                    "closed {} connection from {}: {why}",
-                    frontend.name(),
-                    conn.peer
-                );
-                self.close(key, Some(why));
-            }
-        }
-    }
-
-    fn write(&mut self, key: usize) {
-        let conn = &mut self.connections[key];
-        match conn.flush() {
-            Ok(true) => self.close(key, None),
-            Ok(false) => {}
-            Err(e) => {
-                let why = format!("could not answer {}: {e}", conn.peer);
-                self.close(key, Some(why));
-            }
+            Err(e) => self.close(key, Some(format!("could not write to {peer}: {e}"))),
         }
     }
 
@@ -352,13 +474,43 @@ impl Reactor {
         if let Some(at) = conn.timer {
             self.timers.remove(&(at, key));
         }
-        if conn.state == State::Writing {
+        if conn.mode == Mode::Persistent {
+            let session = conn.generation;
+            self.sessions.remove(&session);
+            let unwritten: Vec<DeliveryMark> = conn.unwritten_marks().collect();
+            self.undeliverable(unwritten);
+            let frontend = &mut self.listening[conn.frontend].frontend;
+            if let Some(line) = frontend.closed(session, &mut self.core) {
+                self.console.line(&line);
+            }
+        }
+        if conn.state == State::Closing {
             conn.discard_input();
         }
         drop(conn);
         // A descriptor is free: connections queued while there were none can come in now.
         if self.accept_retry.is_some() {
             self.retry_accept();
+        }
+    }
+
+    /// Reports the private messages a session will never write: the first of each job fails
+    /// it, and the messages stay in the mailbox.
+    fn undeliverable(&mut self, marks: Vec<DeliveryMark>) {
+        let mut failed = HashSet::new();
+        let now = Instant::now();
+        for mark in marks {
+            if failed.insert(mark.job) {
+                self.core.session_report(
+                    Report {
+                        job: mark.job,
+                        index: mark.index,
+                        outcome: Outcome::Failed("the session ended".into()),
+                        job_done: true,
+                    },
+                    now,
+                );
+            }
         }
     }
 
@@ -370,15 +522,21 @@ impl Reactor {
             self.timers.pop_first();
             let conn = &mut self.connections[key];
             conn.timer = None;
+            if conn.paused_until.is_some_and(|p| p <= now) {
+                self.write(key);
+            }
+            let Some(conn) = self.connections.get(key) else {
+                continue;
+            };
             if conn.state == State::Reading && conn.grace_deadline.is_some_and(|g| g <= now) {
                 self.try_frame(key);
             }
             let Some(conn) = self.connections.get(key) else {
                 continue;
             };
-            if conn.deadline <= now && conn.state != State::Staged {
+            if conn.deadline.is_some_and(|d| d <= now) && conn.state != State::Staged {
                 let why = match conn.state {
-                    State::Writing => {
+                    State::Closing => {
                         format!("closed {}: it did not read its answer in time", conn.peer)
                     }
                     _ => format!(
@@ -388,13 +546,14 @@ impl Reactor {
                     ),
                 };
                 self.close(key, Some(why));
-            } else if conn.timer.is_none() && conn.state != State::Staged {
+            } else if conn.timer.is_none() {
                 self.schedule(key);
             }
         }
     }
 
-    /// Commits the turn's writes, then releases the answers and the console lines.
+    /// Commits the turn's writes, then releases the answers, the console lines and what the
+    /// core has to tell sessions.
     fn end_turn(&mut self, now: Instant) {
         if self.staged.is_empty() && !self.core.turn_has_work() {
             return;
@@ -406,11 +565,11 @@ impl Reactor {
             ));
         }
         let mut held = Vec::new();
-        for (key, generation, applied) in std::mem::take(&mut self.staged) {
+        for (key, generation, slot, applied) in std::mem::take(&mut self.staged) {
             let wrote = applied.if_not_committed.is_some();
             match (&committed, wrote, self.sync_gate.is_some()) {
-                (Ok(()), true, true) => held.push((key, generation, applied)),
-                _ => self.resolve(key, generation, applied, committed.is_ok()),
+                (Ok(()), true, true) => held.push((key, generation, slot, applied)),
+                _ => self.resolve(key, generation, slot, applied, committed.is_ok()),
             }
         }
         if let (false, Some(gate)) = (held.is_empty(), self.sync_gate.as_mut()) {
@@ -419,6 +578,52 @@ impl Reactor {
             gate.waiting.push_back((gate.commits, held));
         }
         self.report(committed.is_ok(), events);
+        self.tell_sessions();
+    }
+
+    /// Encodes the core's notices and queues them on their sessions' connections.
+    fn tell_sessions(&mut self) {
+        let notices = self.core.take_notices();
+        if notices.is_empty() {
+            return;
+        }
+        let mut touched = Vec::new();
+        let mut lost = Vec::new();
+        for (session, notice) in notices {
+            let mark = match &notice {
+                crate::core::Notice::Private { delivery, .. } => Some(*delivery),
+                _ => None,
+            };
+            let Some(conn) = self
+                .sessions
+                .get(&session)
+                .and_then(|&key| self.connections.get_mut(key).map(|c| (key, c)))
+            else {
+                lost.extend(mark);
+                continue;
+            };
+            let (key, conn) = conn;
+            match self.listening[conn.frontend]
+                .frontend
+                .encode(session, &notice)
+            {
+                Some(bytes) => {
+                    conn.push(bytes, mark);
+                    if touched.last() != Some(&key) {
+                        touched.push(key);
+                    }
+                }
+                None => lost.extend(mark),
+            }
+        }
+        self.undeliverable(lost);
+        touched.sort_unstable();
+        touched.dedup();
+        for key in touched {
+            if self.connections.contains(key) {
+                self.write(key);
+            }
+        }
     }
 
     /// Releases answers whose commits the syncer has made durable. A failed sync stops the
@@ -447,18 +652,18 @@ impl Reactor {
             let (_, answers) = gate.waiting.pop_front().expect("checked front");
             ready.extend(answers);
         }
-        for (key, generation, applied) in ready {
-            self.resolve(key, generation, applied, true);
+        for (key, generation, slot, applied) in ready {
+            self.resolve(key, generation, slot, applied, true);
         }
     }
 
     /// Sends the answer a request earned, given whether its writes made it.
-    fn resolve(&mut self, key: usize, generation: u64, applied: Applied, written: bool) {
+    fn resolve(&mut self, key: usize, generation: u64, slot: u64, applied: Applied, written: bool) {
         let reply = match (written, applied.if_not_committed) {
             (false, Some(instead)) => instead,
             _ => applied.reply,
         };
-        self.release(key, generation, reply);
+        self.release(key, generation, slot, reply);
     }
 
     /// Prints what happened to messages: deliveries on the console (once they are committed),
@@ -483,7 +688,7 @@ impl Reactor {
         }
     }
 
-    fn release(&mut self, key: usize, generation: u64, reply: Reply) {
+    fn release(&mut self, key: usize, generation: u64, slot: u64, reply: Reply) {
         if let Some(line) = &reply.console {
             self.console.line(line);
         }
@@ -497,9 +702,19 @@ impl Reactor {
         else {
             return;
         };
-        conn.answer(reply.answer, Instant::now() + self.config.idle_timeout());
-        self.schedule(key);
+        let was_throttled = conn.held >= MAX_UNANSWERED;
+        conn.fill(slot, reply.answer);
+        if conn.mode == Mode::PerOperation || reply.close {
+            conn.state = State::Closing;
+            conn.deadline = Some(Instant::now() + self.config.idle_timeout());
+            self.schedule(key);
+        }
         self.write(key);
+        if was_throttled && self.connections.contains(key) {
+            // Reading stopped at the limit of unanswered requests; readiness is
+            // edge-triggered, so look for what arrived meanwhile.
+            self.read(key);
+        }
     }
 
     fn on_signals(&mut self) {
@@ -510,6 +725,11 @@ impl Reactor {
             self.accept_retry = None;
             for listener in &mut self.listening {
                 let _ = self.poll.registry().deregister(&mut listener.socket);
+            }
+            // Sessions have nothing in progress: they end now.
+            let sessions: Vec<usize> = self.sessions.values().copied().collect();
+            for key in sessions {
+                self.close(key, None);
             }
             self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_grace());
         }
@@ -530,6 +750,33 @@ impl Reactor {
         self.report(committed.is_ok(), events);
         self.console.flush();
         committed.map_err(|e| io::Error::other(format!("final commit: {e}")))
+    }
+}
+
+/// Turns on TCP keepalive, so that a session whose peer vanished is found and ended.
+fn set_keepalive(stream: &TcpStream) {
+    let fd = stream.as_raw_fd();
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS),
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            KEEPALIVE_INTERVAL_SECS,
+        ),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_COUNT),
+    ];
+    for (level, name, value) in options {
+        // SAFETY: setsockopt on a descriptor we own, with a correctly sized int value.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            );
+        }
     }
 }
 

@@ -90,6 +90,17 @@ pub trait Storage {
     fn delete_pending(&self, seq: i64) -> Result<bool>;
     /// Connected users that have messages waiting: after a restart these are flushed.
     fn connected_with_pending(&self) -> Result<Vec<String>>;
+    /// Rooms in creation order.
+    fn rooms(&self) -> Result<Vec<String>>;
+    /// Creates a room; false if it exists.
+    fn create_room(&self, name: &str) -> Result<bool>;
+    fn add_room_message(&self, room: &str, sender: &str, text: &str) -> Result<()>;
+    /// The last `limit` messages of `room` as `(sender, text)`, oldest first.
+    fn room_history(&self, room: &str, limit: usize) -> Result<Vec<(String, String)>>;
+    /// Stores a chat broadcast and forgets all but the newest `keep`.
+    fn add_broadcast(&self, sender: &str, text: &str, keep: usize) -> Result<()>;
+    /// The last `limit` chat broadcasts as `(sender, text)`, oldest first.
+    fn broadcast_history(&self, limit: usize) -> Result<Vec<(String, String)>>;
     /// True while the turn has writes that are not yet committed (or a failed one).
     fn has_uncommitted(&self) -> bool;
     /// Commits the turn's writes. If any write failed, or the commit itself does, everything

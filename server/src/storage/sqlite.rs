@@ -269,6 +269,68 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn rooms(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM rooms ORDER BY seq")?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn create_room(&self, name: &str) -> Result<bool> {
+        self.write(|conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO rooms (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                )?
+                .execute(params![name, unix_now()])?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn add_room_message(&self, room: &str, sender: &str, text: &str) -> Result<()> {
+        self.write(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO room_messages (room, sender, text, sent_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![room, sender, text, unix_now()])?;
+            Ok(())
+        })
+    }
+
+    fn room_history(&self, room: &str, limit: usize) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sender, text FROM (SELECT seq, sender, text FROM room_messages
+             WHERE room = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![room, limit as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn add_broadcast(&self, sender: &str, text: &str, keep: usize) -> Result<()> {
+        self.write(|conn| {
+            let seq = conn
+                .prepare_cached(
+                    "INSERT INTO chat_broadcasts (sender, text, sent_at) VALUES (?1, ?2, ?3)",
+                )?
+                .insert(params![sender, text, unix_now()])?;
+            conn.prepare_cached("DELETE FROM chat_broadcasts WHERE seq <= ?1")?
+                .execute([seq - keep as i64])?;
+            Ok(())
+        })
+    }
+
+    fn broadcast_history(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sender, text FROM (SELECT seq, sender, text FROM chat_broadcasts
+             ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn connected_with_pending(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT alias FROM users WHERE connected = 1

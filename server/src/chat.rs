@@ -1,0 +1,352 @@
+//! The chat of seed 001 (myChatProtocol): a persistent connection, UTF-8 `COMMAND|param|...`
+//! messages of at most 1024 bytes.
+//!
+//! The original framing has no delimiter: a message is what one read returns, and the original
+//! client reads one message per `recv`. So until a session asks for line framing (`HELLO|lines`,
+//! which our own client sends), everything written to it is one message per write with a pause
+//! between two, `|` inside a field becomes `¦`, and a message never passes 1024 bytes. With line
+//! framing every message ends in `\n` and nothing is substituted or cut.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use wire::validate_name;
+
+use crate::core::{Core, Interests, LoginOutcome, Notice, SendOutcome, SessionId};
+use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply};
+
+/// Longest message either way, in bytes (seed 001, 3.1.2), without a line's `\n`.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// Longest private text: the mailbox's limit (the messenger's field limit).
+const MAX_PRIVATE_TEXT: usize = wire::MAX_FIELD_LEN;
+
+#[derive(Default)]
+struct ChatSession {
+    alias: Option<String>,
+    /// The session asked for line framing.
+    lines: bool,
+}
+
+/// The chat front-end and its sessions.
+#[derive(Default)]
+pub struct Chat {
+    sessions: HashMap<SessionId, ChatSession>,
+}
+
+/// A parsed request.
+enum Request<'a> {
+    Connect(&'a str),
+    Hello(&'a str),
+    Message { to: &'a str, text: &'a str },
+    Broadcast(&'a str),
+    Disconnect,
+}
+
+fn parse(message: &str) -> Result<Request<'_>, &'static str> {
+    let (command, rest) = match message.split_once('|') {
+        Some((command, rest)) => (command, Some(rest)),
+        None => (message, None),
+    };
+    match (command, rest) {
+        ("CONNECT", Some(name)) => Ok(Request::Connect(name)),
+        ("HELLO", Some(framing)) => Ok(Request::Hello(framing)),
+        ("MESSAGE", Some(rest)) => match rest.split_once('|') {
+            Some((to, text)) => Ok(Request::Message { to, text }),
+            None => Err("MESSAGE necesita destinatario y texto"),
+        },
+        ("BROADCAST", Some(text)) => Ok(Request::Broadcast(text)),
+        ("DISCONNECT", None | Some("")) => Ok(Request::Disconnect),
+        ("CONNECT" | "HELLO" | "MESSAGE" | "BROADCAST" | "DISCONNECT", _) => {
+            Err("Mensaje mal formado")
+        }
+        _ => Err("Comando desconocido"),
+    }
+}
+
+impl Chat {
+    fn session(&mut self, id: SessionId) -> &mut ChatSession {
+        self.sessions.entry(id).or_default()
+    }
+
+    /// Encodes one message for `session` in its framing.
+    fn message(&self, session: SessionId, fields: &[&str]) -> Vec<u8> {
+        let lines = self.sessions.get(&session).is_some_and(|s| s.lines);
+        encode(fields, lines)
+    }
+
+    fn error(&self, session: SessionId, code: u16, reason: &str) -> Reply {
+        Reply::bytes(self.message(session, &["ERROR", &code.to_string(), reason]))
+    }
+
+    fn connect(&mut self, name: &str, caller: &Caller, core: &mut Core) -> Applied {
+        let session = caller.session;
+        if let Some(alias) = &self.session(session).alias {
+            let why = format!("Ya conectado como {alias}");
+            return Applied::read_only(self.error(session, 400, &why));
+        }
+        let fail = |chat: &Chat, why: String| {
+            Reply::bytes(chat.message(session, &["CONNECT_ACK", "FAIL"]))
+                .console(format!("CHAT LOGIN {name} FAIL"))
+                .diagnostic(format!("chat login from {} refused: {why}", caller.peer))
+        };
+        if let Err(e) = validate_name(name.as_bytes()) {
+            return Applied::read_only(fail(self, e.to_string()));
+        }
+        match core.login(name, session, Interests::CHAT) {
+            Ok(LoginOutcome::LoggedIn { registered }) => {
+                self.session(session).alias = Some(name.to_string());
+                let ok = Reply::bytes(self.message(session, &["CONNECT_ACK", "OK"]))
+                    .console(format!("CHAT LOGIN {name} OK"));
+                if registered {
+                    // A new name is a new user: the ack waits for it to be on disk. If it does
+                    // not get there, the session ends rather than live without a user.
+                    let not_stored = fail(self, "registering the name did not commit".into());
+                    Applied::written(ok, not_stored.then_close())
+                } else {
+                    Applied::read_only(ok)
+                }
+            }
+            Ok(LoginOutcome::Taken) => Applied::read_only(fail(self, format!("{name} is online"))),
+            Err(e) => Applied::read_only(fail(self, format!("storage: {e}"))),
+        }
+    }
+
+    fn private(&mut self, to: &str, text: &str, caller: &Caller, core: &mut Core) -> Applied {
+        let session = caller.session;
+        let Some(from) = self.session(session).alias.clone() else {
+            return Applied::read_only(self.error(session, 400, "Primero CONNECT"));
+        };
+        if text.len() > MAX_PRIVATE_TEXT {
+            return Applied::read_only(self.error(session, 413, "Mensaje demasiado largo"));
+        }
+        let not_found = |chat: &Chat| chat.error(session, 404, "Usuario no encontrado");
+        if validate_name(to.as_bytes()).is_err() {
+            return Applied::read_only(not_found(self));
+        }
+        match core.send(&from, to, text.as_bytes(), None) {
+            // No echo to the sender; if the message does not reach the disk, it hears so.
+            Ok(SendOutcome::Accepted { .. }) => Applied::written(
+                Reply::default(),
+                self.error(session, 500, "El mensaje no se pudo guardar")
+                    .diagnostic(format!("chat message {from} -> {to}: not committed")),
+            ),
+            Ok(SendOutcome::NoSuchUser) => Applied::read_only(not_found(self)),
+            Err(e) => Applied::read_only(
+                self.error(session, 500, "El mensaje no se pudo guardar")
+                    .diagnostic(format!("chat message {from} -> {to}: storage: {e}")),
+            ),
+        }
+    }
+}
+
+impl Frontend for Chat {
+    fn name(&self) -> &'static str {
+        "chat"
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Persistent
+    }
+
+    fn read_limit(&self) -> usize {
+        // A line, its `\r\n`, and one byte to tell that it is too long.
+        MAX_MESSAGE + 3
+    }
+
+    fn frame(&self, input: &Input) -> Framing {
+        let lines = self.sessions.get(&input.session).is_some_and(|s| s.lines);
+        if !lines {
+            // The original framing: one read is one message.
+            return match input.buf.len() {
+                0 => Framing::Incomplete,
+                len => Framing::Complete(len),
+            };
+        }
+        match input.buf.iter().position(|&b| b == b'\n') {
+            Some(end) => Framing::Complete(end + 1),
+            None if input.buf.len() >= self.read_limit() => Framing::Refuse(
+                Reply::bytes(encode(&["ERROR", "400", "Mensaje demasiado largo"], true))
+                    .diagnostic(format!("chat line over {MAX_MESSAGE} bytes")),
+            ),
+            None => Framing::Incomplete,
+        }
+    }
+
+    fn apply(
+        &mut self,
+        request: &[u8],
+        caller: &Caller,
+        core: &mut Core,
+        _now: Instant,
+    ) -> Applied {
+        let session = caller.session;
+        let request = strip_line_end(request);
+        let Ok(message) = std::str::from_utf8(request) else {
+            return Applied::read_only(
+                self.error(session, 400, "El mensaje no es UTF-8")
+                    .diagnostic(format!("chat message from {} is not UTF-8", caller.peer)),
+            );
+        };
+        if message.len() > MAX_MESSAGE {
+            return Applied::read_only(self.error(session, 400, "Mensaje demasiado largo"));
+        }
+        let request = match parse(message) {
+            Ok(request) => request,
+            Err(why) => return Applied::read_only(self.error(session, 400, why)),
+        };
+        let logged_in = self.session(session).alias.is_some();
+        match request {
+            Request::Connect(name) => self.connect(name, caller, core),
+            _ if !logged_in => Applied::read_only(self.error(session, 400, "Primero CONNECT")),
+            Request::Hello("lines") => {
+                self.session(session).lines = true;
+                Applied::read_only(Reply::bytes(encode(&["HELLO", "lines"], true)))
+            }
+            Request::Hello(_) => {
+                Applied::read_only(self.error(session, 400, "Solo se ofrece HELLO|lines"))
+            }
+            Request::Message { to, text } => self.private(to, text, caller, core),
+            Request::Broadcast(text) => match core.broadcast(session, text) {
+                Ok(()) => Applied::read_only(Reply::default()),
+                Err(e) => Applied::read_only(
+                    self.error(session, 500, "No se pudo difundir")
+                        .diagnostic(format!("chat broadcast: storage: {e}")),
+                ),
+            },
+            Request::Disconnect => Applied::read_only(Reply::default().then_close()),
+        }
+    }
+
+    fn pacing(&self, session: SessionId) -> Pacing {
+        match self.sessions.get(&session) {
+            Some(s) if s.lines => Pacing::Stream,
+            _ => Pacing::OneMessagePerWrite,
+        }
+    }
+
+    fn encode(&self, session: SessionId, notice: &Notice) -> Option<Vec<u8>> {
+        let state = self.sessions.get(&session)?;
+        Some(match notice {
+            Notice::Private { from, text, .. } => {
+                let text = String::from_utf8_lossy(text);
+                self.message(session, &["MESSAGE", from, &text])
+            }
+            Notice::Broadcast { from, text } => self.message(session, &["BROADCAST", from, text]),
+            Notice::UserList(users) => {
+                let own = state.alias.as_deref().unwrap_or("");
+                user_list(users, own, state.lines)
+            }
+            _ => return None,
+        })
+    }
+
+    fn closed(&mut self, session: SessionId, core: &mut Core) -> Option<String> {
+        let alias = self.sessions.remove(&session)?.alias?;
+        core.logout(session);
+        Some(format!("CHAT LOGOUT {alias}"))
+    }
+}
+
+impl Interests {
+    /// A chat session hears the user list and the broadcasts.
+    pub const CHAT: Interests = Interests {
+        user_list: true,
+        broadcasts: true,
+        privates_only_in_a_room: false,
+    };
+}
+
+/// `fields` joined by `|`: with line framing, ending in `\n`; without, with `|` inside a field
+/// sent as `¦`, and cut to [`MAX_MESSAGE`] bytes at a character boundary.
+fn encode(fields: &[&str], lines: bool) -> Vec<u8> {
+    if lines {
+        let mut message = fields.join("|");
+        message.push('\n');
+        return message.into_bytes();
+    }
+    let fields: Vec<String> = fields.iter().map(|f| f.replace('|', "¦")).collect();
+    let mut message = fields.join("|");
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message.into_bytes()
+}
+
+/// `USER_LIST|a,b,...`. Without line framing it must fit one message: the recipient's own
+/// name stays, then the earliest others that fit.
+fn user_list(users: &[String], own: &str, lines: bool) -> Vec<u8> {
+    if lines {
+        return encode(&["USER_LIST", &users.join(",")], true);
+    }
+    let mut budget = MAX_MESSAGE - "USER_LIST|".len() - own.len();
+    let mut kept = Vec::new();
+    for user in users {
+        if user == own {
+            kept.push(user.as_str());
+        } else if user.len() < budget {
+            budget -= user.len() + 1;
+            kept.push(user.as_str());
+        }
+    }
+    encode(&["USER_LIST", &kept.join(",")], false)
+}
+
+/// A received message without its trailing `\n` or `\r\n`.
+fn strip_line_end(message: &[u8]) -> &[u8] {
+    let message = message.strip_suffix(b"\n").unwrap_or(message);
+    message.strip_suffix(b"\r").unwrap_or(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_line_framing_pipes_are_replaced_and_messages_cut() {
+        assert_eq!(
+            encode(&["MESSAGE", "ana", "a|b"], false),
+            "MESSAGE|ana|a¦b".as_bytes()
+        );
+        assert_eq!(
+            encode(&["MESSAGE", "ana", "a|b"], true),
+            b"MESSAGE|ana|a|b\n"
+        );
+        let long = "é".repeat(600);
+        let cut = encode(&["BROADCAST", "ana", &long], false);
+        assert!(cut.len() <= MAX_MESSAGE && std::str::from_utf8(&cut).is_ok());
+    }
+
+    #[test]
+    fn a_long_user_list_keeps_the_recipient_and_the_earliest_others() {
+        let users: Vec<String> = (0..300).map(|n| format!("user{n:03}")).collect();
+        let list = user_list(&users, "user299", false);
+        let text = String::from_utf8(list).unwrap();
+        assert!(text.len() <= MAX_MESSAGE);
+        let names: Vec<&str> = text["USER_LIST|".len()..].split(',').collect();
+        assert_eq!(names[0], "user000");
+        assert!(names.contains(&"user299"));
+    }
+
+    #[test]
+    fn requests_parse_like_the_original() {
+        assert!(matches!(
+            parse("MESSAGE|bob|hola|que tal"),
+            Ok(Request::Message {
+                to: "bob",
+                text: "hola|que tal"
+            })
+        ));
+        assert!(matches!(
+            parse("BROADCAST|a|b"),
+            Ok(Request::Broadcast("a|b"))
+        ));
+        assert!(matches!(parse("DISCONNECT|"), Ok(Request::Disconnect)));
+        assert!(parse("MESSAGE|bob").is_err());
+        assert!(parse("HOLA").is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! The rooms of seed 004 (Wassop): a persistent connection of UTF-8 lines, `COMMAND argument`.
+//!
+//! Every line that arrives is handled, even several in one read (the original server lost all
+//! but the first). The original client reads the answers to JOIN, ROOM and LIST_ROOMS with one
+//! `recv` each, so each answer is one write, and nothing unasked reaches a session outside a
+//! room (the core holds its private messages until it enters one).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use wire::validate_name;
+
+use crate::core::{Core, Interests, JoinOutcome, LoginOutcome, Notice, SessionId};
+use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Reply};
+
+/// Longest line, in bytes, without its `\n`.
+pub const MAX_LINE: usize = 1024;
+
+/// Longest room name, in bytes.
+pub const MAX_ROOM_NAME: usize = 64;
+
+/// The rooms front-end and the user of each session.
+#[derive(Default)]
+pub struct Rooms {
+    users: HashMap<SessionId, String>,
+}
+
+enum Request<'a> {
+    Join(&'a str),
+    Room(&'a str),
+    ListRooms,
+    Message(&'a str),
+    Exit,
+    Quit,
+}
+
+fn parse(line: &str) -> Option<Request<'_>> {
+    let (command, argument) = line.split_once(' ').unwrap_or((line, ""));
+    let argument = argument.trim();
+    Some(match command {
+        "JOIN" => Request::Join(argument),
+        "ROOM" => Request::Room(argument),
+        "LIST_ROOMS" => Request::ListRooms,
+        "MESSAGE" => Request::Message(argument),
+        // `EXIT r` names the room; the current one is left either way.
+        "EXIT" => Request::Exit,
+        "QUIT" => Request::Quit,
+        _ => return None,
+    })
+}
+
+fn line(text: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(text.len() + 1);
+    // A line protocol: a text with line breaks in it (a messenger message) stays one line.
+    bytes.extend(
+        text.bytes()
+            .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
+    bytes.push(b'\n');
+    bytes
+}
+
+fn error(text: &str) -> Reply {
+    Reply::bytes(line(&format!("ERROR: {text}")))
+}
+
+fn valid_room(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_ROOM_NAME && !name.chars().any(char::is_control)
+}
+
+impl Rooms {
+    fn join(&mut self, name: &str, caller: &Caller, core: &mut Core) -> Applied {
+        let fail = |why: String, answer: &str| {
+            error(answer)
+                .console(format!("ROOMS JOIN {name} FAIL"))
+                .diagnostic(format!("rooms login from {} refused: {why}", caller.peer))
+        };
+        if let Err(e) = validate_name(name.as_bytes()) {
+            return Applied::read_only(fail(e.to_string(), "Nombre de usuario no válido."));
+        }
+        match core.login(name, caller.session, Interests::ROOMS) {
+            Ok(LoginOutcome::LoggedIn { registered }) => {
+                self.users.insert(caller.session, name.to_string());
+                let ok = Reply::bytes(line("OK")).console(format!("ROOMS JOIN {name} OK"));
+                if registered {
+                    let not_stored = fail(
+                        "registering the name did not commit".into(),
+                        "No se pudo registrar el nombre.",
+                    );
+                    Applied::written(ok, not_stored.then_close())
+                } else {
+                    Applied::read_only(ok)
+                }
+            }
+            Ok(LoginOutcome::Taken) => {
+                Applied::read_only(fail(format!("{name} is online"), "Username ya en uso."))
+            }
+            Err(e) => Applied::read_only(fail(format!("storage: {e}"), "Error interno.")),
+        }
+    }
+
+    fn room(&mut self, alias: &str, room: &str, core: &mut Core, session: SessionId) -> Applied {
+        if !valid_room(room) {
+            return Applied::read_only(error("Nombre de sala no válido."));
+        }
+        let left = core.room_of(session).map(str::to_string);
+        match core.join_room(session, room) {
+            Ok(JoinOutcome::Joined { history, created }) => {
+                let mut answer = line(&format!("Te has unido a la sala {room}."));
+                for (sender, text) in history {
+                    answer.extend(line(&format!("{sender}: {text}")));
+                }
+                let mut reply = Reply::bytes(answer).console(match left {
+                    Some(left) => format!("ROOMS {alias} LEAVES {left} ENTERS {room}"),
+                    None => format!("ROOMS {alias} ENTERS {room}"),
+                });
+                if created {
+                    reply = reply.diagnostic(format!("room {room} created by {alias}"));
+                }
+                Applied::read_only(reply)
+            }
+            Ok(JoinOutcome::TooManyRooms) => {
+                Applied::read_only(error("Hay demasiadas salas; únete a una existente."))
+            }
+            Err(e) => Applied::read_only(
+                error("No se pudo entrar en la sala.")
+                    .diagnostic(format!("ROOM {room}: storage: {e}")),
+            ),
+        }
+    }
+}
+
+impl Frontend for Rooms {
+    fn name(&self) -> &'static str {
+        "rooms"
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Persistent
+    }
+
+    fn read_limit(&self) -> usize {
+        // A line, its `\r\n`, and one byte to tell that it is too long.
+        MAX_LINE + 3
+    }
+
+    fn frame(&self, input: &Input) -> Framing {
+        match input.buf.iter().position(|&b| b == b'\n') {
+            Some(end) => Framing::Complete(end + 1),
+            None if input.buf.len() >= self.read_limit() => Framing::Refuse(
+                error("Línea demasiado larga.")
+                    .diagnostic(format!("rooms line over {MAX_LINE} bytes")),
+            ),
+            None => Framing::Incomplete,
+        }
+    }
+
+    fn apply(
+        &mut self,
+        request: &[u8],
+        caller: &Caller,
+        core: &mut Core,
+        _now: Instant,
+    ) -> Applied {
+        let request = request.strip_suffix(b"\n").unwrap_or(request);
+        let request = request.strip_suffix(b"\r").unwrap_or(request);
+        let Ok(text) = std::str::from_utf8(request) else {
+            return Applied::read_only(
+                error("La línea no es UTF-8.")
+                    .diagnostic(format!("rooms line from {} is not UTF-8", caller.peer)),
+            );
+        };
+        let session = caller.session;
+        let alias = self.users.get(&session).cloned();
+        match (parse(text), alias) {
+            (None, _) => Applied::read_only(error("Comando desconocido.")),
+            (Some(Request::Join(name)), None) => self.join(name, caller, core),
+            (Some(Request::Join(_)), Some(alias)) => {
+                Applied::read_only(error(&format!("Ya te uniste como {alias}.")))
+            }
+            (Some(Request::Quit), _) => Applied::read_only(Reply::default().then_close()),
+            (Some(_), None) => Applied::read_only(error("Primero JOIN <nombre>.")),
+            (Some(Request::Room(room)), Some(alias)) => self.room(&alias, room, core, session),
+            (Some(Request::ListRooms), Some(_)) => {
+                let mut answer = line("Salas disponibles:");
+                for (room, members) in core.room_list() {
+                    answer.extend(line(&format!("{room} ({members})")));
+                }
+                Applied::read_only(Reply::bytes(answer))
+            }
+            // The original server's reader dies on an empty message; ours ignores it.
+            (Some(Request::Message("")), Some(_)) => Applied::read_only(Reply::default()),
+            (Some(Request::Message(text)), Some(alias)) => match core.room_message(session, text) {
+                Ok(true) => Applied::read_only(Reply::default()),
+                Ok(false) => Applied::read_only(error("No estás en ninguna sala.")),
+                Err(e) => Applied::read_only(
+                    error("No se pudo enviar el mensaje.")
+                        .diagnostic(format!("room message from {alias}: storage: {e}")),
+                ),
+            },
+            (Some(Request::Exit), Some(alias)) => match core.leave_room(session) {
+                Some(room) => Applied::read_only(
+                    Reply::bytes(line(&format!("Has salido de la sala {room}.")))
+                        .console(format!("ROOMS {alias} LEAVES {room}")),
+                ),
+                None => Applied::read_only(error("No estás en ninguna sala.")),
+            },
+        }
+    }
+
+    fn encode(&self, _session: SessionId, notice: &Notice) -> Option<Vec<u8>> {
+        Some(line(&match notice {
+            Notice::Private { from, text, .. } => {
+                format!("{from} (privado): {}", String::from_utf8_lossy(text))
+            }
+            Notice::RoomMessage { from, text } => format!("{from}: {text}"),
+            Notice::JoinedRoom { user } => format!("{user} se ha unido a la sala."),
+            Notice::LeftRoom { user } => format!("{user} ha salido de la sala."),
+            Notice::LeftChat { user } => format!("{user} ha salido del chat."),
+            Notice::UserList(_) | Notice::Broadcast { .. } => return None,
+        }))
+    }
+
+    fn closed(&mut self, session: SessionId, core: &mut Core) -> Option<String> {
+        let alias = self.users.remove(&session)?;
+        core.logout(session);
+        Some(format!("ROOMS LOGOUT {alias}"))
+    }
+}
+
+impl Interests {
+    /// A rooms session hears its room only.
+    pub const ROOMS: Interests = Interests {
+        user_list: false,
+        broadcasts: false,
+        privates_only_in_a_room: true,
+    };
+}

@@ -1,0 +1,366 @@
+//! The chat of seed 001 on the real server: every row of the protocol, both framings, the
+//! mailbox across front-ends, history across restarts, slow and idle clients.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use e2e::{encode, register, sent, LineConn, Server, PATIENCE};
+
+/// A client that behaves like the original: no delimiter, one `recv(1024)` per message.
+struct Original {
+    stream: TcpStream,
+}
+
+impl Original {
+    fn connect(server: &Server) -> Original {
+        let stream = TcpStream::connect(server.chat_addr()).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Original { stream }
+    }
+
+    fn send(&mut self, message: &str) {
+        self.stream.write_all(message.as_bytes()).unwrap();
+    }
+
+    /// One `recv(1024)`: what the original client takes for one message.
+    fn recv(&mut self) -> String {
+        let mut buf = [0u8; 1024];
+        let n = self
+            .stream
+            .read(&mut buf)
+            .expect("a message within PATIENCE");
+        assert!(n > 0, "closed");
+        String::from_utf8(buf[..n].to_vec()).expect("UTF-8")
+    }
+
+    fn login(server: &Server, name: &str) -> Original {
+        let mut client = Original::connect(server);
+        client.send(&format!("CONNECT|{name}"));
+        assert_eq!(client.recv(), "CONNECT_ACK|OK");
+        client
+    }
+}
+
+#[test]
+fn login_user_list_private_broadcast_and_logout_with_the_original_framing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut ana = Original::login(&server, "ana");
+    assert_eq!(ana.recv(), "USER_LIST|ana");
+    let mut bea = Original::login(&server, "bea");
+    assert_eq!(bea.recv(), "USER_LIST|ana,bea");
+    assert_eq!(ana.recv(), "USER_LIST|ana,bea");
+    ana.send("MESSAGE|bea|hola, ¿qué tal?");
+    assert_eq!(bea.recv(), "MESSAGE|ana|hola, ¿qué tal?");
+    // The text is everything after the second `|`; a `|` sent to an original client is `¦`.
+    bea.send("BROADCAST|uno|dos");
+    assert_eq!(ana.recv(), "BROADCAST|bea|uno¦dos");
+    assert_eq!(bea.recv(), "BROADCAST|bea|uno¦dos", "the sender too");
+    ana.send("MESSAGE|nadie|hola");
+    assert_eq!(ana.recv(), "ERROR|404|Usuario no encontrado");
+    ana.send(&format!("MESSAGE|bea|{}", "x".repeat(256)));
+    assert_eq!(ana.recv(), "ERROR|413|Mensaje demasiado largo");
+    bea.send("DISCONNECT");
+    assert_eq!(ana.recv(), "USER_LIST|ana");
+    let mut rest = Vec::new();
+    bea.stream.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "DISCONNECT closes");
+    server.stdout.wait_for("s> CHAT LOGOUT bea");
+    let lines = server.stdout.snapshot();
+    assert!(lines.contains(&"s> CHAT LOGIN ana OK".to_string()));
+    assert!(lines.contains(&"s> SEND MESSAGE 1 FROM ana TO bea".to_string()));
+}
+
+#[test]
+fn a_failed_login_leaves_the_connection_open_for_another_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let _ana = Original::login(&server, "ana");
+    let mut other = Original::connect(&server);
+    for bad in ["ana", "a b", "a,b", ""] {
+        other.send(&format!("CONNECT|{bad}"));
+        assert_eq!(other.recv(), "CONNECT_ACK|FAIL", "{bad:?}");
+    }
+    other.send("CONNECT|bea");
+    assert_eq!(other.recv(), "CONNECT_ACK|OK");
+    server.stdout.wait_for("s> CHAT LOGIN ana FAIL");
+}
+
+#[test]
+fn bad_requests_get_error_400_and_the_connection_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut client = Original::connect(&server);
+    for (request, reason) in [
+        ("MESSAGE|bea|hola", "Primero CONNECT"),
+        ("HELLO|lines", "Primero CONNECT"),
+        ("HOLA", "Comando desconocido"),
+        ("MESSAGE|solo", "MESSAGE necesita destinatario y texto"),
+    ] {
+        client.send(request);
+        assert_eq!(client.recv(), format!("ERROR|400|{reason}"), "{request}");
+    }
+    client.stream.write_all(b"CONNECT|\xff\xfe").unwrap();
+    assert_eq!(client.recv(), "ERROR|400|El mensaje no es UTF-8");
+    client.send("CONNECT|ana");
+    assert_eq!(client.recv(), "CONNECT_ACK|OK");
+    assert!(client.recv().starts_with("USER_LIST|"));
+    client.send("HELLO|frames");
+    assert_eq!(client.recv(), "ERROR|400|Solo se ofrece HELLO¦lines");
+    client.send("CONNECT|ana");
+    assert_eq!(client.recv(), "ERROR|400|Ya conectado como ana");
+    assert_eq!(
+        server.call(&["REGISTER", "probe"]),
+        [0],
+        "the server still serves"
+    );
+}
+
+#[test]
+fn an_original_client_never_sees_two_messages_in_one_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut original = Original::login(&server, "orig");
+    assert_eq!(original.recv(), "USER_LIST|orig");
+    let mut fast = LineConn::chat(&server, "fast");
+    assert_eq!(original.recv(), "USER_LIST|orig,fast");
+    fast.until("USER_LIST|orig,fast");
+    // Forty broadcasts in one burst of one write.
+    let burst: String = (0..40).map(|n| format!("BROADCAST|m{n}\n")).collect();
+    fast.stream.write_all(burst.as_bytes()).unwrap();
+    for n in 0..40 {
+        assert_eq!(original.recv(), format!("BROADCAST|fast|m{n}"));
+    }
+    // The line-framed sender got the same, as lines.
+    for n in 0..40 {
+        assert_eq!(fast.line(), format!("BROADCAST|fast|m{n}"));
+    }
+}
+
+#[test]
+fn line_framing_handles_split_and_glued_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut ana = LineConn::chat(&server, "ana");
+    let mut bea = LineConn::chat(&server, "bea");
+    ana.until("USER_LIST|ana,bea");
+    bea.until("USER_LIST|ana,bea");
+    ana.stream.write_all(b"MESSAGE|bea|hel").unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    ana.stream
+        .write_all(b"lo|con barra\r\nBROADCAST|a|b\nMESSAGE|bea|dos\n")
+        .unwrap();
+    // Private messages go through the mailbox (stored first), broadcasts straight out: each
+    // kind keeps its order.
+    let mut got: Vec<String> = (0..3).map(|_| bea.line()).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "BROADCAST|ana|a|b",
+            "MESSAGE|ana|dos",
+            "MESSAGE|ana|hello|con barra"
+        ],
+        "whole lines, no substitution"
+    );
+    assert_eq!(ana.line(), "BROADCAST|ana|a|b");
+    // A line over 1024 bytes is refused and the connection closed.
+    ana.stream.write_all(&[b'x'; 1100]).unwrap();
+    assert_eq!(ana.line(), "ERROR|400|Mensaje demasiado largo");
+    assert!(ana.closed());
+    assert_eq!(bea.line(), "USER_LIST|bea");
+}
+
+#[test]
+fn private_messages_cross_front_ends_both_ways_with_ids_and_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    register(&server, "mara");
+    let mara = e2e::connect(&server, "mara");
+    let mut chat = LineConn::chat(&server, "carlos");
+    // The chat's user list names users online through any front-end.
+    assert_eq!(chat.until("USER_LIST|mara,carlos"), Vec::<String>::new());
+    // Messenger to chat: stored, then written to the session; the sender's ack follows.
+    assert_eq!(
+        server.call(&["SEND", "mara", "carlos", "hola chat"]),
+        sent(1)
+    );
+    assert_eq!(chat.line(), "MESSAGE|mara|hola chat");
+    assert_eq!(mara.next(), encode(&[b"SEND MESS ACK", b"1"]));
+    // Chat to messenger: the usual push with the chat user's own id sequence.
+    chat.send("MESSAGE|mara|hola messenger");
+    assert_eq!(
+        mara.next(),
+        encode(&[b"SEND MESSAGE", b"carlos", b"1", b"hola messenger"])
+    );
+    chat.send("MESSAGE|mara|otra");
+    assert_eq!(
+        mara.next(),
+        encode(&[b"SEND MESSAGE", b"carlos", b"2", b"otra"])
+    );
+    // One presence: the name online in the chat cannot CONNECT through the messenger.
+    let listener = e2e::Listener::start();
+    assert_eq!(
+        server.call(&["CONNECT", "carlos", &listener.port_field()]),
+        [2]
+    );
+    // And the messenger's USERS lists only messenger users.
+    let users = server.call(&["USERS", "mara"]);
+    assert_eq!(&users[..3], b"\x001\x00");
+}
+
+#[test]
+fn mail_for_an_offline_chat_user_waits_across_a_restart_and_comes_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut ana = LineConn::chat(&server, "ana");
+    {
+        let _bea = LineConn::chat(&server, "bea");
+    }
+    ana.until("USER_LIST|ana,bea");
+    ana.until("USER_LIST|ana");
+    for n in 1..=5 {
+        ana.send(&format!("MESSAGE|bea|m{n}"));
+    }
+    ana.send("BROADCAST|antes del reinicio");
+    assert_eq!(ana.line(), "BROADCAST|ana|antes del reinicio");
+    let db = server.db.clone();
+    drop(ana);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(), Some(0));
+    let server = Server::start_with(&db, &["--chat-port", "0", "--rooms-port", "0"], |_| {});
+    let mut bea = LineConn::chat(&server, "bea");
+    // After the ack: the user list, then the history, then the mailbox.
+    assert_eq!(bea.line(), "USER_LIST|bea");
+    assert_eq!(bea.line(), "BROADCAST|ana|antes del reinicio");
+    for n in 1..=5 {
+        assert_eq!(bea.line(), format!("MESSAGE|ana|m{n}"));
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_is_disconnected_and_slows_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &["--session-buffer-bytes", "65536"]);
+    let stuck = LineConn::chat(&server, "stuck");
+    // A small receive window, so the kernel does not absorb megabytes for it (the server's
+    // own send buffer still holds up to tcp_wmem's 4 MiB before our limit counts).
+    e2e::set_receive_buffer(&stuck.stream, 4096);
+    let mut talker = LineConn::chat(&server, "talker");
+    let mut reader = LineConn::chat(&server, "reader");
+    talker.until("USER_LIST|stuck,talker,reader");
+    reader.until("USER_LIST|stuck,talker,reader");
+    let text = "y".repeat(1000);
+    let mut user_lists = Vec::new();
+    let mut next = [0; 2];
+    for n in 0..6000 {
+        talker.send(&format!("BROADCAST|{n} {text}"));
+        if n % 100 == 99 {
+            // The readers keep up, every broadcast in order; the stuck one never reads.
+            for (who, conn) in [&mut reader, &mut talker].into_iter().enumerate() {
+                while next[who] <= n {
+                    let line = conn.line();
+                    if line.starts_with("USER_LIST|") {
+                        user_lists.push(line);
+                        continue;
+                    }
+                    assert_eq!(line, format!("BROADCAST|talker|{} {text}", next[who]));
+                    next[who] += 1;
+                }
+            }
+        }
+    }
+    server.stderr.wait_until(
+        |l| l.iter().any(|l| l.contains("it stopped reading")),
+        "the stuck client disconnected",
+    );
+    server.stdout.wait_for("s> CHAT LOGOUT stuck");
+    assert!(
+        user_lists.contains(&"USER_LIST|talker,reader".to_string()),
+        "the others heard that stuck left: {user_lists:?}"
+    );
+    // (Reading what the kernel still holds for `stuck` through its 4 KiB window would take
+    // a minute; the console line above is the server's word that the session ended.)
+    drop(stuck);
+}
+
+#[test]
+fn a_thousand_idle_sessions_do_not_delay_a_conversation() {
+    raise_open_file_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(server.chat_addr()).unwrap())
+        .collect();
+    let mut ana = LineConn::chat(&server, "ana");
+    let mut bea = LineConn::chat(&server, "bea");
+    ana.until("USER_LIST|ana,bea");
+    bea.until("USER_LIST|ana,bea");
+    let start = Instant::now();
+    for n in 0..100 {
+        ana.send(&format!("MESSAGE|bea|{n}"));
+        assert_eq!(bea.line(), format!("MESSAGE|ana|{n}"));
+    }
+    assert!(start.elapsed() < PATIENCE);
+    drop(idle);
+}
+
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max.min(8192);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
+
+#[test]
+fn the_console_chat_client_through_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut bea = LineConn::chat(&server, "bea");
+    let port = server.chat_port.unwrap().to_string();
+    let mut client = std::process::Command::new(e2e::bin("client"))
+        .args(["--chat", "-s", "127.0.0.1", "-p", &port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    writeln!(stdin, "bea").unwrap();
+    writeln!(stdin, "ana").unwrap();
+    bea.until("USER_LIST|bea,ana");
+    writeln!(stdin, "hola a todos").unwrap();
+    assert_eq!(bea.line(), "BROADCAST|ana|hola a todos");
+    writeln!(stdin, "@bea en privado").unwrap();
+    assert_eq!(bea.line(), "MESSAGE|ana|en privado");
+    writeln!(stdin, "@zed nadie").unwrap();
+    bea.send("MESSAGE|ana|respuesta");
+    bea.send("BROADCAST|para todos");
+    assert_eq!(bea.line(), "BROADCAST|bea|para todos");
+    std::thread::sleep(Duration::from_millis(100));
+    drop(stdin);
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "Conexión fallida");
+    assert_eq!(lines[1], "Conectado exitosamente");
+    for expected in [
+        "Usuarios conectados: bea, ana",
+        "Broadcast de ana: hola a todos",
+        "Error 404: Usuario no encontrado",
+        "Mensaje de bea: respuesta",
+        "Broadcast de bea: para todos",
+    ] {
+        assert!(lines.contains(&expected), "{expected:?} in {lines:?}");
+    }
+    assert_eq!(lines.last(), Some(&"Desconectado del servidor"));
+    assert_eq!(bea.line(), "USER_LIST|bea");
+}
