@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A child process listening on 127.0.0.1, found by the port on its first stdout line.
+/// A child process listening on 127.0.0.1, found by the port on its first stdout line; a
+/// server's further `s> init NAME ip:port` lines name its other front-ends' ports.
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
+    pub ports: Vec<(String, u16)>,
 }
 
 impl Process {
@@ -32,6 +34,23 @@ impl Process {
             .unwrap()
             .parse()
             .expect("port on the first line");
+        let mut ports = Vec::new();
+        if line.starts_with("s> init server ") {
+            loop {
+                line.clear();
+                if stdout.read_line(&mut line).unwrap_or(0) == 0 || line.trim() == "s>" {
+                    break;
+                }
+                let Some(rest) = line.trim().strip_prefix("s> init ") else {
+                    continue;
+                };
+                if let Some((name, addr)) = rest.split_once(' ') {
+                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                        ports.push((name.to_string(), port));
+                    }
+                }
+            }
+        }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sink = [0u8; 8192];
@@ -40,7 +59,19 @@ impl Process {
         Process {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            ports,
         }
+    }
+
+    /// The address of the front-end named `name` in its `s> init` line.
+    pub fn front_end(&self, name: &str) -> SocketAddr {
+        let port = self
+            .ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("no {name} port"));
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     /// Server-side CPU time so far (user + system), from /proc.
