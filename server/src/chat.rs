@@ -13,7 +13,9 @@ use std::time::Instant;
 use wire::validate_name;
 
 use crate::core::{Core, Interests, LoginOutcome, Notice, SendOutcome, SessionId};
-use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply};
+use crate::frontend::{
+    frame_line, strip_line_end, Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply,
+};
 
 /// Longest message either way, in bytes (seed 001, 3.1.2), without a line's `\n`.
 pub const MAX_MESSAGE: usize = 1024;
@@ -75,15 +77,17 @@ impl Chat {
         encode(fields, lines)
     }
 
-    fn error(&self, session: SessionId, code: u16, reason: &str) -> Reply {
-        Reply::bytes(self.message(session, &["ERROR", &code.to_string(), reason]))
+    /// An `ERROR|code|reason` answer, and a stderr line saying to whom.
+    fn error(&self, caller: &Caller, code: u16, reason: &str) -> Reply {
+        Reply::bytes(self.message(caller.session, &["ERROR", &code.to_string(), reason]))
+            .diagnostic(format!("chat: ERROR {code} {reason} to {}", caller.peer))
     }
 
     fn connect(&mut self, name: &str, caller: &Caller, core: &mut Core) -> Applied {
         let session = caller.session;
         if let Some(alias) = &self.session(session).alias {
             let why = format!("Ya conectado como {alias}");
-            return Applied::read_only(self.error(session, 400, &why));
+            return Applied::read_only(self.error(caller, 400, &why));
         }
         let fail = |chat: &Chat, why: String| {
             Reply::bytes(chat.message(session, &["CONNECT_ACK", "FAIL"]))
@@ -98,14 +102,8 @@ impl Chat {
                 self.session(session).alias = Some(name.to_string());
                 let ok = Reply::bytes(self.message(session, &["CONNECT_ACK", "OK"]))
                     .console(format!("CHAT LOGIN {name} OK"));
-                if registered {
-                    // A new name is a new user: the ack waits for it to be on disk. If it does
-                    // not get there, the session ends rather than live without a user.
-                    let not_stored = fail(self, "registering the name did not commit".into());
-                    Applied::written(ok, not_stored.then_close())
-                } else {
-                    Applied::read_only(ok)
-                }
+                let not_stored = fail(self, "registering the name did not commit".into());
+                Applied::login(ok, registered, not_stored)
             }
             Ok(LoginOutcome::Taken) => Applied::read_only(fail(self, format!("{name} is online"))),
             Err(e) => Applied::read_only(fail(self, format!("storage: {e}"))),
@@ -115,12 +113,12 @@ impl Chat {
     fn private(&mut self, to: &str, text: &str, caller: &Caller, core: &mut Core) -> Applied {
         let session = caller.session;
         let Some(from) = self.session(session).alias.clone() else {
-            return Applied::read_only(self.error(session, 400, "Primero CONNECT"));
+            return Applied::read_only(self.error(caller, 400, "Primero CONNECT"));
         };
         if text.len() > MAX_PRIVATE_TEXT {
-            return Applied::read_only(self.error(session, 413, "Mensaje demasiado largo"));
+            return Applied::read_only(self.error(caller, 413, "Mensaje demasiado largo"));
         }
-        let not_found = |chat: &Chat| chat.error(session, 404, "Usuario no encontrado");
+        let not_found = |chat: &Chat| chat.error(caller, 404, "Usuario no encontrado");
         if validate_name(to.as_bytes()).is_err() {
             return Applied::read_only(not_found(self));
         }
@@ -128,12 +126,12 @@ impl Chat {
             // No echo to the sender; if the message does not reach the disk, it hears so.
             Ok(SendOutcome::Accepted { .. }) => Applied::written(
                 Reply::default(),
-                self.error(session, 500, "El mensaje no se pudo guardar")
+                self.error(caller, 500, "El mensaje no se pudo guardar")
                     .diagnostic(format!("chat message {from} -> {to}: not committed")),
             ),
             Ok(SendOutcome::NoSuchUser) => Applied::read_only(not_found(self)),
             Err(e) => Applied::read_only(
-                self.error(session, 500, "El mensaje no se pudo guardar")
+                self.error(caller, 500, "El mensaje no se pudo guardar")
                     .diagnostic(format!("chat message {from} -> {to}: storage: {e}")),
             ),
         }
@@ -163,14 +161,10 @@ impl Frontend for Chat {
                 len => Framing::Complete(len),
             };
         }
-        match input.buf.iter().position(|&b| b == b'\n') {
-            Some(end) => Framing::Complete(end + 1),
-            None if input.buf.len() >= self.read_limit() => Framing::Refuse(
-                Reply::bytes(encode(&["ERROR", "400", "Mensaje demasiado largo"], true))
-                    .diagnostic(format!("chat line over {MAX_MESSAGE} bytes")),
-            ),
-            None => Framing::Incomplete,
-        }
+        frame_line(input.buf, self.read_limit(), || {
+            Reply::bytes(encode(&["ERROR", "400", "Mensaje demasiado largo"], true))
+                .diagnostic(format!("chat line over {MAX_MESSAGE} bytes"))
+        })
     }
 
     fn apply(
@@ -184,33 +178,33 @@ impl Frontend for Chat {
         let request = strip_line_end(request);
         let Ok(message) = std::str::from_utf8(request) else {
             return Applied::read_only(
-                self.error(session, 400, "El mensaje no es UTF-8")
+                self.error(caller, 400, "El mensaje no es UTF-8")
                     .diagnostic(format!("chat message from {} is not UTF-8", caller.peer)),
             );
         };
         if message.len() > MAX_MESSAGE {
-            return Applied::read_only(self.error(session, 400, "Mensaje demasiado largo"));
+            return Applied::read_only(self.error(caller, 400, "Mensaje demasiado largo"));
         }
         let request = match parse(message) {
             Ok(request) => request,
-            Err(why) => return Applied::read_only(self.error(session, 400, why)),
+            Err(why) => return Applied::read_only(self.error(caller, 400, why)),
         };
         let logged_in = self.session(session).alias.is_some();
         match request {
             Request::Connect(name) => self.connect(name, caller, core),
-            _ if !logged_in => Applied::read_only(self.error(session, 400, "Primero CONNECT")),
+            _ if !logged_in => Applied::read_only(self.error(caller, 400, "Primero CONNECT")),
             Request::Hello("lines") => {
                 self.session(session).lines = true;
                 Applied::read_only(Reply::bytes(encode(&["HELLO", "lines"], true)))
             }
             Request::Hello(_) => {
-                Applied::read_only(self.error(session, 400, "Solo se ofrece HELLO|lines"))
+                Applied::read_only(self.error(caller, 400, "Solo se ofrece HELLO|lines"))
             }
             Request::Message { to, text } => self.private(to, text, caller, core),
             Request::Broadcast(text) => match core.broadcast(session, text) {
                 Ok(()) => Applied::read_only(Reply::default()),
                 Err(e) => Applied::read_only(
-                    self.error(session, 500, "No se pudo difundir")
+                    self.error(caller, 500, "No se pudo difundir")
                         .diagnostic(format!("chat broadcast: storage: {e}")),
                 ),
             },
@@ -294,12 +288,6 @@ fn user_list(users: &[String], own: &str, lines: bool) -> Vec<u8> {
         }
     }
     encode(&["USER_LIST", &kept.join(",")], false)
-}
-
-/// A received message without its trailing `\n` or `\r\n`.
-fn strip_line_end(message: &[u8]) -> &[u8] {
-    let message = message.strip_suffix(b"\n").unwrap_or(message);
-    message.strip_suffix(b"\r").unwrap_or(message)
 }
 
 #[cfg(test)]

@@ -133,6 +133,35 @@ impl Applied {
     }
 }
 
+/// The framing of line protocols: a request is a line ending in `\n`; `limit` bytes without
+/// one are refused with `too_long`, and the connection closed.
+pub fn frame_line(buf: &[u8], limit: usize, too_long: impl FnOnce() -> Reply) -> Framing {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(end) => Framing::Complete(end + 1),
+        None if buf.len() >= limit => Framing::Refuse(too_long()),
+        None => Framing::Incomplete,
+    }
+}
+
+/// A received line without its `\n` or `\r\n`.
+pub fn strip_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+impl Applied {
+    /// The answer to a session's login: a name seen for the first time was registered, so the
+    /// answer waits for that to be on disk, and if it does not get there the session ends
+    /// with `not_stored` rather than live without a user.
+    pub fn login(ok: Reply, registered: bool, not_stored: Reply) -> Applied {
+        if registered {
+            Applied::written(ok, not_stored.then_close())
+        } else {
+            Applied::read_only(ok)
+        }
+    }
+}
+
 /// Who is asking, as far as the connection tells.
 pub struct Caller {
     pub peer: SocketAddr,

@@ -11,7 +11,9 @@ use std::time::Instant;
 use wire::validate_name;
 
 use crate::core::{Core, Interests, JoinOutcome, LoginOutcome, Notice, SessionId};
-use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Reply};
+use crate::frontend::{
+    frame_line, strip_line_end, Applied, Caller, Framing, Frontend, Input, Mode, Reply,
+};
 
 /// Longest line, in bytes, without its `\n`.
 pub const MAX_LINE: usize = 1024;
@@ -60,8 +62,10 @@ fn line(text: &str) -> Vec<u8> {
     bytes
 }
 
-fn error(text: &str) -> Reply {
+/// An `ERROR: ...` line, and a stderr line saying to whom.
+fn error(caller: &Caller, text: &str) -> Reply {
     Reply::bytes(line(&format!("ERROR: {text}")))
+        .diagnostic(format!("rooms: ERROR: {text} to {}", caller.peer))
 }
 
 fn valid_room(name: &str) -> bool {
@@ -71,7 +75,7 @@ fn valid_room(name: &str) -> bool {
 impl Rooms {
     fn join(&mut self, name: &str, caller: &Caller, core: &mut Core) -> Applied {
         let fail = |why: String, answer: &str| {
-            error(answer)
+            error(caller, answer)
                 .console(format!("ROOMS JOIN {name} FAIL"))
                 .diagnostic(format!("rooms login from {} refused: {why}", caller.peer))
         };
@@ -82,15 +86,11 @@ impl Rooms {
             Ok(LoginOutcome::LoggedIn { registered }) => {
                 self.users.insert(caller.session, name.to_string());
                 let ok = Reply::bytes(line("OK")).console(format!("ROOMS JOIN {name} OK"));
-                if registered {
-                    let not_stored = fail(
-                        "registering the name did not commit".into(),
-                        "No se pudo registrar el nombre.",
-                    );
-                    Applied::written(ok, not_stored.then_close())
-                } else {
-                    Applied::read_only(ok)
-                }
+                let not_stored = fail(
+                    "registering the name did not commit".into(),
+                    "No se pudo registrar el nombre.",
+                );
+                Applied::login(ok, registered, not_stored)
             }
             Ok(LoginOutcome::Taken) => {
                 Applied::read_only(fail(format!("{name} is online"), "Username ya en uso."))
@@ -99,9 +99,10 @@ impl Rooms {
         }
     }
 
-    fn room(&mut self, alias: &str, room: &str, core: &mut Core, session: SessionId) -> Applied {
+    fn room(&mut self, alias: &str, room: &str, core: &mut Core, caller: &Caller) -> Applied {
+        let session = caller.session;
         if !valid_room(room) {
-            return Applied::read_only(error("Nombre de sala no válido."));
+            return Applied::read_only(error(caller, "Nombre de sala no válido."));
         }
         let left = core.room_of(session).map(str::to_string);
         match core.join_room(session, room) {
@@ -119,11 +120,12 @@ impl Rooms {
                 }
                 Applied::read_only(reply)
             }
-            Ok(JoinOutcome::TooManyRooms) => {
-                Applied::read_only(error("Hay demasiadas salas; únete a una existente."))
-            }
+            Ok(JoinOutcome::TooManyRooms) => Applied::read_only(error(
+                caller,
+                "Hay demasiadas salas; únete a una existente.",
+            )),
             Err(e) => Applied::read_only(
-                error("No se pudo entrar en la sala.")
+                error(caller, "No se pudo entrar en la sala.")
                     .diagnostic(format!("ROOM {room}: storage: {e}")),
             ),
         }
@@ -145,14 +147,10 @@ impl Frontend for Rooms {
     }
 
     fn frame(&self, input: &Input) -> Framing {
-        match input.buf.iter().position(|&b| b == b'\n') {
-            Some(end) => Framing::Complete(end + 1),
-            None if input.buf.len() >= self.read_limit() => Framing::Refuse(
-                error("Línea demasiado larga.")
-                    .diagnostic(format!("rooms line over {MAX_LINE} bytes")),
-            ),
-            None => Framing::Incomplete,
-        }
+        frame_line(input.buf, self.read_limit(), || {
+            Reply::bytes(line("ERROR: Línea demasiado larga."))
+                .diagnostic(format!("rooms line over {MAX_LINE} bytes"))
+        })
     }
 
     fn apply(
@@ -162,25 +160,23 @@ impl Frontend for Rooms {
         core: &mut Core,
         _now: Instant,
     ) -> Applied {
-        let request = request.strip_suffix(b"\n").unwrap_or(request);
-        let request = request.strip_suffix(b"\r").unwrap_or(request);
-        let Ok(text) = std::str::from_utf8(request) else {
+        let Ok(text) = std::str::from_utf8(strip_line_end(request)) else {
             return Applied::read_only(
-                error("La línea no es UTF-8.")
+                error(caller, "La línea no es UTF-8.")
                     .diagnostic(format!("rooms line from {} is not UTF-8", caller.peer)),
             );
         };
         let session = caller.session;
         let alias = self.users.get(&session).cloned();
         match (parse(text), alias) {
-            (None, _) => Applied::read_only(error("Comando desconocido.")),
+            (None, _) => Applied::read_only(error(caller, "Comando desconocido.")),
             (Some(Request::Join(name)), None) => self.join(name, caller, core),
             (Some(Request::Join(_)), Some(alias)) => {
-                Applied::read_only(error(&format!("Ya te uniste como {alias}.")))
+                Applied::read_only(error(caller, &format!("Ya te uniste como {alias}.")))
             }
             (Some(Request::Quit), _) => Applied::read_only(Reply::default().then_close()),
-            (Some(_), None) => Applied::read_only(error("Primero JOIN <nombre>.")),
-            (Some(Request::Room(room)), Some(alias)) => self.room(&alias, room, core, session),
+            (Some(_), None) => Applied::read_only(error(caller, "Primero JOIN <nombre>.")),
+            (Some(Request::Room(room)), Some(alias)) => self.room(&alias, room, core, caller),
             (Some(Request::ListRooms), Some(_)) => {
                 let mut answer = line("Salas disponibles:");
                 for (room, members) in core.room_list() {
@@ -192,9 +188,9 @@ impl Frontend for Rooms {
             (Some(Request::Message("")), Some(_)) => Applied::read_only(Reply::default()),
             (Some(Request::Message(text)), Some(alias)) => match core.room_message(session, text) {
                 Ok(true) => Applied::read_only(Reply::default()),
-                Ok(false) => Applied::read_only(error("No estás en ninguna sala.")),
+                Ok(false) => Applied::read_only(error(caller, "No estás en ninguna sala.")),
                 Err(e) => Applied::read_only(
-                    error("No se pudo enviar el mensaje.")
+                    error(caller, "No se pudo enviar el mensaje.")
                         .diagnostic(format!("room message from {alias}: storage: {e}")),
                 ),
             },
@@ -203,7 +199,7 @@ impl Frontend for Rooms {
                     Reply::bytes(line(&format!("Has salido de la sala {room}.")))
                         .console(format!("ROOMS {alias} LEAVES {room}")),
                 ),
-                None => Applied::read_only(error("No estás en ninguna sala.")),
+                None => Applied::read_only(error(caller, "No estás en ninguna sala.")),
             },
         }
     }

@@ -779,3 +779,81 @@ impl LineConn {
         self.reader.read_to_end(&mut rest).is_ok()
     }
 }
+
+/// Raises this process's soft limit on open descriptors (tests that open a thousand
+/// connections need more than the default 1024).
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max.min(8192);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
+
+/// A `client` process with `args` and piped stdio, for the console clients.
+pub fn spawn_client(args: &[&str]) -> Child {
+    Command::new(bin("client"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client")
+}
+
+/// A listener that accepts every push and then holds the connection: it never reads and never
+/// closes until told to. Its thread lives as long as the test process.
+pub struct HoldingListener {
+    pub port: u16,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HoldingListener {
+    pub fn start() -> HoldingListener {
+        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (sink, count) = (held.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for stream in socket.incoming() {
+                let Ok(stream) = stream else { return };
+                sink.lock().unwrap().push(stream);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        HoldingListener {
+            port,
+            held,
+            accepted,
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `count` pushes have been accepted.
+    pub fn wait_accepted(&self, count: usize) {
+        let start = Instant::now();
+        while self.accepted() < count {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{} of {count} pushes arrived",
+                self.accepted()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Closes every connection held so far.
+    pub fn release_all(&self) {
+        self.held.lock().unwrap().clear();
+    }
+}

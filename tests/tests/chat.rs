@@ -287,7 +287,7 @@ fn a_client_that_never_reads_is_disconnected_and_slows_nobody() {
 
 #[test]
 fn a_thousand_idle_sessions_do_not_delay_a_conversation() {
-    raise_open_file_limit();
+    e2e::raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_all(dir.path(), &[]);
     let idle: Vec<TcpStream> = (0..1000)
@@ -306,32 +306,13 @@ fn a_thousand_idle_sessions_do_not_delay_a_conversation() {
     drop(idle);
 }
 
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max.min(8192);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-}
-
 #[test]
 fn the_console_chat_client_through_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_all(dir.path(), &[]);
     let mut bea = LineConn::chat(&server, "bea");
     let port = server.chat_port.unwrap().to_string();
-    let mut client = std::process::Command::new(e2e::bin("client"))
-        .args(["--chat", "-s", "127.0.0.1", "-p", &port])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut client = e2e::spawn_client(&["--chat", "-s", "127.0.0.1", "-p", &port]);
     let mut stdin = client.stdin.take().unwrap();
     writeln!(stdin, "bea").unwrap();
     writeln!(stdin, "ana").unwrap();
@@ -363,4 +344,58 @@ fn the_console_chat_client_through_stdin() {
     }
     assert_eq!(lines.last(), Some(&"Desconectado del servidor"));
     assert_eq!(bea.line(), "USER_LIST|bea");
+}
+
+/// Our console client against a stand-in for the original server: it glues its replies
+/// (`CONNECT_ACK|OKUSER_LIST|ana`), ignores `HELLO|lines` as it ignores every unknown command,
+/// and reads one message per `recv`.
+#[test]
+fn the_console_chat_client_speaks_the_original_framing_to_an_original_server() {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port().to_string();
+    let original = std::thread::spawn(move || {
+        let (mut reader, _) = socket.accept().unwrap();
+        reader.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut stream = reader.try_clone().unwrap();
+        let mut recv = || {
+            let mut buf = [0u8; 1024];
+            let n = reader.read(&mut buf).unwrap();
+            String::from_utf8(buf[..n].to_vec()).unwrap()
+        };
+        let mut received = vec![recv()];
+        stream.write_all(b"CONNECT_ACK|OKUSER_LIST|ana").unwrap();
+        received.push(recv());
+        stream
+            .write_all(b"MESSAGE|bea|hola anaBROADCAST|bea|a todos")
+            .unwrap();
+        loop {
+            let message = recv();
+            if message.is_empty() {
+                return received;
+            }
+            received.push(message);
+        }
+    });
+    let mut client = e2e::spawn_client(&["--chat", "-s", "127.0.0.1", "-p", &port]);
+    let mut stdin = client.stdin.take().unwrap();
+    writeln!(stdin, "ana\nhola\n@bea secreto").unwrap();
+    drop(stdin);
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let received = original.join().unwrap();
+    assert_eq!(
+        received,
+        [
+            "CONNECT|ana",
+            "HELLO|lines",
+            "BROADCAST|hola",
+            "MESSAGE|bea|secreto",
+            "DISCONNECT"
+        ],
+        "one message per read, no delimiter"
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Conectado exitosamente\nUsuarios conectados: ana\nMensaje de bea: hola ana\nBroadcast de bea: a todos\nDesconectado del servidor\n"
+    );
 }

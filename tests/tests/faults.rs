@@ -150,6 +150,9 @@ fn kill9_during_a_storm_of_sends_loses_no_acknowledged_message() {
 
 /// A listener that accepts and then behaves badly.
 fn misbehaving_listener(behaviour: &'static str) -> u16 {
+    if behaviour == "never reads" {
+        return e2e::HoldingListener::start().port;
+    }
     let socket = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = socket.local_addr().unwrap().port();
     match behaviour {
@@ -158,17 +161,12 @@ fn misbehaving_listener(behaviour: &'static str) -> u16 {
             // Listening, so the kernel completes handshakes, but nobody ever accepts.
             std::mem::forget(socket);
         }
-        "reset" | "never reads" => {
+        "reset" => {
             std::thread::spawn(move || {
-                let mut held = Vec::new();
                 for stream in socket.incoming() {
                     let stream = stream.unwrap();
-                    if behaviour == "reset" {
-                        e2e::reset_on_drop(&stream);
-                        drop(stream);
-                    } else {
-                        held.push(stream);
-                    }
+                    e2e::reset_on_drop(&stream);
+                    drop(stream);
                 }
             });
         }
@@ -243,7 +241,7 @@ fn misbehaving_listeners_keep_their_messages_and_delay_nobody_else() {
 
 #[test]
 fn a_thousand_idle_connections_do_not_stop_others_being_served() {
-    raise_open_file_limit();
+    e2e::raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let idle: Vec<TcpStream> = (0..1000)
@@ -262,19 +260,6 @@ fn a_thousand_idle_connections_do_not_stop_others_being_served() {
     );
     assert_eq!(server.call(&["USERS", "bea"])[0], 0);
     drop(idle);
-}
-
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max.min(8192);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
 }
 
 #[test]

@@ -4,66 +4,13 @@
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    encode, read_to_close, register, sent, try_request, wait_for_file, with_fsync_shim, Server,
-    PATIENCE,
+    encode, read_to_close, register, sent, try_request, wait_for_file, with_fsync_shim,
+    HoldingListener, Server, PATIENCE,
 };
-
-/// A listener that accepts every push and then holds the connection: it never reads and never
-/// closes until told to.
-struct HoldingListener {
-    port: u16,
-    held: Arc<Mutex<Vec<TcpStream>>>,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl HoldingListener {
-    fn start() -> HoldingListener {
-        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = socket.local_addr().unwrap().port();
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (sink, count) = (held.clone(), accepted.clone());
-        std::thread::spawn(move || {
-            for stream in socket.incoming() {
-                let Ok(stream) = stream else { return };
-                sink.lock().unwrap().push(stream);
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        HoldingListener {
-            port,
-            held,
-            accepted,
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-
-    fn wait_accepted(&self, count: usize) {
-        let start = Instant::now();
-        while self.accepted() < count {
-            assert!(
-                start.elapsed() < PATIENCE,
-                "{} of {count} pushes arrived",
-                self.accepted()
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Closes every connection held so far.
-    fn release_all(&self) {
-        self.held.lock().unwrap().clear();
-    }
-}
 
 fn connected(server: &Server, alias: &str) -> bool {
     let conn = rusqlite::Connection::open(&server.db).unwrap();

@@ -198,13 +198,7 @@ fn the_console_rooms_client_through_stdin() {
     bea.send("ROOM Sala1");
     bea.line();
     let port = server.rooms_port.unwrap().to_string();
-    let mut client = std::process::Command::new(e2e::bin("client"))
-        .args(["--rooms", "-s", "127.0.0.1", "-p", &port])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut client = e2e::spawn_client(&["--rooms", "-s", "127.0.0.1", "-p", &port]);
     let mut stdin = client.stdin.take().unwrap();
     writeln!(stdin, "bea\nana\nSala1").unwrap();
     assert_eq!(bea.line(), "ana se ha unido a la sala.");

@@ -146,9 +146,7 @@ struct FanOut {
 fn fan_out(binary: &Path, dir: &Path, members: usize, burst: usize) -> FanOut {
     let server = server(binary, dir, "fanout", &[]);
     let rooms = server.front_end("rooms");
-    let mut sessions = Sessions::open(rooms, members + 1, |n| {
-        format!("JOIN f{n}\nROOM Fan\n")
-    });
+    let mut sessions = Sessions::open(rooms, members + 1, |n| format!("JOIN f{n}\nROOM Fan\n"));
     sessions.await_each("Te has unido a la sala Fan.", Duration::from_secs(60));
     // Let the join notices drain: every member is told of each later one.
     let expected_notices = members * (members + 1) / 2;
@@ -249,7 +247,9 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64) -> Crowd {
         .map(|s| {
             let mut stream = TcpStream::connect(chat).unwrap();
             stream.set_nodelay(true).unwrap();
-            stream.write_all(format!("CONNECT|c{s}").as_bytes()).unwrap();
+            stream
+                .write_all(format!("CONNECT|c{s}").as_bytes())
+                .unwrap();
             let mut seen = Vec::new();
             let mut byte = [0u8; 1];
             while !seen.starts_with(b"CONNECT_ACK|OK") {
@@ -341,7 +341,11 @@ fn main() {
     let cpu0 = own_cpu();
     let (members, burst) = if quick { (200, 50) } else { (1000, 200) };
     let fan = fan_out(&binary, &dir, members, burst);
-    let (count, rate) = if quick { (2000, 2000.0) } else { (10_000, 10_000.0) };
+    let (count, rate) = if quick {
+        (2000, 2000.0)
+    } else {
+        (10_000, 10_000.0)
+    };
     let crowd = crowd(&binary, &dir, count, rate);
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -388,6 +392,8 @@ fn main() {
         crowd.private_target_rate,
         crowd.private_p99_ms,
         crowd.private_rate,
-        verdict(crowd.private_p99_ms <= 5.0 && crowd.private_rate >= 0.95 * crowd.private_target_rate)
+        verdict(
+            crowd.private_p99_ms <= 5.0 && crowd.private_rate >= 0.95 * crowd.private_target_rate
+        )
     );
 }
