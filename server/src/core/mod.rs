@@ -32,6 +32,9 @@ pub const DELIVERY_BATCH: usize = 64;
 /// to the sender, not a stored message).
 pub const MAX_ACKS_WAITING: usize = 4096;
 
+/// How often, at most, user-list listeners hear a changed list of who is online.
+pub const USER_LIST_TICK: Duration = Duration::from_millis(50);
+
 /// How soon to try again to remove delivered messages whose removal did not commit (the
 /// database was locked or full).
 const REMOVAL_RETRY: Duration = Duration::from_millis(100);
@@ -180,6 +183,9 @@ pub struct Core {
     sessions: sessions::Sessions,
     /// What sessions must be told, in order, once the turn is committed.
     notices: Vec<(SessionId, Notice)>,
+    /// The online set changed; listeners hear it at `user_list_at`.
+    user_list_changed: bool,
+    user_list_at: Option<Instant>,
     /// When each present user became present (for the sink's connect window).
     present_since: HashMap<String, Instant>,
     jobs: HashMap<JobId, Job>,
@@ -220,6 +226,8 @@ impl Core {
             settings,
             sessions,
             notices: Vec::new(),
+            user_list_changed: false,
+            user_list_at: None,
             present_since: HashMap::new(),
             jobs: HashMap::new(),
             in_flight: HashMap::new(),
@@ -500,10 +508,17 @@ impl Core {
     /// The next time the core has something to do by itself.
     pub fn next_deadline(&self) -> Option<Instant> {
         let retry = self.retries.first().map(|(at, _)| *at);
-        [retry, self.removal_retry].into_iter().flatten().min()
+        [retry, self.removal_retry, self.user_list_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn fire_timers(&mut self, now: Instant) {
+        if self.user_list_at.is_some_and(|at| at <= now) {
+            self.user_list_at = None;
+            self.tell_user_lists();
+        }
         while let Some((at, _)) = self.retries.first() {
             if *at > now {
                 break;
@@ -530,6 +545,9 @@ impl Core {
     /// Returns the commit's error, if any (the turn's writes are then rolled back), and the
     /// turn's events.
     pub fn end_turn(&mut self, now: Instant) -> (Result<(), String>, Vec<Event>) {
+        if std::mem::take(&mut self.user_list_changed) && self.user_list_at.is_none() {
+            self.user_list_at = Some(now + USER_LIST_TICK);
+        }
         let committed = self.store.commit();
         let removed = std::mem::take(&mut self.turn_removed);
         let mut events = std::mem::take(&mut self.events);
@@ -598,6 +616,7 @@ impl Core {
             || !self.events.is_empty()
             || !self.turn_removed.is_empty()
             || !self.notices.is_empty()
+            || self.user_list_changed
     }
 
     /// Starts delivering the oldest messages waiting for `alias`, unless a delivery to them is

@@ -102,6 +102,8 @@ struct Session {
     alias: String,
     interests: Interests,
     room: Option<String>,
+    /// The version of the online set this session was last told.
+    list_version: u64,
 }
 
 #[derive(Default)]
@@ -112,6 +114,8 @@ pub(super) struct Sessions {
     online: BTreeMap<u64, String>,
     online_order: HashMap<String, u64>,
     next_order: u64,
+    /// Changes with every change of the online set.
+    version: u64,
     /// Rooms in creation order, with their members in joining order.
     rooms: Vec<String>,
     members: HashMap<String, Vec<SessionId>>,
@@ -148,6 +152,7 @@ impl Sessions {
             self.next_order += 1;
             self.online.insert(self.next_order, alias.to_string());
             self.online_order.insert(alias.to_string(), self.next_order);
+            self.version += 1;
         }
     }
 
@@ -155,6 +160,7 @@ impl Sessions {
         match self.online_order.remove(alias) {
             Some(order) => {
                 self.online.remove(&order);
+                self.version += 1;
                 true
             }
             None => false,
@@ -184,10 +190,16 @@ impl Core {
                 alias: alias.to_string(),
                 interests,
                 room: None,
+                list_version: 0,
             },
         );
         self.sessions.by_alias.insert(alias.to_string(), session);
         self.came_online(alias);
+        // The newcomer hears the list at once, before the history; the others at the next
+        // tick.
+        if interests.user_list {
+            self.tell_user_list_to(session);
+        }
         if interests.broadcasts {
             for (from, text) in self.store.broadcast_history(self.settings.history)? {
                 self.notices.push((
@@ -354,32 +366,46 @@ impl Core {
         }
     }
 
-    /// Records that `alias` is online and tells the user-list listeners.
+    /// Records that `alias` is online; the user-list listeners hear it at the next tick.
     pub(super) fn came_online(&mut self, alias: &str) {
         self.sessions.came_online(alias);
-        self.tell_user_list();
+        self.user_list_changed = true;
     }
 
     pub(super) fn went_offline(&mut self, alias: &str) {
         if self.sessions.went_offline(alias) {
-            self.tell_user_list();
+            self.user_list_changed = true;
         }
     }
 
-    fn tell_user_list(&mut self) {
-        let listeners: Vec<SessionId> = self
+    /// Tells every user-list listener that has not heard the current list. Called once per
+    /// tick at most: a storm of logins costs each session one list per tick, not one per login.
+    pub(super) fn tell_user_lists(&mut self) {
+        let behind: Vec<SessionId> = self
             .sessions
             .by_id
             .iter()
-            .filter(|(_, s)| s.interests.user_list)
+            .filter(|(_, s)| s.interests.user_list && s.list_version < self.sessions.version)
             .map(|(id, _)| *id)
             .collect();
-        if listeners.is_empty() {
+        if behind.is_empty() {
             return;
         }
         let list: Rc<[String]> = self.online_users().into();
-        for id in listeners {
-            self.notices.push((id, Notice::UserList(list.clone())));
+        for id in behind {
+            self.tell_list(id, list.clone());
+        }
+    }
+
+    fn tell_user_list_to(&mut self, session: SessionId) {
+        let list: Rc<[String]> = self.online_users().into();
+        self.tell_list(session, list);
+    }
+
+    fn tell_list(&mut self, session: SessionId, list: Rc<[String]>) {
+        if let Some(s) = self.sessions.by_id.get_mut(&session) {
+            s.list_version = self.sessions.version;
+            self.notices.push((session, Notice::UserList(list)));
         }
     }
 }

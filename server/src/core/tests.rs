@@ -220,10 +220,7 @@ fn a_refusal_in_the_connect_window_is_retried_when_the_clock_says_so() {
     );
     f.commit();
     assert_eq!(f.message_jobs().len(), 1, "not before the retry is due");
-    assert_eq!(
-        f.core.next_deadline(),
-        Some(f.now + Duration::from_millis(100))
-    );
+    assert!(f.core.next_deadline() <= Some(f.now + Duration::from_millis(100)));
     f.now += Duration::from_millis(99);
     f.core.fire_timers(f.now);
     f.commit();
@@ -293,4 +290,39 @@ fn acks_go_to_a_connected_sender_after_delivery() {
         })
         .collect();
     assert_eq!(acks, vec![(5000, id)]);
+}
+
+#[test]
+fn a_storm_of_logins_costs_each_session_one_user_list_per_tick() {
+    let mut f = Fixture::new(8);
+    let chat = Interests {
+        user_list: true,
+        broadcasts: true,
+        privates_only_in_a_room: false,
+    };
+    for n in 0..100u64 {
+        let outcome = f.core.login(&format!("u{n}"), n, chat).unwrap();
+        assert_eq!(outcome, LoginOutcome::LoggedIn { registered: true });
+        f.commit();
+    }
+    let lists = |notices: &[(SessionId, Notice)], session: SessionId| {
+        notices
+            .iter()
+            .filter(|(s, n)| *s == session && matches!(n, Notice::UserList(_)))
+            .count()
+    };
+    let at_login = f.core.take_notices();
+    // Each newcomer heard the list once, at its login, and nobody else yet.
+    assert!((0..100).all(|s| lists(&at_login, s) == 1));
+    assert_eq!(f.core.next_deadline(), Some(f.now + USER_LIST_TICK));
+    f.now += USER_LIST_TICK;
+    f.core.fire_timers(f.now);
+    let ticked = f.core.take_notices();
+    // One more for everyone who was behind (all but the last to log in), then the full list.
+    assert_eq!((0..99).filter(|&s| lists(&ticked, s) == 1).count(), 99);
+    assert_eq!(lists(&ticked, 99), 0);
+    let Some((_, Notice::UserList(list))) = ticked.last() else {
+        panic!("a list")
+    };
+    assert_eq!(list.len(), 100);
 }
