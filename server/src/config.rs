@@ -112,6 +112,10 @@ pub struct Config {
     #[arg(long)]
     pub rooms_port: Option<u16>,
 
+    /// Port for the shared canvas of seed 002 (DrawColorCanvas); none if absent.
+    #[arg(long)]
+    pub canvas_port: Option<u16>,
+
     /// Room messages replayed on joining a room, and chat broadcasts replayed on logging in.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=1000))]
     pub history: u16,

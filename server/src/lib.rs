@@ -1,6 +1,7 @@
 //! The messaging server. `main` parses arguments and calls [`run`]; see ARCHITECTURE.md for the
 //! bird's-eye view.
 
+pub mod canvas;
 pub mod chat;
 pub mod config;
 mod console;
@@ -43,6 +44,10 @@ pub fn run(config: Config) -> Result<(), String> {
         .transpose()?;
     let rooms = config
         .rooms_port
+        .map(|port| bind(config.bind, port))
+        .transpose()?;
+    let canvas = config
+        .canvas_port
         .map(|port| bind(config.bind, port))
         .transpose()?;
     let store = SqliteStore::open(&config.db, config.max_db_pages, config.checkpoint_pages)
@@ -104,6 +109,13 @@ pub fn run(config: Config) -> Result<(), String> {
             frontend: Box::new(rooms::Rooms::default()),
         });
         init_lines.push(format!("init rooms {shown_ip}:{}", local.port()));
+    }
+    if let Some((socket, local)) = canvas {
+        listening.push(Listening {
+            socket: mio::net::TcpListener::from_std(socket),
+            frontend: Box::new(canvas::Canvas::default()),
+        });
+        init_lines.push(format!("init canvas {shown_ip}:{}", local.port()));
     }
 
     let mut reactor = Reactor::new(poll, listening, signals, core, config, sync_gate)

@@ -213,7 +213,10 @@ impl Frontend for Rooms {
             Notice::JoinedRoom { user } => format!("{user} se ha unido a la sala."),
             Notice::LeftRoom { user } => format!("{user} ha salido de la sala."),
             Notice::LeftChat { user } => format!("{user} ha salido del chat."),
-            Notice::UserList(_) | Notice::Broadcast { .. } => return None,
+            Notice::UserList(_)
+            | Notice::Broadcast { .. }
+            | Notice::CanvasBoard { .. }
+            | Notice::CanvasChanges { .. } => return None,
         }))
     }
 

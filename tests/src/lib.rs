@@ -143,6 +143,7 @@ pub struct Server {
     pub port: u16,
     pub chat_port: Option<u16>,
     pub rooms_port: Option<u16>,
+    pub canvas_port: Option<u16>,
     pub db: PathBuf,
     pub stdout: Lines,
     pub stderr: Lines,
@@ -202,6 +203,7 @@ impl Server {
             port: port_of("server").expect("init server line"),
             chat_port: port_of("chat"),
             rooms_port: port_of("rooms"),
+            canvas_port: port_of("canvas"),
             db: db.to_path_buf(),
             stdout,
             stderr,
@@ -210,13 +212,24 @@ impl Server {
 
     /// A server with every front-end on free ports.
     pub fn start_all(dir: &Path, args: &[&str]) -> Server {
-        let mut all = vec!["--chat-port", "0", "--rooms-port", "0"];
+        let mut all = vec![
+            "--chat-port",
+            "0",
+            "--rooms-port",
+            "0",
+            "--canvas-port",
+            "0",
+        ];
         all.extend_from_slice(args);
         Server::start(dir, &all)
     }
 
     pub fn chat_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.chat_port.expect("--chat-port")))
+    }
+
+    pub fn canvas_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.canvas_port.expect("--canvas-port")))
     }
 
     pub fn rooms_addr(&self) -> SocketAddr {
@@ -855,5 +868,36 @@ impl HoldingListener {
     /// Closes every connection held so far.
     pub fn release_all(&self) {
         self.held.lock().unwrap().clear();
+    }
+}
+
+/// A canvas connection: frames of a 5-byte little-endian length and JSON.
+pub struct CanvasConn {
+    pub stream: TcpStream,
+}
+
+impl CanvasConn {
+    pub fn connect(server: &Server) -> CanvasConn {
+        let stream = TcpStream::connect(server.canvas_addr()).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        CanvasConn { stream }
+    }
+
+    /// Sends one frame with `body`, in one write as the original client does.
+    pub fn send(&mut self, body: &str) {
+        let mut bytes = (body.len() as u64).to_le_bytes()[..5].to_vec();
+        bytes.extend_from_slice(body.as_bytes());
+        self.stream.write_all(&bytes).unwrap();
+    }
+
+    /// The next frame's JSON.
+    pub fn recv(&mut self) -> serde_json::Value {
+        let mut header = [0u8; 8];
+        self.stream
+            .read_exact(&mut header[..5])
+            .expect("a frame within PATIENCE");
+        let mut body = vec![0u8; u64::from_le_bytes(header) as usize];
+        self.stream.read_exact(&mut body).unwrap();
+        serde_json::from_slice(&body).expect("JSON")
     }
 }

@@ -9,6 +9,7 @@
 //! are strictly sequential (at most one job in flight each), in acceptance order, and a job is
 //! cancelled when its recipient unregisters or disconnects.
 
+pub mod canvas;
 mod sessions;
 #[cfg(test)]
 mod tests;
@@ -186,6 +187,7 @@ pub struct Core {
     /// The online set changed; listeners hear it at `user_list_at`.
     user_list_changed: bool,
     user_list_at: Option<Instant>,
+    canvas: canvas::Canvas,
     /// When each present user became present (for the sink's connect window).
     present_since: HashMap<String, Instant>,
     jobs: HashMap<JobId, Job>,
@@ -220,6 +222,7 @@ impl Core {
         // After a restart, users still marked connected get what is waiting for them.
         let kicks = store.connected_with_pending()?.into_iter().collect();
         let sessions = sessions::Sessions::load(&*store)?;
+        let canvas = canvas::Canvas::load(&*store)?;
         Ok(Core {
             store,
             sink,
@@ -228,6 +231,7 @@ impl Core {
             notices: Vec::new(),
             user_list_changed: false,
             user_list_at: None,
+            canvas,
             present_since: HashMap::new(),
             jobs: HashMap::new(),
             in_flight: HashMap::new(),
@@ -508,16 +512,24 @@ impl Core {
     /// The next time the core has something to do by itself.
     pub fn next_deadline(&self) -> Option<Instant> {
         let retry = self.retries.first().map(|(at, _)| *at);
-        [retry, self.removal_retry, self.user_list_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            retry,
+            self.removal_retry,
+            self.user_list_at,
+            self.canvas.tick_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn fire_timers(&mut self, now: Instant) {
         if self.user_list_at.is_some_and(|at| at <= now) {
             self.user_list_at = None;
             self.tell_user_lists();
+        }
+        if self.canvas.tick_at.is_some_and(|at| at <= now) {
+            self.canvas_tick();
         }
         while let Some((at, _)) = self.retries.first() {
             if *at > now {
@@ -548,6 +560,7 @@ impl Core {
         if std::mem::take(&mut self.user_list_changed) && self.user_list_at.is_none() {
             self.user_list_at = Some(now + USER_LIST_TICK);
         }
+        self.canvas_end_turn(now);
         let committed = self.store.commit();
         let removed = std::mem::take(&mut self.turn_removed);
         let mut events = std::mem::take(&mut self.events);
@@ -617,6 +630,7 @@ impl Core {
             || !self.turn_removed.is_empty()
             || !self.notices.is_empty()
             || self.user_list_changed
+            || self.canvas.unsaved()
     }
 
     /// Starts delivering the oldest messages waiting for `alias`, unless a delivery to them is

@@ -76,6 +76,25 @@ pub enum Notice {
     LeftChat {
         user: Rc<str>,
     },
+    /// The whole canvas (colour indexes, row by row) at `version`. A newer one supersedes an
+    /// older one not yet written.
+    CanvasBoard {
+        version: u64,
+        pixels: Rc<[u8]>,
+    },
+    /// The pixels changed from version `from` to `to`.
+    CanvasChanges {
+        from: u64,
+        to: u64,
+        changes: Rc<[super::canvas::Change]>,
+    },
+}
+
+impl Notice {
+    /// True if this notice makes an unwritten earlier one of its kind pointless.
+    pub fn supersedes(&self) -> bool {
+        matches!(self, Notice::CanvasBoard { .. })
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

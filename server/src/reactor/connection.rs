@@ -36,10 +36,12 @@ pub enum State {
 }
 
 pub enum Chunk {
-    /// A whole message, and the private message it carries, if any.
+    /// A whole message, the private message it carries, if any, and whether a newer message
+    /// of its kind may replace it before it is written.
     Ready {
         bytes: Vec<u8>,
         mark: Option<DeliveryMark>,
+        superseding: bool,
     },
     /// The place of an answer still waiting for its commit.
     Held(u64),
@@ -167,14 +169,47 @@ impl Connection {
             self.out.remove(index);
         } else {
             self.queued += bytes.len();
-            self.out[index] = Chunk::Ready { bytes, mark: None };
+            self.out[index] = Chunk::Ready {
+                bytes,
+                mark: None,
+                superseding: false,
+            };
         }
     }
 
     /// Queues a whole message at the back.
     pub fn push(&mut self, bytes: Vec<u8>, mark: Option<DeliveryMark>) {
         self.queued += bytes.len();
-        self.out.push_back(Chunk::Ready { bytes, mark });
+        self.out.push_back(Chunk::Ready {
+            bytes,
+            mark,
+            superseding: false,
+        });
+    }
+
+    /// Queues a message that makes an earlier superseding one pointless: if the last queued
+    /// message is such a one and not yet being written, it is replaced. So a client that stops
+    /// reading never has more than one of them waiting.
+    pub fn push_superseding(&mut self, bytes: Vec<u8>) {
+        let writing_front = self.written > 0 && self.out.len() == 1;
+        if let Some(Chunk::Ready {
+            bytes: old,
+            superseding: true,
+            ..
+        }) = self.out.back_mut()
+        {
+            if !writing_front {
+                self.queued = self.queued - old.len() + bytes.len();
+                *old = bytes;
+                return;
+            }
+        }
+        self.queued += bytes.len();
+        self.out.push_back(Chunk::Ready {
+            bytes,
+            mark: None,
+            superseding: true,
+        });
     }
 
     /// Writes what may be written now. Private messages fully written are added to
@@ -185,7 +220,7 @@ impl Connection {
                 return Ok(false);
             }
             self.paused_until = None;
-            let Some(Chunk::Ready { bytes, mark }) = self.out.front() else {
+            let Some(Chunk::Ready { bytes, mark, .. }) = self.out.front() else {
                 // Empty, or the front waits for its commit.
                 return Ok(self.out.is_empty());
             };

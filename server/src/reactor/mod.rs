@@ -608,7 +608,11 @@ impl Reactor {
                 .encode(session, &notice)
             {
                 Some(bytes) => {
-                    conn.push(bytes, mark);
+                    if notice.supersedes() {
+                        conn.push_superseding(bytes);
+                    } else {
+                        conn.push(bytes, mark);
+                    }
                     if touched.last() != Some(&key) {
                         touched.push(key);
                     }

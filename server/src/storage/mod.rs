@@ -101,6 +101,9 @@ pub trait Storage {
     fn add_broadcast(&self, sender: &str, text: &str, keep: usize) -> Result<()>;
     /// The last `limit` chat broadcasts as `(sender, text)`, oldest first.
     fn broadcast_history(&self, limit: usize) -> Result<Vec<(String, String)>>;
+    /// The canvas: 2500 colour indexes, row by row.
+    fn canvas(&self) -> Result<Vec<u8>>;
+    fn save_canvas(&self, pixels: &[u8]) -> Result<()>;
     /// True while the turn has writes that are not yet committed (or a failed one).
     fn has_uncommitted(&self) -> bool;
     /// Commits the turn's writes. If any write failed, or the commit itself does, everything

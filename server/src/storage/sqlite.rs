@@ -331,6 +331,21 @@ impl Storage for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn canvas(&self) -> Result<Vec<u8>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT pixels FROM canvas WHERE id = 1")?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    fn save_canvas(&self, pixels: &[u8]) -> Result<()> {
+        self.write(|conn| {
+            conn.prepare_cached("UPDATE canvas SET pixels = ?1 WHERE id = 1")?
+                .execute([pixels])?;
+            Ok(())
+        })
+    }
+
     fn connected_with_pending(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT alias FROM users WHERE connected = 1

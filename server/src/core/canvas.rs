@@ -1,0 +1,149 @@
+//! The shared canvas: one 50×50 board that canvas sessions paint on and watch.
+//!
+//! Paints change the board at once; viewers hear about changes once per tick
+//! ([`CANVAS_TICK`]) at most: a viewer of whole boards gets the newest board (a snapshot, so
+//! one that is behind loses nothing by skipping), a compact viewer gets the pixels changed
+//! since the last tick with version numbers to detect a gap. The board is written to storage
+//! once per turn that changed it.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::{Core, Notice, SessionId};
+use crate::storage::{self, Storage};
+
+/// Cells per side.
+pub const SIDE: usize = 50;
+
+/// The colours, by index: what a pixel stores.
+pub const COLOURS: [&str; 8] = [
+    "white", "black", "red", "green", "yellow", "blue", "cyan", "magenta",
+];
+
+/// How often, at most, viewers hear about changes.
+pub const CANVAS_TICK: Duration = Duration::from_millis(50);
+
+/// Changes kept for compact viewers within one tick; past it they get the whole board.
+const MAX_CHANGES_PER_TICK: usize = SIDE * SIDE;
+
+/// One changed pixel: column, row, colour index.
+pub type Change = (u8, u8, u8);
+
+pub(super) struct Canvas {
+    pixels: Vec<u8>,
+    /// Bumped by every paint that changed a pixel.
+    version: u64,
+    /// The version viewers were last told.
+    told: u64,
+    /// Changes since `told`, unless there were too many.
+    changes: Vec<Change>,
+    overflowed: bool,
+    /// To be written in this turn.
+    unsaved: bool,
+    /// Viewers, and whether each wants compact changes.
+    viewers: HashMap<SessionId, bool>,
+    pub(super) tick_at: Option<Instant>,
+}
+
+impl Canvas {
+    pub(super) fn load(store: &dyn Storage) -> storage::Result<Canvas> {
+        let mut pixels = store.canvas()?;
+        // A damaged board (edited by hand) is read as white where it makes no sense.
+        pixels.resize(SIDE * SIDE, 0);
+        for pixel in &mut pixels {
+            if usize::from(*pixel) >= COLOURS.len() {
+                *pixel = 0;
+            }
+        }
+        Ok(Canvas {
+            pixels,
+            version: 0,
+            told: 0,
+            changes: Vec::new(),
+            overflowed: false,
+            unsaved: false,
+            viewers: HashMap::new(),
+            tick_at: None,
+        })
+    }
+
+    pub(super) fn unsaved(&self) -> bool {
+        self.unsaved
+    }
+
+    fn snapshot(&self) -> Rc<[u8]> {
+        self.pixels.as_slice().into()
+    }
+}
+
+impl Core {
+    /// Adds a viewer (or changes how it hears changes) and returns the board now:
+    /// `(version, pixels)`.
+    pub fn canvas_join(&mut self, session: SessionId, compact: bool) -> (u64, Rc<[u8]>) {
+        self.canvas.viewers.insert(session, compact);
+        (self.canvas.version, self.canvas.snapshot())
+    }
+
+    pub fn canvas_leave(&mut self, session: SessionId) {
+        self.canvas.viewers.remove(&session);
+    }
+
+    /// Paints pixel (`x`, `y`) with colour index `colour`; the caller has checked the ranges.
+    pub fn canvas_paint(&mut self, x: usize, y: usize, colour: u8) {
+        assert!(x < SIDE && y < SIDE && usize::from(colour) < COLOURS.len());
+        let canvas = &mut self.canvas;
+        let pixel = &mut canvas.pixels[y * SIDE + x];
+        if *pixel == colour {
+            return;
+        }
+        *pixel = colour;
+        canvas.version += 1;
+        canvas.unsaved = true;
+        if canvas.changes.len() < MAX_CHANGES_PER_TICK {
+            canvas.changes.push((x as u8, y as u8, colour));
+        } else {
+            canvas.overflowed = true;
+        }
+    }
+
+    /// Writes the board if this turn changed it, and arranges the next tick.
+    pub(super) fn canvas_end_turn(&mut self, now: Instant) {
+        if std::mem::take(&mut self.canvas.unsaved) {
+            // A failed write poisons the turn; the board stays changed in memory and is
+            // written again with the next change.
+            let _ = self.store.save_canvas(&self.canvas.pixels);
+        }
+        if self.canvas.version > self.canvas.told && self.canvas.tick_at.is_none() {
+            self.canvas.tick_at = Some(now + CANVAS_TICK);
+        }
+    }
+
+    /// Tells every viewer what changed since the last tick.
+    pub(super) fn canvas_tick(&mut self) {
+        let canvas = &mut self.canvas;
+        canvas.tick_at = None;
+        if canvas.version == canvas.told {
+            return;
+        }
+        let board = Notice::CanvasBoard {
+            version: canvas.version,
+            pixels: canvas.snapshot(),
+        };
+        let changes = (!canvas.overflowed).then(|| Notice::CanvasChanges {
+            from: canvas.told,
+            to: canvas.version,
+            changes: std::mem::take(&mut canvas.changes).into(),
+        });
+        canvas.changes.clear();
+        canvas.overflowed = false;
+        canvas.told = canvas.version;
+        for (&session, &compact) in &canvas.viewers {
+            let notice = match (&changes, compact) {
+                (Some(changes), true) => changes.clone(),
+                _ => board.clone(),
+            };
+            self.notices.push((session, notice));
+        }
+    }
+}
