@@ -1,7 +1,9 @@
 //! The messaging client: one library for the protocol, the listener thread and the commands
 //! ([`session`]), and two front-ends over it, the console ([`console`]) and the FLTK window
-//! ([`gui`]); plus the console clients of the chat ([`chat`]) and the rooms ([`rooms`]).
+//! ([`gui`]); plus the console clients of the chat ([`chat`]) and the rooms ([`rooms`]), and
+//! the canvas window ([`canvas`]).
 
+pub mod canvas;
 pub mod chat;
 pub mod console;
 pub mod formatting;

@@ -2,7 +2,8 @@ use clap::Parser;
 use client::{protocol::ServerLink, Endpoints};
 
 /// Messaging client: the desktop window of seed 000; with --console the console client of seed
-/// 003; with --chat the chat client of seed 001; with --rooms the rooms client of seed 004.
+/// 003; with --chat the chat client of seed 001; with --rooms the rooms client of seed 004; with
+/// --canvas the canvas window of seed 002.
 #[derive(Parser)]
 #[command(name = "client", version)]
 struct Args {
@@ -13,14 +14,17 @@ struct Args {
     #[arg(short = 'p', long = "port")]
     port: u16,
     /// Console client instead of the desktop window.
-    #[arg(long, conflicts_with_all = ["chat", "rooms"])]
+    #[arg(long, conflicts_with_all = ["chat", "rooms", "canvas"])]
     console: bool,
     /// Console chat client of seed 001 (myChatProtocol) for the server's chat port.
-    #[arg(long, conflicts_with = "rooms")]
+    #[arg(long, conflicts_with_all = ["rooms", "canvas"])]
     chat: bool,
     /// Console rooms client of seed 004 (Wassop) for the server's rooms port.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "canvas")]
     rooms: bool,
+    /// The canvas window of seed 002 (DrawColorCanvas) for the server's canvas port.
+    #[arg(long)]
+    canvas: bool,
     /// Formatter web service every message goes through before it is sent.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     formatter: String,
@@ -41,6 +45,8 @@ fn main() -> std::process::ExitCode {
     } else if args.rooms {
         client::rooms::run(&endpoints.server.host, endpoints.server.port)
             .map_err(|e| format!("rooms: {e}"))
+    } else if args.canvas {
+        client::canvas::run(&endpoints.server.host, endpoints.server.port)
     } else if args.console {
         client::console::run(endpoints).map_err(|e| format!("console: {e}"))
     } else {
