@@ -18,6 +18,9 @@ use crate::core::canvas::{Change, COLOURS, SIDE};
 use crate::core::{Core, Notice, SessionId};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Reply};
 
+/// The goodbye, to a `cerrar` and when the server closes on its own.
+const CERRAR: &str = "{\"cerrar\": true}";
+
 /// Bytes of the length field.
 const HEADER: usize = 5;
 
@@ -199,9 +202,7 @@ impl Frontend for Canvas {
                 core.canvas_paint(x, y, colour);
                 Applied::read_only(Reply::default())
             }
-            Ok(Request::Close) => {
-                Applied::read_only(Reply::bytes(frame("{\"cerrar\": true}")).then_close())
-            }
+            Ok(Request::Close) => Applied::read_only(Reply::bytes(frame(CERRAR)).then_close()),
             // An original client fails on anything but a whole board: no answer.
             Err(why) => Applied::read_only(Reply::default().diagnostic(format!(
                 "canvas: ignored a request from {}: {why}",
@@ -220,6 +221,11 @@ impl Frontend for Canvas {
             }
             _ => None,
         }
+    }
+
+    /// The original client notices only a reset: it gets `{"cerrar": true}`, then one.
+    fn farewell(&self) -> Option<Vec<u8>> {
+        Some(frame(CERRAR))
     }
 
     fn closed(&mut self, session: SessionId, core: &mut Core) -> Option<String> {

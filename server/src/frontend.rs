@@ -188,6 +188,12 @@ pub trait Frontend {
     fn encode(&self, _session: SessionId, _notice: &Notice) -> Option<Vec<u8>> {
         None
     }
+    /// Persistent: what to send before the server closes a connection on its own account
+    /// (shutdown, bad input, a client that stopped reading), after which the connection is
+    /// reset. None: a plain close.
+    fn farewell(&self) -> Option<Vec<u8>> {
+        None
+    }
     /// Persistent: the connection of `session` ended (the user left, or was disconnected);
     /// the front-end forgets it and ends the session in the core. Returns the console line.
     fn closed(&mut self, _session: SessionId, _core: &mut Core) -> Option<String> {

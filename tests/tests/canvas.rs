@@ -222,3 +222,51 @@ fn compact_mode_sends_the_board_once_then_numbered_changes() {
     }
     assert!((0..30).all(|n| board[&(n, n)] == "cyan"));
 }
+
+#[test]
+fn at_shutdown_an_original_client_gets_cerrar_and_a_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut ana = Original::open(&server);
+    server.signal(libc::SIGTERM);
+    // The original client spins on a clean close without noticing it: only a reset ends it.
+    let mut received = Vec::new();
+    let end = ana.0.stream.read_to_end(&mut received);
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "a reset, not a clean close"
+    );
+    assert_eq!(server.wait(), Some(0));
+}
+
+#[test]
+fn a_client_that_stops_reading_holds_one_board_and_slows_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let stuck = Original::open(&server);
+    // A small window (yet over the loopback MSS, so that reading again reopens it at once):
+    // the kernel holds a few boards for it, not the dozens painted below.
+    e2e::set_receive_buffer(&stuck.0.stream, 64 * 1024);
+    let mut painter = Original::open(&server);
+    // Two seconds of paints, a new board each tick: far more boards than the kernel's buffers
+    // and --session-buffer-bytes hold, if they piled up.
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        painter.paint(n % 50, n / 50, COLOURS[1 + n % 7]);
+        let (x, y) = (n % 50, n / 50);
+        painter.until(|b| pixel(b, x, y) != "white");
+        n += 1;
+    }
+    let stderr = server.stderr.snapshot();
+    assert!(
+        !stderr.iter().any(|l| l.contains("stopped reading")),
+        "the stuck client was never over its limit: {stderr:?}"
+    );
+    // When it reads again, it catches up to the newest board.
+    let mut stuck = stuck;
+    let last = n - 1;
+    let board = stuck.until(|b| pixel(b, last % 50, last / 50) != "white");
+    assert_eq!(pixel(&board, 0, 0), COLOURS[1]);
+}

@@ -44,6 +44,12 @@ const KEEPALIVE_IDLE_SECS: i32 = 60;
 const KEEPALIVE_INTERVAL_SECS: i32 = 10;
 const KEEPALIVE_COUNT: i32 = 3;
 
+/// The kernel's send buffer of a persistent connection (Linux doubles it). Without a cap it
+/// autotunes up to `tcp_wmem`'s maximum (4 MiB here) per socket: memory nobody accounts for,
+/// and megabytes a client that stopped reading could sit on before `--session-buffer-bytes`
+/// notices.
+const SESSION_SEND_BUFFER: i32 = 128 * 1024;
+
 /// A request's result waiting to be sent: `(slab key, generation, held slot, result)`.
 type StagedAnswer = (usize, u64, u64, Applied);
 
@@ -266,7 +272,7 @@ impl Reactor {
             Mode::PerOperation => Some(Instant::now() + self.config.idle_timeout()),
             Mode::Persistent => {
                 let _ = stream.set_nodelay(true);
-                set_keepalive(&stream);
+                set_session_socket_options(&stream);
                 self.sessions.insert(generation, key);
                 None
             }
@@ -419,7 +425,7 @@ impl Reactor {
                         frontend.name(),
                         conn.peer
                     );
-                    self.close(key, Some(why));
+                    self.end_session(key, why);
                     return;
                 }
             }
@@ -450,11 +456,11 @@ impl Reactor {
         }
         match result {
             Ok(true) if state == State::Closing => self.close(key, None),
-            Ok(_) if queued > self.config.session_buffer_bytes as usize => self.close(
+            Ok(_) if queued > self.config.session_buffer_bytes as usize => self.end_session(
                 key,
-                Some(format!(
+                format!(
                     "disconnected {peer}: {queued} bytes wait for it (--session-buffer-bytes); it stopped reading"
-                )),
+                ),
             ),
             Ok(_) => {
                 if paused {
@@ -463,6 +469,23 @@ impl Reactor {
             }
             Err(e) => self.close(key, Some(format!("could not write to {peer}: {e}"))),
         }
+    }
+
+    /// Closes a connection on the server's own account. A persistent connection gets its
+    /// front-end's farewell first (unless a message is half written) and is then reset: some
+    /// clients (the canvas's original) notice only a reset, never a clean close.
+    fn end_session(&mut self, key: usize, why: String) {
+        let conn = &mut self.connections[key];
+        if conn.mode == Mode::Persistent {
+            if let Some(farewell) = self.listening[conn.frontend].frontend.farewell() {
+                if conn.written == 0 {
+                    // Best effort, non-blocking: a client that stopped reading may not get it.
+                    let _ = std::io::Write::write(&mut conn.stream, &farewell);
+                }
+                set_linger_zero(&conn.stream);
+            }
+        }
+        self.close(key, Some(why));
     }
 
     fn close(&mut self, key: usize, why: Option<String>) {
@@ -733,7 +756,7 @@ impl Reactor {
             // Sessions have nothing in progress: they end now.
             let sessions: Vec<usize> = self.sessions.values().copied().collect();
             for key in sessions {
-                self.close(key, None);
+                self.end_session(key, "the server is stopping".into());
             }
             self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_grace());
         }
@@ -757,10 +780,30 @@ impl Reactor {
     }
 }
 
-/// Turns on TCP keepalive, so that a session whose peer vanished is found and ended.
-fn set_keepalive(stream: &TcpStream) {
+/// Makes closing `stream` send a reset instead of a FIN.
+fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a descriptor we own, with a correctly sized value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// TCP keepalive, so that a session whose peer vanished is found and ended, and a bounded
+/// kernel send buffer.
+fn set_session_socket_options(stream: &TcpStream) {
     let fd = stream.as_raw_fd();
     let options = [
+        (libc::SOL_SOCKET, libc::SO_SNDBUF, SESSION_SEND_BUFFER),
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
         (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS),
         (
