@@ -364,33 +364,14 @@ impl CanvasWindow {
             receiver,
             closed: false,
         };
-        canvas.mark_choice();
+        let chosen = usize::from(canvas.board.borrow().colour);
+        mark_choice(&mut canvas.palette, chosen);
         Ok(canvas)
-    }
-
-    /// Shows which colour is chosen.
-    fn mark_choice(&mut self) {
-        let chosen = usize::from(self.board.borrow().colour);
-        for (n, button) in self.palette.iter_mut().enumerate() {
-            button.set_frame(if n == chosen {
-                FrameType::DownBox
-            } else {
-                FrameType::UpBox
-            });
-            button.set_label(if n == chosen { "@+2circle" } else { "" });
-            button.set_label_color(if n == 1 || n == 5 {
-                Color::White
-            } else {
-                Color::Black
-            });
-            button.redraw();
-        }
     }
 
     /// What a click on the palette does.
     pub fn choose(&mut self, colour: usize) {
         self.palette[colour].do_callback();
-        self.mark_choice();
     }
 
     /// What a click on cell (`x`, `y`) does.

@@ -901,3 +901,21 @@ impl CanvasConn {
         serde_json::from_slice(&body).expect("JSON")
     }
 }
+
+/// Messages waiting in the database at `db`, read as `sqlite3` would.
+pub fn pending_count(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Whether the database says `alias` is connected through the messenger.
+pub fn connected(server: &Server, alias: &str) -> bool {
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    conn.query_row(
+        "SELECT connected FROM users WHERE alias = ?1",
+        [alias],
+        |r| r.get(0),
+    )
+    .unwrap()
+}

@@ -8,14 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{encode, register, sent, try_request, Server, PATIENCE};
+use e2e::{connected, encode, pending_count, register, sent, try_request, Server, PATIENCE};
 use wire::{read_field, Push, PushKind};
-
-fn pending_count(server: &Server) -> i64 {
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    conn.query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0))
-        .unwrap()
-}
 
 fn decode(push: &[u8]) -> Push {
     let mut reader = push;
@@ -83,7 +77,7 @@ fn kill9_during_a_storm_of_sends_loses_no_acknowledged_message() {
     let acked = acked.lock().unwrap().clone();
 
     let server = Server::start_on(&db, &[]);
-    let stored = pending_count(&server) as usize;
+    let stored = pending_count(&server.db) as usize;
     assert!(
         stored >= acked.len(),
         "{stored} stored < {} acknowledged",
@@ -173,16 +167,6 @@ fn misbehaving_listener(behaviour: &'static str) -> u16 {
         _ => unreachable!(),
     }
     port
-}
-
-fn connected(server: &Server, alias: &str) -> bool {
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    conn.query_row(
-        "SELECT connected FROM users WHERE alias = ?1",
-        [alias],
-        |r| r.get(0),
-    )
-    .unwrap()
 }
 
 #[test]
@@ -290,7 +274,7 @@ fn a_full_database_answers_2_loses_nothing_and_recovers() {
         "a diagnostic naming the cause",
     );
     assert_eq!(
-        pending_count(&server),
+        pending_count(&server.db),
         i64::from(acked),
         "nothing acknowledged is lost"
     );
@@ -308,7 +292,7 @@ fn a_full_database_answers_2_loses_nothing_and_recovers() {
         );
     }
     let start = Instant::now();
-    while pending_count(&server) > 0 {
+    while pending_count(&server.db) > 0 {
         assert!(start.elapsed() < PATIENCE);
         std::thread::sleep(Duration::from_millis(10));
     }

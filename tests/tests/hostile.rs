@@ -3,30 +3,13 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    encode, read_to_close, register, sent, try_request, wait_for_file, with_fsync_shim,
-    HoldingListener, Server, PATIENCE,
+    connected, encode, pending_count, read_to_close, register, sent, try_request, wait_for_file,
+    with_fsync_shim, HoldingListener, Server, PATIENCE,
 };
-
-fn connected(server: &Server, alias: &str) -> bool {
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    conn.query_row(
-        "SELECT connected FROM users WHERE alias = ?1",
-        [alias],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
-
-fn pending_count(db: &Path) -> i64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0))
-        .unwrap()
-}
 
 /// Finding 1: listeners that accept a push and never read nor close held a deliverer thread
 /// each for the whole push timeout, delaying every other user's deliveries.
