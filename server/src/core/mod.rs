@@ -427,7 +427,7 @@ impl Core {
             // Room freed: those waiting for it go first.
             while self.sink.has_room() {
                 if let Some(ack) = self.acks_waiting.pop_front() {
-                    self.start_ack(ack);
+                    self.sink.start(ack);
                 } else if let Some(alias) = self.waiting.pop_front() {
                     self.waiting_set.remove(&alias);
                     self.kicks.insert(alias);
@@ -592,7 +592,7 @@ impl Core {
                 attachment,
             };
             if self.sink.has_room() {
-                self.start_ack(ack);
+                self.sink.start(ack);
             } else if self.acks_waiting.len() < MAX_ACKS_WAITING {
                 self.acks_waiting.push_back(ack);
             } else {
@@ -615,10 +615,6 @@ impl Core {
         self.next_job += 1;
         self.jobs.insert(self.next_job, job);
         self.next_job
-    }
-
-    fn start_ack(&mut self, ack: Delivery) {
-        self.sink.start(ack);
     }
 
     /// True if `end_turn` has anything to do.
