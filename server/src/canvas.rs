@@ -211,6 +211,10 @@ impl Frontend for Canvas {
         }
     }
 
+    fn established(&self, session: SessionId) -> bool {
+        self.compact.contains_key(&session)
+    }
+
     fn encode(&self, session: SessionId, notice: &Notice) -> Option<Vec<u8>> {
         match notice {
             Notice::CanvasBoard { version, pixels } => {

@@ -212,6 +212,12 @@ impl Frontend for Chat {
         }
     }
 
+    fn established(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| s.alias.is_some())
+    }
+
     fn pacing(&self, session: SessionId) -> Pacing {
         match self.sessions.get(&session) {
             Some(s) if s.lines => Pacing::Stream,

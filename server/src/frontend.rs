@@ -188,6 +188,12 @@ pub trait Frontend {
     fn encode(&self, _session: SessionId, _notice: &Notice) -> Option<Vec<u8>> {
         None
     }
+    /// Persistent: true once `session` is established (logged in, or watching the canvas).
+    /// Until then the connection has `--idle-timeout-ms`, so silent connections cannot hold
+    /// connection slots.
+    fn established(&self, _session: SessionId) -> bool {
+        true
+    }
     /// Persistent: what to send before the server closes a connection on its own account
     /// (shutdown, bad input, a client that stopped reading), after which the connection is
     /// reset. None: a plain close.

@@ -204,6 +204,10 @@ impl Frontend for Rooms {
         }
     }
 
+    fn established(&self, session: SessionId) -> bool {
+        self.users.contains_key(&session)
+    }
+
     fn encode(&self, _session: SessionId, notice: &Notice) -> Option<Vec<u8>> {
         Some(line(&match notice {
             Notice::Private { from, text, .. } => {

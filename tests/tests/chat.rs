@@ -400,3 +400,30 @@ fn the_console_chat_client_speaks_the_original_framing_to_an_original_server() {
         "Conectado exitosamente\nUsuarios conectados: ana\nMensaje de bea: hola ana\nBroadcast de bea: a todos\nDesconectado del servidor\n"
     );
 }
+
+/// Silent connections cannot hold the connection slots every front-end shares: a connection
+/// that starts no session within --idle-timeout-ms is closed; a session, once started, may be
+/// idle as long as it likes.
+#[test]
+fn a_connection_that_never_logs_in_is_closed_and_a_session_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &["--idle-timeout-ms", "300"]);
+    let mut ana = LineConn::chat(&server, "ana");
+    let mut silent = Original::connect(&server);
+    let mut rest = Vec::new();
+    silent
+        .stream
+        .read_to_end(&mut rest)
+        .expect("closed, not timed out");
+    assert!(rest.is_empty());
+    server.stderr.wait_until(
+        |l| {
+            l.iter()
+                .any(|l| l.contains("no session started within the idle timeout"))
+        },
+        "the reason on stderr",
+    );
+    // ana has been idle longer than the timeout, and is still served.
+    ana.send("BROADCAST|sigo aqui");
+    ana.until("BROADCAST|ana|sigo aqui");
+}

@@ -268,15 +268,13 @@ impl Reactor {
         let mode = frontend.mode();
         self.next_generation += 1;
         let generation = self.next_generation;
-        let deadline = match mode {
-            Mode::PerOperation => Some(Instant::now() + self.config.idle_timeout()),
-            Mode::Persistent => {
-                let _ = stream.set_nodelay(true);
-                set_session_socket_options(&stream);
-                self.sessions.insert(generation, key);
-                None
-            }
-        };
+        // A persistent connection too, until its session is established.
+        let deadline = Some(Instant::now() + self.config.idle_timeout());
+        if mode == Mode::Persistent {
+            let _ = stream.set_nodelay(true);
+            set_session_socket_options(&stream);
+            self.sessions.insert(generation, key);
+        }
         let mut conn = Connection::new(stream, n, mode, peer, deadline, generation);
         conn.pacing = frontend.pacing(generation);
         conn.pause = self.config.chat_pause();
@@ -390,6 +388,12 @@ impl Reactor {
                     conn.pacing = frontend.pacing(conn.generation);
                     if conn.pacing == Pacing::Stream {
                         conn.paused_until = None;
+                    }
+                    if conn.mode == Mode::Persistent
+                        && conn.deadline.is_some()
+                        && frontend.established(conn.generation)
+                    {
+                        conn.deadline = None;
                     }
                     conn.buf.drain(..len);
                     conn.grace_deadline = None;
@@ -562,13 +566,21 @@ impl Reactor {
                     State::Closing => {
                         format!("closed {}: it did not read its answer in time", conn.peer)
                     }
+                    _ if conn.mode == Mode::Persistent => format!(
+                        "closed {}: no session started within the idle timeout",
+                        conn.peer
+                    ),
                     _ => format!(
                         "closed {}: no whole request within the idle timeout ({} bytes received)",
                         conn.peer,
                         conn.buf.len()
                     ),
                 };
-                self.close(key, Some(why));
+                if conn.mode == Mode::Persistent && conn.state == State::Reading {
+                    self.end_session(key, why);
+                } else {
+                    self.close(key, Some(why));
+                }
             } else if conn.timer.is_none() {
                 self.schedule(key);
             }
