@@ -43,8 +43,8 @@ pub struct Config {
     #[arg(short = 'p', long = "port")]
     pub port: u16,
 
-    /// Address to listen on.
-    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    /// Address to listen on: an IP, or a host name such as `localhost`.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED), value_parser = parse_bind)]
     pub bind: IpAddr,
 
     /// SQLite database file; created with its schema if missing, upgraded in place if old.
@@ -138,6 +138,23 @@ pub struct Config {
     /// database file (the reactor itself never checkpoints).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_pages: u32,
+}
+
+/// An IP address, or a host name resolved to its first address (IPv4 first).
+fn parse_bind(text: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = text.parse() {
+        return Ok(ip);
+    }
+    let addrs: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(text, 0))
+        .map_err(|e| format!("{text} is neither an IP address nor a host name here: {e}"))?
+        .map(|addr| addr.ip())
+        .collect();
+    addrs
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text} has no address"))
 }
 
 impl Config {

@@ -51,7 +51,13 @@ pub fn run(config: Config) -> Result<(), String> {
         .map(|port| bind(config.bind, port))
         .transpose()?;
     let store = SqliteStore::open(&config.db, config.max_db_pages, config.checkpoint_pages)
-        .map_err(|e| format!("cannot open database {}: {e}", config.db.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot open database {}: {}",
+                config.db.display(),
+                why_unopenable(&config.db).unwrap_or_else(|| e.to_string())
+            )
+        })?;
 
     let poll = mio::Poll::new().map_err(|e| format!("cannot create the poller: {e}"))?;
     let waker = Arc::new(reactor::waker(poll.registry()).map_err(|e| format!("waker: {e}"))?);
@@ -143,6 +149,40 @@ fn bind(ip: std::net::IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), St
         .local_addr()
         .map_err(|e| format!("listener {addr}: {e}"))?;
     Ok((listener, local))
+}
+
+/// What the operating system says about opening `db` for writing, when SQLite only says it
+/// could not: a missing directory, or permissions.
+fn why_unopenable(db: &std::path::Path) -> Option<String> {
+    let dir = match db.parent() {
+        Some(dir) if dir.as_os_str().is_empty() => std::path::Path::new("."),
+        Some(dir) => dir,
+        None => return None,
+    };
+    if !dir.is_dir() {
+        return Some(format!("the directory {} does not exist", dir.display()));
+    }
+    let probe = if db.exists() {
+        std::fs::OpenOptions::new().read(true).write(true).open(db)
+    } else {
+        // Creating a file is what SQLite would do first; undo it.
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(db);
+        if created.is_ok() {
+            let _ = std::fs::remove_file(db);
+        }
+        created
+    };
+    match probe {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Some(format!(
+            "permission denied: this user may not {} it",
+            if db.exists() { "write" } else { "create" }
+        )),
+        Err(e) => Some(e.to_string()),
+        Ok(_) => None,
+    }
 }
 
 /// Reports a failure to start or to stop cleanly on stderr, after everything else printed.

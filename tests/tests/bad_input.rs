@@ -219,3 +219,74 @@ fn sigpipe_does_not_kill_the_server() {
     assert!(server.alive());
     assert_eq!(server.call(&["REGISTER", "y"]), [0]);
 }
+
+/// Runs the server to its exit with `args`, as user `uid` if given; returns the exit code and
+/// stderr.
+fn failed_start(args: &[&str], uid: Option<u32>) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(e2e::bin("server"));
+    command.args(args).stdin(std::process::Stdio::null());
+    if let Some(uid) = uid {
+        // SAFETY: only setgid/setuid, async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_failed_start_says_why_and_leaves_no_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let db = db.to_str().unwrap();
+    // The port is taken: nothing is created.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, stderr) = failed_start(&["-p", &port, "--bind", "127.0.0.1", "--db", db], None);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("cannot listen on 127.0.0.1"), "{stderr}");
+    assert!(
+        !dir.path().join("m.db").exists(),
+        "no empty database left behind"
+    );
+    // A directory that does not exist.
+    let missing = dir.path().join("nope/m.db");
+    let (code, stderr) = failed_start(&["-p", "0", "--db", missing.to_str().unwrap()], None);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    // Permissions: a user who may not write in the directory (root may, so run as nobody).
+    let (code, stderr) = failed_start(&["-p", "0", "--db", db], Some(65534));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("permission denied"), "{stderr}");
+}
+
+#[test]
+fn bind_takes_a_host_name() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(e2e::bin("server"))
+        .args(["-p", "0", "--bind", "localhost", "--db"])
+        .arg(dir.path().join("m.db"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("s> init server 127.0.0.1:"), "{first:?}");
+}
