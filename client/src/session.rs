@@ -165,7 +165,18 @@ pub fn incoming_lines(push: &Push) -> Vec<String> {
             }
             lines
         }
-        Push::Ack { id, .. } => vec![format!("SEND MESSAGE {id} OK")],
+        Push::Ack {
+            id,
+            attachment: None,
+        } => vec![format!("SEND MESSAGE {id} OK")],
+        // The later edition's line for an attachment's ack (PROTOCOL.md).
+        Push::Ack {
+            id,
+            attachment: Some(file),
+        } => vec![format!(
+            "SENDATTACH MESSAGE {id} {} OK",
+            String::from_utf8_lossy(file)
+        )],
     }
 }
 
@@ -379,10 +390,12 @@ impl Session {
             }
         };
         if text.len() > MAX_FIELD_LEN {
-            return format!(
-                "{op} FAIL / MESSAGE TOO LONG ({} BYTES, AT MOST {MAX_FIELD_LEN})",
+            // stdout carries only the seeds' lines; the reason goes to stderr.
+            self.note(format!(
+                "{op}: the message is {} bytes, at most {MAX_FIELD_LEN} are allowed",
                 text.len()
-            );
+            ));
+            return fail;
         }
         let file = match file.map(absolute_existing).transpose() {
             Ok(file) => file,
@@ -405,6 +418,8 @@ impl Session {
                 }
                 format!("{op} OK - MESSAGE {id}")
             }
+            // Seed 000 writes SEND's line with a slash, the later edition SENDATTACH's with a comma.
+            Ok(Err(1)) if op == "SENDATTACH" => "SENDATTACH FAIL, USER DOES NOT EXIST".into(),
             Ok(Err(1)) => format!("{op} FAIL / USER DOES NOT EXIST"),
             Ok(Err(_)) => fail,
             Err(e) => {
@@ -435,9 +450,9 @@ impl Session {
         };
         let Some((ip, port)) = address else {
             self.note(format!(
-                "GETFILE: {user} is not connected (or the server gives no addresses)"
+                "GETFILE: {user} is not among the connected users (or the server gives no addresses)"
             ));
-            return "GET_FILE FAIL".into();
+            return "FILE TRANSFER FAILED, user not connected.".into();
         };
         match fetch_file((&ip, port), &me, remote, local) {
             Ok(true) => "GET_FILE OK",
@@ -530,6 +545,13 @@ mod tests {
                 attachment: None
             }),
             ["SEND MESSAGE 3 OK"]
+        );
+        assert_eq!(
+            incoming_lines(&Push::Ack {
+                id: 4,
+                attachment: Some(b"/tmp/f.txt".to_vec())
+            }),
+            ["SENDATTACH MESSAGE 4 /tmp/f.txt OK"]
         );
     }
 }

@@ -179,9 +179,10 @@ fn long_messages_are_refused_locally_and_the_formatter_may_be_down() {
     let mut ana = ConsoleClient::start(server.port, "http://127.0.0.1:1");
     ana.run("REGISTER ana", "REGISTER OK");
     ana.run("CONNECT ana", "CONNECT OK");
-    ana.run(
-        &format!("SEND bea {}", "x".repeat(256)),
-        "SEND FAIL / MESSAGE TOO LONG (256 BYTES, AT MOST 255)",
+    ana.run(&format!("SEND bea {}", "x".repeat(256)), "SEND FAIL");
+    ana.stderr.wait_until(
+        |l| l.iter().any(|l| l.contains("256 bytes, at most 255")),
+        "the reason on stderr, not stdout",
     );
     ana.run("SEND bea tal   cual", "SEND OK - MESSAGE 1");
     ana.stderr.wait_until(
@@ -246,6 +247,8 @@ fn attachments_end_to_end() {
     bea.wait_for(&format!(
         "MESSAGE 1 FROM ana\nmira esto\nEND\nFILE {path}\n"
     ));
+    // The sender's ack names the file (the later edition's line).
+    ana.wait_for(&format!("SENDATTACH MESSAGE 1 {path} OK\n"));
     let local = dir.path().join("copia.bin");
     bea.run(
         &format!("GETFILE ana {path} {}", local.display()),
@@ -265,7 +268,15 @@ fn attachments_end_to_end() {
     ana.run("SENDATTACH bea hola /no/such/file", "SENDATTACH FAIL");
     ana.stderr
         .wait_until(|l| l.iter().any(|l| l.contains("/no/such/file")), "why");
-    bea.run("GETFILE nadie /x /tmp/y", "GET_FILE FAIL");
+    bea.run(
+        "GETFILE nadie /x /tmp/y",
+        "FILE TRANSFER FAILED, user not connected.",
+    );
+    ana.run(
+        &format!("SENDATTACH nadie hola {path}"),
+        "SENDATTACH FAIL, USER DOES NOT EXIST",
+    );
+    ana.run("SEND nadie hola", "SEND FAIL / USER DOES NOT EXIST");
 }
 
 #[test]
