@@ -130,6 +130,9 @@ impl Chat {
                     .diagnostic(format!("chat message {from} -> {to}: not committed")),
             ),
             Ok(SendOutcome::NoSuchUser) => Applied::read_only(not_found(self)),
+            Ok(SendOutcome::MailboxFull) => {
+                Applied::read_only(self.error(caller, 507, "Buzón del destinatario lleno"))
+            }
             Err(e) => Applied::read_only(
                 self.error(caller, 500, "El mensaje no se pudo guardar")
                     .diagnostic(format!("chat message {from} -> {to}: storage: {e}")),

@@ -134,6 +134,16 @@ pub struct Config {
     #[arg(long, default_value_t = 20)]
     pub chat_pause_ms: u64,
 
+    /// Most messages that may wait for one user; SEND to a user whose mailbox is full answers
+    /// 2 (the chat: ERROR 507). No limit if absent.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_per_user: Option<u32>,
+
+    /// Seconds a message may wait for its recipient; older ones are dropped, each with a line
+    /// on stderr. Kept for ever if absent.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pending_ttl: Option<u64>,
+
     /// WAL size in pages at which the checkpointer thread copies the WAL back into the
     /// database file (the reactor itself never checkpoints).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]

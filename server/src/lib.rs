@@ -85,6 +85,8 @@ pub fn run(config: Config) -> Result<(), String> {
     let settings = core::Settings {
         history: config.history.into(),
         max_rooms: config.max_rooms as usize,
+        max_pending_per_user: config.max_pending_per_user.map(|n| n as usize),
+        pending_ttl: config.pending_ttl.map(std::time::Duration::from_secs),
     };
     let core = Core::new(Box::new(store), Box::new(pushes), settings).map_err(|e| {
         format!(

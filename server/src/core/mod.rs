@@ -135,6 +135,8 @@ pub enum SendOutcome {
         online: bool,
     },
     NoSuchUser,
+    /// `--max-pending-per-user` messages already wait for the recipient.
+    MailboxFull,
 }
 
 /// Something that happened to a message, for the console and the logs.
@@ -160,6 +162,12 @@ pub enum Event {
         sender: String,
         id: u32,
         reason: String,
+    },
+    /// Waited longer than `--pending-ttl` and was dropped.
+    Expired {
+        id: u32,
+        sender: String,
+        recipient: String,
     },
 }
 
@@ -188,6 +196,8 @@ pub struct Core {
     user_list_changed: bool,
     user_list_at: Option<Instant>,
     canvas: canvas::Canvas,
+    /// The next sweep for expired messages (with `--pending-ttl`).
+    expiry_at: Option<Instant>,
     /// When each present user became present (for the sink's connect window).
     present_since: HashMap<String, Instant>,
     jobs: HashMap<JobId, Job>,
@@ -232,6 +242,7 @@ impl Core {
             user_list_changed: false,
             user_list_at: None,
             canvas,
+            expiry_at: None,
             present_since: HashMap::new(),
             jobs: HashMap::new(),
             in_flight: HashMap::new(),
@@ -355,6 +366,11 @@ impl Core {
         let (Some(from), Some(to)) = (self.store.user(sender)?, self.store.user(recipient)?) else {
             return Ok(SendOutcome::NoSuchUser);
         };
+        if let Some(max) = self.settings.max_pending_per_user {
+            if self.store.pending_count(recipient, max)? >= max {
+                return Ok(SendOutcome::MailboxFull);
+            }
+        }
         let id = wire::next_message_id(from.last_id);
         self.store
             .accept_message(sender, id, recipient, text, attachment)?;
@@ -517,6 +533,7 @@ impl Core {
             self.removal_retry,
             self.user_list_at,
             self.canvas.tick_at,
+            self.expiry_at,
         ]
         .into_iter()
         .flatten()
@@ -530,6 +547,10 @@ impl Core {
         }
         if self.canvas.tick_at.is_some_and(|at| at <= now) {
             self.canvas_tick();
+        }
+        if self.expiry_at.is_some_and(|at| at <= now) {
+            self.expiry_at = None;
+            self.expire();
         }
         while let Some((at, _)) = self.retries.first() {
             if *at > now {
@@ -561,6 +582,11 @@ impl Core {
             self.user_list_at = Some(now + USER_LIST_TICK);
         }
         self.canvas_end_turn(now);
+        if let (Some(ttl), None) = (self.settings.pending_ttl, self.expiry_at) {
+            // Often enough that nothing outlives its time by more than half of it.
+            self.expiry_at =
+                Some(now + (ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60)));
+        }
         let committed = self.store.commit();
         let removed = std::mem::take(&mut self.turn_removed);
         let mut events = std::mem::take(&mut self.events);
@@ -711,6 +737,27 @@ impl Core {
         self.acks.clear();
         self.kicks.clear();
         self.end_turn(now)
+    }
+
+    /// Drops the messages older than `--pending-ttl`, with an event for each.
+    fn expire(&mut self) {
+        let Some(ttl) = self.settings.pending_ttl else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let before = now.saturating_sub(ttl).as_secs() as i64;
+        // A failed write poisons the turn, and the next sweep tries again.
+        if let Ok(expired) = self.store.expire_pending(before) {
+            for (recipient, sender, id) in expired {
+                self.events.push(Event::Expired {
+                    id,
+                    sender,
+                    recipient,
+                });
+            }
+        }
     }
 
     /// What sessions must be told, in order; the reactor takes them after each commit.

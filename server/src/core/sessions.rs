@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::{Core, JobId};
 use crate::storage::{self, Storage};
@@ -22,6 +23,10 @@ pub struct Settings {
     pub history: usize,
     /// Most rooms that may exist; creating more is refused.
     pub max_rooms: usize,
+    /// Most messages that may wait for one user; SEND is refused past it. None: no limit.
+    pub max_pending_per_user: Option<usize>,
+    /// How long a message may wait before it is dropped. None: for ever.
+    pub pending_ttl: Option<Duration>,
 }
 
 /// What a session hears about besides its private messages.

@@ -63,6 +63,8 @@ impl Fixture {
         let settings = Settings {
             history: 20,
             max_rooms: 100,
+            max_pending_per_user: None,
+            pending_ttl: None,
         };
         let core = Core::new(Box::new(store), Box::new(FakeSink(sink.clone())), settings).unwrap();
         let mut fixture = Fixture {

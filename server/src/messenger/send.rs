@@ -46,6 +46,9 @@ pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
                 fail(format!("{op} {sender} -> {recipient}: not committed")),
             )
         }
+        Ok(SendOutcome::MailboxFull) => Applied::read_only(fail(format!(
+            "{op} {sender} -> {recipient}: {recipient}'s mailbox is full (--max-pending-per-user)"
+        ))),
         Ok(SendOutcome::NoSuchUser) => Applied::read_only(
             Reply::code(code::ONE)
                 .diagnostic(format!("{op} {sender} -> {recipient}: no such user")),

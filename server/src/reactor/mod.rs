@@ -723,6 +723,10 @@ impl Reactor {
                 Event::AckFailed { sender, id, reason } => {
                     diagnostic(&format!("ack of message {id} to {sender} failed: {reason}"))
                 }
+                Event::Expired { id, sender, recipient } if committed => diagnostic(&format!(
+                    "message {id} from {sender} to {recipient} waited longer than --pending-ttl and was dropped"
+                )),
+                Event::Expired { .. } => {}
             }
         }
     }

@@ -88,6 +88,11 @@ pub trait Storage {
     /// Removes a delivered message; false if it was no longer there (its recipient was
     /// unregistered meanwhile).
     fn delete_pending(&self, seq: i64) -> Result<bool>;
+    /// How many messages wait for `recipient`, counting no further than `cap`.
+    fn pending_count(&self, recipient: &str, cap: usize) -> Result<usize>;
+    /// Removes the messages accepted before `before` (unix seconds) and returns them as
+    /// `(recipient, sender, id)`.
+    fn expire_pending(&self, before: i64) -> Result<Vec<(String, String, u32)>>;
     /// Connected users that have messages waiting: after a restart these are flushed.
     fn connected_with_pending(&self) -> Result<Vec<String>>;
     /// Rooms in creation order.

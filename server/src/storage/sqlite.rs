@@ -269,6 +269,26 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn pending_count(&self, recipient: &str, cap: usize) -> Result<usize> {
+        let count: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM pending_messages WHERE recipient = ?1 LIMIT ?2)",
+            )?
+            .query_row(params![recipient, cap as i64], |row| row.get(0))?;
+        Ok(count as usize)
+    }
+
+    fn expire_pending(&self, before: i64) -> Result<Vec<(String, String, u32)>> {
+        self.write(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "DELETE FROM pending_messages WHERE accepted_at < ?1 RETURNING recipient, sender, id",
+            )?;
+            let rows = stmt.query_map([before], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            rows.collect()
+        })
+    }
+
     fn rooms(&self) -> Result<Vec<String>> {
         let mut stmt = self
             .conn
