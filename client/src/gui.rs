@@ -105,6 +105,8 @@ pub fn run(endpoints: Endpoints) -> Result<(), String> {
 
 fn pane(label: &str) -> (TextDisplay, TextBuffer) {
     let mut display = TextDisplay::default().with_label(label);
+    // Long messages wrap at the pane's edge instead of running out of sight.
+    display.wrap_mode(fltk::text::WrapMode::AtBounds, 0);
     display.set_align(Align::Top | Align::Left);
     display.set_text_font(Font::Courier);
     display.set_text_size(13);
@@ -131,6 +133,7 @@ impl Gui {
         let mut window = Window::default()
             .with_size(960, 620)
             .with_label("Messenger");
+        window.set_xclass("messenger");
         let mut root = Flex::default_fill().column();
         root.set_margin(8);
         root.set_pad(6);
@@ -366,13 +369,14 @@ impl Gui {
         while let Some(msg) = self.receiver.recv() {
             match msg {
                 UiMsg::Result { lines, quit } => {
-                    for line in lines {
+                    for line in &lines {
                         append(&mut self.server_pane, &format!("s> {line}"));
                     }
                     if quit {
                         self.window.hide();
                         return true;
                     }
+                    self.after(&lines);
                 }
                 UiMsg::Incoming(lines) => {
                     let mut lines = lines.into_iter();
@@ -387,6 +391,38 @@ impl Gui {
             }
         }
         false
+    }
+
+    /// What a command's result changes in the window besides its pane.
+    fn after(&mut self, lines: &[String]) {
+        let sent = lines
+            .iter()
+            .any(|l| l.starts_with("SEND OK - ") || l.starts_with("SENDATTACH OK - "));
+        if sent {
+            self.message.set_value("");
+            self.file.set_value("");
+        }
+        if lines.iter().any(|l| l == "UNREGISTER OK") {
+            *self.alias.borrow_mut() = None;
+            for button in [
+                &mut self.unregister,
+                &mut self.connect,
+                &mut self.disconnect,
+                &mut self.users,
+                &mut self.send,
+                &mut self.send_attach,
+            ] {
+                button.deactivate();
+            }
+        }
+        // A success clears whatever error the status line still showed.
+        if !lines.iter().any(|l| l.contains("FAIL")) {
+            let status = match &*self.alias.borrow() {
+                Some(alias) => format!("User: {alias}"),
+                None => "Register to begin.".to_string(),
+            };
+            self.status.set_label(&status);
+        }
     }
 
     /// Text of a pane, for tests and screenshots.

@@ -113,6 +113,11 @@ fn the_desktop_client_end_to_end() {
     gui.send.do_callback();
     wait_server_line(&mut gui, "s> SEND OK - MESSAGE 1");
     assert_eq!(
+        gui.message.value(),
+        "",
+        "the Message field is cleared once sent"
+    );
+    assert_eq!(
         bea.next(),
         encode(&[b"SEND MESSAGE", b"ana", b"1", b"hola desde la ventana"])
     );
@@ -166,10 +171,19 @@ fn the_desktop_client_end_to_end() {
 
     gui.disconnect.do_callback();
     wait_server_line(&mut gui, "s> DISCONNECT OK");
+    assert_eq!(
+        gui.status.label(),
+        "User: ana",
+        "a success clears the stale error"
+    );
     gui.unregister.do_callback();
     wait_server_line(&mut gui, "s> UNREGISTER OK");
-    gui.connect.do_callback();
-    wait_server_line(&mut gui, "s> CONNECT FAIL, USER DOES NOT EXIST");
+    // Without a user, only REGISTER is left to press.
+    assert!(gui.register.active());
+    for button in [&gui.connect, &gui.disconnect, &gui.send, &gui.unregister] {
+        assert!(!button.active(), "{} stays enabled", button.label());
+    }
+    assert_eq!(gui.status.label(), "Register to begin.");
 
     // The window resizes sensibly: the panes share the width.
     gui.window.resize(0, 0, 1200, 800);
