@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long)]
     pub rooms_port: Option<u16>,
 
+    /// Address (`IP:PORT` or `host:PORT`) for the admin HTTP server: `GET /metrics`
+    /// (Prometheus) and `GET /` (a status page). None if absent.
+    #[arg(long, value_parser = parse_admin_addr)]
+    pub admin_addr: Option<std::net::SocketAddr>,
+
     /// Port for the shared canvas of seed 002 (DrawColorCanvas); none if absent.
     #[arg(long)]
     pub canvas_port: Option<u16>,
@@ -165,6 +170,16 @@ fn parse_bind(text: &str) -> Result<IpAddr, String> {
         .or(addrs.first())
         .copied()
         .ok_or_else(|| format!("{text} has no address"))
+}
+
+/// `IP:PORT` or `host:PORT`.
+fn parse_admin_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text}: expected ADDRESS:PORT"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{port} is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(std::net::SocketAddr::new(parse_bind(host)?, port))
 }
 
 impl Config {

@@ -114,6 +114,9 @@ impl Reply {
 pub struct Applied {
     pub reply: Reply,
     pub if_not_committed: Option<Reply>,
+    /// The operation whose requests counter the final answer's first byte (its result code)
+    /// counts in.
+    pub counted_as: Option<&'static str>,
 }
 
 impl Applied {
@@ -122,6 +125,7 @@ impl Applied {
         Applied {
             reply,
             if_not_committed: None,
+            counted_as: None,
         }
     }
 
@@ -129,7 +133,14 @@ impl Applied {
         Applied {
             reply,
             if_not_committed: Some(if_not_committed),
+            counted_as: None,
         }
+    }
+
+    /// Counts the answer as a request of operation `op`.
+    pub fn counted_as(mut self, op: &'static str) -> Applied {
+        self.counted_as = Some(op);
+        self
     }
 }
 

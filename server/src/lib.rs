@@ -1,6 +1,7 @@
 //! The messaging server. `main` parses arguments and calls [`run`]; see ARCHITECTURE.md for the
 //! bird's-eye view.
 
+mod admin;
 pub mod canvas;
 pub mod chat;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod core;
 mod deliverer;
 pub mod frontend;
 pub mod messenger;
+mod metrics;
 mod net;
 mod reactor;
 pub mod rooms;
@@ -59,6 +61,7 @@ pub fn run(config: Config) -> Result<(), String> {
             )
         })?;
 
+    let metrics = Arc::new(metrics::Metrics::default());
     let poll = mio::Poll::new().map_err(|e| format!("cannot create the poller: {e}"))?;
     let waker = Arc::new(reactor::waker(poll.registry()).map_err(|e| format!("waker: {e}"))?);
     let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -75,8 +78,8 @@ pub fn run(config: Config) -> Result<(), String> {
     let sync_gate = match config.durability {
         Durability::Full => {
             let wal = PathBuf::from(format!("{}-wal", config.db.display()));
-            let syncer =
-                Syncer::start(wal, wake).map_err(|e| format!("cannot start the syncer: {e}"))?;
+            let syncer = Syncer::start(wal, wake, metrics.clone())
+                .map_err(|e| format!("cannot start the syncer: {e}"))?;
             Some(SyncGate::new(syncer))
         }
         Durability::Normal => None,
@@ -88,12 +91,13 @@ pub fn run(config: Config) -> Result<(), String> {
         max_pending_per_user: config.max_pending_per_user.map(|n| n as usize),
         pending_ttl: config.pending_ttl.map(std::time::Duration::from_secs),
     };
-    let core = Core::new(Box::new(store), Box::new(pushes), settings).map_err(|e| {
-        format!(
-            "reading pending deliveries from {}: {e}",
-            config.db.display()
-        )
-    })?;
+    let core =
+        Core::new(Box::new(store), Box::new(pushes), settings, metrics.clone()).map_err(|e| {
+            format!(
+                "reading pending deliveries from {}: {e}",
+                config.db.display()
+            )
+        })?;
     let signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signal handlers: {e}"))?;
     let mut listening = vec![Listening {
         socket: mio::net::TcpListener::from_std(listener),
@@ -126,7 +130,15 @@ pub fn run(config: Config) -> Result<(), String> {
         init_lines.push(format!("init canvas {shown_ip}:{}", local.port()));
     }
 
-    let mut reactor = Reactor::new(poll, listening, signals, core, config, sync_gate)
+    if let Some(addr) = config.admin_addr {
+        let bound = admin::start(addr, config.db.clone(), metrics.clone())?;
+        init_lines.push(format!(
+            "init admin {}:{}",
+            net::display_ip(bound.ip()),
+            bound.port()
+        ));
+    }
+    let mut reactor = Reactor::new(poll, listening, signals, core, config, sync_gate, metrics)
         .map_err(|e| format!("event loop: {e}"))?;
     for line in &init_lines {
         reactor.console().line(line);

@@ -52,8 +52,13 @@ pub enum Progress {
 }
 
 impl Syncer {
-    /// Starts the thread for the WAL file `wal`; `wake` is called after each sync.
-    pub fn start(wal: PathBuf, wake: Arc<dyn Fn() + Send + Sync>) -> io::Result<Syncer> {
+    /// Starts the thread for the WAL file `wal`; `wake` is called after each sync, whose
+    /// duration goes to `metrics`.
+    pub fn start(
+        wal: PathBuf,
+        wake: Arc<dyn Fn() + Send + Sync>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> io::Result<Syncer> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -61,7 +66,7 @@ impl Syncer {
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("syncer".into())
-            .spawn(move || run(&wal, &worker, &*wake))?;
+            .spawn(move || run(&wal, &worker, &*wake, &metrics))?;
         Ok(Syncer {
             shared,
             thread: Some(thread),
@@ -94,7 +99,12 @@ impl Drop for Syncer {
     }
 }
 
-fn run(wal: &PathBuf, shared: &Shared, wake: &(dyn Fn() + Send + Sync)) {
+fn run(
+    wal: &PathBuf,
+    shared: &Shared,
+    wake: &(dyn Fn() + Send + Sync),
+    metrics: &crate::metrics::Metrics,
+) {
     let mut file: Option<File> = None;
     loop {
         let upto = {
@@ -111,7 +121,9 @@ fn run(wal: &PathBuf, shared: &Shared, wake: &(dyn Fn() + Send + Sync)) {
             // Everything asked for so far is covered by the one sync below.
             state.requested
         };
+        let started = std::time::Instant::now();
         let result = sync(wal, &mut file);
+        metrics.observe_fsync(started.elapsed());
         {
             let mut state = shared.lock();
             match result {

@@ -188,6 +188,7 @@ enum Job {
 pub struct Core {
     store: Box<dyn Storage>,
     sink: Box<dyn DeliverySink>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     settings: Settings,
     sessions: sessions::Sessions,
     /// What sessions must be told, in order, once the turn is committed.
@@ -228,6 +229,7 @@ impl Core {
         store: Box<dyn Storage>,
         sink: Box<dyn DeliverySink>,
         settings: Settings,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> storage::Result<Core> {
         // After a restart, users still marked connected get what is waiting for them.
         let kicks = store.connected_with_pending()?.into_iter().collect();
@@ -236,6 +238,7 @@ impl Core {
         Ok(Core {
             store,
             sink,
+            metrics,
             settings,
             sessions,
             notices: Vec::new(),
@@ -424,6 +427,12 @@ impl Core {
             } => {
                 let (recipient, to) = (recipient.clone(), *to);
                 let message = messages.get(report.index).cloned();
+                self.metrics.push(match report.outcome {
+                    Outcome::Delivered => "delivered",
+                    Outcome::Failed(_) => "failed",
+                    Outcome::RetryAfter(_) => "retried",
+                    Outcome::Cancelled => "cancelled",
+                });
                 match (report.outcome, message) {
                     (Outcome::Delivered, Some((seq, sender, id, attachment))) => {
                         self.delivered(&recipient, seq, sender, id, attachment)

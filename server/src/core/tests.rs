@@ -66,7 +66,13 @@ impl Fixture {
             max_pending_per_user: None,
             pending_ttl: None,
         };
-        let core = Core::new(Box::new(store), Box::new(FakeSink(sink.clone())), settings).unwrap();
+        let core = Core::new(
+            Box::new(store),
+            Box::new(FakeSink(sink.clone())),
+            settings,
+            Default::default(),
+        )
+        .unwrap();
         let mut fixture = Fixture {
             _dir: dir,
             core,

@@ -149,14 +149,15 @@ impl Frontend for Messenger {
             unreachable!("apply is only called with a request frame() found whole")
         };
         let fields: Vec<&[u8]> = fields.iter().map(|range| &request[range.clone()]).collect();
-        match op {
+        let applied = match op {
             Op::Register => register::apply(&fields, core),
             Op::Unregister => unregister::apply(&fields, core),
             Op::Connect => connect::apply(&fields, caller, core, now),
             Op::Disconnect => disconnect::apply(&fields, caller, core),
             Op::Send | Op::SendAttach => send::apply(&fields, core),
             Op::ConnectedUsers | Op::Users => users::apply(op, &fields, caller, core),
-        }
+        };
+        applied.counted_as(op.name())
     }
 }
 

@@ -80,6 +80,8 @@ pub struct Connection {
     pub generation: u64,
     /// The reactor's timer entry for this connection, if any: exactly one per connection.
     pub timer: Option<Instant>,
+    /// A persistent connection whose session has started (counted as online).
+    pub established: bool,
 }
 
 impl Connection {
@@ -111,6 +113,7 @@ impl Connection {
             grace_deadline: None,
             generation,
             timer: None,
+            established: false,
         }
     }
 

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::console::{diagnostic, fatal, Console};
 use crate::core::{Core, DeliveryMark, Event, Outcome, Report, SessionId};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply};
+use crate::metrics::Metrics;
 use crate::syncer::{Progress, Syncer};
 use connection::{Connection, State, MAX_UNANSWERED};
 
@@ -83,6 +84,7 @@ pub struct Reactor {
     /// With `--durability full`: answers held until their commit is synced to disk.
     sync_gate: Option<SyncGate>,
     delivered: Vec<DeliveryMark>,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 /// Answers that promise durability wait here for the syncer.
@@ -113,6 +115,7 @@ impl Reactor {
         core: Core,
         config: Config,
         sync_gate: Option<SyncGate>,
+        metrics: std::sync::Arc<Metrics>,
     ) -> io::Result<Reactor> {
         for (n, listener) in listening.iter_mut().enumerate() {
             poll.registry().register(
@@ -140,6 +143,7 @@ impl Reactor {
             shutdown_deadline: None,
             sync_gate,
             delivered: Vec::new(),
+            metrics,
         })
     }
 
@@ -390,10 +394,12 @@ impl Reactor {
                         conn.paused_until = None;
                     }
                     if conn.mode == Mode::Persistent
-                        && conn.deadline.is_some()
+                        && !conn.established
                         && frontend.established(conn.generation)
                     {
                         conn.deadline = None;
+                        conn.established = true;
+                        self.metrics.session(frontend.name(), 1);
                     }
                     conn.buf.drain(..len);
                     conn.grace_deadline = None;
@@ -504,6 +510,10 @@ impl Reactor {
         if conn.mode == Mode::Persistent {
             let session = conn.generation;
             self.sessions.remove(&session);
+            if conn.established {
+                let name = self.listening[conn.frontend].frontend.name();
+                self.metrics.session(name, -1);
+            }
             let unwritten: Vec<DeliveryMark> = conn.unwritten_marks().collect();
             self.undeliverable(unwritten);
             let frontend = &mut self.listening[conn.frontend].frontend;
@@ -702,6 +712,9 @@ impl Reactor {
             (false, Some(instead)) => instead,
             _ => applied.reply,
         };
+        if let (Some(op), Some(&code)) = (applied.counted_as, reply.answer.first()) {
+            self.metrics.request(op, code);
+        }
         self.release(key, generation, slot, reply);
     }
 
