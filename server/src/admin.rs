@@ -85,7 +85,7 @@ fn serve(server: &tiny_http::Server, db: &std::path::Path, metrics: &Metrics) {
         let request = match server.recv_timeout(Duration::from_secs(1)) {
             Ok(request) => request,
             Err(e) => {
-                crate::console::diagnostic(&format!("admin: {e}"));
+                log::error!("admin: {e}");
                 return;
             }
         };
@@ -107,7 +107,7 @@ fn serve(server: &tiny_http::Server, db: &std::path::Path, metrics: &Metrics) {
             .map(read_stored)
             .transpose()
             .unwrap_or_else(|e| {
-                crate::console::diagnostic(&format!("admin: reading the database: {e}"));
+                log::warn!("admin: reading the database: {e}");
                 None
             })
             .unwrap_or_default();

@@ -34,6 +34,26 @@ impl From<PushStyleArg> for wire::PushStyle {
     }
 }
 
+/// Which diagnostics reach stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+        }
+    }
+}
+
 /// The messaging server of seeds 000/003: users register, connect with a listening port, and
 /// send each other messages that wait on disk until the recipient is connected.
 #[derive(Debug, Clone, Parser)]
@@ -112,6 +132,12 @@ pub struct Config {
     #[arg(long)]
     pub rooms_port: Option<u16>,
 
+    /// Diagnostics on stderr from this level up: error (the server's own failures), warn
+    /// (degraded service: refused connections, failed pushes), info (rejected requests, closed
+    /// connections), debug. Without it, `RUST_LOG` may name a level; the default is info.
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+
     /// Address (`IP:PORT` or `host:PORT`) for the admin HTTP server: `GET /metrics`
     /// (Prometheus) and `GET /` (a status page). None if absent.
     #[arg(long, value_parser = parse_admin_addr)]
@@ -183,6 +209,17 @@ fn parse_admin_addr(text: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 impl Config {
+    /// `--log-level`, else a level named in `RUST_LOG`, else info.
+    pub fn log_filter(&self) -> log::LevelFilter {
+        if let Some(level) = self.log_level {
+            return level.filter();
+        }
+        std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|name| name.trim().parse().ok())
+            .unwrap_or(log::LevelFilter::Info)
+    }
+
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }

@@ -1,4 +1,5 @@
-//! The `s> ...` lines of seed 000 section 7 on stdout, and timestamped diagnostics on stderr.
+//! The `s> ...` lines of seed 000 section 7 on stdout, and timestamped, levelled diagnostics on
+//! stderr (the `log` facade; [`init_logging`] installs this module as its logger).
 //!
 //! Nobody writes to the real streams from the reactor: each stream has a writer thread fed
 //! through a bounded buffer. A stalled pipe (a terminal paused with ^S, a log collector that
@@ -79,11 +80,11 @@ impl Stream {
             };
             write(&bytes);
             if dropped > 0 {
-                diagnostic(&format!(
+                log::warn!(
                     "{dropped} {} lines were dropped: nobody read them while {} KiB waited",
                     self.name,
                     STREAM_BUFFER_LIMIT / 1024
-                ));
+                );
             }
             self.lock().writing = false;
             self.changed.notify_all();
@@ -153,9 +154,37 @@ impl Console {
     }
 }
 
-/// Writes one timestamped line to stderr, from any thread, without ever blocking on it.
-pub fn diagnostic(text: &str) {
-    stderr().push(format!("{} {text}\n", timestamp(SystemTime::now())).as_bytes());
+/// The `log` backend: `2026-11-22T04:08:18.123Z WARN  text`, through the bounded stderr
+/// writer, so logging never blocks whoever logs.
+struct StderrLogger {
+    level: log::LevelFilter,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let line = format!(
+                "{} {:<5} {}\n",
+                timestamp(SystemTime::now()),
+                record.level(),
+                record.args()
+            );
+            stderr().push(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends the `log` macros' records at `level` and above to stderr.
+pub fn init_logging(level: log::LevelFilter) {
+    if log::set_boxed_logger(Box::new(StderrLogger { level })).is_ok() {
+        log::set_max_level(level);
+    }
 }
 
 /// Waits (a bounded time) until what was written so far has reached both streams.
@@ -167,7 +196,9 @@ pub fn drain() {
 /// Stops the process with a clear message, for failures after which going on could lie to
 /// clients (a failed fsync): a restart re-reads what is really on disk.
 pub fn fatal(text: &str) -> ! {
-    diagnostic(&format!("fatal: {text}"));
+    // Whatever the log level: this is the server's last word.
+    let line = format!("{} ERROR fatal: {text}\n", timestamp(SystemTime::now()));
+    stderr().push(line.as_bytes());
     drain();
     std::process::exit(1);
 }

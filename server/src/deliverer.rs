@@ -163,7 +163,7 @@ impl Pool {
             worker.load += 1;
             self.owner.insert(id, n);
         } else {
-            crate::console::diagnostic(&format!("deliverer-{n} is gone; job {id} dropped"));
+            log::error!("deliverer-{n} is gone; job {id} dropped");
         }
     }
 
@@ -272,7 +272,7 @@ impl Worker {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                crate::console::diagnostic(&format!("deliverer poll failed: {e}"));
+                log::error!("deliverer poll failed: {e}");
                 return;
             }
             let mut reported = false;

@@ -37,6 +37,7 @@ use crate::syncer::Syncer;
 
 /// Opens the database, binds, prints `s> init server ip:port` and serves until SIGINT/SIGTERM.
 pub fn run(config: Config) -> Result<(), String> {
+    console::init_logging(config.log_filter());
     net::raise_open_file_limit();
     // Bind before touching the database, so that a port in use leaves no file behind.
     let (listener, local) = bind(config.bind, config.port)?;
@@ -201,6 +202,6 @@ fn why_unopenable(db: &std::path::Path) -> Option<String> {
 
 /// Reports a failure to start or to stop cleanly on stderr, after everything else printed.
 pub fn report_exit_error(error: &str) {
-    console::diagnostic(&format!("server: {error}"));
+    log::error!("server: {error}");
     console::drain();
 }

@@ -418,5 +418,60 @@ fn diagnostics_carry_a_timestamp() {
         stamp.len() == 24 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
         "{line:?}"
     );
-    assert!(text.contains("REGISTER rejected"), "{line:?}");
+    assert!(text.starts_with("INFO  REGISTER rejected"), "{line:?}");
+}
+
+#[test]
+fn the_log_level_chooses_what_reaches_stderr() {
+    // A rejected request is info; a failed push is a warning.
+    let provoke = |server: &Server| {
+        assert_eq!(server.call(&["REGISTER", "a b"]), [2]);
+        register(server, "ana");
+        register(server, "bea");
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = gone.local_addr().unwrap().port().to_string();
+        drop(gone);
+        assert_eq!(server.call(&["CONNECT", "bea", &port]), [0]);
+        assert_eq!(server.call(&["SEND", "ana", "bea", "hola"]), sent(1));
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--log-level", "warn", "--connect-window-ms", "0"],
+    );
+    provoke(&server);
+    server.stderr.wait_until(
+        |l| l.iter().any(|l| l.contains("WARN  push to bea failed")),
+        "the warning",
+    );
+    assert!(
+        !server.stderr.snapshot().iter().any(|l| l.contains("INFO")),
+        "no info lines at --log-level warn: {:?}",
+        server.stderr.snapshot()
+    );
+    drop(server);
+    // RUST_LOG names the level when the flag is absent.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("messages.db"),
+        &["--connect-window-ms", "0"],
+        |command| {
+            command.env("RUST_LOG", "error");
+        },
+    );
+    provoke(&server);
+    // The failed push marks bea disconnected: by then its warning would have been written.
+    let start = Instant::now();
+    while e2e::connected(&server, "bea") {
+        assert!(start.elapsed() < PATIENCE, "the push failed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.signal(libc::SIGTERM);
+    let stderr = server.stderr.clone();
+    assert_eq!(server.wait(), Some(0));
+    assert!(
+        stderr.snapshot().is_empty(),
+        "nothing below error: {:?}",
+        stderr.snapshot()
+    );
 }

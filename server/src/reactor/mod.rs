@@ -23,7 +23,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::Config;
-use crate::console::{diagnostic, fatal, Console};
+use crate::console::{fatal, Console};
 use crate::core::{Core, DeliveryMark, Event, Outcome, Report, SessionId};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply};
 use crate::metrics::Metrics;
@@ -231,10 +231,10 @@ impl Reactor {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connections stay queued in the
                     // kernel until a descriptor frees up; try again then, or soon.
                     if self.accept_retry.is_none() {
-                        diagnostic(&format!(
+                        log::warn!(
                             "accept on the {} port failed: {e}; retrying as descriptors free up",
                             self.listening[n].frontend.name()
-                        ));
+                        );
                     }
                     self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
@@ -252,10 +252,10 @@ impl Reactor {
 
     fn admit(&mut self, n: usize, mut stream: TcpStream, peer: SocketAddr) {
         if self.connections.len() >= self.config.max_connections as usize {
-            diagnostic(&format!(
+            log::warn!(
                 "refused connection from {peer}: {} connections open (--max-connections)",
                 self.connections.len()
-            ));
+            );
             return;
         }
         let entry = self.connections.vacant_entry();
@@ -265,7 +265,7 @@ impl Reactor {
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            diagnostic(&format!("cannot watch connection from {peer}: {e}"));
+            log::error!("cannot watch connection from {peer}: {e}");
             return;
         }
         let frontend = &self.listening[n].frontend;
@@ -500,7 +500,7 @@ impl Reactor {
 
     fn close(&mut self, key: usize, why: Option<String>) {
         if let Some(why) = why {
-            diagnostic(&why);
+            log::info!("{why}");
         }
         // Closing the socket removes it from the epoll set; no deregister call is needed.
         let mut conn = self.connections.remove(key);
@@ -605,9 +605,7 @@ impl Reactor {
         }
         let (committed, events) = self.core.end_turn(now);
         if let Err(e) = &committed {
-            diagnostic(&format!(
-                "commit failed, the turn's writes were rolled back: {e}"
-            ));
+            log::error!("commit failed, the turn's writes were rolled back: {e}");
         }
         let mut held = Vec::new();
         for (key, generation, slot, applied) in std::mem::take(&mut self.staged) {
@@ -727,18 +725,18 @@ impl Reactor {
                     self.console.line(&format!("SEND MESSAGE {id} FROM {sender} TO {recipient}"));
                 }
                 Event::Delivered { .. } => {}
-                Event::RemovalPostponed { id, recipient, reason } => diagnostic(&format!(
+                Event::RemovalPostponed { id, recipient, reason } => log::warn!(
                     "message {id} to {recipient} was delivered but its removal did not commit ({reason}); retrying the removal, it is not delivered again"
-                )),
+                ),
                 Event::PushFailed { recipient, reason } => {
-                    diagnostic(&format!("push to {recipient} failed, messages stay pending: {reason}"))
+                    log::warn!("push to {recipient} failed, messages stay pending: {reason}")
                 }
                 Event::AckFailed { sender, id, reason } => {
-                    diagnostic(&format!("ack of message {id} to {sender} failed: {reason}"))
+                    log::info!("ack of message {id} to {sender} failed: {reason}")
                 }
-                Event::Expired { id, sender, recipient } if committed => diagnostic(&format!(
+                Event::Expired { id, sender, recipient } if committed => log::info!(
                     "message {id} from {sender} to {recipient} waited longer than --pending-ttl and was dropped"
-                )),
+                ),
                 Event::Expired { .. } => {}
             }
         }
@@ -749,7 +747,7 @@ impl Reactor {
             self.console.line(line);
         }
         if let Some(text) = &reply.diagnostic {
-            diagnostic(text);
+            log::info!("{text}");
         }
         let Some(conn) = self
             .connections
@@ -776,7 +774,7 @@ impl Reactor {
     fn on_signals(&mut self) {
         let stop = self.signals.pending().count() > 0;
         if stop && self.shutdown_deadline.is_none() {
-            diagnostic("signal received: no new connections; finishing requests in progress");
+            log::info!("signal received: no new connections; finishing requests in progress");
             self.accepting = false;
             self.accept_retry = None;
             for listener in &mut self.listening {

@@ -441,10 +441,9 @@ impl Checkpointer {
                             "checkpoint of {} failed: {e}; stopping so that a restart re-reads what is on disk",
                             path.display()
                         )),
-                        Err(e) => crate::console::diagnostic(&format!(
-                            "checkpoint of {} postponed: {e}",
-                            path.display()
-                        )),
+                        Err(e) => {
+                            log::warn!("checkpoint of {} postponed: {e}", path.display())
+                        }
                     }
                 }
             })
