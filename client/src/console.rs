@@ -20,6 +20,34 @@ fn print_lines(lines: &[String], then_prompt: bool) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// Draws a transfer's progress on stderr, one `\r`-rewritten line, redrawn when the percentage
+/// changes and ended with a newline at 100 %. stdout keeps only the seeds' lines.
+fn progress_bar() -> impl Fn(u64, u64) + Send + Sync {
+    let shown = std::sync::Mutex::new(None::<u64>);
+    move |done, all| {
+        let percent = if all == 0 { 100 } else { done * 100 / all };
+        let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
+        if *shown == Some(percent) {
+            return;
+        }
+        *shown = if percent == 100 { None } else { Some(percent) };
+        let filled = (percent / 5) as usize;
+        let mut err = io::stderr().lock();
+        let _ = write!(
+            err,
+            "\rGETFILE [{}{}] {percent:>3}% ({:.1} of {:.1} MiB)",
+            "#".repeat(filled),
+            "-".repeat(20 - filled),
+            done as f64 / 1048576.0,
+            all as f64 / 1048576.0
+        );
+        if percent == 100 {
+            let _ = writeln!(err);
+        }
+        let _ = err.flush();
+    }
+}
+
 pub fn run(endpoints: Endpoints) -> io::Result<()> {
     let sinks = Sinks {
         // A push arrives while the prompt waits: show it, then the prompt again.
@@ -27,6 +55,7 @@ pub fn run(endpoints: Endpoints) -> io::Result<()> {
         note: Arc::new(|text| {
             let _ = writeln!(io::stderr().lock(), "{text}");
         }),
+        progress: Arc::new(progress_bar()),
     };
     let mut session = Session::new(endpoints.server, endpoints.formatter_url, sinks);
     let stdin = io::stdin();

@@ -33,6 +33,8 @@ pub enum UiMsg {
     Incoming(Vec<String>),
     /// A diagnostic for the status bar.
     Note(String),
+    /// A file transfer's progress: `(bytes so far, bytes in all)`.
+    Progress(u64, u64),
 }
 
 /// The REGISTER dialog: full name, alias and a birth date picked with three spinners.
@@ -62,6 +64,10 @@ pub struct Gui {
     pub dest: Input,
     pub message: Input,
     pub file: Input,
+    /// Where GET FILE saves the attachment named in File, fetched from the user in Dest.
+    pub save_as: Input,
+    pub get_file: Button,
+    pub progress: fltk::misc::Progress,
     pub client_pane: TextDisplay,
     pub server_pane: TextDisplay,
     pub status: Frame,
@@ -174,6 +180,21 @@ impl Gui {
         attach.end();
         root.fixed(&attach, 30);
 
+        let mut fetch = Flex::default().row();
+        fetch.set_pad(6);
+        let save_label = Frame::default().with_label("Save as");
+        let save_as = Input::default();
+        let mut progress = fltk::misc::Progress::default();
+        progress.set_minimum(0.0);
+        progress.set_maximum(100.0);
+        progress.set_selection_color(Color::from_rgb(80, 140, 220));
+        let mut get_file = Button::default().with_label("GET FILE");
+        fetch.fixed(&save_label, 56);
+        fetch.fixed(&progress, 90);
+        fetch.fixed(&get_file, 110);
+        fetch.end();
+        root.fixed(&fetch, 30);
+
         let spacer = Frame::default();
         root.fixed(&spacer, 16);
         let mut panes = Flex::default().row();
@@ -199,6 +220,7 @@ impl Gui {
             &mut users,
             &mut send,
             &mut send_attach,
+            &mut get_file,
         ] {
             button.deactivate();
         }
@@ -218,6 +240,9 @@ impl Gui {
             dest,
             message,
             file,
+            save_as,
+            get_file,
+            progress,
             client_pane,
             server_pane,
             status,
@@ -256,6 +281,7 @@ impl Gui {
                 self.users.clone(),
                 self.send.clone(),
                 self.send_attach.clone(),
+                self.get_file.clone(),
             ];
             let mut status = self.status.clone();
             dialog.submit.set_callback(move |_| {
@@ -339,6 +365,31 @@ impl Gui {
         };
         self.send.set_callback(compose(false));
         self.send_attach.set_callback(compose(true));
+        self.get_file.set_callback({
+            let (dest, file, save_as, issue) = (
+                self.dest.clone(),
+                self.file.clone(),
+                self.save_as.clone(),
+                Rc::clone(&issue),
+            );
+            let mut status = self.status.clone();
+            move |_| {
+                let (user, remote, local) = (
+                    dest.value().trim().to_string(),
+                    file.value().trim().to_string(),
+                    save_as.value().trim().to_string(),
+                );
+                if user.is_empty() || remote.is_empty() || local.is_empty() {
+                    status.set_label("Dest, File and Save as are needed to get a file.");
+                    return;
+                }
+                issue(Command::GetFile {
+                    user,
+                    remote,
+                    local,
+                });
+            }
+        });
         self.browse.set_callback({
             let mut file = self.file.clone();
             move |_| {
@@ -379,6 +430,7 @@ impl Gui {
                     self.after(&lines);
                 }
                 UiMsg::Incoming(lines) => {
+                    self.offer_attachment(&lines);
                     let mut lines = lines.into_iter();
                     if let Some(first) = lines.next() {
                         append(&mut self.server_pane, &format!("s> {first}"));
@@ -388,9 +440,40 @@ impl Gui {
                     }
                 }
                 UiMsg::Note(text) => self.status.set_label(&text),
+                UiMsg::Progress(done, all) => {
+                    let percent = if all == 0 {
+                        100.0
+                    } else {
+                        done as f64 * 100.0 / all as f64
+                    };
+                    self.progress.set_value(percent);
+                    self.progress.set_label(&format!("{percent:.0} %"));
+                }
             }
         }
         false
+    }
+
+    /// An incoming attachment fills in what GET FILE needs: the sender, the file, and a name
+    /// to save it as (its own name, in the current directory).
+    fn offer_attachment(&mut self, lines: &[String]) {
+        let (Some(first), Some(file)) = (
+            lines.first(),
+            lines.last().and_then(|l| l.strip_prefix("FILE ")),
+        ) else {
+            return;
+        };
+        let Some(sender) = first.split_once(" FROM ").map(|(_, s)| s) else {
+            return;
+        };
+        self.dest.set_value(sender);
+        self.file.set_value(file);
+        let name = std::path::Path::new(file)
+            .file_name()
+            .map_or_else(|| "attachment".into(), |n| n.to_string_lossy().into_owned());
+        self.save_as.set_value(&name);
+        self.status
+            .set_label(&format!("{sender} sent {file}: GET FILE saves it."));
     }
 
     /// What a command's result changes in the window besides its pane.
@@ -411,6 +494,7 @@ impl Gui {
                 &mut self.users,
                 &mut self.send,
                 &mut self.send_attach,
+                &mut self.get_file,
             ] {
                 button.deactivate();
             }
@@ -437,6 +521,7 @@ fn spawn_worker(endpoints: Endpoints, ui: app::Sender<UiMsg>) -> mpsc::Sender<Co
     let sinks = Sinks {
         incoming: Arc::new(move |lines| ui.send(UiMsg::Incoming(lines))),
         note: Arc::new(move |text| ui.send(UiMsg::Note(text))),
+        progress: Arc::new(move |done, all| ui.send(UiMsg::Progress(done, all))),
     };
     std::thread::spawn(move || {
         let mut session = Session::new(endpoints.server, endpoints.formatter_url, sinks);

@@ -142,11 +142,38 @@ fn serve_file(mut reader: BufReader<TcpStream>, shared: &SharedFiles) -> io::Res
 
 /// Fetches `remote` from the listener at `addr` into `local`. `Ok(false)` if the peer does not
 /// offer that file; an error if the transfer failed or was cut short (`local` is then removed).
+/// Copies the file (its `len` bytes) into `out`, telling `progress` of every chunk as
+/// `(bytes so far, len)`; returns the bytes copied.
+fn copy_with_progress(
+    reader: &mut impl Read,
+    out: &mut impl Write,
+    len: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> io::Result<u64> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut copied = 0;
+    progress(0, len);
+    while copied < len {
+        let want = (len - copied).min(chunk.len() as u64) as usize;
+        let n = match reader.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&chunk[..n])?;
+        copied += n as u64;
+        progress(copied, len);
+    }
+    Ok(copied)
+}
+
 pub fn fetch_file(
     addr: (&str, u16),
     requester: &str,
     remote: &str,
     local: &std::path::Path,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> io::Result<bool> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
         .next()
@@ -169,7 +196,7 @@ pub fn fetch_file(
     let partial = PathBuf::from(format!("{}.part", local.display()));
     let result = (|| {
         let mut out = File::create(&partial)?;
-        let copied = io::copy(&mut (&mut reader).take(len), &mut out)?;
+        let copied = copy_with_progress(&mut reader, &mut out, len, progress)?;
         if copied != len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -185,6 +185,8 @@ pub fn incoming_lines(push: &Push) -> Vec<String> {
 pub struct Sinks {
     pub incoming: Arc<dyn Fn(Vec<String>) + Send + Sync>,
     pub note: Arc<dyn Fn(String) + Send + Sync>,
+    /// A file transfer's progress: `(bytes so far, bytes in all)`.
+    pub progress: Arc<dyn Fn(u64, u64) + Send + Sync>,
 }
 
 pub struct Session {
@@ -454,7 +456,10 @@ impl Session {
             ));
             return "FILE TRANSFER FAILED, user not connected.".into();
         };
-        match fetch_file((&ip, port), &me, remote, local) {
+        let progress = Arc::clone(&self.sinks.progress);
+        match fetch_file((&ip, port), &me, remote, local, &mut |done, all| {
+            progress(done, all)
+        }) {
             Ok(true) => "GET_FILE OK",
             Ok(false) => "GET_FILE FAIL / FILE NOT EXIST",
             Err(e) => {

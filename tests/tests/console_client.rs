@@ -254,6 +254,12 @@ fn attachments_end_to_end() {
         &format!("GETFILE ana {path} {}", local.display()),
         "GET_FILE OK",
     );
+    // The progress is drawn on stderr, never on stdout.
+    bea.stderr.wait_until(
+        |l| l.iter().any(|l| l.ends_with("100% (4.8 of 4.8 MiB)")),
+        "the finished progress bar",
+    );
+    assert!(!bea.output().contains("GETFILE ["), "no progress on stdout");
     assert!(
         std::fs::read(&local).unwrap() == original,
         "identical bytes"

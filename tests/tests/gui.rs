@@ -8,7 +8,7 @@ use std::time::Instant;
 use client::gui::Gui;
 use client::protocol::ServerLink;
 use client::Endpoints;
-use e2e::{bin, encode, register, Formatter, Listener, Server, PATIENCE};
+use e2e::{bin, encode, register, ConsoleClient, Formatter, Listener, Server, PATIENCE};
 use fltk::app;
 use fltk::prelude::*;
 
@@ -163,6 +163,35 @@ fn the_desktop_client_end_to_end() {
             canonical.as_bytes()
         ])
     );
+
+    // An attachment from someone else: the window fills in GET FILE, which fetches it from
+    // the sender's listener and shows the progress.
+    let mut carlos = ConsoleClient::start(server.port, &formatter.url());
+    carlos.run("REGISTER carlos", "REGISTER OK");
+    carlos.run("CONNECT carlos", "CONNECT OK");
+    let offered = dir.path().join("informe.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&offered, &bytes).unwrap();
+    let offered = std::fs::canonicalize(&offered)
+        .unwrap()
+        .display()
+        .to_string();
+    carlos.run(
+        &format!("SENDATTACH ana toma {offered}"),
+        "SENDATTACH OK - MESSAGE 1",
+    );
+    pump_until(&mut gui, "the attachment offered", |g| {
+        g.file.value() == offered && g.dest.value() == "carlos"
+    });
+    assert_eq!(gui.save_as.value(), "informe.bin");
+    let saved = dir.path().join("copia.bin");
+    gui.save_as.set_value(&saved.display().to_string());
+    gui.get_file.do_callback();
+    wait_server_line(&mut gui, "s> GET_FILE OK");
+    assert_eq!(std::fs::read(&saved).unwrap(), bytes, "identical bytes");
+    pump_until(&mut gui, "the progress at 100 %", |g| {
+        g.progress.value() >= 100.0
+    });
 
     // Missing fields are caught before anything is sent.
     gui.dest.set_value("");
