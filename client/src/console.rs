@@ -25,7 +25,7 @@ fn print_lines(lines: &[String], then_prompt: bool) {
 fn progress_bar() -> impl Fn(u64, u64) + Send + Sync {
     let shown = std::sync::Mutex::new(None::<u64>);
     move |done, all| {
-        let percent = if all == 0 { 100 } else { done * 100 / all };
+        let percent = (done * 100).checked_div(all).unwrap_or(100);
         let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
         if *shown == Some(percent) {
             return;

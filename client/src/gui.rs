@@ -15,7 +15,6 @@ use fltk::enums::{Align, Color, Event, Font, FrameType};
 use fltk::frame::Frame;
 use fltk::group::Flex;
 use fltk::input::Input;
-use fltk::misc::Spinner;
 use fltk::output::Output;
 use fltk::prelude::*;
 use fltk::text::{TextBuffer, TextDisplay};
@@ -37,15 +36,14 @@ pub enum UiMsg {
     Progress(u64, u64),
 }
 
-/// The REGISTER dialog: full name, alias and a birth date picked with three spinners.
+/// The REGISTER dialog: full name, alias and a birth date picked in a calendar ("Select
+/// Date", as the seed's window has it).
 #[derive(Clone)]
 pub struct RegisterDialog {
     pub window: Window,
     pub full_name: Input,
     pub alias: Input,
-    pub day: Spinner,
-    pub month: Spinner,
-    pub year: Spinner,
+    pub select_date: Button,
     pub date: Output,
     pub error: Frame,
     pub submit: Button,
@@ -563,23 +561,12 @@ impl RegisterDialog {
         row.end();
         col.fixed(&row, 28);
         let mut row = labelled("Birth date");
-        let spinner = |min: f64, max: f64, value: f64| {
-            let mut s = Spinner::default();
-            s.set_range(min, max);
-            s.set_step(1.0);
-            s.set_value(value);
-            s
-        };
-        let mut day = spinner(1.0, 31.0, 1.0);
-        let mut month = spinner(1.0, 12.0, 1.0);
-        let mut year = spinner(1900.0, 2100.0, 2000.0);
-        row.fixed(&day, 60);
-        row.fixed(&month, 60);
-        row.end();
-        col.fixed(&row, 28);
         let mut date = Output::default();
         date.set_value("01/01/2000");
-        col.fixed(&date, 26);
+        let mut select_date = Button::default().with_label("Select Date");
+        row.fixed(&select_date, 110);
+        row.end();
+        col.fixed(&row, 28);
         let mut error = Frame::default();
         error.set_label_color(Color::Red);
         let mut buttons = Flex::default().row();
@@ -591,23 +578,22 @@ impl RegisterDialog {
         col.end();
         window.end();
 
-        let show_date = {
-            let (day, month, year, mut date) =
-                (day.clone(), month.clone(), year.clone(), date.clone());
-            move |_: &mut Spinner| {
-                date.set_value(&format_date(day.value(), month.value(), year.value()))
+        select_date.set_callback({
+            let mut date = date.clone();
+            move |_| {
+                // The calendar is a modal dialog with its own loop: a double click on a day,
+                // or closing it, ends it.
+                let calendar = fltk_calendar::calendar::Calendar::default();
+                if let Some(day) = calendar.get_date() {
+                    date.set_value(&day.format("%d/%m/%Y").to_string());
+                }
             }
-        };
-        day.set_callback(show_date.clone());
-        month.set_callback(show_date.clone());
-        year.set_callback(show_date);
+        });
         RegisterDialog {
             window,
             full_name,
             alias,
-            day,
-            month,
-            year,
+            select_date,
             date,
             error,
             submit,
@@ -631,14 +617,10 @@ impl RegisterDialog {
         }
         wire::validate_full_name(full_name.as_bytes()).map_err(|e| format!("Full name: {e}."))?;
         wire::validate_name(alias.as_bytes()).map_err(|e| format!("Alias: {e}."))?;
-        let date = format_date(self.day.value(), self.month.value(), self.year.value());
+        let date = self.date.value();
         if !wire::looks_like_birth_date(date.as_bytes()) {
             return Err(format!("{date} is not a valid date."));
         }
         Ok((full_name, alias, date))
     }
-}
-
-fn format_date(day: f64, month: f64, year: f64) -> String {
-    format!("{:02}/{:02}/{:04}", day as u32, month as u32, year as u32)
 }

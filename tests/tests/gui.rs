@@ -70,13 +70,41 @@ fn the_desktop_client_end_to_end() {
     pump_until(&mut gui, "the register dialog", |g| {
         g.dialog.borrow().window.shown()
     });
+    // "Select Date" opens the calendar; a person picks a day in it. Here a timer does: it
+    // selects the third cell of the first row and closes the dialog.
+    app::add_timeout3(0.3, |_| {
+        let calendar = app::windows()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|w| w.label() == "Calendar")
+            .expect("the calendar dialog");
+        let mut days = (0..calendar.children())
+            .filter_map(|n| calendar.child(n))
+            .find_map(|w| fltk::table::TableRow::from_dyn_widget(&w))
+            .expect("the calendar's days");
+        days.set_selection(0, 2, 0, 2);
+        let mut calendar = calendar;
+        calendar.hide();
+    });
+    let mut select_date = gui.dialog.borrow().select_date.clone();
+    select_date.do_callback();
+    let today = std::process::Command::new("date")
+        .arg("+%m/%Y")
+        .output()
+        .unwrap();
+    let month_year = String::from_utf8(today.stdout).unwrap();
+    assert_eq!(
+        gui.dialog.borrow().date.value(),
+        format!("03/{}", month_year.trim()),
+        "the third day of this month, as the calendar shows it"
+    );
     let submit = |gui: &mut Gui, full: &str, alias: &str, (d, m, y): (f64, f64, f64)| {
         let mut dialog = gui.dialog.borrow_mut();
         dialog.full_name.set_value(full);
         dialog.alias.set_value(alias);
-        dialog.day.set_value(d);
-        dialog.month.set_value(m);
-        dialog.year.set_value(y);
+        dialog
+            .date
+            .set_value(&format!("{:02}/{:02}/{:04}", d as u32, m as u32, y as u32));
         let mut button = dialog.submit.clone();
         drop(dialog);
         button.do_callback();
