@@ -169,7 +169,7 @@ pub fn incoming_lines(push: &Push) -> Vec<String> {
             id,
             attachment: None,
         } => vec![format!("SEND MESSAGE {id} OK")],
-        // The later edition's line for an attachment's ack (PROTOCOL.md).
+        // The later edition's line for an attachment's ack (docs/messenger.md).
         Push::Ack {
             id,
             attachment: Some(file),

@@ -1,4 +1,4 @@
-//! Every operation of PROTOCOL.md with every result code, and the console lines of seed 000
+//! Every operation of docs/messenger.md with every result code, and the console lines of seed 000
 //! section 7, against the real server binary.
 
 use std::io::Write;

@@ -1,5 +1,5 @@
 //! The wire format of the store-and-forward messenger (seeds 000 and 003, fixed by
-//! `shared/PROTOCOL.md`): NUL-terminated string fields, one-byte result codes, decimal numbers.
+//! `docs/messenger.md`): NUL-terminated string fields, one-byte result codes, decimal numbers.
 //!
 //! This crate is the single source of truth for op names, field limits, push encodings and the
 //! user-list entry format. It has no I/O policy of its own beyond small blocking helpers that the
@@ -26,7 +26,7 @@ pub const MAX_FIELD_LEN: usize = 255;
 /// Longest operation name we accept; the longest real one is `SEND MESS ATTACH ACK` (20 bytes).
 pub const MAX_OP_LEN: usize = 32;
 
-/// Result codes travel as one raw byte. Their meaning depends on the operation (PROTOCOL.md).
+/// Result codes travel as one raw byte. Their meaning depends on the operation (docs/messenger.md).
 pub mod code {
     pub const OK: u8 = 0;
     /// REGISTER: already registered; UNREGISTER/CONNECT/DISCONNECT/SEND: no such user;

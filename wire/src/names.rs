@@ -8,7 +8,7 @@ pub enum NameError {
     TooLong,
     NotUtf8,
     ControlCharacter,
-    /// White space, or one of the separators `:` `,` `|` (PROTOCOL.md).
+    /// White space, or one of the separators `:` `,` `|` (docs/messenger.md).
     Separator,
 }
 
@@ -29,7 +29,7 @@ impl fmt::Display for NameError {
 impl std::error::Error for NameError {}
 
 /// A user name is 1 to 255 bytes of UTF-8 with no control characters, no white space and none
-/// of `:` `,` `|` (PROTOCOL.md): `::` separates the parts of a user-list entry, `,` the names
+/// of `:` `,` `|` (docs/messenger.md): `::` separates the parts of a user-list entry, `,` the names
 /// of the chat's user list, `|` the chat's fields, and console clients split on white space.
 pub fn validate_name(bytes: &[u8]) -> Result<&str, NameError> {
     let name = validate_full_name(bytes)?;
@@ -80,7 +80,7 @@ pub fn looks_like_birth_date(bytes: &[u8]) -> bool {
     (1..=days_in_month).contains(&day)
 }
 
-/// A `USERS` entry: `alias::IP::port`, with no spaces around `::` (PROTOCOL.md).
+/// A `USERS` entry: `alias::IP::port`, with no spaces around `::` (docs/messenger.md).
 pub fn format_user_entry(alias: &str, ip: &str, port: u16) -> String {
     format!("{alias}::{ip}::{port}")
 }

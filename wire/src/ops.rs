@@ -76,7 +76,7 @@ impl Op {
         }
     }
 
-    /// The code this op answers for "anything else went wrong" (PROTOCOL.md's table).
+    /// The code this op answers for "anything else went wrong" (docs/messenger.md's table).
     pub fn error_code(self) -> u8 {
         match self {
             Op::Connect | Op::Disconnect => crate::code::THREE,

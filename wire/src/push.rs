@@ -5,7 +5,7 @@ use std::io::{self, Read};
 use crate::fields::{encode_fields, read_field};
 use crate::MAX_FIELD_LEN;
 
-/// The attachment request one client's listener answers for another (PROTOCOL.md,
+/// The attachment request one client's listener answers for another (docs/messenger.md,
 /// "Attachments"); some clients write it with an underscore, so listeners accept both.
 pub const GET_FILE: &str = "GET FILE";
 pub const GET_FILE_UNDERSCORE: &str = "GET_FILE";
