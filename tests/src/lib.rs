@@ -212,6 +212,15 @@ impl Server {
         }
     }
 
+    /// Stops the server with SIGTERM (it must exit cleanly) and starts it again on the same
+    /// database with `args`.
+    pub fn restart(self, args: &[&str]) -> Server {
+        let db = self.db.clone();
+        self.signal(libc::SIGTERM);
+        assert_eq!(self.wait(), Some(0), "a clean stop");
+        Server::start_on(&db, args)
+    }
+
     /// A server with every front-end on free ports.
     pub fn start_all(dir: &Path, args: &[&str]) -> Server {
         let mut all = vec![

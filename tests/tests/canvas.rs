@@ -119,10 +119,7 @@ fn the_board_survives_a_restart() {
     let mut ana = Original::open(&server);
     ana.paint(10, 20, "blue");
     ana.until(|b| pixel(b, 10, 20) == "blue");
-    let db = server.db.clone();
-    server.signal(libc::SIGTERM);
-    assert_eq!(server.wait(), Some(0));
-    let server = Server::start_with(&db, &["--canvas-port", "0"], |_| {});
+    let server = server.restart(&["--canvas-port", "0"]);
     let mut bea = CanvasConn::connect(&server);
     bea.send(r#"{"comando": "nuevo"}"#);
     assert_eq!(pixel(&bea.recv(), 10, 20), "blue");

@@ -226,11 +226,8 @@ fn mail_for_an_offline_chat_user_waits_across_a_restart_and_comes_in_order() {
     ana.send("BROADCAST|antes del reinicio");
     // (User lists come before it; the echo means the requests above were all applied.)
     ana.until("BROADCAST|ana|antes del reinicio");
-    let db = server.db.clone();
     drop(ana);
-    server.signal(libc::SIGTERM);
-    assert_eq!(server.wait(), Some(0));
-    let server = Server::start_with(&db, &["--chat-port", "0", "--rooms-port", "0"], |_| {});
+    let server = server.restart(&["--chat-port", "0", "--rooms-port", "0"]);
     let mut bea = LineConn::chat(&server, "bea");
     // After the ack: the user list, then the history, then the mailbox.
     assert_eq!(bea.line(), "USER_LIST|bea");

@@ -168,15 +168,8 @@ fn rooms_and_their_history_survive_a_restart() {
     // A round trip, so the messages above are in.
     ana.send("LIST_ROOMS");
     ana.until("Patio (1)");
-    let db = server.db.clone();
     drop(ana);
-    server.signal(libc::SIGTERM);
-    assert_eq!(server.wait(), Some(0));
-    let server = Server::start_with(
-        &db,
-        &["--chat-port", "0", "--rooms-port", "0", "--history", "3"],
-        |_| {},
-    );
+    let server = server.restart(&["--chat-port", "0", "--rooms-port", "0", "--history", "3"]);
     let mut bea = LineConn::rooms(&server, "bea");
     bea.send("LIST_ROOMS");
     assert_eq!(bea.line(), "Salas disponibles:");
