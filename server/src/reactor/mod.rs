@@ -393,10 +393,10 @@ impl Reactor {
                     if conn.pacing == Pacing::Stream {
                         conn.paused_until = None;
                     }
-                    if conn.mode == Mode::Persistent
+                    let established_now = conn.mode == Mode::Persistent
                         && !conn.established
-                        && frontend.established(conn.generation)
-                    {
+                        && frontend.established(conn.generation);
+                    if established_now {
                         conn.deadline = None;
                         conn.established = true;
                         self.metrics.session(frontend.name(), 1);
@@ -407,6 +407,11 @@ impl Reactor {
                         conn.state = State::Staged;
                     }
                     self.staged.push((key, conn.generation, slot, applied));
+                    if established_now {
+                        // Its login deadline's timer goes too: thousands of stale timers
+                        // firing at once would stall a turn.
+                        self.schedule(key);
+                    }
                     self.tell_sessions();
                 }
                 Framing::Skip { len, reply } => {
