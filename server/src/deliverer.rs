@@ -143,11 +143,6 @@ impl Pool {
         self.owner.len() < self.capacity
     }
 
-    /// Jobs in flight.
-    pub fn in_flight(&self) -> usize {
-        self.owner.len()
-    }
-
     /// Hands a job to the least loaded worker. The caller checked [`Pool::has_room`].
     pub fn submit(&mut self, job: PushJob) {
         assert!(self.has_room(), "submit without room");

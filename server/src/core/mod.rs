@@ -69,14 +69,6 @@ pub enum Delivery {
     },
 }
 
-impl Delivery {
-    pub fn job(&self) -> JobId {
-        match self {
-            Delivery::Messages { job, .. } | Delivery::Ack { job, .. } => *job,
-        }
-    }
-}
-
 /// How one delivery of a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

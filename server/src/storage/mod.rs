@@ -10,7 +10,7 @@ mod sqlite;
 
 use std::fmt;
 
-pub use sqlite::{Checkpointer, SqliteStore};
+pub use sqlite::SqliteStore;
 
 /// A storage failure, with the engine's own words for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
