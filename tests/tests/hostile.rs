@@ -141,11 +141,12 @@ fn a_locked_database_refuses_writes_at_once_while_reads_go_on() {
         elapsed < Duration::from_millis(2500),
         "25 refused writes and a read took {elapsed:?}: something waited for the lock"
     );
-    assert!(server
-        .stderr
-        .snapshot()
-        .iter()
-        .any(|l| l.contains("database is locked")));
+    // The log line travels through the server's stderr writer thread and the harness's
+    // reader thread: wait for it rather than race it.
+    server.stderr.wait_until(
+        |lines| lines.iter().any(|l| l.contains("database is locked")),
+        "the refused writes' log line",
+    );
     lock.execute_batch("ROLLBACK").unwrap();
     assert_eq!(server.call(&["REGISTER", "u0"]), [0], "writes resume");
 }
