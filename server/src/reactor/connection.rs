@@ -82,6 +82,10 @@ pub struct Connection {
     pub timer: Option<Instant>,
     /// A persistent connection whose session has started (counted as online).
     pub established: bool,
+    /// In the poll set. A per-operation connection whose whole request came with its first
+    /// read, and whose answer fit the socket buffer, never is: registering it would cost an
+    /// `epoll_ctl` per request for events nobody needs.
+    pub watched: bool,
 }
 
 impl Connection {
@@ -114,6 +118,7 @@ impl Connection {
             generation,
             timer: None,
             established: false,
+            watched: false,
         }
     }
 
@@ -249,6 +254,12 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// True when the next write waits for the socket buffer to drain (not for a commit, nor
+    /// for a pause).
+    pub fn write_blocked(&self) -> bool {
+        self.paused_until.is_none() && matches!(self.out.front(), Some(Chunk::Ready { .. }))
     }
 
     /// Private messages queued but not completely written (the connection is going away).

@@ -250,7 +250,7 @@ impl Reactor {
         }
     }
 
-    fn admit(&mut self, n: usize, mut stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, n: usize, stream: TcpStream, peer: SocketAddr) {
         if self.connections.len() >= self.config.max_connections as usize {
             log::warn!(
                 "refused connection from {peer}: {} connections open (--max-connections)",
@@ -260,14 +260,6 @@ impl Reactor {
         }
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::error!("cannot watch connection from {peer}: {e}");
-            return;
-        }
         let frontend = &self.listening[n].frontend;
         let mode = frontend.mode();
         self.next_generation += 1;
@@ -284,9 +276,39 @@ impl Reactor {
         conn.pause = self.config.chat_pause();
         entry.insert(conn);
         self.schedule(key);
+        if mode == Mode::Persistent {
+            self.watch(key);
+        }
         // Clients write their request right after connecting, so it is often already here:
-        // reading now saves a trip through poll.
+        // reading now saves a trip through poll, and a per-operation connection whose request
+        // was whole is never watched at all (its answer fits the empty socket buffer).
         self.on_ready(key);
+        if self
+            .connections
+            .get(key)
+            .is_some_and(|c| c.state == State::Reading)
+        {
+            self.watch(key);
+        }
+    }
+
+    /// Adds the connection to the poll set, once: from then on its readiness drives it.
+    fn watch(&mut self, key: usize) {
+        let conn = &mut self.connections[key];
+        if conn.watched {
+            return;
+        }
+        match self.poll.registry().register(
+            &mut conn.stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            Ok(()) => conn.watched = true,
+            Err(e) => {
+                let why = format!("cannot watch connection from {}: {e}", conn.peer);
+                self.close(key, Some(why));
+            }
+        }
     }
 
     /// Puts the connection's one timer entry at its next wake-up time.
@@ -480,6 +502,10 @@ impl Reactor {
             Ok(_) => {
                 if paused {
                     self.schedule(key);
+                }
+                if self.connections[key].write_blocked() {
+                    // The socket buffer is full: writable readiness says when to go on.
+                    self.watch(key);
                 }
             }
             Err(e) => self.close(key, Some(format!("could not write to {peer}: {e}"))),
