@@ -218,12 +218,17 @@ fn ids_wrap_past_u32_max_to_one() {
     let (_dir, server) = server();
     register(&server, "ana");
     register(&server, "bea");
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    // The server owns the database while it runs (it caches users): edit it between runs.
+    let db = server.db.clone();
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(), Some(0));
+    let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute(
         "UPDATE users SET last_id = 4294967294 WHERE alias = 'ana'",
         [],
     )
     .unwrap();
+    let server = Server::start_on(&db, &[]);
     assert_eq!(server.call(&["SEND", "ana", "bea", "a"]), sent(4294967295));
     assert_eq!(server.call(&["SEND", "ana", "bea", "b"]), sent(1));
     assert_eq!(server.call(&["SEND", "ana", "bea", "c"]), sent(2));

@@ -6,6 +6,7 @@
 //! automatic checkpoint and wakes the [`Checkpointer`] thread, which copies the WAL into the
 //! database (with its fsyncs) on a connection of its own.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -40,9 +41,17 @@ pub struct SqliteStore {
     conn: Connection,
     /// Why the current turn's transaction cannot be committed, if a write failed.
     poisoned: std::cell::RefCell<Option<String>>,
+    /// Users read recently, as the turn's transaction sees them: every write to `users` goes
+    /// through this store and updates its entry after the SQL succeeded, and a rollback
+    /// forgets them all. SEND looks up two users; served from here, that is no SQL at all.
+    users: std::cell::RefCell<HashMap<String, User>>,
     /// Declared after `conn` so that it stops after the reactor's connection has closed.
     _checkpointer: Checkpointer,
 }
+
+/// Most users kept in the cache; past it the cache starts again empty (a few hundred bytes a
+/// user: a few MiB at most).
+const MAX_CACHED_USERS: usize = 16_384;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database and brings its schema up to date.
@@ -58,6 +67,13 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The bundled SQLite is built with STAT4, which re-prepares a cached statement each
+        // time a value compared with an indexed column changes (`recipient = ?1`): a full
+        // parse per delivery. The query planner stability guarantee turns that off.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         if let Some(pages) = max_pages {
             conn.pragma_update(
                 None,
@@ -81,6 +97,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             poisoned: Default::default(),
+            users: Default::default(),
             _checkpointer: checkpointer,
         })
     }
@@ -102,7 +119,33 @@ impl SqliteStore {
         })
     }
 
+    fn read_user(&self, alias: &str) -> Result<Option<User>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT alias, connected, ip, port, last_id FROM users WHERE alias = ?1",
+            )?
+            .query_row([alias], |row| {
+                Ok(User {
+                    alias: row.get(0)?,
+                    connected: row.get(1)?,
+                    ip: row.get(2)?,
+                    port: row.get(3)?,
+                    last_id: row.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Applies a committed-or-to-be-committed change to a cached user.
+    fn cached(&self, alias: &str, change: impl FnOnce(&mut User)) {
+        if let Some(user) = self.users.borrow_mut().get_mut(alias) {
+            change(user);
+        }
+    }
+
     fn rollback(&self) {
+        self.users.borrow_mut().clear();
         if !self.conn.is_autocommit() {
             // A failed ROLLBACK means SQLite already rolled back on its own.
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -147,21 +190,18 @@ impl Storage for SqliteStore {
     }
 
     fn user(&self, alias: &str) -> Result<Option<User>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT alias, connected, ip, port, last_id FROM users WHERE alias = ?1",
-            )?
-            .query_row([alias], |row| {
-                Ok(User {
-                    alias: row.get(0)?,
-                    connected: row.get(1)?,
-                    ip: row.get(2)?,
-                    port: row.get(3)?,
-                    last_id: row.get(4)?,
-                })
-            })
-            .optional()?)
+        if let Some(user) = self.users.borrow().get(alias) {
+            return Ok(Some(user.clone()));
+        }
+        let user = self.read_user(alias)?;
+        if let Some(user) = &user {
+            let mut users = self.users.borrow_mut();
+            if users.len() >= MAX_CACHED_USERS {
+                users.clear();
+            }
+            users.insert(alias.to_string(), user.clone());
+        }
+        Ok(user)
     }
 
     fn insert_user(
@@ -190,6 +230,9 @@ impl Storage for SqliteStore {
                 .execute([alias])?;
             Ok(deleted == 1)
         })
+        .inspect(|_| {
+            self.users.borrow_mut().remove(alias);
+        })
     }
 
     fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()> {
@@ -199,7 +242,13 @@ impl Storage for SqliteStore {
             )?
             .execute(params![alias, ip, port])?;
             Ok(())
-        })
+        })?;
+        self.cached(alias, |user| {
+            user.connected = true;
+            user.ip = Some(ip.to_string());
+            user.port = Some(port);
+        });
+        Ok(())
     }
 
     fn set_disconnected(&self, alias: &str) -> Result<()> {
@@ -209,7 +258,13 @@ impl Storage for SqliteStore {
             )?
             .execute([alias])?;
             Ok(())
-        })
+        })?;
+        self.cached(alias, |user| {
+            user.connected = false;
+            user.ip = None;
+            user.port = None;
+        });
+        Ok(())
     }
 
     fn connected_users(&self) -> Result<Vec<(String, String, u16)>> {
@@ -237,7 +292,9 @@ impl Storage for SqliteStore {
             )?
             .execute(params![recipient, sender, id, TextBytes(text), attachment.map(TextBytes), unix_now()])?;
             Ok(())
-        })
+        })?;
+        self.cached(sender, |user| user.last_id = id);
+        Ok(())
     }
 
     fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>> {
@@ -496,6 +553,45 @@ mod tests {
             .pragma_query_value(None, "busy_timeout", |r| r.get(0))
             .unwrap();
         assert_eq!((autocheckpoint, busy), (0, 0));
+    }
+
+    #[test]
+    fn cached_users_follow_the_turn_and_a_rollback_forgets_its_changes() {
+        let (_dir, store) = store();
+        store.insert_user("ana", None, None).unwrap();
+        store.insert_user("bea", None, None).unwrap();
+        store.commit().unwrap();
+        assert!(!store.user("ana").unwrap().unwrap().connected, "now cached");
+        store.set_connected("ana", "127.0.0.1", 4000).unwrap();
+        store
+            .accept_message("ana", 1, "bea", b"hola", None)
+            .unwrap();
+        let seen = store.user("ana").unwrap().unwrap();
+        assert_eq!(
+            (seen.connected, seen.last_id),
+            (true, 1),
+            "the turn sees its own writes"
+        );
+        // A message to nobody breaks the foreign key: the turn is poisoned and rolled back.
+        assert!(store
+            .accept_message("ana", 2, "nobody", b"x", None)
+            .is_err());
+        assert!(store.commit().is_err());
+        let after = store.user("ana").unwrap().unwrap();
+        assert_eq!((after.connected, after.last_id), (false, 0), "{after:?}");
+        assert!(store.delete_user("bea").unwrap());
+        store.commit().unwrap();
+        assert_eq!(store.user("bea").unwrap(), None);
+    }
+
+    #[test]
+    fn statements_are_not_prepared_again_for_each_new_value() {
+        let (_dir, store) = store();
+        let stable = store
+            .conn
+            .db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+            .unwrap();
+        assert!(stable);
     }
 
     #[test]
