@@ -63,12 +63,11 @@ pub fn run(config: Config) -> Result<(), String> {
         })?;
 
     let metrics = Arc::new(metrics::Metrics::default());
-    let poll = mio::Poll::new().map_err(|e| format!("cannot create the poller: {e}"))?;
-    let waker = Arc::new(reactor::waker(poll.registry()).map_err(|e| format!("waker: {e}"))?);
-    let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-        // A failed wake means the reactor is gone; nothing is left to tell.
-        let _ = waker.wake();
-    });
+    let poller = reactor::Poller::new().map_err(|e| format!("cannot create the poller: {e}"))?;
+    let wake: Arc<dyn Fn() + Send + Sync> = {
+        let doorbell = poller.doorbell.clone();
+        Arc::new(move || doorbell.ring())
+    };
     let pool = Pool::start(
         config.deliverers.into(),
         (config.max_pushes as usize).max(config.deliverers.into()),
@@ -139,7 +138,7 @@ pub fn run(config: Config) -> Result<(), String> {
             bound.port()
         ));
     }
-    let mut reactor = Reactor::new(poll, listening, signals, core, config, sync_gate, metrics)
+    let mut reactor = Reactor::new(poller, listening, signals, core, config, sync_gate, metrics)
         .map_err(|e| format!("event loop: {e}"))?;
     for line in &init_lines {
         reactor.console().line(line);

@@ -100,6 +100,8 @@ pub trait DeliverySink {
     fn cancel(&mut self, job: JobId);
     /// Moves the reports that have arrived into `out`.
     fn reports(&mut self, out: &mut Vec<Report>);
+    /// Sets off what was started or cancelled since the last call (once per reactor turn).
+    fn dispatch(&mut self);
     /// Lets what is in flight finish, reports included, and stops.
     fn shut_down(&mut self);
 }
@@ -636,6 +638,12 @@ impl Core {
             self.start_delivery(&alias, &mut events);
         }
         (committed, events)
+    }
+
+    /// Sets off the deliveries started (and cancellations made) since the last call; the
+    /// reactor calls it once per turn, so each deliverer is woken at most once a turn.
+    pub fn dispatch(&mut self) {
+        self.sink.dispatch();
     }
 
     fn new_job(&mut self, job: Job) -> JobId {

@@ -39,6 +39,7 @@ impl DeliverySink for FakeSink {
         r.open -= r.reports.iter().filter(|report| report.job_done).count();
         out.append(&mut r.reports);
     }
+    fn dispatch(&mut self) {}
     fn shut_down(&mut self) {}
 }
 

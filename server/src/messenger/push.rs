@@ -130,6 +130,10 @@ impl DeliverySink for ListenerPushes {
         }
     }
 
+    fn dispatch(&mut self) {
+        self.pool.dispatch();
+    }
+
     fn shut_down(&mut self) {
         self.pool.shut_down();
     }

@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -85,6 +86,7 @@ pub struct Reactor {
     sync_gate: Option<SyncGate>,
     delivered: Vec<DeliveryMark>,
     metrics: std::sync::Arc<Metrics>,
+    doorbell: std::sync::Arc<Doorbell>,
 }
 
 /// Answers that promise durability wait here for the syncer.
@@ -109,7 +111,7 @@ impl SyncGate {
 
 impl Reactor {
     pub fn new(
-        poll: Poll,
+        Poller { poll, doorbell }: Poller,
         mut listening: Vec<Listening>,
         mut signals: Signals,
         core: Core,
@@ -144,6 +146,7 @@ impl Reactor {
             sync_gate,
             delivered: Vec::new(),
             metrics,
+            doorbell,
         })
     }
 
@@ -168,6 +171,7 @@ impl Reactor {
             for event in events.iter() {
                 match event.token() {
                     WAKER => {
+                        self.doorbell.answer();
                         self.core.collect_reports(Instant::now());
                         self.collect_synced();
                     }
@@ -628,9 +632,16 @@ impl Reactor {
         }
     }
 
+    /// Ends a turn: commits, then sets off the deliveries the turn started (timers and
+    /// reports start some too, in turns that commit nothing).
+    fn end_turn(&mut self, now: Instant) {
+        self.commit_turn(now);
+        self.core.dispatch();
+    }
+
     /// Commits the turn's writes, then releases the answers, the console lines and what the
     /// core has to tell sessions.
-    fn end_turn(&mut self, now: Instant) {
+    fn commit_turn(&mut self, now: Instant) {
         if self.staged.is_empty() && !self.core.turn_has_work() {
             return;
         }
@@ -893,7 +904,72 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
     )
 }
 
-/// Registers the `mio::Waker` that deliverers and the syncer use to wake the reactor.
-pub fn waker(registry: &Registry) -> io::Result<mio::Waker> {
-    mio::Waker::new(registry, WAKER)
+/// The reactor's `Poll` and the doorbell registered with it, made before the threads that
+/// ring it.
+pub struct Poller {
+    pub poll: Poll,
+    pub doorbell: std::sync::Arc<Doorbell>,
+}
+
+impl Poller {
+    pub fn new() -> io::Result<Poller> {
+        let poll = Poll::new()?;
+        let doorbell = std::sync::Arc::new(Doorbell::new(poll.registry())?);
+        Ok(Poller { poll, doorbell })
+    }
+}
+
+/// How deliverers and the syncer wake the reactor: a `mio::Waker` that is written at most once
+/// until the reactor answers it. Several threads reporting in the same moment cost one
+/// `eventfd` write and one wake-up, not one each.
+pub struct Doorbell {
+    waker: mio::Waker,
+    rung: AtomicBool,
+}
+
+impl Doorbell {
+    fn new(registry: &Registry) -> io::Result<Doorbell> {
+        Ok(Doorbell {
+            waker: mio::Waker::new(registry, WAKER)?,
+            rung: AtomicBool::new(false),
+        })
+    }
+
+    /// Called after publishing something for the reactor (a report, a sync).
+    pub fn ring(&self) {
+        if !self.rung.swap(true, Ordering::AcqRel) {
+            // A failed wake means the reactor is gone; nothing is left to tell.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Called by the reactor before it looks at what was published: anything published after
+    /// this rings again.
+    fn answer(&self) {
+        self.rung.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_doorbell_rung_many_times_wakes_the_reactor_once_until_answered() {
+        let Poller { mut poll, doorbell } = Poller::new().unwrap();
+        let mut events = Events::with_capacity(8);
+        let mut wake_ups = || {
+            poll.poll(&mut events, Some(Duration::from_millis(50)))
+                .unwrap();
+            events.iter().filter(|e| e.token() == WAKER).count()
+        };
+        doorbell.ring();
+        doorbell.ring();
+        assert_eq!(wake_ups(), 1);
+        doorbell.ring();
+        assert_eq!(wake_ups(), 0, "not answered yet: no second write");
+        doorbell.answer();
+        doorbell.ring();
+        assert_eq!(wake_ups(), 1);
+    }
 }
