@@ -1,6 +1,8 @@
 //! Pieces of the benchmark: processes under test, a closed-loop load runner, latency summaries,
 //! and CPU accounting for both sides.
 
+pub mod chart;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
