@@ -214,8 +214,6 @@ fn main() {
             reference: medians(&theirs),
         });
     }
-    reference.stop();
-    server.stop();
     println!("\n| clients | ours ops/s | reference ops/s | ratio | ours µs CPU/SEND | reference µs CPU/SEND | CPU ratio |");
     println!("|---|---|---|---|---|---|---|");
     for c in &compared {
@@ -251,6 +249,41 @@ fn main() {
             Err(e) => println!("\nNo chart: {e}"),
         }
     }
+    server.stop();
+    // What the fsync wait costs: the same load with answers that do not wait for it.
+    let normal = start_server(
+        &opts.server,
+        &dir.join("normal.db"),
+        &["--durability", "normal"],
+    );
+    for alias in std::iter::once("sink".to_string()).chain((0..64).map(|c| format!("snd{c}"))) {
+        request(normal.addr, &fields(&[b"REGISTER", alias.as_bytes()])).unwrap();
+    }
+    header("SEND with --durability normal (answers do not wait for the fsync), against the reference, 16 clients");
+    let (mut fast, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for (name, process, runs) in [
+            ("ours, normal", &normal, &mut fast),
+            ("reference", &reference, &mut theirs),
+        ] {
+            let send = Arc::clone(&send_durable);
+            let run = closed_loop(process.addr, Some(process), 16, duration, 0, send);
+            row(&format!("{name}, round {round}"), 16, &run);
+            runs.push((run.rate(), cpu_per_op(&run)));
+        }
+    }
+    let (fast, theirs) = (medians(&fast), medians(&theirs));
+    println!(
+        "\nMedians: {:.0} against {:.0} ops/s, {:.2} ×; {:.1} against {:.1} µs CPU per SEND, {:.2} ×.",
+        fast.0,
+        theirs.0,
+        fast.0 / theirs.0,
+        fast.1,
+        theirs.1,
+        fast.1 / theirs.1
+    );
+    normal.stop();
+    reference.stop();
     let at = |clients| compared.iter().find(|c| c.clients == clients);
     let ref16 = at(16).map_or(0.0, |c| c.reference.0);
 
