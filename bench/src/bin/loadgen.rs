@@ -36,6 +36,41 @@ fn cpu_per_op(run: &Run) -> f64 {
     run.server_cpu.as_secs_f64() * 1e6 / run.ops as f64
 }
 
+/// Runs the same load against `ours` and the reference in turn, `rounds` times each, printing
+/// every run; returns the medians.
+fn alternate(
+    (name, ours): (&str, &Process),
+    reference: &Process,
+    clients: usize,
+    rounds: usize,
+    duration: Duration,
+    load: Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>,
+) -> Compared {
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for (name, process, runs) in [
+            (name, ours, &mut mine),
+            ("reference", reference, &mut theirs),
+        ] {
+            let run = closed_loop(
+                process.addr,
+                Some(process),
+                clients,
+                duration,
+                0,
+                Arc::clone(&load),
+            );
+            row(&format!("{name}, round {round}"), clients, &run);
+            runs.push((run.rate(), cpu_per_op(&run)));
+        }
+    }
+    Compared {
+        clients,
+        ours: medians(&mine),
+        reference: medians(&theirs),
+    }
+}
+
 /// Median of each figure separately.
 fn medians(runs: &[(f64, f64)]) -> (f64, f64) {
     let pick = |figure: fn(&(f64, f64)) -> f64| {
@@ -194,26 +229,20 @@ fn main() {
     let reference = Process::spawn(Command::new(&opts.reference));
     header("Durable SEND: ours against the stateless reference, alternating (medians below)");
     let rounds = if opts.quick { 1 } else { 3 };
-    let mut compared = Vec::new();
-    for &clients in levels {
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for round in 1..=rounds {
-            for (name, process, runs) in [
-                ("ours", &server, &mut ours),
-                ("reference", &reference, &mut theirs),
-            ] {
-                let send = Arc::clone(&send_durable);
-                let run = closed_loop(process.addr, Some(process), clients, duration, 0, send);
-                row(&format!("{name}, round {round}"), clients, &run);
-                runs.push((run.rate(), cpu_per_op(&run)));
-            }
-        }
-        compared.push(Compared {
-            clients,
-            ours: medians(&ours),
-            reference: medians(&theirs),
-        });
-    }
+    let compared: Vec<Compared> = levels
+        .iter()
+        .map(|&clients| {
+            let send = Arc::clone(&send_durable);
+            alternate(
+                ("ours", &server),
+                &reference,
+                clients,
+                rounds,
+                duration,
+                send,
+            )
+        })
+        .collect();
     println!("\n| clients | ours ops/s | reference ops/s | ratio | ours µs CPU/SEND | reference µs CPU/SEND | CPU ratio |");
     println!("|---|---|---|---|---|---|---|");
     for c in &compared {
@@ -260,19 +289,15 @@ fn main() {
         request(normal.addr, &fields(&[b"REGISTER", alias.as_bytes()])).unwrap();
     }
     header("SEND with --durability normal (answers do not wait for the fsync), against the reference, 16 clients");
-    let (mut fast, mut theirs) = (Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        for (name, process, runs) in [
-            ("ours, normal", &normal, &mut fast),
-            ("reference", &reference, &mut theirs),
-        ] {
-            let send = Arc::clone(&send_durable);
-            let run = closed_loop(process.addr, Some(process), 16, duration, 0, send);
-            row(&format!("{name}, round {round}"), 16, &run);
-            runs.push((run.rate(), cpu_per_op(&run)));
-        }
-    }
-    let (fast, theirs) = (medians(&fast), medians(&theirs));
+    let normal_vs = alternate(
+        ("ours, normal", &normal),
+        &reference,
+        16,
+        rounds,
+        duration,
+        Arc::clone(&send_durable),
+    );
+    let (fast, theirs) = (normal_vs.ours, normal_vs.reference);
     println!(
         "\nMedians: {:.0} against {:.0} ops/s, {:.2} ×; {:.1} against {:.1} µs CPU per SEND, {:.2} ×.",
         fast.0,
