@@ -280,12 +280,11 @@ impl Reactor {
         conn.pause = self.config.chat_pause();
         entry.insert(conn);
         self.schedule(key);
-        if mode == Mode::Persistent {
-            self.watch(key);
-        }
         // Clients write their request right after connecting, so it is often already here:
         // reading now saves a trip through poll, and a per-operation connection whose request
-        // was whole is never watched at all (its answer fits the empty socket buffer).
+        // was whole is never watched at all (its answer fits the empty socket buffer). A
+        // session always reads on. Registering after the read loses nothing: epoll reports
+        // the readiness a socket already has when it is added.
         self.on_ready(key);
         if self
             .connections
@@ -946,7 +945,10 @@ impl Doorbell {
     /// Called by the reactor before it looks at what was published: anything published after
     /// this rings again.
     fn answer(&self) {
-        self.rung.store(false, Ordering::Release);
+        // A read-modify-write, not a store: a plain store could become visible only after
+        // the reactor's reads of the channels, and a report sent in between would then find
+        // the bell still rung and never wake it.
+        self.rung.swap(false, Ordering::AcqRel);
     }
 }
 
