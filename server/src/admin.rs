@@ -1,17 +1,18 @@
 //! `--admin-addr`: `GET /metrics` in the Prometheus text format and `GET /` a small HTML status
 //! page, served by one tiny_http thread of its own. It reads the metrics' atomics and, for what
 //! the database knows (pending messages, users online through the messenger, rooms), a
-//! read-only SQLite connection of its own: in WAL mode readers never block the reactor.
+//! read-only connection of its own: in WAL mode SQLite's readers never block the reactor, and
+//! PostgreSQL's never block anybody's writes.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::config::Database;
 use crate::metrics::{Metrics, SESSION_FRONTENDS};
 
 /// Rows of the pending-messages table on the status page.
@@ -24,7 +25,7 @@ const ROOM_ROWS: usize = 50;
 const RATE_SAMPLES: usize = 60;
 
 /// Binds `addr` and serves until the process ends. Returns the bound address.
-pub fn start(addr: SocketAddr, db: PathBuf, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
+pub fn start(addr: SocketAddr, db: Database, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
     let server = tiny_http::Server::http(addr)
         .map_err(|e| format!("admin: cannot listen on {addr}: {e}"))?;
     let bound = server
@@ -47,39 +48,91 @@ struct Stored {
     rooms: Vec<(String, i64)>,
 }
 
-fn read_stored(db: &Connection) -> rusqlite::Result<Stored> {
-    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0));
-    let rows = |sql: &str, limit: usize| -> rusqlite::Result<Vec<(String, i64)>> {
-        let mut stmt = db.prepare_cached(sql)?;
-        let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
-    };
-    Ok(Stored {
-        pending: count("SELECT count(*) FROM pending_messages")?,
-        messenger_online: count("SELECT count(*) FROM users WHERE connected = 1")?,
-        pending_by_recipient: rows(
-            "SELECT recipient, count(*) AS n FROM pending_messages GROUP BY recipient
-             ORDER BY n DESC, recipient LIMIT ?1",
-            PENDING_ROWS,
-        )?,
-        rooms: rows(
-            "SELECT r.name, (SELECT count(*) FROM room_messages m WHERE m.room = r.name)
-             FROM rooms r ORDER BY r.seq LIMIT ?1",
-            ROOM_ROWS,
-        )?,
-    })
+/// The page's own read-only connection to the database.
+enum Reader {
+    Sqlite(rusqlite::Connection),
+    Postgres(postgres::Client),
 }
 
-fn serve(server: &tiny_http::Server, db: &std::path::Path, metrics: &Metrics) {
-    let open = || -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            db,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(1))?;
-        Ok(conn)
-    };
-    let mut conn = None;
+impl Reader {
+    fn open(db: &Database) -> Result<Reader, String> {
+        match db {
+            Database::Sqlite(path) => {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| e.to_string())?;
+                conn.busy_timeout(Duration::from_secs(1))
+                    .map_err(|e| e.to_string())?;
+                Ok(Reader::Sqlite(conn))
+            }
+            Database::Postgres(url) => {
+                let mut client =
+                    postgres::Client::connect(url, postgres::NoTls).map_err(|e| e.to_string())?;
+                client
+                    .batch_execute(
+                        "SET default_transaction_read_only = on; SET statement_timeout = '1s';
+                         SET application_name = 'messenger admin'",
+                    )
+                    .map_err(|e| e.to_string())?;
+                Ok(Reader::Postgres(client))
+            }
+        }
+    }
+
+    /// `(name, count)` rows of `sql`, whose one parameter (`$1`) is a row limit.
+    fn rows(&mut self, sql: &str, limit: usize) -> Result<Vec<(String, i64)>, String> {
+        match self {
+            Reader::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql).map_err(|e| e.to_string())?;
+                let rows = stmt
+                    .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(|e| e.to_string())?;
+                rows.collect::<rusqlite::Result<_>>()
+                    .map_err(|e| e.to_string())
+            }
+            Reader::Postgres(client) => Ok(client
+                .query(sql, &[&(limit as i64)])
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()),
+        }
+    }
+
+    fn count(&mut self, sql: &str) -> Result<i64, String> {
+        match self {
+            Reader::Sqlite(conn) => conn
+                .query_row(sql, [], |r| r.get(0))
+                .map_err(|e| e.to_string()),
+            Reader::Postgres(client) => client
+                .query_one(sql, &[])
+                .map(|r| r.get(0))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn stored(&mut self) -> Result<Stored, String> {
+        Ok(Stored {
+            pending: self.count("SELECT count(*) FROM pending_messages")?,
+            messenger_online: self.count("SELECT count(*) FROM users WHERE connected")?,
+            pending_by_recipient: self.rows(
+                "SELECT recipient, count(*) AS n FROM pending_messages GROUP BY recipient
+                 ORDER BY n DESC, recipient LIMIT $1",
+                PENDING_ROWS,
+            )?,
+            rooms: self.rows(
+                "SELECT r.name, (SELECT count(*) FROM room_messages m WHERE m.room = r.name)
+                 FROM rooms r ORDER BY r.seq LIMIT $1",
+                ROOM_ROWS,
+            )?,
+        })
+    }
+}
+
+fn serve(server: &tiny_http::Server, db: &Database, metrics: &Metrics) {
+    let mut reader: Option<Reader> = None;
     let mut samples: VecDeque<(Instant, u64)> = VecDeque::with_capacity(RATE_SAMPLES + 1);
     loop {
         let request = match server.recv_timeout(Duration::from_secs(1)) {
@@ -99,18 +152,21 @@ fn serve(server: &tiny_http::Server, db: &std::path::Path, metrics: &Metrics) {
             }
         }
         let Some(request) = request else { continue };
-        if conn.is_none() {
-            conn = open().ok();
+        if reader.is_none() {
+            reader = Reader::open(db)
+                .inspect_err(|e| log::warn!("admin: opening the database: {e}"))
+                .ok();
         }
-        let stored = conn
-            .as_ref()
-            .map(read_stored)
-            .transpose()
-            .unwrap_or_else(|e| {
+        let stored = match reader.as_mut().map(Reader::stored) {
+            Some(Ok(stored)) => stored,
+            Some(Err(e)) => {
                 log::warn!("admin: reading the database: {e}");
-                None
-            })
-            .unwrap_or_default();
+                // Opened again at the next request: the connection may be what failed.
+                reader = None;
+                Stored::default()
+            }
+            None => Stored::default(),
+        };
         let (status, content_type, body) = match (request.method(), request.url()) {
             (tiny_http::Method::Get, "/metrics") => (
                 200,

@@ -67,9 +67,11 @@ pub struct Config {
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED), value_parser = parse_bind)]
     pub bind: IpAddr,
 
-    /// SQLite database file; created with its schema if missing, upgraded in place if old.
-    #[arg(long, default_value = "messages.db")]
-    pub db: PathBuf,
+    /// The database: a SQLite file (created with its schema if missing, upgraded in place if
+    /// old), or a PostgreSQL URL such as `postgres://USER@/DBNAME?host=/socket/dir` or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DBNAME`, shared by every node started with it.
+    #[arg(long, default_value = "messages.db", value_parser = parse_database)]
+    pub db: Database,
 
     /// Op names of the pushes to client listeners.
     #[arg(long, value_enum, default_value_t = PushStyleArg::Spaces)]
@@ -179,6 +181,49 @@ pub struct Config {
     /// database file (the reactor itself never checkpoints).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_pages: u32,
+}
+
+/// Where the server keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// The embedded engine: one file, one server.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, as a libpq-style URL: several nodes may share it.
+    Postgres(String),
+}
+
+impl std::fmt::Display for Database {
+    /// The file's path, or the URL without its password (it goes to logs and error lines).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => match (url.find("://"), url.find('@')) {
+                (Some(scheme), Some(at)) if scheme < at => {
+                    let credentials = &url[scheme + 3..at];
+                    match credentials.split_once(':') {
+                        Some((user, _)) => {
+                            write!(f, "{}{user}:***{}", &url[..scheme + 3], &url[at..])
+                        }
+                        None => f.write_str(url),
+                    }
+                }
+                _ => f.write_str(url),
+            },
+        }
+    }
+}
+
+/// `postgres://...` or `postgresql://...` is PostgreSQL; anything else a SQLite file.
+fn parse_database(text: &str) -> Result<Database, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        text.parse::<postgres::Config>()
+            .map_err(|e| format!("{text}: not a PostgreSQL URL: {e}"))?;
+        Ok(Database::Postgres(text.to_string()))
+    } else if text.is_empty() {
+        Err("the database path is empty".into())
+    } else {
+        Ok(Database::Sqlite(PathBuf::from(text)))
+    }
 }
 
 /// An IP address, or a host name resolved to its first address (IPv4 first).

@@ -25,14 +25,14 @@ use std::sync::Arc;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-pub use config::{Config, Durability};
+pub use config::{Config, Database, Durability};
 
 use crate::core::Core;
 use crate::deliverer::Pool;
 use crate::messenger::push::ListenerPushes;
 use crate::messenger::Messenger;
 use crate::reactor::{Listening, Reactor, SyncGate};
-use crate::storage::SqliteStore;
+use crate::storage::{PgStore, SqliteStore, Storage};
 use crate::syncer::Syncer;
 
 /// Opens the database, binds, prints `s> init server ip:port` and serves until SIGINT/SIGTERM.
@@ -53,37 +53,20 @@ pub fn run(config: Config) -> Result<(), String> {
         .canvas_port
         .map(|port| bind(config.bind, port))
         .transpose()?;
-    let store = SqliteStore::open(&config.db, config.max_db_pages, config.checkpoint_pages)
-        .map_err(|e| {
-            format!(
-                "cannot open database {}: {}",
-                config.db.display(),
-                why_unopenable(&config.db).unwrap_or_else(|| e.to_string())
-            )
-        })?;
-
     let metrics = Arc::new(metrics::Metrics::default());
     let poller = reactor::Poller::new().map_err(|e| format!("cannot create the poller: {e}"))?;
     let wake: Arc<dyn Fn() + Send + Sync> = {
         let doorbell = poller.doorbell.clone();
         Arc::new(move || doorbell.ring())
     };
+    let (store, sync_gate) = open_store(&config, wake.clone(), metrics.clone())?;
     let pool = Pool::start(
         config.deliverers.into(),
         (config.max_pushes as usize).max(config.deliverers.into()),
         config.push_timeout(),
-        wake.clone(),
+        wake,
     )
     .map_err(|e| format!("cannot start deliverers: {e}"))?;
-    let sync_gate = match config.durability {
-        Durability::Full => {
-            let wal = PathBuf::from(format!("{}-wal", config.db.display()));
-            let syncer = Syncer::start(wal, wake, metrics.clone())
-                .map_err(|e| format!("cannot start the syncer: {e}"))?;
-            Some(SyncGate::new(syncer))
-        }
-        Durability::Normal => None,
-    };
     let pushes = ListenerPushes::new(pool, config.push_style.into(), config.connect_window());
     let settings = core::Settings {
         history: config.history.into(),
@@ -91,13 +74,8 @@ pub fn run(config: Config) -> Result<(), String> {
         max_pending_per_user: config.max_pending_per_user.map(|n| n as usize),
         pending_ttl: config.pending_ttl.map(std::time::Duration::from_secs),
     };
-    let core =
-        Core::new(Box::new(store), Box::new(pushes), settings, metrics.clone()).map_err(|e| {
-            format!(
-                "reading pending deliveries from {}: {e}",
-                config.db.display()
-            )
-        })?;
+    let core = Core::new(store, Box::new(pushes), settings, metrics.clone())
+        .map_err(|e| format!("reading pending deliveries from {}: {e}", config.db))?;
     let signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signal handlers: {e}"))?;
     let mut listening = vec![Listening {
         socket: mio::net::TcpListener::from_std(listener),
@@ -150,6 +128,42 @@ pub fn run(config: Config) -> Result<(), String> {
         .map_err(|e: io::Error| format!("server stopped: {e}"));
     console::drain();
     result
+}
+
+/// Opens the configured database. With SQLite and `--durability full`, the syncer that makes
+/// its commits durable comes with it; PostgreSQL's commits are durable when they return.
+fn open_store(
+    config: &Config,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    metrics: Arc<metrics::Metrics>,
+) -> Result<(Box<dyn Storage>, Option<SyncGate>), String> {
+    let full = config.durability == Durability::Full;
+    match &config.db {
+        Database::Sqlite(path) => {
+            let store = SqliteStore::open(path, config.max_db_pages, config.checkpoint_pages)
+                .map_err(|e| {
+                    format!(
+                        "cannot open database {}: {}",
+                        path.display(),
+                        why_unopenable(path).unwrap_or_else(|| e.to_string())
+                    )
+                })?;
+            let sync_gate = if full {
+                let wal = PathBuf::from(format!("{}-wal", path.display()));
+                let syncer = Syncer::start(wal, wake, metrics)
+                    .map_err(|e| format!("cannot start the syncer: {e}"))?;
+                Some(SyncGate::new(syncer))
+            } else {
+                None
+            };
+            Ok((Box::new(store), sync_gate))
+        }
+        Database::Postgres(url) => {
+            let store = PgStore::open(url, full)
+                .map_err(|e| format!("cannot open database {}: {e}", config.db))?;
+            Ok((Box::new(store), None))
+        }
+    }
 }
 
 /// A non-blocking listening socket on `ip:port`, and the address it got.

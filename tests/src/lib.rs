@@ -9,6 +9,9 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod db;
+pub use db::{engine, Db, Engine};
+
 /// How long a test waits for something that should happen at once; a failure, not a pace.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -145,29 +148,29 @@ pub struct Server {
     pub rooms_port: Option<u16>,
     pub canvas_port: Option<u16>,
     pub admin_port: Option<u16>,
-    pub db: PathBuf,
+    pub db: Db,
     pub stdout: Lines,
     pub stderr: Lines,
 }
 
 impl Server {
-    /// Starts a server on a fresh database in `dir`.
+    /// Starts a server on a fresh database (in `dir` if it is a file) of the engine under test.
     pub fn start(dir: &Path, args: &[&str]) -> Server {
-        Server::start_on(&dir.join("messages.db"), args)
+        Server::start_on(&Db::fresh(dir), args)
     }
 
     /// Starts a server on the database `db` (which may already exist).
-    pub fn start_on(db: &Path, args: &[&str]) -> Server {
+    pub fn start_on(db: &Db, args: &[&str]) -> Server {
         Server::start_with(db, args, |_| {})
     }
 
     /// Starts a server on `db` after `configure` has adjusted its command (environment,
     /// resource limits).
-    pub fn start_with(db: &Path, args: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
+    pub fn start_with(db: &Db, args: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
         let mut command = Command::new(bin("server"));
         command
             .args(["-p", "0", "--bind", "127.0.0.1", "--db"])
-            .arg(db)
+            .arg(db.arg())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -206,7 +209,7 @@ impl Server {
             rooms_port: port_of("rooms"),
             canvas_port: port_of("canvas"),
             admin_port: port_of("admin"),
-            db: db.to_path_buf(),
+            db: db.clone(),
             stdout,
             stderr,
         }
@@ -913,20 +916,14 @@ impl CanvasConn {
     }
 }
 
-/// Messages waiting in the database at `db`, read as `sqlite3` would.
-pub fn pending_count(db: &Path) -> i64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0))
-        .unwrap()
+/// Messages waiting in the database `db`.
+pub fn pending_count(db: &Db) -> i64 {
+    db.int("SELECT count(*) FROM pending_messages")
 }
 
 /// Whether the database says `alias` is connected through the messenger.
 pub fn connected(server: &Server, alias: &str) -> bool {
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    conn.query_row(
-        "SELECT connected FROM users WHERE alias = ?1",
-        [alias],
-        |r| r.get(0),
-    )
-    .unwrap()
+    server.db.int(&format!(
+        "SELECT count(*) FROM users WHERE alias = '{alias}' AND connected"
+    )) == 1
 }

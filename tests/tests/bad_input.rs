@@ -20,9 +20,7 @@ fn raw(server: &Server, bytes: &[u8]) -> Vec<u8> {
 }
 
 fn user_count(server: &Server) -> i64 {
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-        .unwrap()
+    server.db.int("SELECT count(*) FROM users")
 }
 
 fn still_serving(server: &Server) {

@@ -188,10 +188,7 @@ fn long_messages_are_refused_locally_and_the_formatter_may_be_down() {
         |l| l.iter().any(|l| l.contains("formatter unreachable")),
         "the client says so",
     );
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let text: String = conn
-        .query_row("SELECT text FROM pending_messages", [], |r| r.get(0))
-        .unwrap();
+    let text = server.db.text("SELECT text FROM pending_messages");
     assert_eq!(text, "tal   cual", "sent as typed");
 }
 
@@ -206,11 +203,7 @@ fn the_listener_takes_pushes_in_both_styles() {
         assert_eq!(server.call(&["SEND", "ana", "bea", "estilo"]), e2e::sent(1));
         bea.wait_for("MESSAGE 1 FROM ana\nestilo\nEND\n");
         // And an ack for a message of ours, sent straight to the listener.
-        let port: u16 = {
-            let conn = rusqlite::Connection::open(&server.db).unwrap();
-            conn.query_row("SELECT port FROM users WHERE alias='bea'", [], |r| r.get(0))
-                .unwrap()
-        };
+        let port = server.db.int("SELECT port FROM users WHERE alias='bea'") as u16;
         let ack: &[u8] = if style == "spaces" {
             b"SEND MESS ACK"
         } else {

@@ -33,11 +33,11 @@ fn live_message_then_ack_in_the_spaces_style() {
     assert_eq!(bea.next(), push_message("ana", 1, "hola bea"));
     assert_eq!(ana.next(), encode(&[b"SEND MESS ACK", b"1"]));
     server.stdout.wait_for("s> SEND MESSAGE 1 FROM ana TO bea");
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let left: i64 = conn
-        .query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(left, 0, "a delivered message leaves the store");
+    assert_eq!(
+        e2e::pending_count(&server.db),
+        0,
+        "a delivered message leaves the store"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{connected, encode, pending_count, register, sent, try_request, Server, PATIENCE};
+use e2e::{connected, encode, pending_count, register, sent, try_request, Db, Server, PATIENCE};
 use wire::{read_field, Push, PushKind};
 
 fn decode(push: &[u8]) -> Push {
@@ -103,13 +103,13 @@ fn kill9_during_a_storm_of_sends_loses_no_acknowledged_message() {
         extra += 1;
     }
     // Every stored message arrives exactly once, in order per sender.
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let waiting: HashMap<String, usize> = conn
-        .prepare("SELECT recipient, count(*) FROM pending_messages GROUP BY recipient")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))
-        .unwrap()
-        .map(Result::unwrap)
+    let waiting: HashMap<String, usize> = db
+        .rows("SELECT recipient, count(*) FROM pending_messages GROUP BY recipient")
+        .into_iter()
+        .map(|row| {
+            let [recipient, count] = [&row[0], &row[1]].map(|c| c.clone().unwrap());
+            (recipient, count.parse().unwrap())
+        })
         .collect();
     let mut delivered = HashSet::new();
     let mut received = 0;
@@ -212,13 +212,11 @@ fn misbehaving_listeners_keep_their_messages_and_delay_nobody_else() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let kept: Vec<String> = conn
-        .prepare("SELECT text FROM pending_messages ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+    let kept: Vec<String> = server
+        .db
+        .rows("SELECT text FROM pending_messages ORDER BY seq")
+        .into_iter()
+        .map(|row| row[0].clone().unwrap())
         .collect();
     assert_eq!(kept, bad, "each undelivered message stays pending");
 }
@@ -249,7 +247,8 @@ fn a_thousand_idle_connections_do_not_stop_others_being_served() {
 #[test]
 fn a_full_database_answers_2_loses_nothing_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--max-db-pages", "16"]);
+    // SQLite's page limit stands in for a full disk.
+    let server = Server::start_on(&Db::sqlite_in(dir.path()), &["--max-db-pages", "16"]);
     register(&server, "ana");
     register(&server, "bea");
     let text = "x".repeat(255);

@@ -122,12 +122,9 @@ fn the_desktop_client_end_to_end() {
     wait_server_line(&mut gui, "s> REGISTER OK");
     assert!(Gui::pane_text(&gui.client_pane).contains("c> REGISTER ana\n"));
     assert!(!gui.dialog.borrow().window.shown());
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let date: String = conn
-        .query_row("SELECT birth_date FROM users WHERE alias='ana'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let date = server
+        .db
+        .text("SELECT birth_date FROM users WHERE alias='ana'");
     assert_eq!(date, "29/02/2000");
 
     // CONNECT, then SEND through the formatter to a real listener.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     connected, encode, pending_count, read_to_close, register, sent, try_request, wait_for_file,
-    with_fsync_shim, HoldingListener, Server, PATIENCE,
+    with_fsync_shim, Db, HoldingListener, Server, PATIENCE,
 };
 
 /// Finding 1: listeners that accept a push and never read nor close held a deliverer thread
@@ -81,7 +81,7 @@ fn fifty_stuck_listeners_delay_nobody_else() {
 fn out_of_descriptors_the_server_accepts_again_once_they_free_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_with(
-        &dir.path().join("messages.db"),
+        &Db::fresh(dir.path()),
         &["--idle-timeout-ms", "60000"],
         |command| {
             // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
@@ -122,10 +122,10 @@ fn out_of_descriptors_the_server_accepts_again_once_they_free_up() {
 #[test]
 fn a_locked_database_refuses_writes_at_once_while_reads_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--register-form", "one"]);
+    let server = Server::start_on(&Db::sqlite_in(dir.path()), &["--register-form", "one"]);
     register(&server, "ana");
     let ana = e2e::connect(&server, "ana");
-    let lock = rusqlite::Connection::open(&server.db).unwrap();
+    let lock = rusqlite::Connection::open(server.db.path()).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let start = Instant::now();
     for n in 0..25 {
@@ -229,13 +229,11 @@ fn names_with_separators_or_white_space_are_refused() {
         server.call(&["REGISTER", "Ana Alba", "anita", "01/01/2000"]),
         [0]
     );
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let aliases: Vec<String> = conn
-        .prepare("SELECT alias FROM users ORDER BY alias")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+    let aliases: Vec<String> = server
+        .db
+        .rows("SELECT alias FROM users ORDER BY alias")
+        .into_iter()
+        .map(|row| row[0].clone().unwrap())
         .collect();
     assert_eq!(aliases, ["ana", "anita"]);
 }
@@ -254,28 +252,28 @@ fn checkpoints_run_on_the_checkpointer_never_in_the_reactor() {
     // gets: SQLite's own automatic checkpoint (at 1000 pages) would have copied it back inside
     // a commit.
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
+    let server = Server::start_on(
+        &Db::sqlite_in(dir.path()),
         &["--checkpoint-pages", "1000000", "--durability", "normal"],
     );
-    let db_size = std::fs::metadata(&server.db).unwrap().len();
+    let db_size = std::fs::metadata(server.db.path()).unwrap().len();
     fill(&server, 600);
     let wal = dir.path().join("messages.db-wal");
     let wal_size = std::fs::metadata(&wal).unwrap().len();
     assert!(wal_size > 1200 * 4096, "the WAL grew to {wal_size} bytes");
-    assert_eq!(std::fs::metadata(&server.db).unwrap().len(), db_size);
+    assert_eq!(std::fs::metadata(server.db.path()).unwrap().len(), db_size);
     drop(server);
 
     // With a low threshold, the checkpointer copies the WAL back while the server runs.
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
+    let server = Server::start_on(
+        &Db::sqlite_in(dir.path()),
         &["--checkpoint-pages", "50", "--durability", "normal"],
     );
-    let db_size = std::fs::metadata(&server.db).unwrap().len();
+    let db_size = std::fs::metadata(server.db.path()).unwrap().len();
     fill(&server, 100);
     let start = Instant::now();
-    while std::fs::metadata(&server.db).unwrap().len() <= db_size {
+    while std::fs::metadata(server.db.path()).unwrap().len() <= db_size {
         assert!(start.elapsed() < PATIENCE, "the checkpointer never ran");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -287,7 +285,7 @@ fn checkpoints_run_on_the_checkpointer_never_in_the_reactor() {
 fn a_failed_fsync_stops_the_server_without_answering_and_a_restart_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let control = tempfile::tempdir().unwrap();
-    let db = dir.path().join("messages.db");
+    let db = Db::sqlite_in(dir.path());
     let mut server = Server::start_with(&db, &[], with_fsync_shim(control.path()));
     register(&server, "ana");
     register(&server, "bea");
@@ -320,7 +318,7 @@ fn send_is_answered_only_after_its_fsync_returns() {
     let dir = tempfile::tempdir().unwrap();
     let control = tempfile::tempdir().unwrap();
     let server = Server::start_with(
-        &dir.path().join("messages.db"),
+        &Db::sqlite_in(dir.path()),
         &[],
         with_fsync_shim(control.path()),
     );
@@ -454,7 +452,7 @@ fn the_log_level_chooses_what_reaches_stderr() {
     // RUST_LOG names the level when the flag is absent.
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
-        &dir.path().join("messages.db"),
+        &Db::fresh(dir.path()),
         &["--connect-window-ms", "0"],
         |command| {
             command.env("RUST_LOG", "error");

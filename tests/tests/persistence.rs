@@ -1,6 +1,6 @@
 //! Restarts lose nothing: kill -9 and SIGTERM, then a new process on the same database.
 
-use e2e::{connect, encode, register, sent, Listener, Server};
+use e2e::{connect, encode, register, sent, Db, Listener, Server};
 
 #[test]
 fn kill9_then_restart_keeps_users_counters_connections_and_queue() {
@@ -71,13 +71,9 @@ fn after_a_restart_users_still_connected_get_their_messages() {
     let db = server.db.clone();
     server.kill9();
     // Store a message directly in the database, as an older server would have left it.
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute(
+    db.execute(
         "INSERT INTO pending_messages (recipient, sender, id, text, accepted_at) VALUES ('bea', 'ana', 1, 'guardado', 0)",
-        [],
-    )
-    .unwrap();
-    drop(conn);
+    );
     let server = Server::start_on(&db, &[]);
     assert_eq!(
         bea.next(),
@@ -106,12 +102,29 @@ fn schema_migrations_are_recorded_and_a_second_start_keeps_them() {
     let server = Server::start(dir.path(), &[]);
     let db = server.db.clone();
     server.kill9();
-    let version: i64 = rusqlite::Connection::open(&db)
+    let (version, dialect) = match &db {
+        Db::Sqlite(path) => {
+            let version: i64 = rusqlite::Connection::open(path)
+                .unwrap()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            (version, "")
+        }
+        Db::Postgres(_) => (
+            db.int("SELECT count(*) FROM schema_migrations"),
+            "/postgres",
+        ),
+    };
+    let dir = format!("{}/../migrations{dialect}", env!("CARGO_MANIFEST_DIR"));
+    let files = std::fs::read_dir(dir)
         .unwrap()
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
-        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
         .count();
     assert_eq!(version as usize, files, "every migration file applied");
     let server = Server::start_on(&db, &[]);

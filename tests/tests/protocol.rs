@@ -55,15 +55,16 @@ fn register_in_both_forms_and_twice() {
             "s> REGISTER carla FAIL",
         ]
     );
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let (full, date): (String, String) = conn
-        .query_row(
-            "SELECT full_name, birth_date FROM users WHERE alias = 'bea'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((full.as_str(), date.as_str()), ("Bea Bravo", "29/02/2000"));
+    let row = server
+        .db
+        .rows("SELECT full_name, birth_date FROM users WHERE alias = 'bea'");
+    assert_eq!(
+        row,
+        [[
+            Some("Bea Bravo".to_string()),
+            Some("29/02/2000".to_string())
+        ]]
+    );
 }
 
 #[test]
@@ -100,11 +101,7 @@ fn unregister_ok_missing_and_drops_the_queue() {
         .stdout
         .snapshot()
         .contains(&"s> UNREGISTER bea OK".to_string()));
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let left: i64 = conn
-        .query_row("SELECT count(*) FROM pending_messages", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(left, 0);
+    assert_eq!(e2e::pending_count(&server.db), 0);
 }
 
 #[test]
@@ -202,14 +199,9 @@ fn send_codes_and_per_sender_ids() {
     let lines = server.stdout.snapshot();
     assert!(lines.contains(&"s> MESSAGE 1 FROM ana TO bea STORED".to_string()));
     assert!(lines.contains(&"s> MESSAGE 1 FROM bea TO ana STORED".to_string()));
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let attachment: String = conn
-        .query_row(
-            "SELECT attachment FROM pending_messages WHERE sender='ana' AND id=3",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let attachment = server
+        .db
+        .text("SELECT attachment FROM pending_messages WHERE sender='ana' AND id=3");
     assert_eq!(attachment, "/tmp/foto.png");
 }
 
@@ -222,12 +214,7 @@ fn ids_wrap_past_u32_max_to_one() {
     let db = server.db.clone();
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait(), Some(0));
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute(
-        "UPDATE users SET last_id = 4294967294 WHERE alias = 'ana'",
-        [],
-    )
-    .unwrap();
+    db.execute("UPDATE users SET last_id = 4294967294 WHERE alias = 'ana'");
     let server = Server::start_on(&db, &[]);
     assert_eq!(server.call(&["SEND", "ana", "bea", "a"]), sent(4294967295));
     assert_eq!(server.call(&["SEND", "ana", "bea", "b"]), sent(1));

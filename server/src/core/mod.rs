@@ -360,7 +360,7 @@ impl Core {
         text: &[u8],
         attachment: Option<&[u8]>,
     ) -> storage::Result<SendOutcome> {
-        let (Some(from), Some(to)) = (self.store.user(sender)?, self.store.user(recipient)?) else {
+        let (Some(_), Some(to)) = (self.store.user(sender)?, self.store.user(recipient)?) else {
             return Ok(SendOutcome::NoSuchUser);
         };
         if let Some(max) = self.settings.max_pending_per_user {
@@ -368,9 +368,9 @@ impl Core {
                 return Ok(SendOutcome::MailboxFull);
             }
         }
-        let id = wire::next_message_id(from.last_id);
-        self.store
-            .accept_message(sender, id, recipient, text, attachment)?;
+        let id = self
+            .store
+            .accept_message(sender, recipient, text, attachment)?;
         let online = to.connected || self.sessions.session_of(recipient).is_some();
         if online {
             self.kicks.insert(recipient.to_string());

@@ -6,10 +6,16 @@
 //! the caller wait for a lock held by somebody else: a write that cannot get the lock at once
 //! fails (and poisons the turn), while reads go on.
 
+mod postgres;
 mod sqlite;
+
+mod migrations {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
 
 use std::fmt;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A storage failure, with the engine's own words for it.
@@ -25,6 +31,13 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Now, in unix seconds, as the tables record times.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -74,15 +87,16 @@ pub trait Storage {
     fn set_disconnected(&self, alias: &str) -> Result<()>;
     /// Connected users as `(alias, ip, port)`, in alias order.
     fn connected_users(&self) -> Result<Vec<(String, String, u16)>>;
-    /// Records the sender's new last id and queues the message. Both users exist.
+    /// Gives the message the sender's next id (`wire::next_message_id`), records it as their
+    /// last, queues the message and returns the id. Both users exist. Two sends by one sender
+    /// never get the same id, whichever nodes they go through.
     fn accept_message(
         &self,
         sender: &str,
-        id: u32,
         recipient: &str,
         text: &[u8],
         attachment: Option<&[u8]>,
-    ) -> Result<()>;
+    ) -> Result<u32>;
     /// The oldest `limit` messages waiting for `recipient`, oldest first.
     fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>>;
     /// Removes a delivered message; false if it was no longer there (its recipient was

@@ -10,16 +10,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
-use super::{Error, Pending, Result, Storage, User};
-
-mod migrations {
-    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
-}
+use super::{migrations, unix_now, Error, Pending, Result, Storage, User};
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Error {
@@ -155,7 +151,7 @@ impl SqliteStore {
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (index, (name, sql)) in migrations::MIGRATIONS
+    for (index, (name, sql)) in migrations::SQLITE
         .iter()
         .enumerate()
         .skip(usize::try_from(applied).unwrap_or(0))
@@ -278,11 +274,16 @@ impl Storage for SqliteStore {
     fn accept_message(
         &self,
         sender: &str,
-        id: u32,
         recipient: &str,
         text: &[u8],
         attachment: Option<&[u8]>,
-    ) -> Result<()> {
+    ) -> Result<u32> {
+        // One writer: the sender's row as this connection sees it is the latest.
+        let last_id = self
+            .user(sender)?
+            .ok_or_else(|| Error(format!("no user {sender}")))?
+            .last_id;
+        let id = wire::next_message_id(last_id);
         self.write(|conn| {
             conn.prepare_cached("UPDATE users SET last_id = ?2 WHERE alias = ?1")?
                 .execute(params![sender, id])?;
@@ -294,7 +295,7 @@ impl Storage for SqliteStore {
             Ok(())
         })?;
         self.cached(sender, |user| user.last_id = id);
-        Ok(())
+        Ok(id)
     }
 
     fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>> {
@@ -525,12 +526,6 @@ fn is_io_error(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure)
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,9 +558,7 @@ mod tests {
         store.commit().unwrap();
         assert!(!store.user("ana").unwrap().unwrap().connected, "now cached");
         store.set_connected("ana", "127.0.0.1", 4000).unwrap();
-        store
-            .accept_message("ana", 1, "bea", b"hola", None)
-            .unwrap();
+        store.accept_message("ana", "bea", b"hola", None).unwrap();
         let seen = store.user("ana").unwrap().unwrap();
         assert_eq!(
             (seen.connected, seen.last_id),
@@ -573,9 +566,7 @@ mod tests {
             "the turn sees its own writes"
         );
         // A message to nobody breaks the foreign key: the turn is poisoned and rolled back.
-        assert!(store
-            .accept_message("ana", 2, "nobody", b"x", None)
-            .is_err());
+        assert!(store.accept_message("ana", "nobody", b"x", None).is_err());
         assert!(store.commit().is_err());
         let after = store.user("ana").unwrap().unwrap();
         assert_eq!((after.connected, after.last_id), (false, 0), "{after:?}");
@@ -603,10 +594,10 @@ mod tests {
             .insert_user("bea", Some("Bea B"), Some("01/01/2000"))
             .unwrap());
         store
-            .accept_message("ana", 1, "bea", b"\xffraw", None)
+            .accept_message("ana", "bea", b"\xffraw", None)
             .unwrap();
         store
-            .accept_message("ana", 2, "bea", b"second", Some(b"/tmp/f"))
+            .accept_message("ana", "bea", b"second", Some(b"/tmp/f"))
             .unwrap();
         store.commit().unwrap();
         assert_eq!(store.user("ana").unwrap().unwrap().last_id, 2);
@@ -631,7 +622,7 @@ mod tests {
         let (_dir, store) = store();
         store.insert_user("ana", None, None).unwrap();
         store.insert_user("bea", None, None).unwrap();
-        store.accept_message("ana", 1, "bea", b"x", None).unwrap();
+        store.accept_message("ana", "bea", b"x", None).unwrap();
         let seq = store.pending_batch("bea", 1).unwrap()[0].seq;
         assert!(store.delete_user("bea").unwrap());
         assert!(!store.delete_user("bea").unwrap());
@@ -651,7 +642,7 @@ mod tests {
         store.insert_user("ana", None, None).unwrap();
         store.insert_user("bea", None, None).unwrap();
         for id in 1..=20 {
-            store.accept_message("ana", id, "bea", b"x", None).unwrap();
+            store.accept_message("ana", "bea", b"x", None).unwrap();
             store.commit().unwrap();
         }
         let start = std::time::Instant::now();

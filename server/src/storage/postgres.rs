@@ -1,0 +1,427 @@
+//! The shared engine: PostgreSQL, for several server nodes on one database.
+//!
+//! One connection per node, in the same shape as the SQLite engine: reads run at once, the
+//! first write of a turn opens its transaction and `commit` ends it. With `--durability full`
+//! the session runs with `synchronous_commit = on`, so a commit that returned is on the
+//! primary's disk and the answers that promise durability can go at once (PostgreSQL itself
+//! groups the WAL flushes of concurrent commits, and one commit a turn groups a turn's writes).
+//!
+//! Waiting on somebody else's lock is bounded: `lock_timeout` makes a write that finds a row
+//! locked by another node's open turn fail after `LOCK_TIMEOUT`, poisoning this turn, instead of
+//! hanging; `statement_timeout` bounds a statement the server itself is slow to run.
+//!
+//! Migrations run under a transaction-level advisory lock, so nodes that start together apply
+//! each step once and the others see it done.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+
+use super::{migrations, unix_now, Error, Pending, Result, Storage, User};
+
+/// How long a write waits for a row another node's turn holds.
+const LOCK_TIMEOUT: &str = "250ms";
+/// Longest any statement may run.
+const STATEMENT_TIMEOUT: &str = "5s";
+/// Advisory-lock key (`pg_advisory_xact_lock(MIGRATION_LOCK)`) of the migrations: "msgr" in
+/// ASCII, unlikely to meet another application's keys in a shared database.
+const MIGRATION_LOCK: i64 = 0x6d73_6772;
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Error {
+        match e.as_db_error() {
+            Some(db) => Error(format!("{}: {}", db.severity(), db.message())),
+            None => Error(e.to_string()),
+        }
+    }
+}
+
+pub struct PgStore {
+    client: RefCell<Client>,
+    /// Statements prepared on this connection, by their SQL.
+    statements: RefCell<HashMap<&'static str, Statement>>,
+    /// True between the turn's first write and its commit.
+    in_transaction: Cell<bool>,
+    /// Why the current turn's transaction cannot be committed, if a write failed.
+    poisoned: RefCell<Option<String>>,
+}
+
+impl PgStore {
+    /// Connects to `url` (a libpq-style URL: `postgres://user@/db?host=/socket/dir`, or with a
+    /// host and port) and brings the schema up to date. `synchronous`: commits wait for the
+    /// WAL flush (`--durability full`).
+    pub fn open(url: &str, synchronous: bool) -> std::result::Result<PgStore, Error> {
+        let mut client = Client::connect(url, NoTls)?;
+        client.batch_execute(&format!(
+            "SET synchronous_commit = {}; SET lock_timeout = '{LOCK_TIMEOUT}';
+             SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET application_name = 'messenger';
+             SET client_min_messages = warning",
+            if synchronous { "on" } else { "off" }
+        ))?;
+        migrate(&mut client)?;
+        Ok(PgStore {
+            client: RefCell::new(client),
+            statements: RefCell::default(),
+            in_transaction: Cell::new(false),
+            poisoned: RefCell::default(),
+        })
+    }
+
+    fn statement(&self, client: &mut Client, sql: &'static str) -> Result<Statement> {
+        if let Some(statement) = self.statements.borrow().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql)?;
+        self.statements.borrow_mut().insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn query(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let mut client = self.client.borrow_mut();
+        let statement = self.statement(&mut client, sql)?;
+        Ok(client.query(&statement, params)?)
+    }
+
+    /// Runs a write inside the turn's transaction; the first failed write poisons the turn
+    /// (PostgreSQL refuses everything after an error in a transaction anyway).
+    fn write<T>(&self, statements: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        let result = (|| {
+            if !self.in_transaction.get() {
+                self.client.borrow_mut().batch_execute("BEGIN")?;
+                self.in_transaction.set(true);
+            }
+            statements(self)
+        })();
+        result.inspect_err(|e| {
+            self.poisoned
+                .borrow_mut()
+                .get_or_insert_with(|| e.0.clone());
+        })
+    }
+
+    fn execute(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let mut client = self.client.borrow_mut();
+        let statement = self.statement(&mut client, sql)?;
+        Ok(client.execute(&statement, params)?)
+    }
+
+    fn pairs(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .query(sql, params)?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect())
+    }
+
+    fn end_transaction(&self, sql: &str) -> std::result::Result<(), String> {
+        self.in_transaction.set(false);
+        self.client
+            .borrow_mut()
+            .batch_execute(sql)
+            .map_err(|e| Error::from(e).0)
+    }
+}
+
+/// Applies the steps not applied yet, each in a transaction of its own that first takes the
+/// migrations' advisory lock: a node that starts while another migrates waits, then finds the
+/// step recorded and skips it.
+fn migrate(client: &mut Client) -> std::result::Result<(), Error> {
+    for (index, (name, sql)) in migrations::POSTGRES.iter().enumerate() {
+        let version = index as i32 + 1;
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[&version],
+            )?
+            .is_some();
+        if !done {
+            tx.batch_execute(sql)
+                .map_err(|e| Error(format!("migration {name}: {}", Error::from(e))))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&version, name],
+            )?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn u32_of(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+impl Storage for PgStore {
+    fn has_uncommitted(&self) -> bool {
+        self.in_transaction.get() || self.poisoned.borrow().is_some()
+    }
+
+    fn commit(&self) -> std::result::Result<(), String> {
+        if let Some(why) = self.poisoned.borrow_mut().take() {
+            if self.in_transaction.get() {
+                // A failed ROLLBACK means the connection is gone, which rolled back too.
+                let _ = self.end_transaction("ROLLBACK");
+            }
+            return Err(why);
+        }
+        if !self.in_transaction.get() {
+            return Ok(());
+        }
+        self.end_transaction("COMMIT")
+    }
+
+    fn user(&self, alias: &str) -> Result<Option<User>> {
+        let rows = self.query(
+            "SELECT alias, connected, ip, port, last_id FROM users WHERE alias = $1",
+            &[&alias],
+        )?;
+        Ok(rows.first().map(|row| User {
+            alias: row.get(0),
+            connected: row.get(1),
+            ip: row.get(2),
+            port: row
+                .get::<_, Option<i32>>(3)
+                .and_then(|p| u16::try_from(p).ok()),
+            last_id: u32_of(row.get(4)),
+        }))
+    }
+
+    fn insert_user(
+        &self,
+        alias: &str,
+        full_name: Option<&str>,
+        birth_date: Option<&str>,
+    ) -> Result<bool> {
+        self.write(|db| {
+            let inserted = db.execute(
+                "INSERT INTO users (alias, full_name, birth_date, registered_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (alias) DO NOTHING",
+                &[&alias, &full_name, &birth_date, &unix_now()],
+            )?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn delete_user(&self, alias: &str) -> Result<bool> {
+        self.write(|db| {
+            // The cascade would do it too; deleting first keeps the order of row locks the
+            // same as a delivery's (messages, then the user).
+            db.execute(
+                "DELETE FROM pending_messages WHERE recipient = $1",
+                &[&alias],
+            )?;
+            Ok(db.execute("DELETE FROM users WHERE alias = $1", &[&alias])? == 1)
+        })
+    }
+
+    fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()> {
+        self.write(|db| {
+            db.execute(
+                "UPDATE users SET connected = true, ip = $2, port = $3 WHERE alias = $1",
+                &[&alias, &ip, &i32::from(port)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn set_disconnected(&self, alias: &str) -> Result<()> {
+        self.write(|db| {
+            db.execute(
+                "UPDATE users SET connected = false, ip = NULL, port = NULL WHERE alias = $1",
+                &[&alias],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn connected_users(&self) -> Result<Vec<(String, String, u16)>> {
+        Ok(self
+            .query(
+                "SELECT alias, ip, port FROM users WHERE connected ORDER BY alias COLLATE \"C\"",
+                &[],
+            )?
+            .iter()
+            .map(|row| {
+                let port: Option<i32> = row.get(2);
+                (
+                    row.get(0),
+                    row.get::<_, Option<String>>(1).unwrap_or_default(),
+                    port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+
+    fn accept_message(
+        &self,
+        sender: &str,
+        recipient: &str,
+        text: &[u8],
+        attachment: Option<&[u8]>,
+    ) -> Result<u32> {
+        self.write(|db| {
+            // The row lock orders two sends of one sender through different nodes: the second
+            // reads the id the first committed.
+            let rows = db.query(
+                "SELECT last_id FROM users WHERE alias = $1 FOR UPDATE",
+                &[&sender],
+            )?;
+            let last_id = rows
+                .first()
+                .map(|row| u32_of(row.get(0)))
+                .ok_or_else(|| Error(format!("no user {sender}")))?;
+            let id = wire::next_message_id(last_id);
+            db.execute(
+                "UPDATE users SET last_id = $2 WHERE alias = $1",
+                &[&sender, &i64::from(id)],
+            )?;
+            db.execute(
+                "INSERT INTO pending_messages (recipient, sender, id, text, attachment, accepted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&recipient, &sender, &i64::from(id), &text, &attachment, &unix_now()],
+            )?;
+            Ok(id)
+        })
+    }
+
+    fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>> {
+        Ok(self
+            .query(
+                "SELECT seq, sender, id, text, attachment FROM pending_messages
+                 WHERE recipient = $1 ORDER BY seq LIMIT $2",
+                &[&recipient, &(limit as i64)],
+            )?
+            .iter()
+            .map(|row| Pending {
+                seq: row.get(0),
+                sender: row.get(1),
+                id: u32_of(row.get(2)),
+                text: row.get(3),
+                attachment: row.get(4),
+            })
+            .collect())
+    }
+
+    fn delete_pending(&self, seq: i64) -> Result<bool> {
+        self.write(|db| {
+            Ok(db.execute("DELETE FROM pending_messages WHERE seq = $1", &[&seq])? == 1)
+        })
+    }
+
+    fn pending_count(&self, recipient: &str, cap: usize) -> Result<usize> {
+        let rows = self.query(
+            "SELECT count(*) FROM (SELECT 1 FROM pending_messages WHERE recipient = $1 LIMIT $2) AS p",
+            &[&recipient, &(cap as i64)],
+        )?;
+        Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as usize))
+    }
+
+    fn expire_pending(&self, before: i64) -> Result<Vec<(String, String, u32)>> {
+        self.write(|db| {
+            Ok(db
+                .query(
+                    "DELETE FROM pending_messages WHERE accepted_at < $1 RETURNING recipient, sender, id",
+                    &[&before],
+                )?
+                .iter()
+                .map(|row| (row.get(0), row.get(1), u32_of(row.get(2))))
+                .collect())
+        })
+    }
+
+    fn connected_with_pending(&self) -> Result<Vec<String>> {
+        Ok(self
+            .query(
+                "SELECT alias FROM users WHERE connected
+                 AND EXISTS (SELECT 1 FROM pending_messages WHERE recipient = alias)",
+                &[],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    fn rooms(&self) -> Result<Vec<String>> {
+        Ok(self
+            .query("SELECT name FROM rooms ORDER BY seq", &[])?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    fn create_room(&self, name: &str) -> Result<bool> {
+        self.write(|db| {
+            Ok(db.execute(
+                "INSERT INTO rooms (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &unix_now()],
+            )? == 1)
+        })
+    }
+
+    fn add_room_message(&self, room: &str, sender: &str, text: &str) -> Result<()> {
+        self.write(|db| {
+            db.execute(
+                "INSERT INTO room_messages (room, sender, text, sent_at) VALUES ($1, $2, $3, $4)",
+                &[&room, &sender, &text, &unix_now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn room_history(&self, room: &str, limit: usize) -> Result<Vec<(String, String)>> {
+        self.pairs(
+            "SELECT sender, text FROM (SELECT seq, sender, text FROM room_messages
+             WHERE room = $1 ORDER BY seq DESC LIMIT $2) AS last ORDER BY seq",
+            &[&room, &(limit as i64)],
+        )
+    }
+
+    fn add_broadcast(&self, sender: &str, text: &str, keep: usize) -> Result<()> {
+        self.write(|db| {
+            let rows = db.query(
+                "INSERT INTO chat_broadcasts (sender, text, sent_at) VALUES ($1, $2, $3) RETURNING seq",
+                &[&sender, &text, &unix_now()],
+            )?;
+            let seq: i64 = rows.first().map_or(0, |row| row.get(0));
+            db.execute(
+                "DELETE FROM chat_broadcasts WHERE seq <= $1",
+                &[&(seq - keep as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn broadcast_history(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        self.pairs(
+            "SELECT sender, text FROM (SELECT seq, sender, text FROM chat_broadcasts
+             ORDER BY seq DESC LIMIT $1) AS last ORDER BY seq",
+            &[&(limit as i64)],
+        )
+    }
+
+    fn canvas(&self) -> Result<Vec<u8>> {
+        let rows = self.query("SELECT pixels FROM canvas WHERE id = 1", &[])?;
+        rows.first()
+            .map(|row| row.get(0))
+            .ok_or_else(|| Error("the canvas row is missing".into()))
+    }
+
+    fn save_canvas(&self, pixels: &[u8]) -> Result<()> {
+        self.write(|db| {
+            db.execute("UPDATE canvas SET pixels = $1 WHERE id = 1", &[&pixels])?;
+            Ok(())
+        })
+    }
+}
