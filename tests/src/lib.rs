@@ -336,6 +336,8 @@ pub fn sent(id: u32) -> Vec<u8> {
 pub struct Listener {
     pub port: u16,
     pushes: Receiver<Vec<u8>>,
+    /// True while paused: pushes wait in the kernel's accept queue.
+    paused: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl Listener {
@@ -343,21 +345,49 @@ impl Listener {
         Listener::start_on(0)
     }
 
+    /// A listener that takes no push until [`Listener::resume`]: they wait, connected and
+    /// unread, as with a busy client.
+    pub fn paused() -> Listener {
+        Listener::start_gated(0, true)
+    }
+
     /// A listener on a chosen port (0: any free one).
     pub fn start_on(port: u16) -> Listener {
+        Listener::start_gated(port, false)
+    }
+
+    fn start_gated(port: u16, paused: bool) -> Listener {
         let socket = TcpListener::bind(("127.0.0.1", port)).expect("bind listener");
         let port = socket.local_addr().unwrap().port();
         let (tx, pushes) = mpsc::channel();
-        std::thread::spawn(move || {
-            for stream in socket.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let push = read_to_close(&mut stream);
-                if tx.send(push).is_err() {
-                    return;
+        let paused = Arc::new((Mutex::new(paused), std::sync::Condvar::new()));
+        let gate = paused.clone();
+        std::thread::spawn(move || loop {
+            {
+                let (lock, resumed) = &*gate;
+                let mut paused = lock.lock().unwrap();
+                while *paused {
+                    paused = resumed.wait(paused).unwrap();
                 }
             }
+            let Ok((mut stream, _)) = socket.accept() else {
+                return;
+            };
+            let push = read_to_close(&mut stream);
+            if tx.send(push).is_err() {
+                return;
+            }
         });
-        Listener { port, pushes }
+        Listener {
+            port,
+            pushes,
+            paused,
+        }
+    }
+
+    pub fn resume(&self) {
+        *self.paused.0.lock().unwrap() = false;
+        self.paused.1.notify_all();
     }
 
     /// The next push, failing the test if none comes within [`PATIENCE`].
@@ -914,6 +944,19 @@ impl CanvasConn {
         self.stream.read_exact(&mut body).unwrap();
         serde_json::from_slice(&body).expect("JSON")
     }
+}
+
+/// A push as a listener received it (op name, then its fields).
+pub fn decode_push(push: &[u8]) -> wire::Push {
+    try_decode_push(push)
+        .unwrap_or_else(|| panic!("not a whole push: {:?}", String::from_utf8_lossy(push)))
+}
+
+/// A push, or None if the bytes are not a whole one (a server killed while writing it).
+pub fn try_decode_push(push: &[u8]) -> Option<wire::Push> {
+    let mut reader = push;
+    let op = wire::read_field(&mut reader, 32).ok()?;
+    wire::Push::read_body(wire::PushKind::from_op_name(&op)?, &mut reader).ok()
 }
 
 /// Messages waiting in the database `db`.

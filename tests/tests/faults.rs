@@ -8,14 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e::decode_push as decode;
 use e2e::{connected, encode, pending_count, register, sent, try_request, Db, Server, PATIENCE};
-use wire::{read_field, Push, PushKind};
-
-fn decode(push: &[u8]) -> Push {
-    let mut reader = push;
-    let op = read_field(&mut reader, 32).unwrap();
-    Push::read_body(PushKind::from_op_name(&op).unwrap(), &mut reader).unwrap()
-}
+use wire::Push;
 
 #[test]
 fn kill9_during_a_storm_of_sends_loses_no_acknowledged_message() {

@@ -40,6 +40,11 @@ pub const USER_LIST_TICK: Duration = Duration::from_millis(50);
 /// database was locked or full).
 const REMOVAL_RETRY: Duration = Duration::from_millis(100);
 
+/// How often a node on a shared database looks for deliveries nobody makes: the longest a
+/// dead node's recipients wait for another node to take over (its claims go with its
+/// connection at once).
+const SHARED_SWEEP: Duration = Duration::from_secs(1);
+
 /// Where a present user is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -193,6 +198,9 @@ pub struct Core {
     canvas: canvas::Canvas,
     /// The next sweep for expired messages (with `--pending-ttl`).
     expiry_at: Option<Instant>,
+    /// On a shared database: when to look for present users with messages that no node is
+    /// delivering (accepted while their claim was held by a node that died since).
+    sweep_at: Option<Instant>,
     /// When each present user became present (for the sink's connect window).
     present_since: HashMap<String, Instant>,
     jobs: HashMap<JobId, Job>,
@@ -229,6 +237,7 @@ impl Core {
         let kicks = store.connected_with_pending()?.into_iter().collect();
         let sessions = sessions::Sessions::load(&*store)?;
         let canvas = canvas::Canvas::load(&*store)?;
+        let sweep_at = store.shared().then(|| Instant::now() + SHARED_SWEEP);
         Ok(Core {
             store,
             sink,
@@ -240,6 +249,7 @@ impl Core {
             user_list_at: None,
             canvas,
             expiry_at: None,
+            sweep_at,
             present_since: HashMap::new(),
             jobs: HashMap::new(),
             in_flight: HashMap::new(),
@@ -537,6 +547,7 @@ impl Core {
             self.user_list_at,
             self.canvas.tick_at,
             self.expiry_at,
+            self.sweep_at,
         ]
         .into_iter()
         .flatten()
@@ -554,6 +565,14 @@ impl Core {
         if self.expiry_at.is_some_and(|at| at <= now) {
             self.expiry_at = None;
             self.expire();
+        }
+        if self.sweep_at.is_some_and(|at| at <= now) {
+            self.sweep_at = Some(now + SHARED_SWEEP);
+            match self.store.connected_with_pending() {
+                // Those another node delivers to fail their claim and are left alone.
+                Ok(aliases) => self.kicks.extend(aliases),
+                Err(e) => log::warn!("looking for deliveries nobody makes: {e}"),
+            }
         }
         while let Some((at, _)) = self.retries.first() {
             if *at > now {
@@ -680,13 +699,30 @@ impl Core {
             self.waiting.push_back(alias.to_string());
             return;
         }
+        match self.store.claim_deliveries(alias) {
+            Ok(true) => {}
+            // Another node delivers to them; when it is done it looks again.
+            Ok(false) => return,
+            Err(e) => {
+                events.push(Event::PushFailed {
+                    recipient: alias.to_string(),
+                    reason: format!("claiming the deliveries: {e}"),
+                });
+                return;
+            }
+        }
+        let mut present = false;
         let next = self.store.user(alias).and_then(|user| {
             let Some(to) = user.as_ref().and_then(|u| self.delivery_endpoint(u)) else {
                 return Ok(None);
             };
+            present = true;
             let batch = self.store.pending_batch(alias, DELIVERY_BATCH)?;
             Ok((!batch.is_empty()).then_some((to, batch)))
         });
+        if !matches!(next, Ok(Some(_))) {
+            self.release_deliveries(alias, present, events);
+        }
         match next {
             Ok(None) => {}
             Ok(Some((to, messages))) => {
@@ -735,6 +771,21 @@ impl Core {
                 recipient: alias.to_string(),
                 reason: format!("reading the queue: {e}"),
             }),
+        }
+    }
+
+    /// Gives up the claim on `alias`'s deliveries. On a shared database another node may have
+    /// accepted a message for them while this one held the claim (its own claim failed, so it
+    /// left the message to us): if they are still present and something waits, go again.
+    fn release_deliveries(&mut self, alias: &str, present: bool, events: &mut Vec<Event>) {
+        if let Err(e) = self.store.release_deliveries(alias) {
+            events.push(Event::PushFailed {
+                recipient: alias.to_string(),
+                reason: format!("releasing the deliveries: {e}"),
+            });
+        }
+        if present && self.store.shared() && matches!(self.store.pending_count(alias, 1), Ok(1)) {
+            self.kicks.insert(alias.to_string());
         }
     }
 

@@ -123,6 +123,21 @@ pub trait Storage {
     /// The canvas: 2500 colour indexes, row by row.
     fn canvas(&self) -> Result<Vec<u8>>;
     fn save_canvas(&self, pixels: &[u8]) -> Result<()>;
+    /// True if other server nodes share this database: their writes appear between turns,
+    /// and deliveries to a recipient must be claimed first.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Claims the right to deliver to `recipient`: while a node holds it, no other node
+    /// pushes to them, so their messages arrive in order whichever nodes accepted them. False
+    /// if another node holds it. A node that dies loses its claims with its connection.
+    fn claim_deliveries(&self, _recipient: &str) -> Result<bool> {
+        Ok(true)
+    }
+    /// Gives up a claim this node holds (nothing if it holds none).
+    fn release_deliveries(&self, _recipient: &str) -> Result<()> {
+        Ok(())
+    }
     /// True while the turn has writes that are not yet committed (or a failed one).
     fn has_uncommitted(&self) -> bool;
     /// Commits the turn's writes. If any write failed, or the commit itself does, everything

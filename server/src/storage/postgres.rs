@@ -14,7 +14,7 @@
 //! each step once and the others see it done.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
@@ -28,6 +28,10 @@ const STATEMENT_TIMEOUT: &str = "5s";
 /// Advisory-lock key (`pg_advisory_xact_lock(MIGRATION_LOCK)`) of the migrations: "msgr" in
 /// ASCII, unlikely to meet another application's keys in a shared database.
 const MIGRATION_LOCK: i64 = 0x6d73_6772;
+/// First key of the per-recipient delivery claims, `pg_try_advisory_lock(DELIVERY_LOCKS,
+/// hashtext(alias))`: two-key advisory locks live apart from one-key ones. Two aliases with
+/// the same hash share a claim, which only makes one wait for the other.
+const DELIVERY_LOCKS: i32 = 0x6d73;
 
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Error {
@@ -46,6 +50,9 @@ pub struct PgStore {
     in_transaction: Cell<bool>,
     /// Why the current turn's transaction cannot be committed, if a write failed.
     poisoned: RefCell<Option<String>>,
+    /// Recipients whose delivery claim (a session-level advisory lock) this node holds: at
+    /// most those with a delivery in flight or waiting for a retry.
+    claimed: RefCell<HashSet<String>>,
 }
 
 impl PgStore {
@@ -66,6 +73,7 @@ impl PgStore {
             statements: RefCell::default(),
             in_transaction: Cell::new(false),
             poisoned: RefCell::default(),
+            claimed: RefCell::default(),
         })
     }
 
@@ -166,6 +174,36 @@ fn u32_of(value: i64) -> u32 {
 impl Storage for PgStore {
     fn has_uncommitted(&self) -> bool {
         self.in_transaction.get() || self.poisoned.borrow().is_some()
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn claim_deliveries(&self, recipient: &str) -> Result<bool> {
+        if self.claimed.borrow().contains(recipient) {
+            return Ok(true);
+        }
+        // Session-level: a rollback of the turn does not drop it, the connection's end does.
+        let got: bool = self.query(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&DELIVERY_LOCKS, &recipient],
+        )?[0]
+            .get(0);
+        if got {
+            self.claimed.borrow_mut().insert(recipient.to_string());
+        }
+        Ok(got)
+    }
+
+    fn release_deliveries(&self, recipient: &str) -> Result<()> {
+        if self.claimed.borrow_mut().remove(recipient) {
+            self.query(
+                "SELECT pg_advisory_unlock($1, hashtext($2))",
+                &[&DELIVERY_LOCKS, &recipient],
+            )?;
+        }
+        Ok(())
     }
 
     fn commit(&self) -> std::result::Result<(), String> {

@@ -641,7 +641,7 @@ mod tests {
         let before = std::fs::metadata(&path).unwrap().len();
         store.insert_user("ana", None, None).unwrap();
         store.insert_user("bea", None, None).unwrap();
-        for id in 1..=20 {
+        for _ in 1..=20 {
             store.accept_message("ana", "bea", b"x", None).unwrap();
             store.commit().unwrap();
         }

@@ -1,0 +1,231 @@
+//! Several server nodes on one PostgreSQL database (always PostgreSQL, whatever engine the
+//! rest of the suite runs on): users, presence and mailboxes are shared; exactly one node
+//! delivers to a recipient at a time; a node killed with -9 loses nothing acknowledged and
+//! the others take its recipients over while the recipients stay connected.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use e2e::{
+    connect, decode_push, register, sent, try_decode_push, try_request, Db, Listener, Server,
+    PATIENCE,
+};
+use wire::Push;
+
+fn three_nodes() -> (Db, [Server; 3]) {
+    three_nodes_with(&[])
+}
+
+fn three_nodes_with(args: &'static [&'static str]) -> (Db, [Server; 3]) {
+    let db = Db::postgres();
+    // Started together: the migrations must be applied once, whoever comes first.
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || Server::start_on(&db, args))
+        })
+        .collect();
+    let nodes: Vec<Server> = starts.into_iter().map(|s| s.join().unwrap()).collect();
+    let nodes: [Server; 3] = nodes.try_into().unwrap_or_else(|_| unreachable!());
+    (db, nodes)
+}
+
+/// The next push to `listener`, decoded as a message: `(sender, id, text)`.
+fn next_message(listener: &Listener) -> (String, u32, String) {
+    match decode_push(&listener.next()) {
+        Push::Message {
+            sender, id, text, ..
+        } => (sender, id, String::from_utf8(text).unwrap()),
+        other => panic!("not a message push: {other:?}"),
+    }
+}
+
+#[test]
+fn users_presence_and_messages_are_shared_across_nodes() {
+    let (db, [n1, n2, n3]) = three_nodes();
+    assert_eq!(
+        db.int("SELECT count(*) FROM schema_migrations"),
+        db.int("SELECT max(version) FROM schema_migrations"),
+        "each step applied once"
+    );
+    register(&n1, "ana");
+    assert_eq!(
+        n2.call(&["REGISTER", "ana"]),
+        [1],
+        "taken, through another node"
+    );
+    register(&n2, "bea");
+    register(&n3, "carla");
+    let bea = connect(&n2, "bea");
+    let carla = connect(&n3, "carla");
+    assert_eq!(
+        n2.call(&["CONNECT", "carla", "4000"]),
+        [2],
+        "already connected, through another node"
+    );
+
+    // Presence: every node lists the users connected through any node.
+    let expected = b"\x002\0bea\0carla\0".to_vec();
+    for node in [&n1, &n2, &n3] {
+        assert_eq!(node.call(&["CONNECTEDUSERS", "bea"]), expected);
+    }
+
+    // A message sent through node 1 reaches bea, connected through node 2.
+    assert_eq!(n1.call(&["SEND", "ana", "bea", "hola"]), sent(1));
+    assert_eq!(next_message(&bea), ("ana".into(), 1, "hola".into()));
+    // Ids are the sender's, whichever node takes the SEND.
+    assert_eq!(n3.call(&["SEND", "ana", "carla", "otra"]), sent(2));
+    assert_eq!(next_message(&carla), ("ana".into(), 2, "otra".into()));
+
+    // Offline messages wait, and the node the recipient comes back through delivers them.
+    assert_eq!(n2.call(&["DISCONNECT", "bea"]), [0]);
+    for n in 3..=5u32 {
+        let node = [&n1, &n2, &n3][n as usize % 3];
+        assert_eq!(
+            node.call(&["SEND", "ana", "bea", &format!("m{n}")]),
+            sent(n)
+        );
+    }
+    let bea = connect(&n3, "bea");
+    for n in 3..=5u32 {
+        assert_eq!(next_message(&bea), ("ana".into(), n, format!("m{n}")));
+    }
+}
+
+#[test]
+fn messages_to_one_recipient_keep_each_senders_order_across_nodes() {
+    let (_db, nodes) = three_nodes();
+    let nodes = Arc::new(nodes);
+    let senders = ["s0", "s1", "s2", "s3"];
+    for sender in senders {
+        register(&nodes[0], sender);
+    }
+    register(&nodes[1], "bea");
+    let bea = connect(&nodes[2], "bea");
+    const PER_SENDER: u32 = 40;
+    let threads: Vec<_> = senders
+        .iter()
+        .enumerate()
+        .map(|(k, sender)| {
+            let (nodes, sender) = (nodes.clone(), sender.to_string());
+            std::thread::spawn(move || {
+                for n in 1..=PER_SENDER {
+                    // Each message through the next node.
+                    let node = &nodes[(k + n as usize) % 3];
+                    assert_eq!(
+                        node.call(&["SEND", &sender, "bea", &format!("{n}")]),
+                        sent(n)
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let mut last: HashMap<String, u32> = HashMap::new();
+    for _ in 0..PER_SENDER as usize * senders.len() {
+        let (sender, id, text) = next_message(&bea);
+        assert_eq!(text, id.to_string());
+        let previous = last.insert(sender.clone(), id).unwrap_or(0);
+        assert_eq!(id, previous + 1, "{sender}'s messages in order, none twice");
+    }
+    bea.expect_none(std::time::Duration::from_millis(300));
+}
+
+#[test]
+fn a_node_killed_mid_storm_loses_nothing_acknowledged_and_the_others_take_over() {
+    // Pushes wait as long as the test needs.
+    let (_db, [n1, n2, n3]) = three_nodes_with(&["--push-timeout-ms", "60000"]);
+    let senders = ["s0", "s1", "s2"];
+    for sender in senders {
+        register(&n2, sender);
+    }
+    register(&n2, "bea");
+    // bea connects through the node that will die; its listener stays up throughout. It is
+    // busy at first: node 1 takes bea's deliveries with the first message and its push waits,
+    // so the messages the storm brings to the other nodes are left to node 1.
+    let bea = Listener::paused();
+    assert_eq!(n1.call(&["CONNECT", "bea", &bea.port_field()]), [0]);
+    assert_eq!(n1.call(&["SEND", "s0", "bea", "first"]), sent(1));
+    let addrs = [n1.addr(), n2.addr(), n3.addr()];
+    let acked: Arc<Mutex<Vec<(String, u32)>>> = Arc::new(Mutex::new(vec![("s0".into(), 1)]));
+    let count = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm: Vec<_> = senders
+        .iter()
+        .enumerate()
+        .map(|(k, sender)| {
+            let (acked, count, stop) = (acked.clone(), count.clone(), stop.clone());
+            let sender = sender.to_string();
+            std::thread::spawn(move || {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let addr = addrs[(k + n) % 3];
+                    let text = format!("{sender}-{n}");
+                    let fields: [&[u8]; 4] = [b"SEND", sender.as_bytes(), b"bea", text.as_bytes()];
+                    match try_request(addr, &fields) {
+                        Ok(answer) if answer.first() == Some(&0) => {
+                            let id = std::str::from_utf8(&answer[1..answer.len() - 1])
+                                .unwrap()
+                                .parse()
+                                .unwrap();
+                            acked.lock().unwrap().push((sender.clone(), id));
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // The dead node refuses, or died before answering: not acknowledged.
+                        _ => {}
+                    }
+                }
+            })
+        })
+        .collect();
+    let wait_for = |target: usize| {
+        let start = Instant::now();
+        while count.load(Ordering::Relaxed) < target {
+            assert!(start.elapsed() < PATIENCE, "the storm stalled at {target}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    // The storm ends before node 1 dies, so no SEND through a live node comes to claim bea's
+    // deliveries afterwards: if node 1 held them, the survivors must find them by themselves.
+    wait_for(300);
+    stop.store(true, Ordering::Relaxed);
+    for thread in storm {
+        thread.join().unwrap();
+    }
+    n1.kill9();
+    bea.resume();
+    let acked = acked.lock().unwrap().clone();
+
+    // Every acknowledged message arrives at the listener bea gave the dead node, with no new
+    // CONNECT; a message the dead node pushed but had not yet recorded may come twice.
+    let mut seen: HashMap<String, std::collections::BTreeSet<u32>> = HashMap::new();
+    let mut missing: Vec<(String, u32)> = acked.clone();
+    let start = Instant::now();
+    while !missing.is_empty() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{} acknowledged messages never arrived, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        // A push the dead node was writing may be cut short: not a delivery.
+        let Some(Push::Message { sender, id, .. }) = try_decode_push(&bea.next()) else {
+            continue;
+        };
+        let ids = seen.entry(sender.clone()).or_default();
+        // A repeat is allowed; a message seen for the first time comes after all of its
+        // sender's earlier ones.
+        if !ids.contains(&id) {
+            let last = ids.last().copied().unwrap_or(0);
+            assert!(id > last, "{sender}: {id} first seen after {last}");
+            ids.insert(id);
+        }
+        missing.retain(|(s, i)| !(*s == sender && *i == id));
+    }
+    assert!(acked.len() >= 300, "{} acknowledged in all", acked.len());
+}
