@@ -33,7 +33,7 @@ use crate::messenger::push::ListenerPushes;
 use crate::messenger::Messenger;
 use crate::reactor::{Listening, Reactor, SyncGate};
 use crate::storage::{PgStore, SqliteStore, Storage};
-use crate::syncer::Syncer;
+use crate::syncer::{Barrier, Syncer};
 
 /// Opens the database, binds, prints `s> init server ip:port` and serves until SIGINT/SIGTERM.
 pub fn run(config: Config) -> Result<(), String> {
@@ -130,8 +130,8 @@ pub fn run(config: Config) -> Result<(), String> {
     result
 }
 
-/// Opens the configured database. With SQLite and `--durability full`, the syncer that makes
-/// its commits durable comes with it; PostgreSQL's commits are durable when they return.
+/// Opens the configured database, and with `--durability full` the syncer that makes its
+/// commits durable (the reactor's own commits never wait for the disk).
 fn open_store(
     config: &Config,
     wake: Arc<dyn Fn() + Send + Sync>,
@@ -150,7 +150,11 @@ fn open_store(
                 })?;
             let sync_gate = if full {
                 let wal = PathBuf::from(format!("{}-wal", path.display()));
-                let syncer = Syncer::start(wal, wake, metrics)
+                let barrier = Barrier::SqliteWal {
+                    path: wal,
+                    file: None,
+                };
+                let syncer = Syncer::start(barrier, wake, metrics)
                     .map_err(|e| format!("cannot start the syncer: {e}"))?;
                 Some(SyncGate::new(syncer))
             } else {
@@ -159,9 +163,17 @@ fn open_store(
             Ok((Box::new(store), sync_gate))
         }
         Database::Postgres(url) => {
-            let store = PgStore::open(url, full)
-                .map_err(|e| format!("cannot open database {}: {e}", config.db))?;
-            Ok((Box::new(store), None))
+            let cannot = |e: storage::Error| format!("cannot open database {}: {e}", config.db);
+            let store = PgStore::open(url).map_err(cannot)?;
+            let sync_gate = if full {
+                let barrier = Barrier::Postgres(Box::new(PgStore::barrier(url).map_err(cannot)?));
+                let syncer = Syncer::start(barrier, wake, metrics)
+                    .map_err(|e| format!("cannot start the syncer: {e}"))?;
+                Some(SyncGate::new(syncer))
+            } else {
+                None
+            };
+            Ok((Box::new(store), sync_gate))
         }
     }
 }

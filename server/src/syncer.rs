@@ -1,10 +1,12 @@
 //! The syncer thread: makes committed writes durable without stalling the reactor.
 //!
-//! SQLite runs with `synchronous=NORMAL`, so a commit only appends to the WAL in the page
-//! cache. When a turn has answers that promise durability, the reactor asks for a sync of that
-//! commit (by number) and holds the answers; this thread fdatasyncs the WAL file and publishes
-//! how far it got. One fsync covers every commit made before it started, so under load many
-//! turns share one (group commit) while the reactor goes on serving.
+//! The reactor's commits do not wait for the disk: SQLite runs with `synchronous=NORMAL`, so a
+//! commit only appends to the WAL in the page cache; PostgreSQL's session runs with
+//! `synchronous_commit = off`. When a turn has answers that promise durability, the reactor
+//! asks for a sync of that commit (by number) and holds the answers; this thread makes
+//! everything committed so far durable (a [`Barrier`]) and publishes how far it got. One
+//! barrier covers every commit made before it started, so under load many turns share one
+//! (group commit) while the reactor goes on serving.
 //!
 //! There is no queue between the two: a request raises a high-water mark, so the state is a few
 //! words whatever the load. A failed fsync is final: the kernel may have dropped the dirty pages,
@@ -16,6 +18,36 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+
+/// What makes every commit made so far durable, run on the syncer thread.
+pub enum Barrier {
+    /// fdatasync of SQLite's WAL file, opened at the first sync (SQLite creates it).
+    SqliteWal { path: PathBuf, file: Option<File> },
+    /// A transaction that commits with `synchronous_commit = on` on a connection of its own:
+    /// PostgreSQL returns from its COMMIT only once the WAL is flushed up to its commit record,
+    /// which comes after the commit records of every transaction committed before it.
+    Postgres(Box<postgres::Client>),
+}
+
+impl Barrier {
+    fn describe(&self) -> String {
+        match self {
+            Barrier::SqliteWal { path, .. } => format!("fsync of {}", path.display()),
+            Barrier::Postgres(_) => {
+                "the PostgreSQL durability barrier (a synchronous commit)".into()
+            }
+        }
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        match self {
+            Barrier::SqliteWal { path, file } => sync(path, file).map_err(|e| e.to_string()),
+            Barrier::Postgres(client) => client
+                .batch_execute("BEGIN; SELECT pg_current_xact_id(); COMMIT")
+                .map_err(|e| crate::storage::Error::from(e).0),
+        }
+    }
+}
 
 #[derive(Default)]
 struct State {
@@ -52,10 +84,10 @@ pub enum Progress {
 }
 
 impl Syncer {
-    /// Starts the thread for the WAL file `wal`; `wake` is called after each sync, whose
+    /// Starts the thread that runs `barrier`; `wake` is called after each sync, whose
     /// duration goes to `metrics`.
     pub fn start(
-        wal: PathBuf,
+        barrier: Barrier,
         wake: Arc<dyn Fn() + Send + Sync>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> io::Result<Syncer> {
@@ -66,7 +98,7 @@ impl Syncer {
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("syncer".into())
-            .spawn(move || run(&wal, &worker, &*wake, &metrics))?;
+            .spawn(move || run(barrier, &worker, &*wake, &metrics))?;
         Ok(Syncer {
             shared,
             thread: Some(thread),
@@ -100,12 +132,11 @@ impl Drop for Syncer {
 }
 
 fn run(
-    wal: &PathBuf,
+    mut barrier: Barrier,
     shared: &Shared,
     wake: &(dyn Fn() + Send + Sync),
     metrics: &crate::metrics::Metrics,
 ) {
-    let mut file: Option<File> = None;
     loop {
         let upto = {
             let mut state = shared.lock();
@@ -122,14 +153,14 @@ fn run(
             state.requested
         };
         let started = std::time::Instant::now();
-        let result = sync(wal, &mut file);
+        let result = barrier.run();
         metrics.observe_fsync(started.elapsed());
         {
             let mut state = shared.lock();
             match result {
                 Ok(()) => state.synced = upto,
                 Err(e) => {
-                    state.failure = Some(format!("fsync of {} failed: {e}", wal.display()));
+                    state.failure = Some(format!("{} failed: {e}", barrier.describe()));
                     state.stop = true;
                 }
             }

@@ -1,10 +1,11 @@
 //! The shared engine: PostgreSQL, for several server nodes on one database.
 //!
 //! One connection per node, in the same shape as the SQLite engine: reads run at once, the
-//! first write of a turn opens its transaction and `commit` ends it. With `--durability full`
-//! the session runs with `synchronous_commit = on`, so a commit that returned is on the
-//! primary's disk and the answers that promise durability can go at once (PostgreSQL itself
-//! groups the WAL flushes of concurrent commits, and one commit a turn groups a turn's writes).
+//! first write of a turn opens its transaction and `commit` ends it. The session runs with
+//! `synchronous_commit = off`, so a commit does not wait for the WAL flush; with
+//! `--durability full` the syncer's barrier (a synchronous commit on a connection of its own,
+//! see `syncer::Barrier`) makes every earlier commit durable before the answers that promise
+//! it go out: one flush for many turns, as with SQLite.
 //!
 //! Waiting on somebody else's lock is bounded: `lock_timeout` makes a write that finds a row
 //! locked by another node's open turn fail after `LOCK_TIMEOUT`, poisoning this turn, instead of
@@ -57,15 +58,13 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to `url` (a libpq-style URL: `postgres://user@/db?host=/socket/dir`, or with a
-    /// host and port) and brings the schema up to date. `synchronous`: commits wait for the
-    /// WAL flush (`--durability full`).
-    pub fn open(url: &str, synchronous: bool) -> std::result::Result<PgStore, Error> {
+    /// host and port) and brings the schema up to date.
+    pub fn open(url: &str) -> std::result::Result<PgStore, Error> {
         let mut client = Client::connect(url, NoTls)?;
         client.batch_execute(&format!(
-            "SET synchronous_commit = {}; SET lock_timeout = '{LOCK_TIMEOUT}';
+            "SET synchronous_commit = off; SET lock_timeout = '{LOCK_TIMEOUT}';
              SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET application_name = 'messenger';
-             SET client_min_messages = warning",
-            if synchronous { "on" } else { "off" }
+             SET client_min_messages = warning"
         ))?;
         migrate(&mut client)?;
         Ok(PgStore {
@@ -75,6 +74,16 @@ impl PgStore {
             poisoned: RefCell::default(),
             claimed: RefCell::default(),
         })
+    }
+
+    /// The syncer's connection: its commits wait for the WAL flush.
+    pub fn barrier(url: &str) -> std::result::Result<Client, Error> {
+        let mut client = Client::connect(url, NoTls)?;
+        client.batch_execute(
+            "SET synchronous_commit = on; SET application_name = 'messenger syncer';
+             SET client_min_messages = warning",
+        )?;
+        Ok(client)
     }
 
     fn statement(&self, client: &mut Client, sql: &'static str) -> Result<Statement> {
