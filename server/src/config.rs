@@ -284,3 +284,24 @@ impl Config {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_flag_tells_files_from_postgres_urls_and_never_shows_a_password() {
+        assert_eq!(
+            parse_database("m.db"),
+            Ok(Database::Sqlite(PathBuf::from("m.db")))
+        );
+        let url = "postgres://msg:secret@db.example:5432/msg";
+        let db = parse_database(url).unwrap();
+        assert_eq!(db, Database::Postgres(url.into()));
+        assert_eq!(db.to_string(), "postgres://msg:***@db.example:5432/msg");
+        let socket = "postgres://msg@/msg?host=/run/postgresql";
+        assert_eq!(parse_database(socket).unwrap().to_string(), socket);
+        assert!(parse_database("postgres://msg@/msg?nonsense_option=1").is_err());
+        assert!(parse_database("").is_err());
+    }
+}
