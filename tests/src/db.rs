@@ -165,29 +165,43 @@ impl Db {
 
 /// The test process's PostgreSQL cluster.
 struct Cluster {
-    socket_dir: PathBuf,
+    /// The temporary directory: the data directory, the socket and the log.
+    dir: PathBuf,
+    postmaster: u32,
     databases: AtomicU32,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-static DATA_DIR: OnceLock<(PathBuf, u32)> = OnceLock::new();
 
 fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(Cluster::start)
 }
 
-/// Runs the child as `nobody` when we are root (PostgreSQL refuses root), and stops it with
-/// SIGQUIT (PostgreSQL's immediate shutdown) when the thread that started it ends.
+/// `(uid, gid)` of `nobody` when we are root: PostgreSQL refuses to run as root.
+fn postgres_user() -> Option<(libc::uid_t, libc::gid_t)> {
+    // SAFETY: geteuid cannot fail; getpwnam's result is read before any other call.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return None;
+        }
+        let nobody = libc::getpwnam(c"nobody".as_ptr());
+        assert!(
+            !nobody.is_null(),
+            "PostgreSQL needs a user other than root: nobody"
+        );
+        Some(((*nobody).pw_uid, (*nobody).pw_gid))
+    }
+}
+
+/// Runs the child as [`postgres_user`], and stops it with SIGQUIT (PostgreSQL's immediate
+/// shutdown) when the thread that started it ends.
 fn as_postgres_user(command: &mut Command) -> &mut Command {
+    // Looked up before the fork: getpwnam is not async-signal-safe.
+    let user = postgres_user();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        command.pre_exec(|| {
-            if libc::geteuid() == 0 {
-                let nobody = libc::getpwnam(c"nobody".as_ptr());
-                if nobody.is_null() {
-                    return Err(std::io::Error::other("no user nobody"));
-                }
-                let (uid, gid) = ((*nobody).pw_uid, (*nobody).pw_gid);
+        command.pre_exec(move || {
+            if let Some((uid, gid)) = user {
                 if libc::setgroups(0, std::ptr::null()) != 0
                     || libc::setgid(gid) != 0
                     || libc::setuid(uid) != 0
@@ -209,13 +223,7 @@ impl Cluster {
             .tempdir()
             .expect("a directory for the cluster")
             .keep();
-        if unsafe { libc::geteuid() } == 0 {
-            let nobody = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
-            assert!(
-                !nobody.is_null(),
-                "PostgreSQL needs a user other than root: nobody"
-            );
-            let (uid, gid) = unsafe { ((*nobody).pw_uid, (*nobody).pw_gid) };
+        if let Some((uid, gid)) = postgres_user() {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown cluster dir");
         }
         let data = dir.join("data");
@@ -257,14 +265,13 @@ impl Cluster {
             started.send(child.id()).unwrap();
             let _ = child.wait();
         });
-        let pid = pid.recv().expect("postgres started");
-        DATA_DIR.set((dir.clone(), pid)).expect("one cluster");
-        // SAFETY: registering a plain extern "C" function.
-        unsafe { libc::atexit(stop_cluster) };
         let cluster = Cluster {
-            socket_dir: dir,
+            dir,
+            postmaster: pid.recv().expect("postgres started"),
             databases: AtomicU32::new(0),
         };
+        // SAFETY: registering a plain extern "C" function; it reads the cluster once stored.
+        unsafe { libc::atexit(stop_cluster) };
         let start = Instant::now();
         let mut admin = loop {
             match postgres::Client::connect(&cluster.url("postgres", "postgres"), postgres::NoTls) {
@@ -273,7 +280,7 @@ impl Cluster {
                     assert!(
                         start.elapsed() < Duration::from_secs(30),
                         "postgres did not start: {e}; see {}/postgres.log",
-                        cluster.socket_dir.display()
+                        cluster.dir.display()
                     );
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -286,10 +293,7 @@ impl Cluster {
     }
 
     fn url(&self, user: &str, database: &str) -> String {
-        format!(
-            "postgres://{user}@/{database}?host={}",
-            self.socket_dir.display()
-        )
+        format!("postgres://{user}@/{database}?host={}", self.dir.display())
     }
 
     /// A new empty database owned by the ordinary role, and its URL.
@@ -306,13 +310,14 @@ impl Cluster {
 }
 
 extern "C" fn stop_cluster() {
-    if let Some((dir, pid)) = DATA_DIR.get() {
+    if let Some(cluster) = CLUSTER.get() {
         // SAFETY: signalling the postmaster we started.
-        unsafe { libc::kill(*pid as i32, libc::SIGQUIT) };
+        unsafe { libc::kill(cluster.postmaster as i32, libc::SIGQUIT) };
+        let pid_file = cluster.dir.join("data/postmaster.pid");
         let start = Instant::now();
-        while dir.join("data/postmaster.pid").exists() && start.elapsed() < Duration::from_secs(5) {
+        while pid_file.exists() && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(&cluster.dir);
     }
 }
