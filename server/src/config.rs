@@ -181,6 +181,13 @@ pub struct Config {
     /// database file (the reactor itself never checkpoints).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_pages: u32,
+
+    /// Every client connection on the protocol ports begins with a PROXY protocol header
+    /// (HAProxy's v1 or v2) naming the client's address, which then stands for the
+    /// connection's own (pushes go to it; DISCONNECT is allowed from it). Connections without
+    /// one are closed. For nodes behind a TCP load balancer only.
+    #[arg(long)]
+    pub proxy_protocol: bool,
 }
 
 /// Where the server keeps its data.

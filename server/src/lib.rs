@@ -12,6 +12,7 @@ pub mod frontend;
 pub mod messenger;
 mod metrics;
 mod net;
+mod proxy_header;
 mod reactor;
 pub mod rooms;
 pub mod storage;

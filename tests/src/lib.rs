@@ -348,16 +348,22 @@ impl Listener {
     /// A listener that takes no push until [`Listener::resume`]: they wait, connected and
     /// unread, as with a busy client.
     pub fn paused() -> Listener {
-        Listener::start_gated(0, true)
+        Listener::start_gated([127, 0, 0, 1], 0, true)
     }
 
     /// A listener on a chosen port (0: any free one).
     pub fn start_on(port: u16) -> Listener {
-        Listener::start_gated(port, false)
+        Listener::start_gated([127, 0, 0, 1], port, false)
     }
 
-    fn start_gated(port: u16, paused: bool) -> Listener {
-        let socket = TcpListener::bind(("127.0.0.1", port)).expect("bind listener");
+    /// A listener on another loopback address, such as 127.0.0.2.
+    pub fn start_at(ip: [u8; 4]) -> Listener {
+        Listener::start_gated(ip, 0, false)
+    }
+
+    fn start_gated(ip: [u8; 4], port: u16, paused: bool) -> Listener {
+        let socket =
+            TcpListener::bind((std::net::Ipv4Addr::from(ip), port)).expect("bind listener");
         let port = socket.local_addr().unwrap().port();
         let (tx, pushes) = mpsc::channel();
         let paused = Arc::new((Mutex::new(paused), std::sync::Condvar::new()));

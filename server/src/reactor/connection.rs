@@ -86,6 +86,8 @@ pub struct Connection {
     /// read, and whose answer fit the socket buffer, never is: registering it would cost an
     /// `epoll_ctl` per request for events nobody needs.
     pub watched: bool,
+    /// `--proxy-protocol`: the PROXY header that names the client has not been read yet.
+    pub awaiting_proxy_header: bool,
 }
 
 impl Connection {
@@ -119,6 +121,7 @@ impl Connection {
             timer: None,
             established: false,
             watched: false,
+            awaiting_proxy_header: false,
         }
     }
 

@@ -28,6 +28,7 @@ use crate::console::{fatal, Console};
 use crate::core::{Core, DeliveryMark, Event, Outcome, Report, SessionId};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply};
 use crate::metrics::Metrics;
+use crate::proxy_header::{self, Header};
 use crate::syncer::{Progress, Syncer};
 use connection::{Connection, State, MAX_UNANSWERED};
 
@@ -278,6 +279,7 @@ impl Reactor {
         let mut conn = Connection::new(stream, n, mode, peer, deadline, generation);
         conn.pacing = frontend.pacing(generation);
         conn.pause = self.config.chat_pause();
+        conn.awaiting_proxy_header = self.config.proxy_protocol;
         entry.insert(conn);
         self.schedule(key);
         // Clients write their request right after connecting, so it is often already here:
@@ -348,7 +350,11 @@ impl Reactor {
             if conn.state != State::Reading || conn.held >= MAX_UNANSWERED {
                 return;
             }
-            let limit = self.listening[conn.frontend].frontend.read_limit();
+            let limit = if conn.awaiting_proxy_header {
+                proxy_header::MAX_HEADER
+            } else {
+                self.listening[conn.frontend].frontend.read_limit()
+            };
             match conn.read_once(limit) {
                 Ok(true) => self.try_frame(key),
                 Ok(false) => return,
@@ -373,6 +379,32 @@ impl Reactor {
             };
             if conn.state != State::Reading {
                 return;
+            }
+            if conn.awaiting_proxy_header {
+                match proxy_header::parse(&conn.buf) {
+                    Header::Incomplete if conn.eof => {
+                        let why = format!(
+                            "connection from {} ended inside its PROXY header",
+                            conn.peer
+                        );
+                        self.close(key, Some(why));
+                        return;
+                    }
+                    Header::Incomplete => return,
+                    Header::Complete { len, source } => {
+                        conn.buf.drain(..len);
+                        conn.awaiting_proxy_header = false;
+                        if let Some(client) = source {
+                            conn.peer = client;
+                        }
+                        continue;
+                    }
+                    Header::Invalid(why) => {
+                        let why = format!("closed connection from {}: {why}", conn.peer);
+                        self.close(key, Some(why));
+                        return;
+                    }
+                }
             }
             if conn.buf.is_empty() && conn.eof && conn.mode == Mode::Persistent {
                 // End of file on a session: the user left.
