@@ -23,9 +23,10 @@ use std::thread::JoinHandle;
 pub enum Barrier {
     /// fdatasync of SQLite's WAL file, opened at the first sync (SQLite creates it).
     SqliteWal { path: PathBuf, file: Option<File> },
-    /// A transaction that commits with `synchronous_commit = on` on a connection of its own:
-    /// PostgreSQL returns from its COMMIT only once the WAL is flushed up to its commit record,
-    /// which comes after the commit records of every transaction committed before it.
+    /// A transaction that writes WAL and commits with `synchronous_commit = on` on a
+    /// connection of its own: PostgreSQL returns from its COMMIT only once the WAL is flushed
+    /// up to its commit record, which comes after the commit records of every transaction
+    /// committed before it.
     Postgres(Box<postgres::Client>),
 }
 
@@ -42,8 +43,14 @@ impl Barrier {
     fn run(&mut self) -> Result<(), String> {
         match self {
             Barrier::SqliteWal { path, file } => sync(path, file).map_err(|e| e.to_string()),
+            // It must write WAL of its own: PostgreSQL commits a transaction that wrote none
+            // asynchronously whatever `synchronous_commit` says (an xid alone is not enough).
+            // A transactional logical message is the smallest such write, needs no table and
+            // no privilege, and never conflicts with another node's barrier.
             Barrier::Postgres(client) => client
-                .batch_execute("BEGIN; SELECT pg_current_xact_id(); COMMIT")
+                .batch_execute(
+                    "BEGIN; SELECT pg_logical_emit_message(true, 'messenger', 'barrier'); COMMIT",
+                )
                 .map_err(|e| crate::storage::Error::from(e).0),
         }
     }

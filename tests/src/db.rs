@@ -147,6 +147,19 @@ impl Db {
         self.text(sql).parse().expect("a number")
     }
 
+    /// Runs each statement on its own as the PostgreSQL cluster's superuser, for what only
+    /// it may do (`ALTER SYSTEM`, which no transaction may hold): the cluster is the test
+    /// process's own.
+    pub fn postgres_admin(statements: &[&str]) {
+        let cluster = cluster();
+        let mut admin =
+            postgres::Client::connect(&cluster.url("postgres", "postgres"), postgres::NoTls)
+                .unwrap();
+        for sql in statements {
+            admin.batch_execute(sql).unwrap();
+        }
+    }
+
     /// Runs statements that return nothing (while no server runs on the database, unless
     /// the test means to race it).
     pub fn execute(&self, sql: &str) {
