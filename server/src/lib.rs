@@ -2,6 +2,7 @@
 //! bird's-eye view.
 
 mod admin;
+mod bus;
 pub mod canvas;
 pub mod chat;
 pub mod config;
@@ -28,6 +29,7 @@ use signal_hook_mio::v1_0::Signals;
 
 pub use config::{Config, Database, Durability};
 
+use crate::bus::Bus;
 use crate::core::Core;
 use crate::deliverer::Pool;
 use crate::messenger::push::ListenerPushes;
@@ -60,7 +62,11 @@ pub fn run(config: Config) -> Result<(), String> {
         let doorbell = poller.doorbell.clone();
         Arc::new(move || doorbell.ring())
     };
-    let (store, sync_gate) = open_store(&config, wake.clone(), metrics.clone())?;
+    let Opened {
+        store,
+        sync_gate,
+        bus,
+    } = open_store(&config, wake.clone(), metrics.clone())?;
     let pool = Pool::start(
         config.deliverers.into(),
         (config.max_pushes as usize).max(config.deliverers.into()),
@@ -75,7 +81,7 @@ pub fn run(config: Config) -> Result<(), String> {
         max_pending_per_user: config.max_pending_per_user.map(|n| n as usize),
         pending_ttl: config.pending_ttl.map(std::time::Duration::from_secs),
     };
-    let core = Core::new(store, Box::new(pushes), settings, metrics.clone())
+    let core = Core::new(store, Box::new(pushes), bus, settings, metrics.clone())
         .map_err(|e| format!("reading pending deliveries from {}: {e}", config.db))?;
     let signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signal handlers: {e}"))?;
     let mut listening = vec![Listening {
@@ -133,11 +139,20 @@ pub fn run(config: Config) -> Result<(), String> {
 
 /// Opens the configured database, and with `--durability full` the syncer that makes its
 /// commits durable (the reactor's own commits never wait for the disk).
+/// The database, as the server uses it.
+struct Opened {
+    store: Box<dyn Storage>,
+    /// `--durability full`: the syncer and the answers that wait for it.
+    sync_gate: Option<SyncGate>,
+    /// A shared database: the other nodes' session events.
+    bus: Option<Bus>,
+}
+
 fn open_store(
     config: &Config,
     wake: Arc<dyn Fn() + Send + Sync>,
     metrics: Arc<metrics::Metrics>,
-) -> Result<(Box<dyn Storage>, Option<SyncGate>), String> {
+) -> Result<Opened, String> {
     let full = config.durability == Durability::Full;
     match &config.db {
         Database::Sqlite(path) => {
@@ -161,11 +176,19 @@ fn open_store(
             } else {
                 None
             };
-            Ok((Box::new(store), sync_gate))
+            Ok(Opened {
+                store: Box::new(store),
+                sync_gate,
+                bus: None,
+            })
         }
         Database::Postgres(url) => {
             let cannot = |e: storage::Error| format!("cannot open database {}: {e}", config.db);
             let store = PgStore::open(url).map_err(cannot)?;
+            // Listening before the core says hello, so that no answer is missed.
+            let node = store.node().expect("a shared store names its node");
+            let bus = Bus::start(url, node, wake.clone())
+                .map_err(|e| format!("cannot listen on {}: {e}", config.db))?;
             let sync_gate = if full {
                 let barrier = Barrier::Postgres(Box::new(PgStore::barrier(url).map_err(cannot)?));
                 let syncer = Syncer::start(barrier, wake, metrics)
@@ -174,7 +197,11 @@ fn open_store(
             } else {
                 None
             };
-            Ok((Box::new(store), sync_gate))
+            Ok(Opened {
+                store: Box::new(store),
+                sync_gate,
+                bus: Some(bus),
+            })
         }
     }
 }

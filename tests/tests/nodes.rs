@@ -229,3 +229,110 @@ fn a_node_killed_mid_storm_loses_nothing_acknowledged_and_the_others_take_over()
     }
     assert!(acked.len() >= 300, "{} acknowledged in all", acked.len());
 }
+
+/// Reads `conn`'s lines until one equals `expected`, skipping others (user lists on their way
+/// to the expected one).
+fn wait_for_line(conn: &mut e2e::LineConn, expected: &str) {
+    wait_for_line_where(conn, |line| line == expected, expected);
+}
+
+/// Reads `conn`'s lines until a user list names exactly `names`, in any order: users on other
+/// nodes join the list in the order their events arrive.
+fn wait_for_user_list(conn: &mut e2e::LineConn, names: &[&str]) {
+    let mut expected = names.to_vec();
+    expected.sort_unstable();
+    wait_for_line_where(
+        conn,
+        |line| {
+            let mut listed: Vec<&str> = line
+                .strip_prefix("USER_LIST|")
+                .map_or(vec![], |list| list.split(',').collect());
+            listed.sort_unstable();
+            listed == expected
+        },
+        &format!("a user list of {names:?}"),
+    );
+}
+
+fn wait_for_line_where(conn: &mut e2e::LineConn, wanted: impl Fn(&str) -> bool, what: &str) {
+    let start = Instant::now();
+    loop {
+        let line = conn.line();
+        if wanted(&line) {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "no {what}; last {line:?}");
+    }
+}
+
+#[test]
+fn rooms_chat_and_presence_span_nodes_and_a_dead_nodes_sessions_are_forgotten() {
+    let db = Db::postgres();
+    let all = ["--chat-port", "0", "--rooms-port", "0"];
+    let n1 = Server::start_on(&db, &all);
+    let n2 = Server::start_on(&db, &all);
+    let n3 = Server::start_on(&db, &all);
+    let mut ana = e2e::LineConn::rooms(&n1, "ana");
+    let mut bea = e2e::LineConn::rooms(&n2, "bea");
+    // Carla's user list shows when node 3 has heard of both.
+    let mut carla = e2e::LineConn::chat(&n3, "carla");
+    wait_for_user_list(&mut carla, &["ana", "bea", "carla"]);
+
+    // A room spanning nodes: joins, lines and leaves reach the members on other nodes.
+    ana.send("ROOM Sala1");
+    assert_eq!(ana.line(), "Te has unido a la sala Sala1.");
+    bea.send("ROOM Sala1");
+    assert_eq!(bea.line(), "Te has unido a la sala Sala1.");
+    assert_eq!(ana.line(), "bea se ha unido a la sala.");
+    bea.send("MESSAGE hola desde el nodo 2");
+    assert_eq!(ana.line(), "bea: hola desde el nodo 2");
+    ana.send("MESSAGE y yo desde el 1");
+    assert_eq!(bea.line(), "ana: y yo desde el 1");
+    // Members on every node count, once node 3 has heard of both joins.
+    let mut dani = e2e::LineConn::rooms(&n3, "dani");
+    let start = Instant::now();
+    loop {
+        dani.send("LIST_ROOMS");
+        assert_eq!(dani.line(), "Salas disponibles:");
+        let count = dani.line();
+        if count == "Sala1 (2)" {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "LIST_ROOMS on node 3: {count}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    // A name in a session on one node is taken on the others, through every front-end.
+    let mut again = e2e::LineConn::connect(n3.rooms_addr());
+    again.send("JOIN ana");
+    assert_eq!(again.line(), "ERROR: Username ya en uso.");
+    assert_eq!(n3.call(&["CONNECT", "ana", "4000"]), [2]);
+
+    // Broadcasts reach chat sessions on every node; a private message reaches a session on
+    // another node than the SEND's (at once if that node has heard of the session, else
+    // within a second, when the session's node looks at its sessions' mailboxes).
+    let mut eva = e2e::LineConn::chat(&n1, "eva");
+    wait_for_user_list(&mut carla, &["ana", "bea", "carla", "dani", "eva"]);
+    carla.send("BROADCAST|hola a todos");
+    wait_for_line(&mut eva, "BROADCAST|carla|hola a todos");
+    register(&n2, "fede");
+    assert_eq!(n2.call(&["SEND", "fede", "carla", "en privado"]), sent(1));
+    wait_for_line(&mut carla, "MESSAGE|fede|en privado");
+
+    // Node 2 dies: its sessions leave the others' rooms and lists within about a second.
+    n2.kill9();
+    assert_eq!(ana.line(), "bea ha salido del chat.");
+    wait_for_user_list(&mut carla, &["ana", "carla", "dani", "eva"]);
+
+    // A node started now learns who is where from the others (in no particular order).
+    let n4 = Server::start_on(&db, &all);
+    let mut hugo = e2e::LineConn::chat(&n4, "hugo");
+    wait_for_user_list(&mut hugo, &["ana", "carla", "dani", "eva", "hugo"]);
+    let mut gil = e2e::LineConn::rooms(&n4, "gil");
+    gil.send("LIST_ROOMS");
+    assert_eq!(gil.line(), "Salas disponibles:");
+    assert_eq!(gil.line(), "Sala1 (1)");
+    let mut again = e2e::LineConn::connect(n4.rooms_addr());
+    again.send("JOIN ana");
+    assert_eq!(again.line(), "ERROR: Username ya en uso.");
+}

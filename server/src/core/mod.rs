@@ -22,6 +22,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::bus::{Bus, Event as BusEvent, NodeId};
 use crate::storage::{self, Pending, Storage};
 
 pub use crate::deliverer::JobId;
@@ -186,6 +187,12 @@ enum Job {
 
 pub struct Core {
     store: Box<dyn Storage>,
+    /// On a shared database: the other nodes' session events.
+    bus: Option<Bus>,
+    /// Users in a session on another node, and which.
+    remote: HashMap<String, NodeId>,
+    /// Members of each room in sessions on other nodes, in joining order.
+    remote_members: HashMap<String, Vec<(String, NodeId)>>,
     sink: Box<dyn DeliverySink>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     settings: Settings,
@@ -230,6 +237,7 @@ impl Core {
     pub fn new(
         store: Box<dyn Storage>,
         sink: Box<dyn DeliverySink>,
+        bus: Option<Bus>,
         settings: Settings,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> storage::Result<Core> {
@@ -238,8 +246,15 @@ impl Core {
         let sessions = sessions::Sessions::load(&*store)?;
         let canvas = canvas::Canvas::load(&*store)?;
         let sweep_at = store.shared().then(|| Instant::now() + SHARED_SWEEP);
+        if bus.is_some() {
+            // The others answer with their sessions and rooms' members.
+            store.publish(&BusEvent::Hello.encode())?;
+        }
         Ok(Core {
             store,
+            bus,
+            remote: HashMap::new(),
+            remote_members: HashMap::new(),
             sink,
             metrics,
             settings,
@@ -301,14 +316,14 @@ impl Core {
         let Some(user) = self.store.user(alias)? else {
             return Ok(ConnectOutcome::NoSuchUser);
         };
-        if user.connected || self.sessions.session_of(alias).is_some() {
+        if user.connected || self.present_in_a_session(alias) {
             return Ok(ConnectOutcome::AlreadyConnected);
         }
         self.store
             .set_connected(alias, &ip.to_canonical().to_string(), port)?;
         self.present_since.insert(alias.to_string(), now);
         self.kicks.insert(alias.to_string());
-        self.came_online(alias);
+        self.came_online(alias, false);
         Ok(ConnectOutcome::Connected)
     }
 
@@ -381,9 +396,15 @@ impl Core {
         let id = self
             .store
             .accept_message(sender, recipient, text, attachment)?;
-        let online = to.connected || self.sessions.session_of(recipient).is_some();
-        if online {
+        let local_session = self.sessions.session_of(recipient).is_some();
+        let online = to.connected || self.present_in_a_session(recipient);
+        if to.connected || local_session {
             self.kicks.insert(recipient.to_string());
+        } else if online {
+            // In a session on another node, which delivers once it hears.
+            self.publish(BusEvent::Pending {
+                alias: recipient.to_string(),
+            });
         }
         Ok(SendOutcome::Accepted { id, online })
     }
@@ -573,6 +594,16 @@ impl Core {
                 Ok(aliases) => self.kicks.extend(aliases),
                 Err(e) => log::warn!("looking for deliveries nobody makes: {e}"),
             }
+            // A node that took a SEND before it heard of the recipient's session here told
+            // nobody: look at this node's sessions' mailboxes too.
+            let sessions = self.sessions.aliases();
+            if !sessions.is_empty() {
+                match self.store.with_pending(&sessions) {
+                    Ok(aliases) => self.kicks.extend(aliases),
+                    Err(e) => log::warn!("looking for messages to sessions: {e}"),
+                }
+            }
+            self.sweep_nodes();
         }
         while let Some((at, _)) = self.retries.first() {
             if *at > now {

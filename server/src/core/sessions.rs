@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::{Core, JobId};
+use crate::bus::{Event as BusEvent, NodeId};
 use crate::storage::{self, Storage};
 
 /// Names a session: unique for the life of the server process.
@@ -159,6 +160,11 @@ impl Sessions {
         Ok(sessions)
     }
 
+    /// The users in a session on this node.
+    pub(super) fn aliases(&self) -> Vec<String> {
+        self.by_alias.keys().cloned().collect()
+    }
+
     pub(super) fn session_of(&self, alias: &str) -> Option<SessionId> {
         self.by_alias.get(alias).copied()
     }
@@ -201,7 +207,7 @@ impl Core {
         interests: Interests,
     ) -> storage::Result<LoginOutcome> {
         let user = self.store.user(alias)?;
-        if user.as_ref().is_some_and(|u| u.connected) || self.sessions.session_of(alias).is_some() {
+        if user.as_ref().is_some_and(|u| u.connected) || self.present_in_a_session(alias) {
             return Ok(LoginOutcome::Taken);
         }
         let registered = user.is_none();
@@ -218,7 +224,7 @@ impl Core {
             },
         );
         self.sessions.by_alias.insert(alias.to_string(), session);
-        self.came_online(alias);
+        self.came_online(alias, true);
         // The newcomer hears the list at once, before the history; the others at the next
         // tick.
         if interests.user_list {
@@ -249,7 +255,11 @@ impl Core {
         if let Some(room) = room {
             self.remove_member(session, &room);
             let user: Rc<str> = alias.as_str().into();
-            self.tell_room(&room, session, Notice::LeftChat { user });
+            self.tell_room(&room, Some(session), Notice::LeftChat { user });
+            self.publish(BusEvent::LeftChat {
+                room,
+                user: alias.clone(),
+            });
         }
         self.sessions.by_id.remove(&session);
         self.sessions.by_alias.remove(&alias);
@@ -275,7 +285,16 @@ impl Core {
         };
         self.store
             .add_broadcast(&alias, text, self.settings.history.max(1))?;
-        let (from, text): (Rc<str>, Rc<str>) = (alias.into(), text.into());
+        self.publish(BusEvent::Broadcast {
+            from: alias.clone(),
+            text: text.to_string(),
+        });
+        self.tell_broadcast(alias.into(), text.into());
+        Ok(())
+    }
+
+    /// Tells every session that hears broadcasts.
+    fn tell_broadcast(&mut self, from: Rc<str>, text: Rc<str>) {
         let listeners: Vec<SessionId> = self
             .sessions
             .by_id
@@ -292,7 +311,6 @@ impl Core {
                 },
             ));
         }
-        Ok(())
     }
 
     /// Moves a session into `room` (created if missing), out of the room it was in.
@@ -306,13 +324,19 @@ impl Core {
         }
         if !exists {
             self.store.create_room(room)?;
-            self.sessions.rooms.push(room.to_string());
-            self.sessions.members.insert(room.to_string(), Vec::new());
+            self.add_room(room);
+            self.publish(BusEvent::RoomCreated {
+                room: room.to_string(),
+            });
         }
         let history = self.store.room_history(room, self.settings.history)?;
         self.leave_room(session);
         let user: Rc<str> = alias.as_str().into();
-        self.tell_room(room, session, Notice::JoinedRoom { user });
+        self.tell_room(room, Some(session), Notice::JoinedRoom { user });
+        self.publish(BusEvent::Joined {
+            room: room.to_string(),
+            user: alias.clone(),
+        });
         self.sessions
             .members
             .get_mut(room)
@@ -333,8 +357,18 @@ impl Core {
     pub fn leave_room(&mut self, session: SessionId) -> Option<String> {
         let room = self.sessions.by_id.get_mut(&session)?.room.take()?;
         self.remove_member(session, &room);
-        let user: Rc<str> = self.sessions.by_id[&session].alias.as_str().into();
-        self.tell_room(&room, session, Notice::LeftRoom { user });
+        let alias = self.sessions.by_id[&session].alias.clone();
+        self.tell_room(
+            &room,
+            Some(session),
+            Notice::LeftRoom {
+                user: alias.as_str().into(),
+            },
+        );
+        self.publish(BusEvent::Left {
+            room: room.clone(),
+            user: alias,
+        });
         Some(room)
     }
 
@@ -356,12 +390,17 @@ impl Core {
         self.store.add_room_message(&room, &alias, text)?;
         self.tell_room(
             &room,
-            session,
+            Some(session),
             Notice::RoomMessage {
-                from: alias.into(),
+                from: alias.as_str().into(),
                 text: text.into(),
             },
         );
+        self.publish(BusEvent::RoomMessage {
+            room,
+            from: alias,
+            text: text.to_string(),
+        });
         Ok(true)
     }
 
@@ -370,7 +409,10 @@ impl Core {
         self.sessions
             .rooms
             .iter()
-            .map(|room| (room.clone(), self.sessions.members[room].len()))
+            .map(|room| {
+                let remote = self.remote_members.get(room).map_or(0, Vec::len);
+                (room.clone(), self.sessions.members[room].len() + remote)
+            })
             .collect()
     }
 
@@ -380,25 +422,194 @@ impl Core {
         }
     }
 
-    /// Tells every member of `room` but `except`.
-    fn tell_room(&mut self, room: &str, except: SessionId, notice: Notice) {
+    /// Tells every member of `room` on this node but `except`.
+    fn tell_room(&mut self, room: &str, except: Option<SessionId>, notice: Notice) {
         let Some(members) = self.sessions.members.get(room) else {
             return;
         };
-        for &member in members.iter().filter(|&&m| m != except) {
+        for &member in members.iter().filter(|&&m| Some(m) != except) {
             self.notices.push((member, notice.clone()));
         }
     }
 
-    /// Records that `alias` is online; the user-list listeners hear it at the next tick.
-    pub(super) fn came_online(&mut self, alias: &str) {
+    fn add_room(&mut self, room: &str) {
+        if !self.sessions.members.contains_key(room) {
+            self.sessions.rooms.push(room.to_string());
+            self.sessions.members.insert(room.to_string(), Vec::new());
+        }
+    }
+
+    /// True if `alias` is in a session, on this node or another.
+    pub(super) fn present_in_a_session(&self, alias: &str) -> bool {
+        self.sessions.session_of(alias).is_some() || self.remote.contains_key(alias)
+    }
+
+    /// Records that `alias` is online (in a session, or else through the messenger); the
+    /// user-list listeners hear it at the next tick, other nodes' with the commit.
+    pub(super) fn came_online(&mut self, alias: &str, session: bool) {
         self.sessions.came_online(alias);
         self.user_list_changed = true;
+        self.publish(BusEvent::Online {
+            alias: alias.to_string(),
+            session,
+        });
     }
 
     pub(super) fn went_offline(&mut self, alias: &str) {
         if self.sessions.went_offline(alias) {
             self.user_list_changed = true;
+            self.publish(BusEvent::Offline {
+                alias: alias.to_string(),
+            });
+        }
+    }
+
+    /// Tells the other nodes `event` with the turn's commit (a failure poisons the turn).
+    pub(super) fn publish(&mut self, event: BusEvent) {
+        if self.bus.is_some() {
+            let _ = self.store.publish(&event.encode());
+        }
+    }
+
+    /// Applies what other nodes published since the last call (the bus rang the waker).
+    pub fn collect_bus(&mut self) {
+        let Some(bus) = &self.bus else {
+            return;
+        };
+        let events: Vec<(NodeId, BusEvent)> = bus.events.try_iter().collect();
+        for (node, event) in events {
+            self.apply_remote(node, event);
+        }
+    }
+
+    fn apply_remote(&mut self, node: NodeId, event: BusEvent) {
+        match event {
+            BusEvent::Hello => self.announce(),
+            BusEvent::Online { alias, session } => {
+                if session {
+                    self.remote.insert(alias.clone(), node);
+                }
+                self.sessions.came_online(&alias);
+                self.user_list_changed = true;
+            }
+            BusEvent::Offline { alias } => {
+                self.remote.remove(&alias);
+                if self.sessions.went_offline(&alias) {
+                    self.user_list_changed = true;
+                }
+            }
+            BusEvent::Pending { alias } => {
+                if self.sessions.session_of(&alias).is_some() {
+                    self.kicks.insert(alias);
+                }
+            }
+            BusEvent::RoomCreated { room } => self.add_room(&room),
+            BusEvent::Member { room, user } => {
+                self.add_room(&room);
+                let members = self.remote_members.entry(room).or_default();
+                if !members.iter().any(|(m, _)| *m == user) {
+                    members.push((user, node));
+                }
+            }
+            BusEvent::Joined { room, user } => {
+                self.add_room(&room);
+                let members = self.remote_members.entry(room.clone()).or_default();
+                members.retain(|(m, _)| *m != user);
+                members.push((user.clone(), node));
+                self.tell_room(&room, None, Notice::JoinedRoom { user: user.into() });
+            }
+            BusEvent::Left { room, user } => {
+                self.forget_remote_member(&room, &user);
+                self.tell_room(&room, None, Notice::LeftRoom { user: user.into() });
+            }
+            BusEvent::LeftChat { room, user } => {
+                self.forget_remote_member(&room, &user);
+                self.tell_room(&room, None, Notice::LeftChat { user: user.into() });
+            }
+            BusEvent::RoomMessage { room, from, text } => {
+                let notice = Notice::RoomMessage {
+                    from: from.into(),
+                    text: text.into(),
+                };
+                self.tell_room(&room, None, notice);
+            }
+            BusEvent::Broadcast { from, text } => self.tell_broadcast(from.into(), text.into()),
+        }
+    }
+
+    fn forget_remote_member(&mut self, room: &str, user: &str) {
+        if let Some(members) = self.remote_members.get_mut(room) {
+            members.retain(|(m, _)| m != user);
+        }
+    }
+
+    /// A node started: tells it (and, harmlessly, the others) who is in a session here and
+    /// in which room, as state rather than as news.
+    fn announce(&mut self) {
+        let mut events = Vec::new();
+        for session in self.sessions.by_id.values() {
+            events.push(BusEvent::Online {
+                alias: session.alias.clone(),
+                session: true,
+            });
+            if let Some(room) = &session.room {
+                events.push(BusEvent::Member {
+                    room: room.clone(),
+                    user: session.alias.clone(),
+                });
+            }
+        }
+        for event in events {
+            self.publish(event);
+        }
+    }
+
+    /// Forgets the sessions of nodes that are gone (their storage connection ended with
+    /// them): their users go offline, their room members leave.
+    pub(super) fn sweep_nodes(&mut self) {
+        let mut nodes: Vec<NodeId> = self.remote.values().copied().collect();
+        nodes.extend(
+            self.remote_members
+                .values()
+                .flatten()
+                .map(|(_, node)| *node),
+        );
+        nodes.sort_unstable();
+        nodes.dedup();
+        if nodes.is_empty() {
+            return;
+        }
+        let live = match self.store.live_nodes(&nodes) {
+            Ok(live) => live,
+            Err(e) => {
+                log::warn!("looking for nodes that are gone: {e}");
+                return;
+            }
+        };
+        let dead = |node: &NodeId| !live.contains(node);
+        let gone: Vec<String> = self
+            .remote
+            .iter()
+            .filter(|(_, node)| dead(node))
+            .map(|(alias, _)| alias.clone())
+            .collect();
+        for alias in gone {
+            self.remote.remove(&alias);
+            if self.sessions.went_offline(&alias) {
+                self.user_list_changed = true;
+            }
+        }
+        let mut left = Vec::new();
+        for (room, members) in &mut self.remote_members {
+            members.retain(|(user, node)| {
+                if dead(node) {
+                    left.push((room.clone(), user.clone()));
+                }
+                !dead(node)
+            });
+        }
+        for (room, user) in left {
+            self.tell_room(&room, None, Notice::LeftChat { user: user.into() });
         }
     }
 

@@ -70,6 +70,7 @@ impl Fixture {
         let core = Core::new(
             Box::new(store),
             Box::new(FakeSink(sink.clone())),
+            None,
             settings,
             Default::default(),
         )

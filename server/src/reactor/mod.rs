@@ -174,6 +174,7 @@ impl Reactor {
                     WAKER => {
                         self.doorbell.answer();
                         self.core.collect_reports(Instant::now());
+                        self.core.collect_bus();
                         self.collect_synced();
                     }
                     SIGNALS => self.on_signals(),

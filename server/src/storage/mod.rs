@@ -109,6 +109,16 @@ pub trait Storage {
     fn expire_pending(&self, before: i64) -> Result<Vec<(String, String, u32)>>;
     /// Connected users that have messages waiting: after a restart these are flushed.
     fn connected_with_pending(&self) -> Result<Vec<String>>;
+    /// Of `aliases`, those with messages waiting.
+    fn with_pending(&self, aliases: &[String]) -> Result<Vec<String>> {
+        let mut waiting = Vec::new();
+        for alias in aliases {
+            if self.pending_count(alias, 1)? > 0 {
+                waiting.push(alias.clone());
+            }
+        }
+        Ok(waiting)
+    }
     /// Rooms in creation order.
     fn rooms(&self) -> Result<Vec<String>>;
     /// Creates a room; false if it exists.
@@ -137,6 +147,19 @@ pub trait Storage {
     /// Gives up a claim this node holds (nothing if it holds none).
     fn release_deliveries(&self, _recipient: &str) -> Result<()> {
         Ok(())
+    }
+    /// On a shared database: this node's name on the session bus.
+    fn node(&self) -> Option<i32> {
+        None
+    }
+    /// On a shared database: tells the other nodes `payload` when, and only if, the turn
+    /// commits.
+    fn publish(&self, _payload: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Of the nodes `nodes`, those still connected to the database.
+    fn live_nodes(&self, nodes: &[i32]) -> Result<Vec<i32>> {
+        Ok(nodes.to_vec())
     }
     /// True while the turn has writes that are not yet committed (or a failed one).
     fn has_uncommitted(&self) -> bool;

@@ -54,6 +54,8 @@ pub struct PgStore {
     /// Recipients whose delivery claim (a session-level advisory lock) this node holds: at
     /// most those with a delivery in flight or waiting for a retry.
     claimed: RefCell<HashSet<String>>,
+    /// The backend process id of this connection: the node's name on the session bus.
+    backend: i32,
 }
 
 impl PgStore {
@@ -67,7 +69,9 @@ impl PgStore {
              SET client_min_messages = warning"
         ))?;
         migrate(&mut client)?;
+        let backend = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
         Ok(PgStore {
+            backend,
             client: RefCell::new(client),
             statements: RefCell::default(),
             in_transaction: Cell::new(false),
@@ -203,6 +207,42 @@ impl Storage for PgStore {
             self.claimed.borrow_mut().insert(recipient.to_string());
         }
         Ok(got)
+    }
+
+    fn node(&self) -> Option<i32> {
+        Some(self.backend)
+    }
+
+    fn publish(&self, payload: &str) -> Result<()> {
+        self.write(|s| {
+            s.query(
+                "SELECT pg_notify($1, $2)",
+                &[&crate::bus::CHANNEL, &payload],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn with_pending(&self, aliases: &[String]) -> Result<Vec<String>> {
+        Ok(self
+            .query(
+                "SELECT DISTINCT recipient FROM pending_messages WHERE recipient = ANY($1)",
+                &[&aliases],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    fn live_nodes(&self, nodes: &[i32]) -> Result<Vec<i32>> {
+        Ok(self
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1)",
+                &[&nodes],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
     }
 
     fn release_deliveries(&self, recipient: &str) -> Result<()> {

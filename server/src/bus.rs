@@ -1,0 +1,314 @@
+//! The session bus of nodes sharing a PostgreSQL database: what one node's chat, rooms and
+//! presence changes mean for the sessions of the others.
+//!
+//! A node publishes an [`Event`] with `NOTIFY` inside the turn's transaction (storage's
+//! `publish`), so the others hear it exactly when, and only if, the change commits, and all
+//! hear every node's events in one order (commit order). Each node has a thread that
+//! `LISTEN`s on a connection of its own and hands the events to the reactor through a
+//! bounded channel and the waker; when the channel is full the thread waits, and PostgreSQL
+//! keeps the rest in its notification queue.
+//!
+//! Private messages never travel here (NOTIFY takes a cluster-wide lock at commit): a SEND's
+//! node pushes to a listener itself, and for a recipient in a session on another node it
+//! publishes only [`Event::Pending`], which makes that node look at the mailbox.
+//!
+//! A node is named by the backend process id of its storage connection, which PostgreSQL
+//! attaches to each notification; a node whose id is no longer among the database's backends
+//! has died, and the others forget its sessions (see `Core::sweep_nodes`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use postgres::fallible_iterator::FallibleIterator;
+use serde_json::{json, Value};
+
+/// The channel every node listens on.
+pub const CHANNEL: &str = "messenger_sessions";
+
+/// Events waiting for the reactor; past it the listening thread waits.
+const QUEUE: usize = 4096;
+
+/// How long the listening thread waits before connecting again after losing its connection.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// A node: the backend process id of its storage connection.
+pub type NodeId = i32;
+
+/// What a node tells the others. Sessions are named by their user's alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A node started: the others announce their sessions and room members again, so that it
+    /// learns the state it missed.
+    Hello,
+    /// `alias` came online: through a session of the publishing node (`session`), or through
+    /// the messenger (whose presence is in the users table and outlives nodes).
+    Online {
+        alias: String,
+        session: bool,
+    },
+    Offline {
+        alias: String,
+    },
+    /// A message waits for `alias`, who is in a session on another node: that node delivers.
+    Pending {
+        alias: String,
+    },
+    RoomCreated {
+        room: String,
+    },
+    Joined {
+        room: String,
+        user: String,
+    },
+    /// `user` is in `room` (said in answer to [`Event::Hello`]: no one is told).
+    Member {
+        room: String,
+        user: String,
+    },
+    Left {
+        room: String,
+        user: String,
+    },
+    /// A member of `room` ended their session.
+    LeftChat {
+        room: String,
+        user: String,
+    },
+    RoomMessage {
+        room: String,
+        from: String,
+        text: String,
+    },
+    Broadcast {
+        from: String,
+        text: String,
+    },
+}
+
+impl Event {
+    /// The NOTIFY payload (JSON; PostgreSQL allows up to 8000 bytes, and the front-ends'
+    /// line limits keep every event far below it).
+    pub fn encode(&self) -> String {
+        let value = match self {
+            Event::Hello => json!({"event": "hello"}),
+            Event::Online { alias, session } => {
+                json!({"event": "online", "alias": alias, "session": session})
+            }
+            Event::Offline { alias } => json!({"event": "offline", "alias": alias}),
+            Event::Pending { alias } => json!({"event": "pending", "alias": alias}),
+            Event::RoomCreated { room } => json!({"event": "room", "room": room}),
+            Event::Joined { room, user } => json!({"event": "joined", "room": room, "user": user}),
+            Event::Left { room, user } => json!({"event": "left", "room": room, "user": user}),
+            Event::Member { room, user } => json!({"event": "member", "room": room, "user": user}),
+            Event::LeftChat { room, user } => {
+                json!({"event": "left_chat", "room": room, "user": user})
+            }
+            Event::RoomMessage { room, from, text } => {
+                json!({"event": "room_message", "room": room, "from": from, "text": text})
+            }
+            Event::Broadcast { from, text } => {
+                json!({"event": "broadcast", "from": from, "text": text})
+            }
+        };
+        value.to_string()
+    }
+
+    pub fn decode(payload: &str) -> Result<Event, String> {
+        let value: Value =
+            serde_json::from_str(payload).map_err(|e| format!("not JSON ({e}): {payload}"))?;
+        let text = |key: &str| {
+            value[key]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("no {key} in {payload}"))
+        };
+        Ok(match value["event"].as_str() {
+            Some("hello") => Event::Hello,
+            Some("online") => Event::Online {
+                alias: text("alias")?,
+                session: value["session"].as_bool().unwrap_or(false),
+            },
+            Some("offline") => Event::Offline {
+                alias: text("alias")?,
+            },
+            Some("pending") => Event::Pending {
+                alias: text("alias")?,
+            },
+            Some("room") => Event::RoomCreated {
+                room: text("room")?,
+            },
+            Some("joined") => Event::Joined {
+                room: text("room")?,
+                user: text("user")?,
+            },
+            Some("member") => Event::Member {
+                room: text("room")?,
+                user: text("user")?,
+            },
+            Some("left") => Event::Left {
+                room: text("room")?,
+                user: text("user")?,
+            },
+            Some("left_chat") => Event::LeftChat {
+                room: text("room")?,
+                user: text("user")?,
+            },
+            Some("room_message") => Event::RoomMessage {
+                room: text("room")?,
+                from: text("from")?,
+                text: text("text")?,
+            },
+            Some("broadcast") => Event::Broadcast {
+                from: text("from")?,
+                text: text("text")?,
+            },
+            _ => return Err(format!("unknown event: {payload}")),
+        })
+    }
+}
+
+/// The reactor's end of the bus.
+pub struct Bus {
+    /// This node, whose own events come back and are skipped.
+    pub own: NodeId,
+    pub events: Receiver<(NodeId, Event)>,
+}
+
+impl Bus {
+    /// Listens on `url`'s database for the events of nodes other than `own`; `wake` rings
+    /// the reactor after each.
+    pub fn start(url: &str, own: NodeId, wake: Arc<dyn Fn() + Send + Sync>) -> Result<Bus, String> {
+        let client = listen(url).map_err(|e| e.to_string())?;
+        let (sender, events) = crossbeam_channel::bounded(QUEUE);
+        let url = url.to_string();
+        std::thread::Builder::new()
+            .name("bus".into())
+            .spawn(move || run(client, &url, own, &sender, &*wake))
+            .map_err(|e| format!("cannot start the bus thread: {e}"))?;
+        Ok(Bus { own, events })
+    }
+}
+
+fn listen(url: &str) -> Result<postgres::Client, postgres::Error> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute(&format!(
+        "SET application_name = 'messenger bus'; LISTEN {CHANNEL}"
+    ))?;
+    Ok(client)
+}
+
+/// Hands the notifications of one connection to the reactor: None once the reactor is gone,
+/// else why the connection was lost.
+fn forward(
+    client: &mut postgres::Client,
+    own: NodeId,
+    sender: &Sender<(NodeId, Event)>,
+    wake: &(dyn Fn() + Send + Sync),
+) -> Option<String> {
+    let mut notifications = client.notifications();
+    let mut iter = notifications.blocking_iter();
+    loop {
+        match iter.next() {
+            Ok(Some(notification)) => {
+                if notification.process_id() == own {
+                    continue;
+                }
+                match Event::decode(notification.payload()) {
+                    Ok(event) => {
+                        sender.send((notification.process_id(), event)).ok()?;
+                        wake();
+                    }
+                    Err(why) => log::warn!("session bus: ignored an event: {why}"),
+                }
+            }
+            Ok(None) => return Some("the connection closed".into()),
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+}
+
+/// Hands each notification to the reactor until the reactor is gone. A lost connection is
+/// logged and made again: what was published meanwhile is missed (the sessions of other
+/// nodes may show stale presence until their next change), which the log says.
+fn run(
+    mut client: postgres::Client,
+    url: &str,
+    own: NodeId,
+    sender: &Sender<(NodeId, Event)>,
+    wake: &(dyn Fn() + Send + Sync),
+) {
+    loop {
+        let lost = forward(&mut client, own, sender, wake);
+        let Some(lost) = lost else {
+            return;
+        };
+        log::error!(
+            "session bus: lost the connection ({lost}); other nodes' session events are \
+             missed until it is back"
+        );
+        client = loop {
+            std::thread::sleep(RECONNECT);
+            match listen(url) {
+                Ok(client) => break client,
+                Err(e) => log::error!("session bus: cannot connect again: {e}"),
+            }
+        };
+        log::warn!("session bus: connected again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_survives_its_payload() {
+        let events = [
+            Event::Hello,
+            Event::Online {
+                alias: "ana".into(),
+                session: true,
+            },
+            Event::Offline {
+                alias: "ana".into(),
+            },
+            Event::Pending {
+                alias: "ana".into(),
+            },
+            Event::RoomCreated {
+                room: "Sala \"1\"".into(),
+            },
+            Event::Joined {
+                room: "s".into(),
+                user: "ana".into(),
+            },
+            Event::Left {
+                room: "s".into(),
+                user: "ana".into(),
+            },
+            Event::Member {
+                room: "s".into(),
+                user: "ana".into(),
+            },
+            Event::LeftChat {
+                room: "s".into(),
+                user: "ana".into(),
+            },
+            Event::RoomMessage {
+                room: "s".into(),
+                from: "ana".into(),
+                text: "¿qué tal?\\ {}".into(),
+            },
+            Event::Broadcast {
+                from: "ana".into(),
+                text: "hola|todos".into(),
+            },
+        ];
+        for event in events {
+            assert_eq!(Event::decode(&event.encode()), Ok(event));
+        }
+        assert!(Event::decode("{\"event\": \"joined\", \"room\": \"s\"}").is_err());
+        assert!(Event::decode("nonsense").is_err());
+    }
+}
