@@ -185,13 +185,30 @@ pub fn closed_loop(
     expect: u8,
     make: Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>,
 ) -> Run {
+    let servers: Vec<&Process> = server.into_iter().collect();
+    closed_loop_spread(&[addr], &servers, clients, duration, expect, make)
+}
+
+/// [`closed_loop`] over several servers: client `k` talks to `addrs[k % addrs.len()]`, and
+/// the CPU time of all `servers` is added up.
+pub fn closed_loop_spread(
+    addrs: &[SocketAddr],
+    servers: &[&Process],
+    clients: usize,
+    duration: Duration,
+    expect: u8,
+    make: Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>,
+) -> Run {
+    assert!(!addrs.is_empty(), "at least one server to load");
+    let servers_cpu = || servers.iter().map(|s| s.cpu()).sum::<Duration>();
     let errors = Arc::new(AtomicU64::new(0));
-    let (cpu0, own0) = (server.map(Process::cpu).unwrap_or_default(), own_cpu());
+    let (cpu0, own0) = (servers_cpu(), own_cpu());
     let start = Instant::now();
     let deadline = start + duration;
     let threads: Vec<_> = (0..clients)
         .map(|client| {
             let (make, errors) = (Arc::clone(&make), Arc::clone(&errors));
+            let addr = addrs[client % addrs.len()];
             std::thread::spawn(move || {
                 let mut latencies = Vec::with_capacity(1 << 14);
                 let mut seq = 0;
@@ -223,16 +240,13 @@ pub fn closed_loop(
         errors: errors.load(Ordering::Relaxed),
         elapsed,
         latencies,
-        server_cpu: server
-            .map(Process::cpu)
-            .unwrap_or_default()
-            .saturating_sub(cpu0),
+        server_cpu: servers_cpu().saturating_sub(cpu0),
         generator_cpu: own_cpu().saturating_sub(own0),
     }
 }
 
-/// Starts the messaging server on a database in `dir`.
-pub fn start_server(binary: &Path, db: &Path, extra: &[&str]) -> Process {
+/// Starts the messaging server on `db`: a SQLite file or a PostgreSQL URL.
+pub fn start_server(binary: &Path, db: impl AsRef<std::ffi::OsStr>, extra: &[&str]) -> Process {
     let mut command = Command::new(binary);
     command
         .args([
