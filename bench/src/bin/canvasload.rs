@@ -269,7 +269,7 @@ fn main() {
     let ours = |name: &str| -> Process {
         start_server(
             &server_binary,
-            &dir.join(format!("{name}.db")),
+            dir.join(format!("{name}.db")),
             &["--canvas-port", "0"],
         )
     };

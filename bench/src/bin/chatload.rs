@@ -130,7 +130,7 @@ fn latency(base: Instant, line: &str) -> Option<Duration> {
 fn server(binary: &Path, dir: &Path, name: &str, extra: &[&str]) -> Process {
     let mut args = vec!["--chat-port", "0", "--rooms-port", "0"];
     args.extend_from_slice(extra);
-    start_server(binary, &dir.join(format!("{name}.db")), &args)
+    start_server(binary, dir.join(format!("{name}.db")), &args)
 }
 
 struct FanOut {

@@ -153,7 +153,7 @@ fn main() {
         opts.seconds
     );
 
-    let server = start_server(&opts.server, &dir.join("ops.db"), &[]);
+    let server = start_server(&opts.server, dir.join("ops.db"), &[]);
     let addr = server.addr;
     for alias in ["sink", "req"] {
         request(addr, &fields(&[b"REGISTER", alias.as_bytes()])).unwrap();
@@ -282,7 +282,7 @@ fn main() {
     // What the fsync wait costs: the same load with answers that do not wait for it.
     let normal = start_server(
         &opts.server,
-        &dir.join("normal.db"),
+        dir.join("normal.db"),
         &["--durability", "normal"],
     );
     for alias in std::iter::once("sink".to_string()).chain((0..64).map(|c| format!("snd{c}"))) {
@@ -435,7 +435,7 @@ fn live_delivery(
     pause: Duration,
 ) -> Live {
     let _ = std::fs::remove_file(dir.join("live.db"));
-    let server = start_server(&opts.server, &dir.join("live.db"), &[]);
+    let server = start_server(&opts.server, dir.join("live.db"), &[]);
     let users: Vec<String> = (0..32).map(|n| format!("live{n}")).collect();
     let (ports, pushes) = listeners(&users);
     for (user, port) in users.iter().zip(&ports) {
@@ -549,7 +549,7 @@ fn live_delivery(
 
 /// Messages queued for an offline user, then flushed when it connects.
 fn offline_flush(opts: &Options, dir: &std::path::Path, messages: usize) -> (f64, String) {
-    let server = start_server(&opts.server, &dir.join("flush.db"), &[]);
+    let server = start_server(&opts.server, dir.join("flush.db"), &[]);
     let addr = server.addr;
     for alias in ["away", "s0", "s1", "s2", "s3"] {
         request(addr, &fields(&[b"REGISTER", alias.as_bytes()])).unwrap();
