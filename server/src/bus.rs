@@ -84,6 +84,19 @@ pub enum Event {
         from: String,
         text: String,
     },
+    /// Canvas paints, `(x, y, colour)` in order. Unlike the others, a node applies its own
+    /// too, in the bus's order: that order is the database's, so every node's board ends as
+    /// the stored one when two nodes paint one pixel at once.
+    Paints {
+        paints: Vec<(u8, u8, u8)>,
+    },
+}
+
+impl Event {
+    /// True for the events a node applies even when it published them itself.
+    pub fn applies_to_its_publisher(&self) -> bool {
+        matches!(self, Event::Paints { .. })
+    }
 }
 
 impl Event {
@@ -110,6 +123,7 @@ impl Event {
             Event::Broadcast { from, text } => {
                 json!({"event": "broadcast", "from": from, "text": text})
             }
+            Event::Paints { paints } => json!({"event": "paints", "paints": paints}),
         };
         value.to_string()
     }
@@ -163,6 +177,10 @@ impl Event {
                 from: text("from")?,
                 text: text("text")?,
             },
+            Some("paints") => Event::Paints {
+                paints: serde_json::from_value(value["paints"].clone())
+                    .map_err(|e| format!("bad paints ({e}): {payload}"))?,
+            },
             _ => return Err(format!("unknown event: {payload}")),
         })
     }
@@ -210,18 +228,19 @@ fn forward(
     let mut iter = notifications.blocking_iter();
     loop {
         match iter.next() {
-            Ok(Some(notification)) => {
-                if notification.process_id() == own {
-                    continue;
-                }
-                match Event::decode(notification.payload()) {
-                    Ok(event) => {
-                        sender.send((notification.process_id(), event)).ok()?;
+            Ok(Some(notification)) => match Event::decode(notification.payload()) {
+                Ok(event) if notification.process_id() == own => {
+                    if event.applies_to_its_publisher() {
+                        sender.send((own, event)).ok()?;
                         wake();
                     }
-                    Err(why) => log::warn!("session bus: ignored an event: {why}"),
                 }
-            }
+                Ok(event) => {
+                    sender.send((notification.process_id(), event)).ok()?;
+                    wake();
+                }
+                Err(why) => log::warn!("session bus: ignored an event: {why}"),
+            },
             Ok(None) => return Some("the connection closed".into()),
             Err(e) => return Some(e.to_string()),
         }
@@ -303,6 +322,9 @@ mod tests {
             Event::Broadcast {
                 from: "ana".into(),
                 text: "hola|todos".into(),
+            },
+            Event::Paints {
+                paints: vec![(0, 49, 7), (3, 2, 0)],
             },
         ];
         for event in events {

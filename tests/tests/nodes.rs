@@ -336,3 +336,75 @@ fn rooms_chat_and_presence_span_nodes_and_a_dead_nodes_sessions_are_forgotten() 
     again.send("JOIN ana");
     assert_eq!(again.line(), "ERROR: Username ya en uso.");
 }
+
+/// A canvas viewer of the original kind: `nuevo`, then a whole board after each change.
+fn canvas_viewer(server: &Server) -> e2e::CanvasConn {
+    let mut conn = e2e::CanvasConn::connect(server);
+    conn.send(r#"{"comando": "nuevo"}"#);
+    conn.recv();
+    conn
+}
+
+fn paint(conn: &mut e2e::CanvasConn, x: usize, y: usize, colour: &str) {
+    conn.send(&format!(
+        r#"{{"comando": "pintar", "x_pos": "{x}", "y_pos": "{y}", "nombre_color": "{colour}"}}"#
+    ));
+}
+
+/// Reads boards until pixel (`x`, `y`) is `colour`; returns that board.
+fn board_with(conn: &mut e2e::CanvasConn, x: usize, y: usize, colour: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let board = conn.recv();
+        if board[y.to_string()][x.to_string()] == colour {
+            return board;
+        }
+        assert!(start.elapsed() < PATIENCE, "({x}, {y}) never became {colour}");
+    }
+}
+
+#[test]
+fn canvas_paints_reach_every_nodes_viewers_and_every_board_ends_as_the_stored_one() {
+    const COLOURS: [&str; 8] = [
+        "white", "black", "red", "green", "yellow", "blue", "cyan", "magenta",
+    ];
+    let db = Db::postgres();
+    let n1 = Server::start_on(&db, &["--canvas-port", "0"]);
+    let n2 = Server::start_on(&db, &["--canvas-port", "0"]);
+    let mut watch1 = canvas_viewer(&n1);
+    let mut watch2 = canvas_viewer(&n2);
+    let mut painter1 = canvas_viewer(&n1);
+    let mut painter2 = canvas_viewer(&n2);
+    paint(&mut painter1, 1, 1, "red");
+    board_with(&mut watch2, 1, 1, "red");
+    paint(&mut painter2, 2, 2, "blue");
+    board_with(&mut watch1, 2, 2, "blue");
+
+    // Both nodes paint one pixel at once, many times.
+    let storm = |mut painter: e2e::CanvasConn, offset: usize| {
+        std::thread::spawn(move || {
+            for n in 0..200 {
+                paint(&mut painter, 5, 5, COLOURS[(n + offset) % 8]);
+            }
+            painter
+        })
+    };
+    let (storm1, storm2) = (storm(painter1, 0), storm(painter2, 3));
+    let (mut painter1, mut painter2) = (storm1.join().unwrap(), storm2.join().unwrap());
+    // A last paint through each node in turn: once both viewers show the second, each node
+    // has applied everything committed before it.
+    paint(&mut painter1, 9, 9, "green");
+    board_with(&mut watch2, 9, 9, "green");
+    paint(&mut painter2, 9, 9, "cyan");
+    let board1 = board_with(&mut watch1, 9, 9, "cyan");
+    let board2 = board_with(&mut watch2, 9, 9, "cyan");
+    let stored = db.rows("SELECT pixels FROM canvas WHERE id = 1");
+    let stored = stored[0][0].clone().unwrap();
+    let stored_colour = COLOURS[usize::from(stored.as_bytes()[5 * 50 + 5])];
+    assert_eq!(board1["5"]["5"], stored_colour, "node 1's board");
+    assert_eq!(board2["5"]["5"], stored_colour, "node 2's board");
+    // Neither node's writes undid the other's pixels.
+    assert_eq!(COLOURS[usize::from(stored.as_bytes()[50 + 1])], "red");
+    assert_eq!(COLOURS[usize::from(stored.as_bytes()[2 * 50 + 2])], "blue");
+    assert_eq!(COLOURS[usize::from(stored.as_bytes()[9 * 50 + 9])], "cyan");
+}

@@ -41,6 +41,8 @@ pub(super) struct Canvas {
     overflowed: bool,
     /// To be written in this turn.
     unsaved: bool,
+    /// This turn's paints, `(index, colour)` in order: what the turn writes and publishes.
+    turn_paints: Vec<(usize, u8)>,
     /// Viewers, and whether each wants compact changes.
     viewers: HashMap<SessionId, bool>,
     pub(super) tick_at: Option<Instant>,
@@ -63,6 +65,7 @@ impl Canvas {
             changes: Vec::new(),
             overflowed: false,
             unsaved: false,
+            turn_paints: Vec::new(),
             viewers: HashMap::new(),
             tick_at: None,
         })
@@ -74,6 +77,22 @@ impl Canvas {
 
     fn snapshot(&self) -> Rc<[u8]> {
         self.pixels.as_slice().into()
+    }
+
+    /// Sets a pixel; true if it changed (a new version, one more change for compact viewers).
+    fn set_pixel(&mut self, x: usize, y: usize, colour: u8) -> bool {
+        let pixel = &mut self.pixels[y * SIDE + x];
+        if *pixel == colour {
+            return false;
+        }
+        *pixel = colour;
+        self.version += 1;
+        if self.changes.len() < MAX_CHANGES_PER_TICK {
+            self.changes.push((x as u8, y as u8, colour));
+        } else {
+            self.overflowed = true;
+        }
+        true
     }
 }
 
@@ -92,27 +111,42 @@ impl Core {
     /// Paints pixel (`x`, `y`) with colour index `colour`; the caller has checked the ranges.
     pub fn canvas_paint(&mut self, x: usize, y: usize, colour: u8) {
         assert!(x < SIDE && y < SIDE && usize::from(colour) < COLOURS.len());
-        let canvas = &mut self.canvas;
-        let pixel = &mut canvas.pixels[y * SIDE + x];
-        if *pixel == colour {
-            return;
-        }
-        *pixel = colour;
-        canvas.version += 1;
-        canvas.unsaved = true;
-        if canvas.changes.len() < MAX_CHANGES_PER_TICK {
-            canvas.changes.push((x as u8, y as u8, colour));
-        } else {
-            canvas.overflowed = true;
+        if self.canvas.set_pixel(x, y, colour) {
+            self.canvas.unsaved = true;
+            self.canvas.turn_paints.push((y * SIDE + x, colour));
         }
     }
 
-    /// Writes the board if this turn changed it, and arranges the next tick.
+    /// Applies paints made through another node (or this one's, again, in the database's
+    /// order: see [`crate::bus::Event::Paints`]). Out-of-range ones are ignored.
+    pub(super) fn canvas_apply_remote(&mut self, paints: &[Change]) {
+        let mut changed = false;
+        for &(x, y, colour) in paints {
+            let (x, y) = (usize::from(x), usize::from(y));
+            if x < SIDE && y < SIDE && usize::from(colour) < COLOURS.len() {
+                changed |= self.canvas.set_pixel(x, y, colour);
+            }
+        }
+        if changed && self.canvas.tick_at.is_none() {
+            self.canvas.tick_at = Some(Instant::now() + CANVAS_TICK);
+        }
+    }
+
+    /// Writes and publishes this turn's paints, and arranges the next tick.
     pub(super) fn canvas_end_turn(&mut self, now: Instant) {
         if std::mem::take(&mut self.canvas.unsaved) {
-            // A failed write poisons the turn; the board stays changed in memory and is
-            // written again with the next change.
-            let _ = self.store.save_canvas(&self.canvas.pixels);
+            let paints = std::mem::take(&mut self.canvas.turn_paints);
+            // A failed write poisons the turn; on SQLite the board stays changed in memory
+            // and is written whole with the next change.
+            let _ = self.store.paint_canvas(&self.canvas.pixels, &paints);
+            // Each event well under NOTIFY's 8000 bytes.
+            for chunk in paints.chunks(400) {
+                let paints = chunk
+                    .iter()
+                    .map(|&(index, colour)| ((index % SIDE) as u8, (index / SIDE) as u8, colour))
+                    .collect();
+                self.publish(crate::bus::Event::Paints { paints });
+            }
         }
         if self.canvas.version > self.canvas.told && self.canvas.tick_at.is_none() {
             self.canvas.tick_at = Some(now + CANVAS_TICK);

@@ -476,8 +476,10 @@ impl Core {
         let Some(bus) = &self.bus else {
             return;
         };
+        let own = bus.own;
         let events: Vec<(NodeId, BusEvent)> = bus.events.try_iter().collect();
         for (node, event) in events {
+            debug_assert!(node != own || event.applies_to_its_publisher());
             self.apply_remote(node, event);
         }
     }
@@ -534,6 +536,7 @@ impl Core {
                 self.tell_room(&room, None, notice);
             }
             BusEvent::Broadcast { from, text } => self.tell_broadcast(from.into(), text.into()),
+            BusEvent::Paints { paints } => self.canvas_apply_remote(&paints),
         }
     }
 

@@ -133,6 +133,12 @@ pub trait Storage {
     /// The canvas: 2500 colour indexes, row by row.
     fn canvas(&self) -> Result<Vec<u8>>;
     fn save_canvas(&self, pixels: &[u8]) -> Result<()>;
+    /// Stores the turn's paints, `(index, colour)` in order, onto the board `pixels` they
+    /// made. An engine shared by nodes must write them pixel by pixel, so that nodes painting
+    /// at once do not overwrite each other's pixels with their whole boards.
+    fn paint_canvas(&self, pixels: &[u8], _paints: &[(usize, u8)]) -> Result<()> {
+        self.save_canvas(pixels)
+    }
     /// True if other server nodes share this database: their writes appear between turns,
     /// and deliveries to a recipient must be claimed first.
     fn shared(&self) -> bool {

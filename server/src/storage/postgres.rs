@@ -505,6 +505,25 @@ impl Storage for PgStore {
             .ok_or_else(|| Error("the canvas row is missing".into()))
     }
 
+    fn paint_canvas(&self, _pixels: &[u8], paints: &[(usize, u8)]) -> Result<()> {
+        // The stored board, locked until the turn commits, with this turn's paints on top:
+        // another node's paints committed meanwhile stay, and nodes' turns apply in one order.
+        self.write(|db| {
+            let rows = db.query("SELECT pixels FROM canvas WHERE id = 1 FOR UPDATE", &[])?;
+            let mut stored: Vec<u8> = rows
+                .first()
+                .map(|row| row.get(0))
+                .ok_or_else(|| Error("the canvas row is missing".into()))?;
+            for &(index, colour) in paints {
+                if let Some(pixel) = stored.get_mut(index) {
+                    *pixel = colour;
+                }
+            }
+            db.execute("UPDATE canvas SET pixels = $1 WHERE id = 1", &[&stored])?;
+            Ok(())
+        })
+    }
+
     fn save_canvas(&self, pixels: &[u8]) -> Result<()> {
         self.write(|db| {
             db.execute("UPDATE canvas SET pixels = $1 WHERE id = 1", &[&pixels])?;
