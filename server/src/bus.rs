@@ -188,23 +188,21 @@ impl Event {
 
 /// The reactor's end of the bus.
 pub struct Bus {
-    /// This node, whose own events come back and are skipped.
-    pub own: NodeId,
     pub events: Receiver<(NodeId, Event)>,
 }
 
 impl Bus {
-    /// Listens on `url`'s database for the events of nodes other than `own`; `wake` rings
-    /// the reactor after each.
-    pub fn start(url: &str, own: NodeId, wake: Arc<dyn Fn() + Send + Sync>) -> Result<Bus, String> {
+    /// Listens on `url`'s database for every node's events (this one's too: the core skips
+    /// what it published itself but canvas paints); `wake` rings the reactor after each.
+    pub fn start(url: &str, wake: Arc<dyn Fn() + Send + Sync>) -> Result<Bus, String> {
         let client = listen(url).map_err(|e| e.to_string())?;
         let (sender, events) = crossbeam_channel::bounded(QUEUE);
         let url = url.to_string();
         std::thread::Builder::new()
             .name("bus".into())
-            .spawn(move || run(client, &url, own, &sender, &*wake))
+            .spawn(move || run(client, &url, &sender, &*wake))
             .map_err(|e| format!("cannot start the bus thread: {e}"))?;
-        Ok(Bus { own, events })
+        Ok(Bus { events })
     }
 }
 
@@ -220,7 +218,6 @@ fn listen(url: &str) -> Result<postgres::Client, postgres::Error> {
 /// else why the connection was lost.
 fn forward(
     client: &mut postgres::Client,
-    own: NodeId,
     sender: &Sender<(NodeId, Event)>,
     wake: &(dyn Fn() + Send + Sync),
 ) -> Option<String> {
@@ -229,12 +226,6 @@ fn forward(
     loop {
         match iter.next() {
             Ok(Some(notification)) => match Event::decode(notification.payload()) {
-                Ok(event) if notification.process_id() == own => {
-                    if event.applies_to_its_publisher() {
-                        sender.send((own, event)).ok()?;
-                        wake();
-                    }
-                }
                 Ok(event) => {
                     sender.send((notification.process_id(), event)).ok()?;
                     wake();
@@ -253,12 +244,11 @@ fn forward(
 fn run(
     mut client: postgres::Client,
     url: &str,
-    own: NodeId,
     sender: &Sender<(NodeId, Event)>,
     wake: &(dyn Fn() + Send + Sync),
 ) {
     loop {
-        let lost = forward(&mut client, own, sender, wake);
+        let lost = forward(&mut client, sender, wake);
         let Some(lost) = lost else {
             return;
         };

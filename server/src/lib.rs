@@ -186,8 +186,7 @@ fn open_store(
             let cannot = |e: storage::Error| format!("cannot open database {}: {e}", config.db);
             let store = PgStore::open(url).map_err(cannot)?;
             // Listening before the core says hello, so that no answer is missed.
-            let node = store.node().expect("a shared store names its node");
-            let bus = Bus::start(url, node, wake.clone())
+            let bus = Bus::start(url, wake.clone())
                 .map_err(|e| format!("cannot listen on {}: {e}", config.db))?;
             let sync_gate = if full {
                 let barrier = Barrier::Postgres(Box::new(PgStore::barrier(url).map_err(cannot)?));

@@ -359,7 +359,10 @@ fn board_with(conn: &mut e2e::CanvasConn, x: usize, y: usize, colour: &str) -> s
         if board[y.to_string()][x.to_string()] == colour {
             return board;
         }
-        assert!(start.elapsed() < PATIENCE, "({x}, {y}) never became {colour}");
+        assert!(
+            start.elapsed() < PATIENCE,
+            "({x}, {y}) never became {colour}"
+        );
     }
 }
 
@@ -407,4 +410,70 @@ fn canvas_paints_reach_every_nodes_viewers_and_every_board_ends_as_the_stored_on
     assert_eq!(COLOURS[usize::from(stored.as_bytes()[50 + 1])], "red");
     assert_eq!(COLOURS[usize::from(stored.as_bytes()[2 * 50 + 2])], "blue");
     assert_eq!(COLOURS[usize::from(stored.as_bytes()[9 * 50 + 9])], "cyan");
+}
+
+#[test]
+fn a_node_whose_database_connection_drops_connects_again_and_keeps_its_sessions_known() {
+    let db = Db::postgres();
+    let n1 = Server::start_on(&db, &["--rooms-port", "0"]);
+    let n2 = Server::start_on(&db, &["--rooms-port", "0"]);
+    let mut ana = e2e::LineConn::rooms(&n1, "ana");
+    let mut bea = e2e::LineConn::rooms(&n2, "bea");
+    ana.send("ROOM Sala1");
+    assert_eq!(ana.line(), "Te has unido a la sala Sala1.");
+    bea.send("ROOM Sala1");
+    assert_eq!(bea.line(), "Te has unido a la sala Sala1.");
+    assert_eq!(ana.line(), "bea se ha unido a la sala.");
+    register(&n1, "x");
+    register(&n1, "y");
+    let y = connect(&n1, "y");
+
+    // Node 1's storage connection is the older of the two nodes'.
+    db.execute(
+        "SELECT pg_terminate_backend((SELECT pid FROM pg_stat_activity
+           WHERE datname = current_database() AND application_name = 'messenger'
+           ORDER BY backend_start LIMIT 1))",
+    );
+    // The request that finds the connection gone fails; a later one works.
+    let start = Instant::now();
+    while n1.call(&["REGISTER", "carla"]) != [0] {
+        assert!(start.elapsed() < PATIENCE, "node 1 never connected again");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    n1.stderr.wait_until(
+        |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("connected to the database again"))
+        },
+        "the reconnection on stderr",
+    );
+    assert_eq!(n1.call(&["SEND", "x", "y", "otra vez"]), sent(1));
+    assert_eq!(next_message(&y), ("x".into(), 1, "otra vez".into()));
+
+    // Node 2 looks for dead nodes once a second and forgets one gone at two looks in a row:
+    // past those, node 1's sessions must still be known there, said again under its new name.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let start = Instant::now();
+    loop {
+        bea.send("LIST_ROOMS");
+        // Had node 2 looked twice before node 1 said its sessions again, Bea heard that Ana
+        // left, and Ana is back, silently, once it has.
+        wait_for_line(&mut bea, "Salas disponibles:");
+        let count = bea.line();
+        if count == "Sala1 (2)" {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "LIST_ROOMS on node 2: {count}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut again = e2e::LineConn::connect(n2.rooms_addr());
+    again.send("JOIN ana");
+    assert_eq!(again.line(), "ERROR: Username ya en uso.");
+    // Lines still cross, and node 1 does not take its own events, under its new name, for
+    // another node's: Ana hears Bea, not herself.
+    ana.send("MESSAGE sigo aquí");
+    assert_eq!(bea.line(), "ana: sigo aquí");
+    bea.send("MESSAGE y yo");
+    assert_eq!(ana.line(), "bea: y yo");
 }

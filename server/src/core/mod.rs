@@ -189,10 +189,15 @@ pub struct Core {
     store: Box<dyn Storage>,
     /// On a shared database: the other nodes' session events.
     bus: Option<Bus>,
+    /// This node's names on the bus: its storage connection's backend, and those of the
+    /// connections it had before (whose events may still be on their way).
+    own_nodes: Vec<NodeId>,
     /// Users in a session on another node, and which.
     remote: HashMap<String, NodeId>,
     /// Members of each room in sessions on other nodes, in joining order.
     remote_members: HashMap<String, Vec<(String, NodeId)>>,
+    /// Nodes found gone at the last look (see `sweep_nodes`).
+    missing_nodes: Vec<NodeId>,
     sink: Box<dyn DeliverySink>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     settings: Settings,
@@ -250,11 +255,14 @@ impl Core {
             // The others answer with their sessions and rooms' members.
             store.publish(&BusEvent::Hello.encode())?;
         }
+        let own_nodes = store.node().into_iter().collect();
         Ok(Core {
             store,
+            own_nodes,
             bus,
             remote: HashMap::new(),
             remote_members: HashMap::new(),
+            missing_nodes: Vec::new(),
             sink,
             metrics,
             settings,
@@ -631,6 +639,7 @@ impl Core {
     /// Returns the commit's error, if any (the turn's writes are then rolled back), and the
     /// turn's events.
     pub fn end_turn(&mut self, now: Instant) -> (Result<(), String>, Vec<Event>) {
+        self.notice_new_name();
         if std::mem::take(&mut self.user_list_changed) && self.user_list_at.is_none() {
             self.user_list_at = Some(now + USER_LIST_TICK);
         }
@@ -712,6 +721,8 @@ impl Core {
             || !self.notices.is_empty()
             || self.user_list_changed
             || self.canvas.unsaved()
+            // Connected to the database again: announce the sessions under the new name.
+            || self.store.node().is_some_and(|n| !self.own_nodes.contains(&n))
     }
 
     /// Starts delivering the oldest messages waiting for `alias`, unless a delivery to them is

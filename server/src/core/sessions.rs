@@ -476,11 +476,23 @@ impl Core {
         let Some(bus) = &self.bus else {
             return;
         };
-        let own = bus.own;
         let events: Vec<(NodeId, BusEvent)> = bus.events.try_iter().collect();
         for (node, event) in events {
-            debug_assert!(node != own || event.applies_to_its_publisher());
-            self.apply_remote(node, event);
+            if !self.own_nodes.contains(&node) || event.applies_to_its_publisher() {
+                self.apply_remote(node, event);
+            }
+        }
+    }
+
+    /// After the storage connection was made again the node has a new name: the others will
+    /// find the old one gone and forget this node's sessions, so announce them again.
+    pub(super) fn notice_new_name(&mut self) {
+        let Some(node) = self.store.node() else {
+            return;
+        };
+        if !self.own_nodes.contains(&node) {
+            self.own_nodes.push(node);
+            self.announce();
         }
     }
 
@@ -509,8 +521,10 @@ impl Core {
             BusEvent::Member { room, user } => {
                 self.add_room(&room);
                 let members = self.remote_members.entry(room).or_default();
-                if !members.iter().any(|(m, _)| *m == user) {
-                    members.push((user, node));
+                // Said again by a node under a new name: the member stays in place.
+                match members.iter_mut().find(|(m, _)| *m == user) {
+                    Some(member) => member.1 = node,
+                    None => members.push((user, node)),
                 }
             }
             BusEvent::Joined { room, user } => {
@@ -568,7 +582,7 @@ impl Core {
     }
 
     /// Forgets the sessions of nodes that are gone (their storage connection ended with
-    /// them): their users go offline, their room members leave.
+    /// them) at two looks in a row: their users go offline, their room members leave.
     pub(super) fn sweep_nodes(&mut self) {
         let mut nodes: Vec<NodeId> = self.remote.values().copied().collect();
         nodes.extend(
@@ -589,7 +603,19 @@ impl Core {
                 return;
             }
         };
-        let dead = |node: &NodeId| !live.contains(node);
+        // Gone at two looks in a row: a node that lost its connection for a moment and made
+        // it again has announced its sessions under its new name by then.
+        let missing: Vec<NodeId> = nodes.into_iter().filter(|n| !live.contains(n)).collect();
+        let dead_now: Vec<NodeId> = missing
+            .iter()
+            .copied()
+            .filter(|n| self.missing_nodes.contains(n))
+            .collect();
+        self.missing_nodes = missing;
+        if dead_now.is_empty() {
+            return;
+        }
+        let dead = |node: &NodeId| dead_now.contains(node);
         let gone: Vec<String> = self
             .remote
             .iter()

@@ -13,9 +13,16 @@
 //!
 //! Migrations run under a transaction-level advisory lock, so nodes that start together apply
 //! each step once and the others see it done.
+//!
+//! A lost connection (the server restarted, a failover, a terminated backend) fails the turn
+//! that finds it; the next storage call outside a turn's transaction connects again, at most
+//! once per `RECONNECT_EVERY`. The new connection takes back the delivery claims the old one
+//! held (where another node has not taken them meanwhile) and has a new backend process id,
+//! which is the node's new name on the session bus.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
@@ -26,6 +33,8 @@ use super::{migrations, unix_now, Error, Pending, Result, Storage, User};
 const LOCK_TIMEOUT: &str = "250ms";
 /// Longest any statement may run.
 const STATEMENT_TIMEOUT: &str = "5s";
+/// How often, at most, a node whose connection was lost tries to connect again.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Advisory-lock key (`pg_advisory_xact_lock(MIGRATION_LOCK)`) of the migrations: "msgr" in
 /// ASCII, unlikely to meet another application's keys in a shared database.
 const MIGRATION_LOCK: i64 = 0x6d73_6772;
@@ -55,23 +64,23 @@ pub struct PgStore {
     /// most those with a delivery in flight or waiting for a retry.
     claimed: RefCell<HashSet<String>>,
     /// The backend process id of this connection: the node's name on the session bus.
-    backend: i32,
+    backend: Cell<i32>,
+    /// To connect again after the connection is lost.
+    url: String,
+    /// The last try to connect again.
+    reconnected_at: Cell<Option<Instant>>,
 }
 
 impl PgStore {
     /// Connects to `url` (a libpq-style URL: `postgres://user@/db?host=/socket/dir`, or with a
     /// host and port) and brings the schema up to date.
     pub fn open(url: &str) -> std::result::Result<PgStore, Error> {
-        let mut client = Client::connect(url, NoTls)?;
-        client.batch_execute(&format!(
-            "SET synchronous_commit = off; SET lock_timeout = '{LOCK_TIMEOUT}';
-             SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET application_name = 'messenger';
-             SET client_min_messages = warning"
-        ))?;
+        let (mut client, backend) = connect(url)?;
         migrate(&mut client)?;
-        let backend = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
         Ok(PgStore {
-            backend,
+            backend: Cell::new(backend),
+            url: url.to_string(),
+            reconnected_at: Cell::new(None),
             client: RefCell::new(client),
             statements: RefCell::default(),
             in_transaction: Cell::new(false),
@@ -90,6 +99,48 @@ impl PgStore {
         Ok(client)
     }
 
+    /// The connection; a lost one is made again first, unless a turn's transaction was open
+    /// on it (that turn fails, and its commit clears the way).
+    fn client(&self) -> RefMut<'_, Client> {
+        let lost = self.client.borrow().is_closed();
+        let between_turns = !self.in_transaction.get() && self.poisoned.borrow().is_none();
+        let due = self
+            .reconnected_at
+            .get()
+            .is_none_or(|at| at.elapsed() >= RECONNECT_EVERY);
+        if lost && between_turns && due {
+            self.reconnect();
+        }
+        self.client.borrow_mut()
+    }
+
+    fn reconnect(&self) {
+        self.reconnected_at.set(Some(Instant::now()));
+        let (mut client, backend) = match connect(&self.url) {
+            Ok(connected) => connected,
+            Err(e) => {
+                log::error!("the database connection is lost and cannot be made again: {e}");
+                return;
+            }
+        };
+        // Claims went with the old connection; take back those nobody took meanwhile.
+        self.claimed.borrow_mut().retain(|recipient| {
+            let got = client.query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&DELIVERY_LOCKS, recipient],
+            );
+            matches!(got.map(|row| row.get::<_, bool>(0)), Ok(true))
+        });
+        log::warn!(
+            "connected to the database again (backend {} replaces {})",
+            backend,
+            self.backend.get()
+        );
+        self.statements.borrow_mut().clear();
+        self.backend.set(backend);
+        *self.client.borrow_mut() = client;
+    }
+
     fn statement(&self, client: &mut Client, sql: &'static str) -> Result<Statement> {
         if let Some(statement) = self.statements.borrow().get(sql) {
             return Ok(statement.clone());
@@ -100,7 +151,7 @@ impl PgStore {
     }
 
     fn query(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        let mut client = self.client.borrow_mut();
+        let mut client = self.client();
         let statement = self.statement(&mut client, sql)?;
         Ok(client.query(&statement, params)?)
     }
@@ -110,7 +161,7 @@ impl PgStore {
     fn write<T>(&self, statements: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
         let result = (|| {
             if !self.in_transaction.get() {
-                self.client.borrow_mut().batch_execute("BEGIN")?;
+                self.client().batch_execute("BEGIN")?;
                 self.in_transaction.set(true);
             }
             statements(self)
@@ -123,7 +174,7 @@ impl PgStore {
     }
 
     fn execute(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let mut client = self.client.borrow_mut();
+        let mut client = self.client();
         let statement = self.statement(&mut client, sql)?;
         Ok(client.execute(&statement, params)?)
     }
@@ -147,6 +198,18 @@ impl PgStore {
             .batch_execute(sql)
             .map_err(|e| Error::from(e).0)
     }
+}
+
+/// A connection set up for the node's turns, and its backend process id.
+fn connect(url: &str) -> std::result::Result<(Client, i32), Error> {
+    let mut client = Client::connect(url, NoTls)?;
+    client.batch_execute(&format!(
+        "SET synchronous_commit = off; SET lock_timeout = '{LOCK_TIMEOUT}';
+         SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET application_name = 'messenger';
+         SET client_min_messages = warning"
+    ))?;
+    let backend = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
+    Ok((client, backend))
 }
 
 /// Applies the steps not applied yet, each in a transaction of its own that first takes the
@@ -210,7 +273,7 @@ impl Storage for PgStore {
     }
 
     fn node(&self) -> Option<i32> {
-        Some(self.backend)
+        Some(self.backend.get())
     }
 
     fn publish(&self, payload: &str) -> Result<()> {
