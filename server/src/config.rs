@@ -182,6 +182,11 @@ pub struct Config {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_pages: u32,
 
+    /// PostgreSQL only: storage workers, each with a connection of its own, that run SEND's
+    /// storage work beside the event loop, so that the loop never waits on those round trips.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub db_workers: u16,
+
     /// Every client connection on the protocol ports begins with a PROXY protocol header
     /// (HAProxy's v1 or v2) naming the client's address, which then stands for the
     /// connection's own (pushes go to it; DISCONNECT is allowed from it). Connections without

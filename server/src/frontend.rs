@@ -13,7 +13,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::core::{Core, Notice, SessionId};
+use crate::beside::Ticket;
+use crate::core::{Core, Notice, SendOutcome, SessionId};
+use crate::storage;
 
 /// How connections of a front-end live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +119,12 @@ pub struct Applied {
     /// The operation whose requests counter the final answer's first byte (its result code)
     /// counts in.
     pub counted_as: Option<&'static str>,
+    /// No answer yet: the request's storage work runs beside the reactor under this ticket,
+    /// and [`Frontend::finish`] makes the answer when it is done.
+    pub later: Option<Ticket>,
+    /// The answer reports a write committed beside the reactor: it waits for the syncer's
+    /// durability barrier whatever becomes of the reactor's own turn.
+    pub stored_beside: bool,
 }
 
 impl Applied {
@@ -126,14 +134,36 @@ impl Applied {
             reply,
             if_not_committed: None,
             counted_as: None,
+            later: None,
+            stored_beside: false,
         }
     }
 
     pub fn written(reply: Reply, if_not_committed: Reply) -> Applied {
         Applied {
-            reply,
             if_not_committed: Some(if_not_committed),
-            counted_as: None,
+            ..Applied::read_only(reply)
+        }
+    }
+
+    /// The answer comes later, when the storage work of `ticket` is done.
+    pub fn later(ticket: Ticket) -> Applied {
+        Applied {
+            later: Some(ticket),
+            ..Applied::read_only(Reply::default())
+        }
+    }
+
+    /// The answer to a request whose writes were committed beside the reactor: a written
+    /// answer then waits only for the durability barrier.
+    pub fn stored_beside(self) -> Applied {
+        match self.if_not_committed {
+            Some(_) => Applied {
+                if_not_committed: None,
+                stored_beside: true,
+                ..self
+            },
+            None => self,
         }
     }
 
@@ -191,6 +221,14 @@ pub trait Frontend {
     fn frame(&self, input: &Input) -> Framing;
     /// Parses the whole request `request` (as [`Framing::Complete`] measured it) and applies it.
     fn apply(&mut self, request: &[u8], caller: &Caller, core: &mut Core, now: Instant) -> Applied;
+    /// The answer to a request that `apply` answered [`Applied::later`], now that its SEND's
+    /// storage work is done.
+    fn finish(&mut self, _ticket: Ticket, _outcome: storage::Result<SendOutcome>) -> Applied {
+        Applied::read_only(Reply::default().diagnostic(format!(
+            "{}: a result for a request it never deferred",
+            self.name()
+        )))
+    }
     /// Persistent: how to write to `session`.
     fn pacing(&self, _session: SessionId) -> Pacing {
         Pacing::Stream

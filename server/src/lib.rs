@@ -2,6 +2,7 @@
 //! bird's-eye view.
 
 mod admin;
+mod beside;
 mod bus;
 pub mod canvas;
 pub mod chat;
@@ -29,6 +30,7 @@ use signal_hook_mio::v1_0::Signals;
 
 pub use config::{Config, Database, Durability};
 
+use crate::beside::Beside;
 use crate::bus::Bus;
 use crate::core::Core;
 use crate::deliverer::Pool;
@@ -66,6 +68,7 @@ pub fn run(config: Config) -> Result<(), String> {
         store,
         sync_gate,
         bus,
+        beside,
     } = open_store(&config, wake.clone(), metrics.clone())?;
     let pool = Pool::start(
         config.deliverers.into(),
@@ -81,15 +84,19 @@ pub fn run(config: Config) -> Result<(), String> {
         max_pending_per_user: config.max_pending_per_user.map(|n| n as usize),
         pending_ttl: config.pending_ttl.map(std::time::Duration::from_secs),
     };
-    let core = Core::new(store, Box::new(pushes), bus, settings, metrics.clone())
-        .map_err(|e| format!("reading pending deliveries from {}: {e}", config.db))?;
+    let core = Core::new(
+        store,
+        Box::new(pushes),
+        bus,
+        beside,
+        settings,
+        metrics.clone(),
+    )
+    .map_err(|e| format!("reading pending deliveries from {}: {e}", config.db))?;
     let signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signal handlers: {e}"))?;
     let mut listening = vec![Listening {
         socket: mio::net::TcpListener::from_std(listener),
-        frontend: Box::new(Messenger {
-            register_form: config.register_form,
-            grace: config.grace(),
-        }),
+        frontend: Box::new(Messenger::new(config.register_form, config.grace())),
     }];
     let shown_ip = net::display_ip(local.ip());
     let mut init_lines = vec![format!("init server {shown_ip}:{}", local.port())];
@@ -146,6 +153,8 @@ struct Opened {
     sync_gate: Option<SyncGate>,
     /// A shared database: the other nodes' session events.
     bus: Option<Bus>,
+    /// A database across the network: storage workers that run SENDs beside the reactor.
+    beside: Option<Beside>,
 }
 
 fn open_store(
@@ -180,6 +189,7 @@ fn open_store(
                 store: Box::new(store),
                 sync_gate,
                 bus: None,
+                beside: None,
             })
         }
         Database::Postgres(url) => {
@@ -190,16 +200,18 @@ fn open_store(
                 .map_err(|e| format!("cannot listen on {}: {e}", config.db))?;
             let sync_gate = if full {
                 let barrier = Barrier::Postgres(Box::new(PgStore::barrier(url).map_err(cannot)?));
-                let syncer = Syncer::start(barrier, wake, metrics)
+                let syncer = Syncer::start(barrier, wake.clone(), metrics)
                     .map_err(|e| format!("cannot start the syncer: {e}"))?;
                 Some(SyncGate::new(syncer))
             } else {
                 None
             };
+            let beside = Beside::start(url, config.db_workers.into(), wake.clone())?;
             Ok(Opened {
                 store: Box::new(store),
                 sync_gate,
                 bus: Some(bus),
+                beside: Some(beside),
             })
         }
     }

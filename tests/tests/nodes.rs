@@ -477,3 +477,45 @@ fn a_node_whose_database_connection_drops_connects_again_and_keeps_its_sessions_
     bea.send("MESSAGE y yo");
     assert_eq!(ana.line(), "bea: y yo");
 }
+
+#[test]
+fn a_send_waiting_for_the_database_does_not_hold_up_the_node() {
+    let db = Db::postgres();
+    let node = Server::start_on(&db, &[]);
+    register(&node, "ana");
+    register(&node, "bea");
+    let Db::Postgres(url) = &db else {
+        unreachable!("Db::postgres")
+    };
+    // Another client of the database holds the mailbox table: the SEND's insert must wait.
+    let mut holder = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut lock = holder.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE pending_messages IN EXCLUSIVE MODE")
+        .unwrap();
+    let addr = node.addr();
+    let sending = std::thread::spawn(move || {
+        try_request(addr, &[b"SEND", b"ana", b"bea", b"espera"]).unwrap()
+    });
+    let start = Instant::now();
+    while db.int(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'messenger worker'
+           AND wait_event_type = 'Lock'",
+    ) == 0
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no storage worker waits for the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The node's event loop is not waiting with it.
+    assert_eq!(node.call(&["REGISTER", "carla"]), [0]);
+    assert_eq!(node.call(&["CONNECTEDUSERS", "nobody"])[0], 2);
+    assert!(
+        !sending.is_finished(),
+        "SEND answered while its insert waits"
+    );
+    lock.commit().unwrap();
+    assert_eq!(sending.join().unwrap(), sent(1));
+    assert_eq!(db.int("SELECT count(*) FROM pending_messages"), 1);
+}

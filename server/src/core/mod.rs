@@ -22,6 +22,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::beside::{Beside, SendJob, Ticket};
 use crate::bus::{Bus, Event as BusEvent, NodeId};
 use crate::storage::{self, Pending, Storage};
 
@@ -187,6 +188,9 @@ enum Job {
 
 pub struct Core {
     store: Box<dyn Storage>,
+    /// Storage workers that run SENDs beside the reactor (PostgreSQL), and the last ticket.
+    beside: Option<Beside>,
+    next_ticket: Ticket,
     /// On a shared database: the other nodes' session events.
     bus: Option<Bus>,
     /// This node's names on the bus: its storage connection's backend, and those of the
@@ -243,6 +247,7 @@ impl Core {
         store: Box<dyn Storage>,
         sink: Box<dyn DeliverySink>,
         bus: Option<Bus>,
+        beside: Option<Beside>,
         settings: Settings,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> storage::Result<Core> {
@@ -257,6 +262,8 @@ impl Core {
         }
         let own_nodes = store.node().into_iter().collect();
         Ok(Core {
+            beside,
+            next_ticket: 0,
             store,
             own_nodes,
             bus,
@@ -393,20 +400,64 @@ impl Core {
         text: &[u8],
         attachment: Option<&[u8]>,
     ) -> storage::Result<SendOutcome> {
-        let (Some(_), Some(to)) = (self.store.user(sender)?, self.store.user(recipient)?) else {
-            return Ok(SendOutcome::NoSuchUser);
+        let max_pending = self.settings.max_pending_per_user;
+        let stored = store_message(
+            &*self.store,
+            sender,
+            recipient,
+            text,
+            attachment,
+            max_pending,
+        )?;
+        Ok(self.sent(recipient, stored))
+    }
+
+    /// Starts a SEND whose storage work runs beside the reactor, on a storage worker's
+    /// connection (PostgreSQL), and returns the ticket [`Core::collect_beside`] will report it
+    /// under; None if there are no workers or their queue is full: use [`Core::send`].
+    pub fn send_beside(
+        &mut self,
+        sender: &str,
+        recipient: &str,
+        text: &[u8],
+        attachment: Option<&[u8]>,
+    ) -> Option<Ticket> {
+        let beside = self.beside.as_ref()?;
+        self.next_ticket += 1;
+        let job = SendJob {
+            ticket: self.next_ticket,
+            sender: sender.to_string(),
+            recipient: recipient.to_string(),
+            text: text.to_vec(),
+            attachment: attachment.map(<[u8]>::to_vec),
+            max_pending: self.settings.max_pending_per_user,
         };
-        if let Some(max) = self.settings.max_pending_per_user {
-            if self.store.pending_count(recipient, max)? >= max {
-                return Ok(SendOutcome::MailboxFull);
-            }
-        }
-        let id = self
-            .store
-            .accept_message(sender, recipient, text, attachment)?;
+        beside.try_start(job).ok()?;
+        Some(self.next_ticket)
+    }
+
+    /// The SENDs whose storage work beside the reactor has finished (the worker rang the
+    /// waker): each committed, or failed and rolled back.
+    pub fn collect_beside(&mut self) -> Vec<(Ticket, storage::Result<SendOutcome>)> {
+        let Some(beside) = &self.beside else {
+            return Vec::new();
+        };
+        let done: Vec<_> = beside.done.try_iter().collect();
+        done.into_iter()
+            .map(|(ticket, recipient, stored)| (ticket, stored.map(|s| self.sent(&recipient, s))))
+            .collect()
+    }
+
+    /// What a stored SEND means for its recipient's deliveries.
+    fn sent(&mut self, recipient: &str, stored: Stored) -> SendOutcome {
+        let (id, connected) = match stored {
+            Stored::Accepted { id, connected } => (id, connected),
+            Stored::NoSuchUser => return SendOutcome::NoSuchUser,
+            Stored::MailboxFull => return SendOutcome::MailboxFull,
+        };
         let local_session = self.sessions.session_of(recipient).is_some();
-        let online = to.connected || self.present_in_a_session(recipient);
-        if to.connected || local_session {
+        let online = connected || self.present_in_a_session(recipient);
+        if connected || local_session {
             self.kicks.insert(recipient.to_string());
         } else if online {
             // In a session on another node, which delivers once it hears.
@@ -414,7 +465,7 @@ impl Core {
                 alias: recipient.to_string(),
             });
         }
-        Ok(SendOutcome::Accepted { id, online })
+        SendOutcome::Accepted { id, online }
     }
 
     /// The users present, as `(alias, ip, port)` in alias order.
@@ -866,6 +917,44 @@ impl Core {
     pub fn take_notices(&mut self) -> Vec<(SessionId, Notice)> {
         std::mem::take(&mut self.notices)
     }
+}
+
+/// A SEND as storage sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Queued under the sender's next id; `connected`: the recipient is connected through the
+    /// messenger (on any node).
+    Accepted {
+        id: u32,
+        connected: bool,
+    },
+    NoSuchUser,
+    MailboxFull,
+}
+
+/// A SEND's storage work: both users exist, the recipient's mailbox has room, then the
+/// message is accepted. Runs in the reactor's turn, or on a storage worker beside it.
+pub fn store_message(
+    store: &dyn Storage,
+    sender: &str,
+    recipient: &str,
+    text: &[u8],
+    attachment: Option<&[u8]>,
+    max_pending: Option<usize>,
+) -> storage::Result<Stored> {
+    let (Some(_), Some(to)) = (store.user(sender)?, store.user(recipient)?) else {
+        return Ok(Stored::NoSuchUser);
+    };
+    if let Some(max) = max_pending {
+        if store.pending_count(recipient, max)? >= max {
+            return Ok(Stored::MailboxFull);
+        }
+    }
+    let id = store.accept_message(sender, recipient, text, attachment)?;
+    Ok(Stored::Accepted {
+        id,
+        connected: to.connected,
+    })
 }
 
 fn listener_endpoint(user: &storage::User) -> Option<Endpoint> {

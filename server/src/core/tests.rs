@@ -71,6 +71,7 @@ impl Fixture {
             Box::new(store),
             Box::new(FakeSink(sink.clone())),
             None,
+            None,
             settings,
             Default::default(),
         )

@@ -12,13 +12,16 @@ mod send;
 mod unregister;
 mod users;
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use wire::{scan_fields, FieldCount, Op, ScanError, MAX_FIELD_LEN, MAX_OP_LEN};
 
-use crate::core::Core;
+use crate::beside::Ticket;
+use crate::core::{Core, SendOutcome};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Reply};
+use crate::storage;
 
 /// Enough for the longest request (a 32-byte op name and four 255-byte fields with their NULs)
 /// plus slack; whatever a client sends beyond it is never read.
@@ -105,9 +108,22 @@ fn incomplete(eof: bool) -> Shape {
 
 /// The messenger front-end and its settings.
 pub struct Messenger {
-    pub register_form: RegisterForm,
+    register_form: RegisterForm,
     /// How long to wait for the longer form of REGISTER and for the alias of USERS.
-    pub grace: Duration,
+    grace: Duration,
+    /// SENDs whose storage work runs beside the reactor, by ticket: at most one per
+    /// connection waiting for it.
+    waiting: HashMap<Ticket, send::Waiting>,
+}
+
+impl Messenger {
+    pub fn new(register_form: RegisterForm, grace: Duration) -> Messenger {
+        Messenger {
+            register_form,
+            grace,
+            waiting: HashMap::new(),
+        }
+    }
 }
 
 impl Frontend for Messenger {
@@ -154,10 +170,22 @@ impl Frontend for Messenger {
             Op::Unregister => unregister::apply(&fields, core),
             Op::Connect => connect::apply(&fields, caller, core, now),
             Op::Disconnect => disconnect::apply(&fields, caller, core),
-            Op::Send | Op::SendAttach => send::apply(&fields, core),
+            Op::Send | Op::SendAttach => send::apply(&fields, core, &mut self.waiting),
             Op::ConnectedUsers | Op::Users => users::apply(op, &fields, caller, core),
         };
         applied.counted_as(op.name())
+    }
+
+    fn finish(&mut self, ticket: Ticket, outcome: storage::Result<SendOutcome>) -> Applied {
+        match self.waiting.remove(&ticket) {
+            Some(request) => {
+                let op = request.op();
+                send::finish(&request, outcome).counted_as(op)
+            }
+            None => Applied::read_only(
+                Reply::default().diagnostic(format!("no SEND waits for storage ticket {ticket}")),
+            ),
+        }
     }
 }
 

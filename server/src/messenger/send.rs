@@ -1,12 +1,24 @@
 //! `SEND sender recipient message` and `SENDATTACH sender recipient message file`. Answers 0 and
 //! the message id once the message is on disk, 1 if either user does not exist, 2 on error.
+//! On PostgreSQL the storage work runs beside the reactor and the answer comes with `finish`.
+
+use std::collections::HashMap;
 
 use wire::{code, validate_name};
 
+use crate::beside::Ticket;
 use crate::core::{Core, SendOutcome};
 use crate::frontend::{Applied, Reply};
+use crate::storage;
 
-pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
+/// A SEND whose answer waits for its storage work beside the reactor.
+pub struct Waiting {
+    op: &'static str,
+    sender: String,
+    recipient: String,
+}
+
+pub fn apply(fields: &[&[u8]], core: &mut Core, waiting: &mut HashMap<Ticket, Waiting>) -> Applied {
     let (sender, recipient, text, attachment) = match fields {
         [sender, recipient, text] => (*sender, *recipient, *text, None),
         [sender, recipient, text, file] => (*sender, *recipient, *text, Some(*file)),
@@ -17,7 +29,6 @@ pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
     } else {
         "SEND"
     };
-    let fail = |why: String| Reply::code(code::TWO).diagnostic(why);
     let (sender, recipient) = match (validate_name(sender), validate_name(recipient)) {
         (Ok(sender), Ok(recipient)) => (sender, recipient),
         (Err(e), _) | (_, Err(e)) => {
@@ -29,7 +40,41 @@ pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
             "{op} {sender} -> {recipient} rejected: empty or unprintable file name"
         )));
     }
-    match core.send(sender, recipient, text, attachment) {
+    let request = Waiting {
+        op,
+        sender: sender.to_string(),
+        recipient: recipient.to_string(),
+    };
+    if let Some(ticket) = core.send_beside(sender, recipient, text, attachment) {
+        waiting.insert(ticket, request);
+        return Applied::later(ticket);
+    }
+    answer(&request, core.send(sender, recipient, text, attachment))
+}
+
+impl Waiting {
+    /// `SEND` or `SENDATTACH`.
+    pub fn op(&self) -> &'static str {
+        self.op
+    }
+}
+
+/// The answer to a SEND run beside the reactor.
+pub fn finish(request: &Waiting, outcome: storage::Result<SendOutcome>) -> Applied {
+    answer(request, outcome).stored_beside()
+}
+
+fn fail(why: String) -> Reply {
+    Reply::code(code::TWO).diagnostic(why)
+}
+
+fn answer(request: &Waiting, outcome: storage::Result<SendOutcome>) -> Applied {
+    let Waiting {
+        op,
+        sender,
+        recipient,
+    } = request;
+    match outcome {
         Ok(SendOutcome::Accepted { id, online }) => {
             let mut answer = vec![code::OK];
             answer.extend_from_slice(id.to_string().as_bytes());

@@ -23,6 +23,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::beside::Ticket;
 use crate::config::Config;
 use crate::console::{fatal, Console};
 use crate::core::{Core, DeliveryMark, Event, Outcome, Report, SessionId};
@@ -80,6 +81,9 @@ pub struct Reactor {
     core: Core,
     /// Answers waiting for the turn's commit.
     staged: Vec<StagedAnswer>,
+    /// Requests whose storage work runs beside the reactor, by ticket: where the answer goes
+    /// and which front-end makes it. Bounded by the storage workers' queue.
+    later: HashMap<Ticket, (usize, u64, u64, usize)>,
     console: Console,
     config: Config,
     shutdown_deadline: Option<Instant>,
@@ -141,6 +145,7 @@ impl Reactor {
             next_generation: 0,
             core,
             staged: Vec::new(),
+            later: HashMap::new(),
             console: Console::default(),
             config,
             shutdown_deadline: None,
@@ -175,6 +180,7 @@ impl Reactor {
                         self.doorbell.answer();
                         self.core.collect_reports(Instant::now());
                         self.core.collect_bus();
+                        self.collect_beside();
                         self.collect_synced();
                     }
                     SIGNALS => self.on_signals(),
@@ -464,7 +470,13 @@ impl Reactor {
                     if conn.mode == Mode::PerOperation {
                         conn.state = State::Staged;
                     }
-                    self.staged.push((key, conn.generation, slot, applied));
+                    match applied.later {
+                        Some(ticket) => {
+                            let place = (key, conn.generation, slot, conn.frontend);
+                            self.later.insert(ticket, place);
+                        }
+                        None => self.staged.push((key, conn.generation, slot, applied)),
+                    }
                     if established_now {
                         // Its login deadline's timer goes too: thousands of stale timers
                         // firing at once would stall a turn.
@@ -684,8 +696,17 @@ impl Reactor {
         let mut held = Vec::new();
         for (key, generation, slot, applied) in std::mem::take(&mut self.staged) {
             let wrote = applied.if_not_committed.is_some();
-            match (&committed, wrote, self.sync_gate.is_some()) {
-                (Ok(()), true, true) => held.push((key, generation, slot, applied)),
+            match (
+                &committed,
+                wrote,
+                applied.stored_beside,
+                self.sync_gate.is_some(),
+            ) {
+                // Committed beside the reactor: this turn's commit does not concern it.
+                (_, _, true, true) | (Ok(()), true, _, true) => {
+                    held.push((key, generation, slot, applied))
+                }
+                (_, _, true, false) => self.resolve(key, generation, slot, applied, true),
                 _ => self.resolve(key, generation, slot, applied, committed.is_ok()),
             }
         }
@@ -744,6 +765,22 @@ impl Reactor {
             if self.connections.contains(key) {
                 self.write(key);
             }
+        }
+    }
+
+    /// Stages the answers of requests whose storage work beside the reactor is done (the
+    /// front-end forgets each, even when its connection has gone meanwhile).
+    fn collect_beside(&mut self) {
+        for (ticket, outcome) in self.core.collect_beside() {
+            let Some((key, generation, slot, frontend)) = self.later.remove(&ticket) else {
+                debug_assert!(
+                    false,
+                    "a result for storage ticket {ticket}, never deferred"
+                );
+                continue;
+            };
+            let applied = self.listening[frontend].frontend.finish(ticket, outcome);
+            self.staged.push((key, generation, slot, applied));
         }
     }
 

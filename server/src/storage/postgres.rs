@@ -65,6 +65,7 @@ pub struct PgStore {
     claimed: RefCell<HashSet<String>>,
     /// The backend process id of this connection: the node's name on the session bus.
     backend: Cell<i32>,
+    role: Role,
     /// To connect again after the connection is lost.
     url: String,
     /// The last try to connect again.
@@ -75,9 +76,20 @@ impl PgStore {
     /// Connects to `url` (a libpq-style URL: `postgres://user@/db?host=/socket/dir`, or with a
     /// host and port) and brings the schema up to date.
     pub fn open(url: &str) -> std::result::Result<PgStore, Error> {
-        let (mut client, backend) = connect(url)?;
-        migrate(&mut client)?;
+        let store = PgStore::connect(url, Role::Reactor)?;
+        migrate(&mut store.client.borrow_mut())?;
+        Ok(store)
+    }
+
+    /// A storage worker's connection (see `beside.rs`), to a database already migrated.
+    pub fn open_worker(url: &str) -> std::result::Result<PgStore, Error> {
+        PgStore::connect(url, Role::Worker)
+    }
+
+    fn connect(url: &str, role: Role) -> std::result::Result<PgStore, Error> {
+        let (client, backend) = connect(url, role)?;
         Ok(PgStore {
+            role,
             backend: Cell::new(backend),
             url: url.to_string(),
             reconnected_at: Cell::new(None),
@@ -116,7 +128,7 @@ impl PgStore {
 
     fn reconnect(&self) {
         self.reconnected_at.set(Some(Instant::now()));
-        let (mut client, backend) = match connect(&self.url) {
+        let (mut client, backend) = match connect(&self.url, self.role) {
             Ok(connected) => connected,
             Err(e) => {
                 log::error!("the database connection is lost and cannot be made again: {e}");
@@ -200,12 +212,25 @@ impl PgStore {
     }
 }
 
-/// A connection set up for the node's turns, and its backend process id.
-fn connect(url: &str) -> std::result::Result<(Client, i32), Error> {
+/// Who a connection works for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The reactor's turns: a lock held by another node's turn is waited for briefly.
+    Reactor,
+    /// A storage worker beside the reactor: it may wait for locks as long as any statement.
+    Worker,
+}
+
+/// A connection set up for `role`, and its backend process id.
+fn connect(url: &str, role: Role) -> std::result::Result<(Client, i32), Error> {
+    let (name, lock_timeout) = match role {
+        Role::Reactor => ("messenger", LOCK_TIMEOUT),
+        Role::Worker => ("messenger worker", STATEMENT_TIMEOUT),
+    };
     let mut client = Client::connect(url, NoTls)?;
     client.batch_execute(&format!(
-        "SET synchronous_commit = off; SET lock_timeout = '{LOCK_TIMEOUT}';
-         SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET application_name = 'messenger';
+        "SET synchronous_commit = off; SET lock_timeout = '{lock_timeout}';
+         SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET application_name = '{name}';
          SET client_min_messages = warning"
     ))?;
     let backend = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
