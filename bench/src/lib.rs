@@ -4,12 +4,14 @@
 pub mod chart;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+use wire::{read_field, Push, PushKind};
 
 /// A child process listening on 127.0.0.1, found by the port on its first stdout line; a
 /// server's further `s> init NAME ip:port` lines name its other front-ends' ports.
@@ -261,4 +263,38 @@ pub fn start_server(binary: &Path, db: impl AsRef<std::ffi::OsStr>, extra: &[&st
         .arg(db)
         .args(extra);
     Process::spawn(command)
+}
+
+/// Listeners for `users`, on threads; every push lands in the returned channel with its time.
+pub fn listeners(users: &[String]) -> (Vec<u16>, mpsc::Receiver<(String, Push, Instant)>) {
+    let (tx, rx) = mpsc::channel();
+    let ports = users
+        .iter()
+        .map(|user| {
+            let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = socket.local_addr().unwrap().port();
+            let (tx, user) = (tx.clone(), user.clone());
+            std::thread::spawn(move || {
+                for stream in socket.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    let mut reader = BufReader::new(stream);
+                    let Ok(op) = read_field(&mut reader, 32) else {
+                        continue;
+                    };
+                    let Some(kind) = PushKind::from_op_name(&op) else {
+                        continue;
+                    };
+                    let Ok(push) = Push::read_body(kind, &mut reader) else {
+                        continue;
+                    };
+                    drop(reader);
+                    if tx.send((user.clone(), push, Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            });
+            port
+        })
+        .collect();
+    (ports, rx)
 }

@@ -4,15 +4,16 @@
 //! usage: loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick] [--chart FILE.svg]
 
 use std::collections::{HashMap, HashSet};
-use std::io::BufReader;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bench::{chart, closed_loop, fields, own_cpu, percentile, request, start_server, Process, Run};
-use wire::{read_field, Push, PushKind};
+use bench::{
+    chart, closed_loop, fields, listeners, own_cpu, percentile, request, start_server, Process, Run,
+};
+use wire::Push;
 
 struct Options {
     server: PathBuf,
@@ -381,40 +382,6 @@ fn main() {
         verdict(restart.1 <= 64.0)
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Listeners for `users`, on threads; every push lands in the returned channel with its time.
-fn listeners(users: &[String]) -> (Vec<u16>, mpsc::Receiver<(String, Push, Instant)>) {
-    let (tx, rx) = mpsc::channel();
-    let ports = users
-        .iter()
-        .map(|user| {
-            let socket = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = socket.local_addr().unwrap().port();
-            let (tx, user) = (tx.clone(), user.clone());
-            std::thread::spawn(move || {
-                for stream in socket.incoming() {
-                    let Ok(stream) = stream else { continue };
-                    let mut reader = BufReader::new(stream);
-                    let Ok(op) = read_field(&mut reader, 32) else {
-                        continue;
-                    };
-                    let Some(kind) = PushKind::from_op_name(&op) else {
-                        continue;
-                    };
-                    let Ok(push) = Push::read_body(kind, &mut reader) else {
-                        continue;
-                    };
-                    drop(reader);
-                    if tx.send((user.clone(), push, Instant::now())).is_err() {
-                        return;
-                    }
-                }
-            });
-            port
-        })
-        .collect();
-    (ports, rx)
 }
 
 /// N connected users, M messages between random pairs from 16 sender threads.
