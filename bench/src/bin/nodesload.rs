@@ -247,10 +247,10 @@ fn cross_node_latency(opts: &Options, cluster: &pgcluster::Cluster) {
     };
     // Once node 1 has heard of the session (a SEND before that waits for node 2's look at
     // its sessions' mailboxes, within a second).
-    latencies(1, n1.addr, &delivered);
+    latencies(1, n1.addr, delivered);
     show(
         "to a chat session on the other node (NOTIFY, then its node delivers)",
-        &latencies(count, n1.addr, &delivered),
+        &latencies(count, n1.addr, delivered),
     );
     n1.stop();
     n2.stop();
