@@ -55,6 +55,11 @@ struct Fixture {
 impl Fixture {
     /// A core whose sink has room for `room` jobs in flight, with users `ana` and `bea`.
     fn new(room: usize) -> Fixture {
+        Fixture::with_bus(room, None)
+    }
+
+    /// [`Fixture::new`] whose core hears a session bus fed by the test.
+    fn with_bus(room: usize, bus: Option<Bus>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("core.db"), None, 1000).unwrap();
         let sink = Rc::new(RefCell::new(Recorded {
@@ -70,7 +75,7 @@ impl Fixture {
         let core = Core::new(
             Box::new(store),
             Box::new(FakeSink(sink.clone())),
-            None,
+            bus,
             None,
             settings,
             Default::default(),
@@ -336,4 +341,127 @@ fn a_storm_of_logins_costs_each_session_one_user_list_per_tick() {
         panic!("a list")
     };
     assert_eq!(list.len(), 100);
+}
+
+/// A fixture whose core hears what the test sends as other nodes' events.
+fn with_bus() -> (Fixture, crossbeam_channel::Sender<(NodeId, BusEvent)>) {
+    let (sender, events) = crossbeam_channel::bounded(16);
+    (Fixture::with_bus(4, Some(Bus { events })), sender)
+}
+
+#[test]
+fn another_nodes_room_events_reach_this_nodes_members_and_count_in_the_room_list() {
+    let (mut f, bus) = with_bus();
+    f.core.login("ana", 1, Interests::ROOMS).unwrap();
+    f.core.join_room(1, "Sala1").unwrap();
+    f.commit();
+    f.core.take_notices();
+    let event = |e| bus.send((7, e)).unwrap();
+    event(BusEvent::Member {
+        room: "Sala1".into(),
+        user: "yan".into(),
+    });
+    event(BusEvent::Joined {
+        room: "Sala1".into(),
+        user: "zoe".into(),
+    });
+    event(BusEvent::RoomMessage {
+        room: "Sala1".into(),
+        from: "zoe".into(),
+        text: "hola".into(),
+    });
+    event(BusEvent::RoomMessage {
+        room: "Otra".into(),
+        from: "zoe".into(),
+        text: "no es tu sala".into(),
+    });
+    f.core.collect_bus();
+    assert_eq!(
+        f.core.take_notices(),
+        [
+            (1, Notice::JoinedRoom { user: "zoe".into() }),
+            (
+                1,
+                Notice::RoomMessage {
+                    from: "zoe".into(),
+                    text: "hola".into()
+                }
+            ),
+        ],
+        "a member said as state (yan) is nobody's news"
+    );
+    assert_eq!(f.core.room_list(), [("Sala1".to_string(), 3)]);
+    event(BusEvent::LeftChat {
+        room: "Sala1".into(),
+        user: "zoe".into(),
+    });
+    f.core.collect_bus();
+    assert_eq!(
+        f.core.take_notices(),
+        [(1, Notice::LeftChat { user: "zoe".into() })]
+    );
+    assert_eq!(f.core.room_list(), [("Sala1".to_string(), 2)]);
+}
+
+#[test]
+fn a_name_in_a_session_on_another_node_is_taken_here_until_it_goes_offline() {
+    let (mut f, bus) = with_bus();
+    bus.send((
+        7,
+        BusEvent::Online {
+            alias: "bea".into(),
+            session: true,
+        },
+    ))
+    .unwrap();
+    f.core.collect_bus();
+    assert_eq!(
+        f.core.login("bea", 1, Interests::ROOMS).unwrap(),
+        LoginOutcome::Taken
+    );
+    assert_eq!(
+        f.core.connect("bea", LOCAL, 4000, f.now).unwrap(),
+        ConnectOutcome::AlreadyConnected
+    );
+    assert!(f.core.online_users().contains(&"bea".to_string()));
+    bus.send((
+        7,
+        BusEvent::Offline {
+            alias: "bea".into(),
+        },
+    ))
+    .unwrap();
+    f.core.collect_bus();
+    assert!(!f.core.online_users().contains(&"bea".to_string()));
+    assert_eq!(
+        f.core.login("bea", 1, Interests::ROOMS).unwrap(),
+        LoginOutcome::LoggedIn { registered: false }
+    );
+}
+
+#[test]
+fn paints_from_the_bus_reach_viewers_at_the_next_tick_and_nonsense_is_ignored() {
+    let (mut f, bus) = with_bus();
+    f.core.canvas_join(3, true);
+    bus.send((
+        7,
+        BusEvent::Paints {
+            paints: vec![(1, 2, 3), (60, 0, 1), (0, 0, 9)],
+        },
+    ))
+    .unwrap();
+    f.core.collect_bus();
+    let tick = f.core.next_deadline().expect("a canvas tick");
+    f.core.fire_timers(tick);
+    assert_eq!(
+        f.core.take_notices(),
+        [(
+            3,
+            Notice::CanvasChanges {
+                from: 0,
+                to: 1,
+                changes: vec![(1, 2, 3)].into()
+            }
+        )]
+    );
 }
