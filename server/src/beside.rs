@@ -1,44 +1,39 @@
 //! Storage work beside the reactor: on PostgreSQL every storage call is a network round trip,
-//! so a SEND's (the users, the mailbox's room, the sender's next id under its row lock, the
-//! insert, the commit) runs on one of a few worker threads, each with a connection of its own,
-//! while the reactor serves everybody else. A worker reports through a bounded channel and the
-//! waker; the reactor then starts the deliveries and holds the answer for the syncer's
-//! durability barrier, as for a write of its own turn.
+//! so the storage steps of the messenger's writes (`core::Work`: SEND, REGISTER, UNREGISTER,
+//! CONNECT, DISCONNECT) run on a few worker threads, each with a connection of its own, while
+//! the reactor serves everybody else. A worker reports through a bounded channel and the
+//! waker; the reactor then applies what the work means for presence and deliveries, and holds
+//! the answer for the syncer's durability barrier, as for a write of its own turn.
 //!
-//! The job queue is bounded: when it is full, the SEND runs in the reactor's turn as on SQLite,
-//! so a burst never queues without limit. A sender's SENDs stay in order across workers: the
-//! sender's row lock orders their ids and commits.
+//! The job queue is bounded: when it is full, the work runs in the reactor's turn as on
+//! SQLite, so a burst never queues without limit. A sender's SENDs stay in order across
+//! workers: the sender's row lock orders their ids and commits.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::core::{store_message, Stored};
+use crate::core::{perform, Done, Work};
 use crate::storage::{self, PgStore, Storage};
 
-/// Names a SEND running beside the reactor.
+/// Names a request whose storage work runs beside the reactor.
 pub type Ticket = u64;
 
-/// Jobs waiting for a worker; past it SENDs run in the reactor's turn.
+/// Jobs waiting for a worker; past it requests run in the reactor's turn.
 const QUEUE: usize = 1024;
 
-pub struct SendJob {
+pub struct Job {
     pub ticket: Ticket,
-    pub sender: String,
-    pub recipient: String,
-    pub text: Vec<u8>,
-    pub attachment: Option<Vec<u8>>,
-    pub max_pending: Option<usize>,
+    pub work: Work,
 }
 
-/// A finished SEND: its ticket, its recipient and what storage made of it (committed, or
-/// failed and rolled back).
-pub type Done = (Ticket, String, storage::Result<Stored>);
+/// A finished job: committed, or failed and rolled back.
+pub type Report = (Ticket, storage::Result<Done>);
 
 pub struct Beside {
-    jobs: Option<Sender<SendJob>>,
-    pub done: Receiver<Done>,
+    jobs: Option<Sender<Job>>,
+    pub done: Receiver<Report>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -49,7 +44,7 @@ impl Beside {
         workers: usize,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Beside, String> {
-        let (jobs, queue) = crossbeam_channel::bounded::<SendJob>(QUEUE);
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUE);
         // Room for every job queued or in hand: a worker never waits to report.
         let (report, done) = crossbeam_channel::bounded(QUEUE + workers);
         let mut handles = Vec::with_capacity(workers);
@@ -71,7 +66,7 @@ impl Beside {
     }
 
     /// Queues a job; gives it back if the queue is full.
-    pub fn try_start(&self, job: SendJob) -> Result<(), SendJob> {
+    pub fn try_start(&self, job: Job) -> Result<(), Job> {
         let jobs = self.jobs.as_ref().expect("jobs are taken only on drop");
         jobs.try_send(job).map_err(|e| match e {
             TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
@@ -91,27 +86,20 @@ impl Drop for Beside {
 
 fn run(
     store: &PgStore,
-    queue: &Receiver<SendJob>,
-    report: &Sender<Done>,
+    queue: &Receiver<Job>,
+    report: &Sender<Report>,
     wake: &(dyn Fn() + Send + Sync),
 ) {
     for job in queue.iter() {
-        let stored = store_message(
-            store,
-            &job.sender,
-            &job.recipient,
-            &job.text,
-            job.attachment.as_deref(),
-            job.max_pending,
-        );
+        let done = perform(store, &job.work);
         // The commit also rolls back a failed one and clears the way for the next job.
         let committed = store.commit();
-        let result = match (stored, committed) {
-            (Ok(stored), Ok(())) => Ok(stored),
+        let result = match (done, committed) {
+            (Ok(done), Ok(())) => Ok(done),
             (Err(e), _) => Err(e),
             (Ok(_), Err(why)) => Err(storage::Error(why)),
         };
-        if report.send((job.ticket, job.recipient, result)).is_err() {
+        if report.send((job.ticket, result)).is_err() {
             return;
         }
         wake();

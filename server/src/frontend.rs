@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::beside::Ticket;
-use crate::core::{Core, Notice, SendOutcome, SessionId};
+use crate::core::{Core, Finished, Notice, SessionId};
 use crate::storage;
 
 /// How connections of a front-end live.
@@ -221,9 +221,9 @@ pub trait Frontend {
     fn frame(&self, input: &Input) -> Framing;
     /// Parses the whole request `request` (as [`Framing::Complete`] measured it) and applies it.
     fn apply(&mut self, request: &[u8], caller: &Caller, core: &mut Core, now: Instant) -> Applied;
-    /// The answer to a request that `apply` answered [`Applied::later`], now that its SEND's
-    /// storage work is done.
-    fn finish(&mut self, _ticket: Ticket, _outcome: storage::Result<SendOutcome>) -> Applied {
+    /// The answer to a request that `apply` answered [`Applied::later`], now that its storage
+    /// work is done.
+    fn finish(&mut self, _ticket: Ticket, _result: storage::Result<Finished>) -> Applied {
         Applied::read_only(Reply::default().diagnostic(format!(
             "{}: a result for a request it never deferred",
             self.name()

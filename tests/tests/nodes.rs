@@ -479,7 +479,7 @@ fn a_node_whose_database_connection_drops_connects_again_and_keeps_its_sessions_
 }
 
 #[test]
-fn a_send_waiting_for_the_database_does_not_hold_up_the_node() {
+fn requests_waiting_for_the_database_do_not_hold_up_the_node() {
     let db = Db::postgres();
     let node = Server::start_on(&db, &[]);
     register(&node, "ana");
@@ -518,4 +518,35 @@ fn a_send_waiting_for_the_database_does_not_hold_up_the_node() {
     lock.commit().unwrap();
     assert_eq!(sending.join().unwrap(), sent(1));
     assert_eq!(db.int("SELECT count(*) FROM pending_messages"), 1);
+
+    // The same for REGISTER and CONNECT, waiting for the users table, while reads go on.
+    let mut lock = holder.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE users IN EXCLUSIVE MODE")
+        .unwrap();
+    let waiting: Vec<_> = [vec!["REGISTER", "dani"], vec!["CONNECT", "bea", "4000"]]
+        .into_iter()
+        .map(|fields| {
+            std::thread::spawn(move || {
+                let fields: Vec<&[u8]> = fields.iter().map(|f| f.as_bytes()).collect();
+                try_request(addr, &fields).unwrap()
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    while db.int(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'messenger worker'
+           AND wait_event_type = 'Lock'",
+    ) < 2
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "two storage workers wait for the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(node.call(&["CONNECTEDUSERS", "nobody"])[0], 2);
+    assert!(waiting.iter().all(|w| !w.is_finished()));
+    lock.commit().unwrap();
+    let answers: Vec<Vec<u8>> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_eq!(answers, [vec![0], vec![0]]);
 }

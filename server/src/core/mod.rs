@@ -13,16 +13,18 @@ pub mod canvas;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod work;
 
 pub use sessions::{
     DeliveryMark, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Settings,
 };
+pub use work::{perform, store_message, Done, Stored, Work};
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::beside::{Beside, SendJob, Ticket};
+use crate::beside::{Beside, Job as BesideJob, Ticket};
 use crate::bus::{Bus, Event as BusEvent, NodeId};
 use crate::storage::{self, Pending, Storage};
 
@@ -113,18 +115,40 @@ pub trait DeliverySink {
     fn shut_down(&mut self);
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectOutcome {
     Connected,
     NoSuchUser,
     AlreadyConnected,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DisconnectOutcome {
     Disconnected,
     NoSuchUser,
     NotConnected,
+    /// Asked from another address than the user connected from.
+    NotFromThere,
+}
+
+/// A request's storage work, finished, and what it meant for presence and deliveries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished {
+    Sent(SendOutcome),
+    /// False: the alias was taken.
+    Registered(bool),
+    /// False: there was no such user.
+    Unregistered(bool),
+    Connected(ConnectOutcome),
+    Disconnected(DisconnectOutcome),
+}
+
+/// Where a request's storage work runs.
+pub enum Started {
+    /// Beside the reactor; [`Core::collect_beside`] reports it under this ticket.
+    Later(Ticket),
+    /// In this turn, done.
+    Now(storage::Result<Finished>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -299,61 +323,85 @@ impl Core {
         })
     }
 
-    /// Registers `alias`; false if it is taken.
-    pub fn register(
-        &mut self,
-        alias: &str,
-        full_name: Option<&str>,
-        birth_date: Option<&str>,
-    ) -> storage::Result<bool> {
-        self.store.insert_user(alias, full_name, birth_date)
-    }
-
-    /// Removes `alias` and the messages waiting for them; false if there is no such user.
-    /// A delivery in flight to them is cancelled.
-    pub fn unregister(&mut self, alias: &str) -> storage::Result<bool> {
-        let removed = self.store.delete_user(alias)?;
-        if removed {
-            self.leave(alias);
-            self.unremoved.remove(alias);
-            self.went_offline(alias);
+    /// Runs `work`'s storage steps beside the reactor when there are storage workers with room
+    /// (PostgreSQL), else in this turn.
+    pub fn start(&mut self, work: Work, now: Instant) -> Started {
+        match self.try_beside(work) {
+            Ok(ticket) => Started::Later(ticket),
+            Err(work) => Started::Now(self.perform_now(work, now)),
         }
-        Ok(removed)
     }
 
-    pub fn connect(
-        &mut self,
-        alias: &str,
-        ip: IpAddr,
-        port: u16,
-        now: Instant,
-    ) -> storage::Result<ConnectOutcome> {
-        let Some(user) = self.store.user(alias)? else {
-            return Ok(ConnectOutcome::NoSuchUser);
+    fn try_beside(&mut self, work: Work) -> Result<Ticket, Work> {
+        let Some(beside) = &self.beside else {
+            return Err(work);
         };
-        if user.connected || self.present_in_a_session(alias) {
-            return Ok(ConnectOutcome::AlreadyConnected);
+        // Refused from memory, with no storage work.
+        if matches!(&work, Work::Connect { alias, .. } if self.present_in_a_session(alias)) {
+            return Err(work);
         }
-        self.store
-            .set_connected(alias, &ip.to_canonical().to_string(), port)?;
-        self.present_since.insert(alias.to_string(), now);
-        self.kicks.insert(alias.to_string());
-        self.came_online(alias, false);
-        Ok(ConnectOutcome::Connected)
+        let ticket = self.next_ticket + 1;
+        beside
+            .try_start(BesideJob { ticket, work })
+            .map_err(|job| job.work)?;
+        self.next_ticket = ticket;
+        Ok(ticket)
     }
 
-    /// Ends `alias`'s presence. Which callers may do so is the front-end's rule.
-    pub fn disconnect(&mut self, alias: &str) -> storage::Result<DisconnectOutcome> {
-        let Some(user) = self.store.user(alias)? else {
-            return Ok(DisconnectOutcome::NoSuchUser);
-        };
-        if !user.connected {
-            return Ok(DisconnectOutcome::NotConnected);
+    /// Runs `work`'s storage steps in this turn and applies what they mean.
+    pub fn perform_now(&mut self, work: Work, now: Instant) -> storage::Result<Finished> {
+        if let Work::Connect { alias, .. } = &work {
+            // A user in a session (always a registered one) is present already.
+            if self.present_in_a_session(alias) {
+                return Ok(Finished::Connected(ConnectOutcome::AlreadyConnected));
+            }
         }
-        self.store.set_disconnected(alias)?;
-        self.leave(alias);
-        self.went_offline(alias);
-        Ok(DisconnectOutcome::Disconnected)
+        let done = perform(&*self.store, &work)?;
+        Ok(self.finished(done, now))
+    }
+
+    /// The requests whose storage work beside the reactor has finished (a worker rang the
+    /// waker): each committed, or failed and rolled back.
+    pub fn collect_beside(&mut self, now: Instant) -> Vec<(Ticket, storage::Result<Finished>)> {
+        let Some(beside) = &self.beside else {
+            return Vec::new();
+        };
+        let done: Vec<_> = beside.done.try_iter().collect();
+        done.into_iter()
+            .map(|(ticket, done)| (ticket, done.map(|done| self.finished(done, now))))
+            .collect()
+    }
+
+    /// What finished storage work means for presence and deliveries.
+    fn finished(&mut self, done: Done, now: Instant) -> Finished {
+        match done {
+            Done::Sent { recipient, stored } => Finished::Sent(self.sent(&recipient, stored)),
+            Done::Registered(registered) => Finished::Registered(registered),
+            Done::Unregistered { alias, removed } => {
+                if removed {
+                    // A delivery in flight to them is cancelled.
+                    self.leave(&alias);
+                    self.unremoved.remove(&alias);
+                    self.went_offline(&alias);
+                }
+                Finished::Unregistered(removed)
+            }
+            Done::Connected { alias, outcome } => {
+                if outcome == ConnectOutcome::Connected {
+                    self.present_since.insert(alias.clone(), now);
+                    self.kicks.insert(alias.clone());
+                    self.came_online(&alias, false);
+                }
+                Finished::Connected(outcome)
+            }
+            Done::Disconnected { alias, outcome } => {
+                if outcome == DisconnectOutcome::Disconnected {
+                    self.leave(&alias);
+                    self.went_offline(&alias);
+                }
+                Finished::Disconnected(outcome)
+            }
+        }
     }
 
     /// Where `alias` is present: `None` if there is no such user, `Some(None)` if they are not
@@ -393,6 +441,23 @@ impl Core {
         }
     }
 
+    /// The storage work of a SEND, with this server's mailbox limit.
+    pub fn send_work(
+        &self,
+        sender: &str,
+        recipient: &str,
+        text: &[u8],
+        attachment: Option<&[u8]>,
+    ) -> Work {
+        Work::Send {
+            sender: sender.to_string(),
+            recipient: recipient.to_string(),
+            text: text.to_vec(),
+            attachment: attachment.map(<[u8]>::to_vec),
+            max_pending: self.settings.max_pending_per_user,
+        }
+    }
+
     pub fn send(
         &mut self,
         sender: &str,
@@ -410,42 +475,6 @@ impl Core {
             max_pending,
         )?;
         Ok(self.sent(recipient, stored))
-    }
-
-    /// Starts a SEND whose storage work runs beside the reactor, on a storage worker's
-    /// connection (PostgreSQL), and returns the ticket [`Core::collect_beside`] will report it
-    /// under; None if there are no workers or their queue is full: use [`Core::send`].
-    pub fn send_beside(
-        &mut self,
-        sender: &str,
-        recipient: &str,
-        text: &[u8],
-        attachment: Option<&[u8]>,
-    ) -> Option<Ticket> {
-        let beside = self.beside.as_ref()?;
-        self.next_ticket += 1;
-        let job = SendJob {
-            ticket: self.next_ticket,
-            sender: sender.to_string(),
-            recipient: recipient.to_string(),
-            text: text.to_vec(),
-            attachment: attachment.map(<[u8]>::to_vec),
-            max_pending: self.settings.max_pending_per_user,
-        };
-        beside.try_start(job).ok()?;
-        Some(self.next_ticket)
-    }
-
-    /// The SENDs whose storage work beside the reactor has finished (the worker rang the
-    /// waker): each committed, or failed and rolled back.
-    pub fn collect_beside(&mut self) -> Vec<(Ticket, storage::Result<SendOutcome>)> {
-        let Some(beside) = &self.beside else {
-            return Vec::new();
-        };
-        let done: Vec<_> = beside.done.try_iter().collect();
-        done.into_iter()
-            .map(|(ticket, recipient, stored)| (ticket, stored.map(|s| self.sent(&recipient, s))))
-            .collect()
     }
 
     /// What a stored SEND means for its recipient's deliveries.
@@ -917,44 +946,6 @@ impl Core {
     pub fn take_notices(&mut self) -> Vec<(SessionId, Notice)> {
         std::mem::take(&mut self.notices)
     }
-}
-
-/// A SEND as storage sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stored {
-    /// Queued under the sender's next id; `connected`: the recipient is connected through the
-    /// messenger (on any node).
-    Accepted {
-        id: u32,
-        connected: bool,
-    },
-    NoSuchUser,
-    MailboxFull,
-}
-
-/// A SEND's storage work: both users exist, the recipient's mailbox has room, then the
-/// message is accepted. Runs in the reactor's turn, or on a storage worker beside it.
-pub fn store_message(
-    store: &dyn Storage,
-    sender: &str,
-    recipient: &str,
-    text: &[u8],
-    attachment: Option<&[u8]>,
-    max_pending: Option<usize>,
-) -> storage::Result<Stored> {
-    let (Some(_), Some(to)) = (store.user(sender)?, store.user(recipient)?) else {
-        return Ok(Stored::NoSuchUser);
-    };
-    if let Some(max) = max_pending {
-        if store.pending_count(recipient, max)? >= max {
-            return Ok(Stored::MailboxFull);
-        }
-    }
-    let id = store.accept_message(sender, recipient, text, attachment)?;
-    Ok(Stored::Accepted {
-        id,
-        connected: to.connected,
-    })
 }
 
 fn listener_endpoint(user: &storage::User) -> Option<Endpoint> {

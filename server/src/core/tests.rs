@@ -88,7 +88,12 @@ impl Fixture {
             now: Instant::now(),
         };
         for user in ["ana", "bea", "cid"] {
-            assert!(fixture.core.register(user, None, None).unwrap());
+            let work = Work::Register {
+                alias: user.into(),
+                full_name: None,
+                birth_date: None,
+            };
+            assert_eq!(fixture.run(work), Finished::Registered(true));
         }
         fixture.commit();
         fixture
@@ -107,9 +112,22 @@ impl Fixture {
         }
     }
 
+    /// Runs `work`'s storage steps in the current turn.
+    fn run(&mut self, work: Work) -> Finished {
+        self.core.perform_now(work, self.now).unwrap()
+    }
+
+    fn connect_work(alias: &str, port: u16) -> Work {
+        Work::Connect {
+            alias: alias.into(),
+            ip: LOCAL,
+            port,
+        }
+    }
+
     fn connect(&mut self, alias: &str, port: u16) {
-        let outcome = self.core.connect(alias, LOCAL, port, self.now).unwrap();
-        assert_eq!(outcome, ConnectOutcome::Connected);
+        let outcome = self.run(Fixture::connect_work(alias, port));
+        assert_eq!(outcome, Finished::Connected(ConnectOutcome::Connected));
     }
 
     /// The message jobs started so far: `(job, recipient port, texts)`.
@@ -190,7 +208,12 @@ fn unregister_cancels_the_job_in_flight_and_nothing_of_it_counts_as_delivered() 
     f.commit();
     let (job, _, texts) = f.message_jobs()[0].clone();
     assert_eq!(texts.len(), 5);
-    assert!(f.core.unregister("bea").unwrap());
+    assert_eq!(
+        f.run(Work::Unregister {
+            alias: "bea".into()
+        }),
+        Finished::Unregistered(true)
+    );
     assert_eq!(f.sink.borrow().cancelled, vec![job]);
     f.commit();
     // Pushes that were already on the wire come back: they must not be logged or acked.
@@ -214,9 +237,13 @@ fn disconnect_cancels_too() {
     f.send("bea", "hola");
     f.commit();
     let (job, _, _) = f.message_jobs()[0].clone();
+    let work = Work::Disconnect {
+        alias: "bea".into(),
+        from: LOCAL,
+    };
     assert_eq!(
-        f.core.disconnect("bea").unwrap(),
-        DisconnectOutcome::Disconnected
+        f.run(work),
+        Finished::Disconnected(DisconnectOutcome::Disconnected)
     );
     assert_eq!(f.sink.borrow().cancelled, vec![job]);
 }
@@ -420,8 +447,8 @@ fn a_name_in_a_session_on_another_node_is_taken_here_until_it_goes_offline() {
         LoginOutcome::Taken
     );
     assert_eq!(
-        f.core.connect("bea", LOCAL, 4000, f.now).unwrap(),
-        ConnectOutcome::AlreadyConnected
+        f.run(Fixture::connect_work("bea", 4000)),
+        Finished::Connected(ConnectOutcome::AlreadyConnected)
     );
     assert!(f.core.online_users().contains(&"bea".to_string()));
     bus.send((

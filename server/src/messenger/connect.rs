@@ -1,52 +1,81 @@
 //! `CONNECT alias port`: the user listens at the caller's IP and that port. Answers 0 ok, 1 no
 //! such user, 2 already connected, 3 error. Pending messages follow the commit.
 
-use std::time::Instant;
-
 use wire::{code, validate_name};
 
-use super::shown;
-use crate::core::{ConnectOutcome, Core};
-use crate::frontend::{Applied, Caller, Reply};
+use wire::Op;
 
-pub fn apply(fields: &[&[u8]], caller: &Caller, core: &mut Core, now: Instant) -> Applied {
+use super::{failure, shown, Parsed};
+use crate::core::{ConnectOutcome, Finished, Work};
+use crate::frontend::{Applied, Caller, Reply};
+use crate::storage;
+
+/// The storage work CONNECT asks for, or the answer to a request refused at once.
+pub fn apply(fields: &[&[u8]], caller: &Caller) -> Parsed {
     let [alias, port] = fields else {
         unreachable!("the framing passes CONNECT two fields")
     };
-    let fail = |code: u8, why: String| {
-        Reply::code(code)
-            .console(format!("CONNECT {} FAIL", shown(alias)))
-            .diagnostic(why)
-    };
     let alias = match validate_name(alias) {
         Ok(alias) => alias,
-        Err(e) => return Applied::read_only(fail(code::THREE, format!("CONNECT rejected: {e}"))),
+        Err(e) => {
+            let why = format!("CONNECT rejected: {e}");
+            return Applied::read_only(fail(&shown(alias), code::THREE, why)).into();
+        }
     };
-    let port = match std::str::from_utf8(port)
+    match std::str::from_utf8(port)
         .ok()
         .and_then(|p| p.parse::<u16>().ok())
     {
-        Some(port) if port != 0 => port,
+        Some(port) if port != 0 => Parsed::Work(Work::Connect {
+            alias: alias.to_string(),
+            ip: caller.peer.ip(),
+            port,
+        }),
         _ => {
             let why = format!(
                 "CONNECT {alias} rejected: port {:?} is not a number from 1 to 65535",
                 shown(port)
             );
-            return Applied::read_only(fail(code::THREE, why));
+            Applied::read_only(fail(alias, code::THREE, why)).into()
         }
-    };
-    match core.connect(alias, caller.peer.ip(), port, now) {
-        Ok(ConnectOutcome::Connected) => Applied::written(
+    }
+}
+
+/// A failure answer about `alias`.
+fn fail(alias: &str, code: u8, why: String) -> Reply {
+    failure(Op::Connect, alias, code, why)
+}
+
+/// The answer once the storage work of CONNECT `alias` is done.
+pub fn answer(alias: &str, result: storage::Result<Finished>) -> Applied {
+    match result {
+        Ok(Finished::Connected(ConnectOutcome::Connected)) => Applied::written(
             Reply::code(code::OK).console(format!("CONNECT {alias} OK")),
-            fail(code::THREE, format!("CONNECT {alias}: not committed")),
+            fail(
+                alias,
+                code::THREE,
+                format!("CONNECT {alias}: not committed"),
+            ),
         ),
-        Ok(ConnectOutcome::NoSuchUser) => {
-            Applied::read_only(fail(code::ONE, format!("CONNECT {alias}: no such user")))
-        }
-        Ok(ConnectOutcome::AlreadyConnected) => Applied::read_only(fail(
+        Ok(Finished::Connected(ConnectOutcome::NoSuchUser)) => Applied::read_only(fail(
+            alias,
+            code::ONE,
+            format!("CONNECT {alias}: no such user"),
+        )),
+        Ok(Finished::Connected(ConnectOutcome::AlreadyConnected)) => Applied::read_only(fail(
+            alias,
             code::TWO,
             format!("CONNECT {alias}: already connected"),
         )),
-        Err(e) => Applied::read_only(fail(code::THREE, format!("CONNECT {alias}: storage: {e}"))),
+        Ok(other) => Applied::read_only(fail(
+            alias,
+            code::THREE,
+            format!("CONNECT {alias}: {other:?}"),
+        )),
+        Err(e) => Applied::read_only(fail(
+            alias,
+            code::THREE,
+            format!("CONNECT {alias}: storage: {e}"),
+        )),
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use wire::{scan_fields, FieldCount, Op, ScanError, MAX_FIELD_LEN, MAX_OP_LEN};
 
 use crate::beside::Ticket;
-use crate::core::{Core, SendOutcome};
+use crate::core::{Core, Finished, Started, Work};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Reply};
 use crate::storage;
 
@@ -111,9 +111,41 @@ pub struct Messenger {
     register_form: RegisterForm,
     /// How long to wait for the longer form of REGISTER and for the alias of USERS.
     grace: Duration,
-    /// SENDs whose storage work runs beside the reactor, by ticket: at most one per
-    /// connection waiting for it.
-    waiting: HashMap<Ticket, send::Waiting>,
+    /// Requests whose storage work runs beside the reactor, by ticket, with what their answer
+    /// needs: at most one per connection waiting for it.
+    waiting: HashMap<Ticket, (Op, Work)>,
+}
+
+/// What a request amounts to before storage: an answer at once (a refusal), or storage work.
+pub enum Parsed {
+    Answer(Applied),
+    Work(Work),
+}
+
+impl From<Applied> for Parsed {
+    fn from(applied: Applied) -> Parsed {
+        Parsed::Answer(applied)
+    }
+}
+
+/// A failure answer of `op` about `alias`: the code, the console's `OP alias FAIL` and why.
+fn failure(op: Op, alias: &str, code: u8, why: String) -> Reply {
+    Reply::code(code)
+        .console(format!("{} {alias} FAIL", op.name()))
+        .diagnostic(why)
+}
+
+/// The answer to `op` once its storage work `work` is done.
+fn answer(op: Op, work: &Work, result: storage::Result<Finished>) -> Applied {
+    match work {
+        Work::Send {
+            sender, recipient, ..
+        } => send::answer(op.name(), sender, recipient, result),
+        Work::Register { alias, .. } => register::answer(alias, result),
+        Work::Unregister { alias } => unregister::answer(alias, result),
+        Work::Connect { alias, .. } => connect::answer(alias, result),
+        Work::Disconnect { alias, from } => disconnect::answer(alias, *from, result),
+    }
 }
 
 impl Messenger {
@@ -165,25 +197,38 @@ impl Frontend for Messenger {
             unreachable!("apply is only called with a request frame() found whole")
         };
         let fields: Vec<&[u8]> = fields.iter().map(|range| &request[range.clone()]).collect();
-        let applied = match op {
-            Op::Register => register::apply(&fields, core),
-            Op::Unregister => unregister::apply(&fields, core),
-            Op::Connect => connect::apply(&fields, caller, core, now),
-            Op::Disconnect => disconnect::apply(&fields, caller, core),
-            Op::Send | Op::SendAttach => send::apply(&fields, core, &mut self.waiting),
-            Op::ConnectedUsers | Op::Users => users::apply(op, &fields, caller, core),
+        let parsed = match op {
+            Op::Register => register::apply(&fields),
+            Op::Unregister => unregister::apply(&fields),
+            Op::Connect => connect::apply(&fields, caller),
+            Op::Disconnect => disconnect::apply(&fields, caller),
+            Op::Send | Op::SendAttach => send::apply(&fields, core),
+            Op::ConnectedUsers | Op::Users => users::apply(op, &fields, caller, core).into(),
+        };
+        let applied = match parsed {
+            Parsed::Answer(applied) => applied,
+            Parsed::Work(work) => {
+                let kept = work.clone();
+                match core.start(work, now) {
+                    Started::Later(ticket) => {
+                        self.waiting.insert(ticket, (op, kept));
+                        Applied::later(ticket)
+                    }
+                    Started::Now(result) => answer(op, &kept, result),
+                }
+            }
         };
         applied.counted_as(op.name())
     }
 
-    fn finish(&mut self, ticket: Ticket, outcome: storage::Result<SendOutcome>) -> Applied {
+    fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
         match self.waiting.remove(&ticket) {
-            Some(request) => {
-                let op = request.op();
-                send::finish(&request, outcome).counted_as(op)
-            }
+            Some((op, work)) => answer(op, &work, result)
+                .stored_beside()
+                .counted_as(op.name()),
             None => Applied::read_only(
-                Reply::default().diagnostic(format!("no SEND waits for storage ticket {ticket}")),
+                Reply::default()
+                    .diagnostic(format!("no request waits for storage ticket {ticket}")),
             ),
         }
     }

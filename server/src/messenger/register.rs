@@ -1,26 +1,24 @@
 //! `REGISTER name` (later edition) or `REGISTER full-name alias DD/MM/YYYY` (2022-23): the alias
 //! is the key. Answers 0 ok, 1 already registered, 2 error.
 
-use wire::{code, looks_like_birth_date, validate_full_name, validate_name};
+use wire::{code, looks_like_birth_date, validate_full_name, validate_name, Op};
 
-use super::shown;
-use crate::core::Core;
+use super::{failure, shown, Parsed};
+use crate::core::{Finished, Work};
 use crate::frontend::{Applied, Reply};
+use crate::storage;
 
-pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
+/// The storage work REGISTER asks for, or the answer to a request refused at once.
+pub fn apply(fields: &[&[u8]]) -> Parsed {
     let (alias, profile) = match fields {
         [alias] => (*alias, None),
         [full_name, alias, birth_date] => (*alias, Some((*full_name, *birth_date))),
         _ => unreachable!("the framing passes REGISTER one or three fields"),
     };
-    let fail = |why: String| {
-        Reply::code(code::TWO)
-            .console(format!("REGISTER {} FAIL", shown(alias)))
-            .diagnostic(why)
-    };
+    let fail = |why: String| failure(Op::Register, &shown(alias), code::TWO, why);
     let alias_str = match validate_name(alias) {
         Ok(name) => name,
-        Err(e) => return Applied::read_only(fail(format!("REGISTER rejected: {e}"))),
+        Err(e) => return Applied::read_only(fail(format!("REGISTER rejected: {e}"))).into(),
     };
     let profile = match profile {
         None => None,
@@ -31,13 +29,15 @@ pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
                     return Applied::read_only(fail(format!(
                         "REGISTER {alias_str} rejected: full name: {e}"
                     )))
+                    .into()
                 }
             };
             if !looks_like_birth_date(birth_date) {
                 return Applied::read_only(fail(format!(
                     "REGISTER {alias_str} rejected: birth date {:?} is not DD/MM/YYYY",
                     shown(birth_date)
-                )));
+                )))
+                .into();
             }
             // A valid date is ASCII digits and slashes.
             Some((
@@ -47,16 +47,28 @@ pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
         }
     };
     let (full_name, birth_date) = profile.unzip();
-    match core.register(alias_str, full_name, birth_date) {
-        Ok(true) => Applied::written(
-            Reply::code(code::OK).console(format!("REGISTER {alias_str} OK")),
-            fail(format!("REGISTER {alias_str}: not committed")),
+    Parsed::Work(Work::Register {
+        alias: alias_str.to_string(),
+        full_name: full_name.map(str::to_string),
+        birth_date: birth_date.map(str::to_string),
+    })
+}
+
+/// The answer once the storage work of REGISTER `alias` is done.
+pub fn answer(alias: &str, result: storage::Result<Finished>) -> Applied {
+    let fail = |why: String| failure(Op::Register, alias, code::TWO, why);
+    match result {
+        Ok(Finished::Registered(true)) => Applied::written(
+            Reply::code(code::OK).console(format!("REGISTER {alias} OK")),
+            fail(format!("REGISTER {alias}: not committed")),
         ),
-        Ok(false) => Applied::read_only(
-            Reply::code(code::ONE)
-                .console(format!("REGISTER {alias_str} FAIL"))
-                .diagnostic(format!("REGISTER {alias_str}: already registered")),
-        ),
-        Err(e) => Applied::read_only(fail(format!("REGISTER {alias_str}: storage: {e}"))),
+        Ok(Finished::Registered(false)) => Applied::read_only(failure(
+            Op::Register,
+            alias,
+            code::ONE,
+            format!("REGISTER {alias}: already registered"),
+        )),
+        Ok(other) => Applied::read_only(fail(format!("REGISTER {alias}: {other:?}"))),
+        Err(e) => Applied::read_only(fail(format!("REGISTER {alias}: storage: {e}"))),
     }
 }

@@ -3,31 +3,61 @@
 
 use wire::{code, validate_name};
 
-use super::shown;
-use crate::core::Core;
-use crate::frontend::{Applied, Reply};
+use wire::Op;
 
-pub fn apply(fields: &[&[u8]], core: &mut Core) -> Applied {
+use super::{failure, shown, Parsed};
+use crate::core::{Finished, Work};
+use crate::frontend::{Applied, Reply};
+use crate::storage;
+
+/// The storage work UNREGISTER asks for, or the answer to a request refused at once.
+pub fn apply(fields: &[&[u8]]) -> Parsed {
     let [alias] = fields else {
         unreachable!("the framing passes UNREGISTER one field")
     };
-    let fail = |code: u8, why: String| {
-        Reply::code(code)
-            .console(format!("UNREGISTER {} FAIL", shown(alias)))
-            .diagnostic(why)
-    };
-    let alias = match validate_name(alias) {
-        Ok(alias) => alias,
-        Err(e) => return Applied::read_only(fail(code::TWO, format!("UNREGISTER rejected: {e}"))),
-    };
-    match core.unregister(alias) {
-        Ok(true) => Applied::written(
+    match validate_name(alias) {
+        Ok(alias) => Parsed::Work(Work::Unregister {
+            alias: alias.to_string(),
+        }),
+        Err(e) => Applied::read_only(fail(
+            &shown(alias),
+            code::TWO,
+            format!("UNREGISTER rejected: {e}"),
+        ))
+        .into(),
+    }
+}
+
+/// A failure answer about `alias`.
+fn fail(alias: &str, code: u8, why: String) -> Reply {
+    failure(Op::Unregister, alias, code, why)
+}
+
+/// The answer once the storage work of UNREGISTER `alias` is done.
+pub fn answer(alias: &str, result: storage::Result<Finished>) -> Applied {
+    match result {
+        Ok(Finished::Unregistered(true)) => Applied::written(
             Reply::code(code::OK).console(format!("UNREGISTER {alias} OK")),
-            fail(code::TWO, format!("UNREGISTER {alias}: not committed")),
+            fail(
+                alias,
+                code::TWO,
+                format!("UNREGISTER {alias}: not committed"),
+            ),
         ),
-        Ok(false) => {
-            Applied::read_only(fail(code::ONE, format!("UNREGISTER {alias}: no such user")))
-        }
-        Err(e) => Applied::read_only(fail(code::TWO, format!("UNREGISTER {alias}: storage: {e}"))),
+        Ok(Finished::Unregistered(false)) => Applied::read_only(fail(
+            alias,
+            code::ONE,
+            format!("UNREGISTER {alias}: no such user"),
+        )),
+        Ok(other) => Applied::read_only(fail(
+            alias,
+            code::TWO,
+            format!("UNREGISTER {alias}: {other:?}"),
+        )),
+        Err(e) => Applied::read_only(fail(
+            alias,
+            code::TWO,
+            format!("UNREGISTER {alias}: storage: {e}"),
+        )),
     }
 }

@@ -771,7 +771,7 @@ impl Reactor {
     /// Stages the answers of requests whose storage work beside the reactor is done (the
     /// front-end forgets each, even when its connection has gone meanwhile).
     fn collect_beside(&mut self) {
-        for (ticket, outcome) in self.core.collect_beside() {
+        for (ticket, outcome) in self.core.collect_beside(Instant::now()) {
             let Some((key, generation, slot, frontend)) = self.later.remove(&ticket) else {
                 debug_assert!(
                     false,
