@@ -141,6 +141,12 @@ pub enum Finished {
     Unregistered(bool),
     Connected(ConnectOutcome),
     Disconnected(DisconnectOutcome),
+    /// The users connected through the messenger as `(alias, ip, port)` in alias order, and
+    /// whether the named requester is present: None if there is no such user.
+    Listed {
+        users: Vec<(String, String, u16)>,
+        requester_present: Option<bool>,
+    },
 }
 
 /// Where a request's storage work runs.
@@ -401,16 +407,16 @@ impl Core {
                 }
                 Finished::Disconnected(outcome)
             }
+            Done::Listed { users, requester } => Finished::Listed {
+                users,
+                // Present through a listener, or in a session here.
+                requester_present: requester.and_then(|(alias, user)| {
+                    let user = user?;
+                    let session = self.sessions.session_of(&alias).is_some();
+                    Some(listener_endpoint(&user).is_some() || session)
+                }),
+            },
         }
-    }
-
-    /// Where `alias` is present: `None` if there is no such user, `Some(None)` if they are not
-    /// present.
-    pub fn presence(&self, alias: &str) -> storage::Result<Option<Option<Endpoint>>> {
-        Ok(self.store.user(alias)?.map(|user| {
-            listener_endpoint(&user)
-                .or_else(|| self.sessions.session_of(alias).map(Endpoint::Session))
-        }))
     }
 
     /// Where deliveries to `user` go now, if anywhere: a rooms user outside any room is
@@ -495,11 +501,6 @@ impl Core {
             });
         }
         SendOutcome::Accepted { id, online }
-    }
-
-    /// The users present, as `(alias, ip, port)` in alias order.
-    pub fn connected_users(&self) -> storage::Result<Vec<(String, String, u16)>> {
-        self.store.connected_users()
     }
 
     /// Applies the results of finished deliveries (called when the deliverers wake the reactor).

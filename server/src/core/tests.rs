@@ -284,7 +284,17 @@ fn a_failed_push_marks_the_recipient_disconnected_and_keeps_the_message() {
     f.report(job, 0, Outcome::Failed("connection refused".into()), true);
     let events = f.commit();
     assert!(matches!(events[..], [Event::PushFailed { .. }]));
-    assert_eq!(f.core.presence("bea").unwrap(), Some(None));
+    let list = Work::ListUsers {
+        requester: Some("bea".into()),
+        from: LOCAL,
+    };
+    assert_eq!(
+        f.run(list),
+        Finished::Listed {
+            users: vec![],
+            requester_present: Some(false)
+        }
+    );
     f.connect("bea", 4001);
     f.commit();
     let jobs = f.message_jobs();

@@ -1,4 +1,4 @@
-//! The storage steps of the messenger's writes, apart from the core's memory: what runs in the
+//! The storage steps of the messenger's requests, apart from the core's memory: what runs in the
 //! reactor's turn on SQLite and on a storage worker beside it on PostgreSQL (`beside.rs`).
 //! [`perform`] does the steps of one [`Work`] and says what it did ([`Done`]); the core then
 //! applies what that means for presence and deliveries (`Core::finished`), on the reactor.
@@ -37,6 +37,12 @@ pub enum Work {
         alias: String,
         from: IpAddr,
     },
+    /// USERS and CONNECTEDUSERS: who is connected, and the requester, named or else found by
+    /// the address it asks `from`.
+    ListUsers {
+        requester: Option<String>,
+        from: IpAddr,
+    },
 }
 
 /// A SEND as storage sees it.
@@ -73,6 +79,12 @@ pub enum Done {
     Disconnected {
         alias: String,
         outcome: DisconnectOutcome,
+    },
+    /// The users connected through the messenger as `(alias, ip, port)` in alias order, and
+    /// the named requester as storage knows them (None: no such user).
+    Listed {
+        users: Vec<(String, String, u16)>,
+        requester: Option<(String, Option<storage::User>)>,
     },
 }
 
@@ -137,6 +149,13 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
                     store.set_disconnected(alias)?;
                     DisconnectOutcome::Disconnected
                 }
+            },
+        },
+        Work::ListUsers { requester, .. } => Done::Listed {
+            users: store.connected_users()?,
+            requester: match requester {
+                Some(alias) => Some((alias.clone(), store.user(alias)?)),
+                None => None,
             },
         },
     })

@@ -145,6 +145,9 @@ fn answer(op: Op, work: &Work, result: storage::Result<Finished>) -> Applied {
         Work::Unregister { alias } => unregister::answer(alias, result),
         Work::Connect { alias, .. } => connect::answer(alias, result),
         Work::Disconnect { alias, from } => disconnect::answer(alias, *from, result),
+        Work::ListUsers { requester, from } => {
+            users::answer(op, requester.as_deref(), *from, result)
+        }
     }
 }
 
@@ -203,7 +206,7 @@ impl Frontend for Messenger {
             Op::Connect => connect::apply(&fields, caller),
             Op::Disconnect => disconnect::apply(&fields, caller),
             Op::Send | Op::SendAttach => send::apply(&fields, core),
-            Op::ConnectedUsers | Op::Users => users::apply(op, &fields, caller, core).into(),
+            Op::ConnectedUsers | Op::Users => users::apply(op, &fields, caller),
         };
         let applied = match parsed {
             Parsed::Answer(applied) => applied,

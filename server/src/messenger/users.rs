@@ -2,53 +2,72 @@
 //! Answers 0, the count and one string per user; 1 if the requester is not connected; 2 on error
 //! (also: requester not registered).
 
+use std::net::IpAddr;
+
 use wire::{code, format_user_entry, validate_name, Op};
 
-use crate::core::Core;
+use super::Parsed;
+use crate::core::{Finished, Work};
 use crate::frontend::{Applied, Caller, Reply};
+use crate::storage;
 
-pub fn apply(op: Op, fields: &[&[u8]], caller: &Caller, core: &mut Core) -> Applied {
-    let fail = |code: u8, why: String| {
-        Reply::code(code)
-            .console("CONNECTEDUSERS FAIL")
-            .diagnostic(why)
-    };
+fn fail(code: u8, why: String) -> Reply {
+    Reply::code(code)
+        .console("CONNECTEDUSERS FAIL")
+        .diagnostic(why)
+}
+
+/// The storage work the listing asks for, or the answer to a request refused at once.
+pub fn apply(op: Op, fields: &[&[u8]], caller: &Caller) -> Parsed {
     let requester = match fields {
         [] => None,
         [alias] => match validate_name(alias) {
-            Ok(alias) => Some(alias),
+            Ok(alias) => Some(alias.to_string()),
             Err(e) => {
                 return Applied::read_only(fail(code::TWO, format!("{} rejected: {e}", op.name())))
+                    .into()
             }
         },
         _ => unreachable!("the framing passes {} at most one field", op.name()),
     };
-    let who = requester.map_or_else(
-        || format!("the user at {}", caller.peer.ip()),
-        str::to_string,
-    );
-    let users = match core.connected_users() {
-        Ok(users) => users,
+    Parsed::Work(Work::ListUsers {
+        requester,
+        from: caller.peer.ip(),
+    })
+}
+
+/// The answer once the listing's storage work is done: `requester` named, or else whoever is
+/// connected from `from`.
+pub fn answer(
+    op: Op,
+    requester: Option<&str>,
+    from: IpAddr,
+    result: storage::Result<Finished>,
+) -> Applied {
+    let who = requester.map_or_else(|| format!("the user at {from}"), str::to_string);
+    let (users, requester_present) = match result {
+        Ok(Finished::Listed {
+            users,
+            requester_present,
+        }) => (users, requester_present),
+        Ok(other) => {
+            return Applied::read_only(fail(code::TWO, format!("{}: {other:?}", op.name())))
+        }
         Err(e) => {
             return Applied::read_only(fail(code::TWO, format!("{}: storage: {e}", op.name())))
         }
     };
-    // Without an alias the requester is whoever is connected from the caller's address.
-    let requester_connected = match requester {
-        Some(alias) => match core.presence(alias) {
-            Ok(None) => {
-                return Applied::read_only(fail(
-                    code::TWO,
-                    format!("{}: {who} is not registered", op.name()),
-                ))
-            }
-            Ok(Some(present)) => present.is_some(),
-            Err(e) => {
-                return Applied::read_only(fail(code::TWO, format!("{}: storage: {e}", op.name())))
-            }
-        },
-        None => {
-            let from = caller.peer.ip().to_canonical().to_string();
+    let requester_connected = match (requester, requester_present) {
+        (Some(_), None) => {
+            return Applied::read_only(fail(
+                code::TWO,
+                format!("{}: {who} is not registered", op.name()),
+            ))
+        }
+        (Some(_), Some(present)) => present,
+        // Without an alias the requester is whoever is connected from the caller's address.
+        (None, _) => {
+            let from = from.to_canonical().to_string();
             users.iter().any(|(_, ip, _)| *ip == from)
         }
     };
