@@ -393,6 +393,15 @@ impl Core {
                 Finished::Unregistered(removed)
             }
             Done::Connected { alias, outcome } => {
+                // The user logged in to a session while the CONNECT ran beside the reactor:
+                // the session came first, and the listener is taken back (if that write
+                // fails, the user stays present both ways, as the CONNECT was committed).
+                if outcome == ConnectOutcome::Connected
+                    && self.present_in_a_session(&alias)
+                    && self.store.set_disconnected(&alias).is_ok()
+                {
+                    return Finished::Connected(ConnectOutcome::AlreadyConnected);
+                }
                 if outcome == ConnectOutcome::Connected {
                     self.present_since.insert(alias.clone(), now);
                     self.kicks.insert(alias.clone());

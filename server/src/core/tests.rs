@@ -502,3 +502,23 @@ fn paints_from_the_bus_reach_viewers_at_the_next_tick_and_nonsense_is_ignored() 
         )]
     );
 }
+
+#[test]
+fn a_connect_that_ran_beside_while_the_user_logged_in_to_a_session_gives_way() {
+    let mut f = Fixture::new(4);
+    assert_eq!(
+        f.core.login("bea", 1, Interests::ROOMS).unwrap(),
+        LoginOutcome::LoggedIn { registered: false }
+    );
+    // A storage worker runs the CONNECT's steps, which know nothing of the session.
+    let done = perform(&*f.core.store, &Fixture::connect_work("bea", 4000)).unwrap();
+    f.commit();
+    let finished = f.core.finished(done, f.now);
+    f.commit();
+    assert_eq!(
+        finished,
+        Finished::Connected(ConnectOutcome::AlreadyConnected)
+    );
+    assert!(!f.core.store.user("bea").unwrap().unwrap().connected);
+    assert!(f.message_jobs().is_empty(), "no delivery to the listener");
+}
