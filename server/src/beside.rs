@@ -9,6 +9,7 @@
 //! SQLite, so a burst never queues without limit. A sender's SENDs stay in order across
 //! workers: the sender's row lock orders their ids and commits.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -35,6 +36,8 @@ pub struct Beside {
     jobs: Option<Sender<Job>>,
     pub done: Receiver<Report>,
     workers: Vec<JoinHandle<()>>,
+    /// Set when the server stops: nobody waits for the answers of queued jobs any more.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Beside {
@@ -48,13 +51,15 @@ impl Beside {
         // Room for every job queued or in hand: a worker never waits to report.
         let (report, done) = crossbeam_channel::bounded(QUEUE + workers);
         let mut handles = Vec::with_capacity(workers);
+        let stopping = Arc::new(AtomicBool::new(false));
         for n in 0..workers {
             let store = PgStore::open_worker(url)
                 .map_err(|e| format!("storage worker {n}: cannot connect: {e}"))?;
             let (queue, report, wake) = (queue.clone(), report.clone(), wake.clone());
+            let stopping = stopping.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("storage-{n}"))
-                .spawn(move || run(&store, &queue, &report, &*wake))
+                .spawn(move || run(&store, &queue, &report, &*wake, &stopping))
                 .map_err(|e| format!("cannot start storage worker {n}: {e}"))?;
             handles.push(handle);
         }
@@ -62,6 +67,7 @@ impl Beside {
             jobs: Some(jobs),
             done,
             workers: handles,
+            stopping,
         })
     }
 
@@ -75,8 +81,10 @@ impl Beside {
 }
 
 impl Drop for Beside {
-    /// Lets the workers finish the queued jobs, then stop.
+    /// Lets the workers finish the jobs in hand, drop the queued ones (nobody waits for
+    /// their answers), and stop.
     fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.jobs = None;
         for worker in self.workers.drain(..) {
             let _ = worker.join();
@@ -89,8 +97,12 @@ fn run(
     queue: &Receiver<Job>,
     report: &Sender<Report>,
     wake: &(dyn Fn() + Send + Sync),
+    stopping: &AtomicBool,
 ) {
     for job in queue.iter() {
+        if stopping.load(Ordering::Relaxed) {
+            continue;
+        }
         let done = perform(store, &job.work);
         // The commit also rolls back a failed one and clears the way for the next job.
         let committed = store.commit();
