@@ -37,7 +37,17 @@ fn the_canvas_window_paints_with_real_clicks_under_xvfb() {
         if let Some(id) = String::from_utf8_lossy(&found.stdout).lines().next() {
             break id.to_string();
         }
-        assert!(start.elapsed() < PATIENCE, "the window did not appear");
+        if start.elapsed() >= PATIENCE {
+            // Say why: the client may have died, or be stuck before showing the window.
+            let _ = window.kill();
+            let output = window.wait_with_output().expect("the client's output");
+            panic!(
+                "the window did not appear within {PATIENCE:?}; the client ended with {}, \
+                 stderr: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let mut viewer = CanvasConn::connect(&server);
