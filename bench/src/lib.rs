@@ -152,6 +152,25 @@ pub fn fields(parts: &[&[u8]]) -> Vec<u8> {
         .collect()
 }
 
+/// The length of a benchmark run, from its arguments: `--seconds S` per closed-loop run
+/// (2 if absent or not a number) and `--quick` for a shorter run.
+pub struct RunLength {
+    pub seconds: f64,
+    pub quick: bool,
+}
+
+impl RunLength {
+    pub fn from_args(args: &[String]) -> RunLength {
+        let flag = |name: &str| args.iter().position(|a| a == name);
+        RunLength {
+            seconds: flag("--seconds")
+                .and_then(|i| args.get(i + 1)?.parse().ok())
+                .unwrap_or(2.0),
+            quick: flag("--quick").is_some(),
+        }
+    }
+}
+
 /// Results of a closed-loop run.
 pub struct Run {
     pub ops: u64,

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bench::{
-    chart, closed_loop, fields, listeners, own_cpu, percentile, request, start_server, Process, Run,
+    chart, closed_loop, fields, listeners, own_cpu, percentile, request, start_server, Process,
+    Run, RunLength,
 };
 use wire::Push;
 
@@ -85,9 +86,7 @@ fn medians(runs: &[(f64, f64)]) -> (f64, f64) {
 fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().position(|a| a == name);
-    let seconds = flag("--seconds")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(2.0);
+    let RunLength { seconds, quick } = RunLength::from_args(&args);
     let chart = flag("--chart")
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from);
@@ -109,7 +108,7 @@ fn options() -> Options {
         server: positional[0].into(),
         reference: positional[1].into(),
         seconds,
-        quick: flag("--quick").is_some(),
+        quick,
         chart,
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bench::{
     closed_loop_spread, fields, listeners, percentile, request, start_server, Process, Run,
+    RunLength,
 };
 use wire::Push;
 
@@ -28,17 +29,15 @@ struct Options {
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: nodesload SERVER_BINARY [--seconds S] [--quick]";
-    let server = args.first().map(PathBuf::from).expect(usage);
-    let seconds = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .map(|i| args.get(i + 1).and_then(|s| s.parse().ok()).expect(usage))
-        .unwrap_or(2.0);
+    let server = args
+        .first()
+        .map(PathBuf::from)
+        .expect("usage: nodesload SERVER_BINARY [--seconds S] [--quick]");
+    let RunLength { seconds, quick } = RunLength::from_args(&args);
     Options {
         server,
         seconds,
-        quick: args.iter().any(|a| a == "--quick"),
+        quick,
     }
 }
 

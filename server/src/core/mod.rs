@@ -18,7 +18,8 @@ mod work;
 pub use sessions::{
     DeliveryMark, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Settings,
 };
-pub use work::{perform, store_message, Done, Stored, Work};
+pub use work::{perform, Done, Work};
+use work::{store_message, Stored};
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
