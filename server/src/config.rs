@@ -81,8 +81,9 @@ pub struct Config {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub deliverers: u16,
 
-    /// Pushes in flight at once over all deliverers (each holds a descriptor); recipients
-    /// beyond it wait their turn. A listener that never reads holds one until its push timeout.
+    /// Push connections open at once over all deliverers (each holds a descriptor; one
+    /// recipient's run of pushes keeps up to two open); recipients beyond it wait their turn.
+    /// A listener that never reads holds one until its push timeout.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_pushes: u32,
 
