@@ -649,6 +649,10 @@ impl Worker {
         let push = &mut self.pushes[key];
         if !push.may_write {
             push.may_write = true;
+            // Its time starts now: the wait behind the push ahead is not its own slowness.
+            self.deadlines.remove(&(push.deadline, key));
+            push.deadline = Instant::now() + self.timeout;
+            self.deadlines.insert((push.deadline, key));
             self.advance(key);
         }
     }
@@ -942,5 +946,36 @@ mod tests {
             took < Duration::from_millis(900),
             "six pushes took {took:?}: a dropped connection waited for TCP's retry"
         );
+    }
+
+    #[test]
+    fn a_push_waiting_behind_a_slow_one_gets_its_whole_timeout_once_it_may_write() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut read = Vec::new();
+            // Each push is read within the push timeout (1 s) of its start, but the second
+            // one ends 1.3 s after its connection was made behind the first.
+            for pause in [800, 500] {
+                let (mut stream, _) = listener.accept().unwrap();
+                std::thread::sleep(Duration::from_millis(pause));
+                read.push(read_all(&mut stream));
+            }
+            read
+        });
+        let (rang, rings) = mpsc::channel();
+        let rang = std::sync::Mutex::new(rang);
+        let wake = Arc::new(move || {
+            let _ = rang.lock().unwrap().send(());
+        });
+        let mut pool = Pool::start(1, 4, Duration::from_secs(1), wake).unwrap();
+        let reports = run_job(&mut pool, &rings, job(addr, &["p0", "p1"]));
+        assert!(
+            reports
+                .iter()
+                .all(|r| matches!(r.outcome, Outcome::Delivered)),
+            "{reports:?}"
+        );
+        assert_eq!(reader.join().unwrap(), ["p0", "p1"]);
     }
 }
