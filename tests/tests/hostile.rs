@@ -218,6 +218,57 @@ fn unregister_stops_the_flush_in_flight() {
     assert_eq!(pending_count(&server.db), 0);
 }
 
+/// A flush overlaps its pushes (the next one connects while the listener reads the one
+/// ahead): after DISCONNECT no later message may still come through that connection, and the
+/// flush resumes in order, the interrupted push included, at the next CONNECT.
+#[test]
+fn disconnect_stops_the_flush_in_flight_and_the_next_connect_resumes_it_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--connect-window-ms", "0"]);
+    register(&server, "ana");
+    register(&server, "bea");
+    for k in 1..=10 {
+        assert_eq!(
+            server.call(&["SEND", "ana", "bea", &format!("m{k}")]),
+            sent(k)
+        );
+    }
+    let (port, pushes, release) = gated_listener();
+    assert_eq!(server.call(&["CONNECT", "bea", &port.to_string()]), [0]);
+    let first = pushes.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(first, encode(&[b"SEND MESSAGE", b"ana", b"1", b"m1"]));
+    // The first push is read but not yet closed, the second is connected behind it.
+    assert_eq!(server.call(&["DISCONNECT", "bea"]), [0]);
+    release.send(()).unwrap();
+    register(&server, "zed");
+    server.stdout.wait_for("s> REGISTER zed OK");
+    if let Ok(push) = pushes.recv_timeout(Duration::from_millis(300)) {
+        panic!(
+            "pushed after DISCONNECT: {:?}",
+            String::from_utf8_lossy(&push)
+        );
+    }
+    assert_eq!(
+        pending_count(&server.db),
+        10,
+        "nothing counted as delivered"
+    );
+    let bea = e2e::connect(&server, "bea");
+    for k in 1..=10u32 {
+        assert_eq!(
+            bea.next(),
+            encode(&[
+                b"SEND MESSAGE",
+                b"ana",
+                k.to_string().as_bytes(),
+                format!("m{k}").as_bytes()
+            ]),
+            "push {k} in order"
+        );
+    }
+    bea.expect_none(Duration::from_millis(100));
+}
+
 /// Finding 5: names with `::`, `,`, `|` or white space were accepted, and `::` broke the
 /// `alias::IP::port` entries of USERS.
 #[test]
