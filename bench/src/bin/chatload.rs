@@ -2,11 +2,13 @@
 //! private messages between many connected sessions, and memory per idle session.
 //!
 //! One thread reads every session through a mio `Poll`; each message carries its send time, so
-//! every delivery gives a latency. Usage: `chatload SERVER [--quick]`.
+//! every delivery gives a latency. The fan-out runs against our server and against the seed's
+//! design (`roomsref`). Usage: `chatload SERVER ROOMSREF [--quick]`.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bench::{own_cpu, percentile, start_server, Process};
@@ -141,11 +143,9 @@ struct FanOut {
     server_cpu_per_delivery_us: f64,
 }
 
-/// `members` rooms sessions in one room; one more sends. First a burst (saturation), then a
-/// paced run below it.
-fn fan_out(binary: &Path, dir: &Path, members: usize, burst: usize) -> FanOut {
-    let server = server(binary, dir, "fanout", &[]);
-    let rooms = server.front_end("rooms");
+/// `members` rooms sessions in one room of the rooms server at `rooms` (whose process is
+/// `server`); one more sends. First a burst (saturation), then a paced run below it.
+fn fan_out(server: &Process, rooms: SocketAddr, members: usize, burst: usize) -> FanOut {
     let mut sessions = Sessions::open(rooms, members + 1, |n| format!("JOIN f{n}\nROOM Fan\n"));
     sessions.await_each("Te has unido a la sala Fan.", Duration::from_secs(60));
     // Let the join notices drain: every member is told of each later one.
@@ -198,7 +198,6 @@ fn fan_out(binary: &Path, dir: &Path, members: usize, burst: usize) -> FanOut {
     let per_message = Duration::from_secs_f64(4.0 * members as f64 / deliveries_per_s);
     let paced = (2.0 / per_message.as_secs_f64()).clamp(10.0, 2000.0) as usize;
     let (paced_rate, paced_p99_ms, _) = measure(&mut sessions, paced, per_message);
-    server.stop();
     FanOut {
         deliveries_per_s,
         burst_p99_ms,
@@ -333,14 +332,21 @@ fn raise_open_file_limit() {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let binary = PathBuf::from(args.get(1).expect("usage: chatload SERVER [--quick]"));
+    let usage = "usage: chatload SERVER ROOMSREF [--quick]";
+    let binary = PathBuf::from(args.get(1).expect(usage));
+    let reference_binary = PathBuf::from(args.get(2).expect(usage));
     let quick = args.iter().any(|a| a == "--quick");
     raise_open_file_limit();
     let dir = std::env::temp_dir().join(format!("chatload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cpu0 = own_cpu();
     let (members, burst) = if quick { (200, 50) } else { (1000, 200) };
-    let fan = fan_out(&binary, &dir, members, burst);
+    let ours = server(&binary, &dir, "fanout", &[]);
+    let fan = fan_out(&ours, ours.front_end("rooms"), members, burst);
+    ours.stop();
+    let reference = Process::spawn(Command::new(&reference_binary));
+    let fan_reference = fan_out(&reference, reference.addr, members, burst);
+    reference.stop();
     let (count, rate) = if quick {
         (2000, 2000.0)
     } else {
@@ -359,6 +365,21 @@ fn main() {
     println!(
         "| fan-out paced at a quarter of that | {:.0} deliveries/s, p99 {:.1} ms |",
         fan.paced_rate, fan.paced_p99_ms
+    );
+    println!(
+        "| the same fan-out, seed's design (`roomsref`: a thread per client, blocking writes) | {:.0} deliveries/s, p99 {:.1} ms, server {:.2} µs CPU per delivery |",
+        fan_reference.deliveries_per_s,
+        fan_reference.burst_p99_ms,
+        fan_reference.server_cpu_per_delivery_us
+    );
+    println!(
+        "| its paced run | {:.0} deliveries/s, p99 {:.1} ms |",
+        fan_reference.paced_rate, fan_reference.paced_p99_ms
+    );
+    println!(
+        "| fan-out, ours against the seed's design | {:.2} × the deliveries/s, {:.2} × the CPU per delivery |",
+        fan.deliveries_per_s / fan_reference.deliveries_per_s,
+        fan.server_cpu_per_delivery_us / fan_reference.server_cpu_per_delivery_us
     );
     println!(
         "| {} idle sessions | RSS {:.1} MiB, {:.1} KiB per session |",
