@@ -9,11 +9,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// A member of a room: its client number and its connection.
+type Member = (u64, Arc<TcpStream>);
+
 #[derive(Default)]
 struct Shared {
     names: Mutex<HashSet<String>>,
-    /// Room name → its members: (client number, connection).
-    rooms: Mutex<HashMap<String, Vec<(u64, Arc<TcpStream>)>>>,
+    /// Room name → its members.
+    rooms: Mutex<HashMap<String, Vec<Member>>>,
 }
 
 impl Shared {
