@@ -231,6 +231,9 @@ pub struct Core {
     remote: HashMap<String, NodeId>,
     /// Members of each room in sessions on other nodes, in joining order.
     remote_members: HashMap<String, Vec<(String, NodeId)>>,
+    /// On a shared database: this node's users whose join of a room has not yet come back
+    /// through the bus, with the room and when they joined (see `Core::tell_room_news`).
+    joins_unheard: HashMap<String, (String, Instant)>,
     /// Nodes found gone at the last look (see `sweep_nodes`).
     missing_nodes: Vec<NodeId>,
     sink: Box<dyn DeliverySink>,
@@ -300,6 +303,7 @@ impl Core {
             bus,
             remote: HashMap::new(),
             remote_members: HashMap::new(),
+            joins_unheard: HashMap::new(),
             missing_nodes: Vec::new(),
             sink,
             metrics,

@@ -8,11 +8,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Core, JobId};
 use crate::bus::{Event as BusEvent, NodeId};
 use crate::storage::{self, Storage};
+
+/// How long a join may wait to come back through the bus before its member hears other
+/// nodes' room events anyway (the bus may have lost it while its connection was down).
+const JOIN_ECHO_WAIT: Duration = Duration::from_secs(2);
 
 /// Names a session: unique for the life of the server process.
 pub type SessionId = u64;
@@ -263,6 +267,7 @@ impl Core {
         }
         self.sessions.by_id.remove(&session);
         self.sessions.by_alias.remove(&alias);
+        self.joins_unheard.remove(&alias);
         self.leave(&alias);
         self.went_offline(&alias);
     }
@@ -337,6 +342,11 @@ impl Core {
             room: room.to_string(),
             user: alias.clone(),
         });
+        // Only a node with a name on the bus can recognise its own join coming back.
+        if self.bus.is_some() && !self.own_nodes.is_empty() {
+            self.joins_unheard
+                .insert(alias.clone(), (room.to_string(), Instant::now()));
+        }
         self.sessions
             .members
             .get_mut(room)
@@ -432,6 +442,28 @@ impl Core {
         }
     }
 
+    /// Tells the room's members here of another node's room event. The bus carries events in
+    /// commit order; a member whose own join has not come back through it yet joined after
+    /// this event in that order (a join seen before the member's would have been a join
+    /// before theirs), so it is not news to them: on one node they would not have seen it.
+    fn tell_room_news(&mut self, room: &str, notice: Notice) {
+        let Some(members) = self.sessions.members.get(room) else {
+            return;
+        };
+        for &member in members {
+            let Some(session) = self.sessions.by_id.get(&member) else {
+                continue;
+            };
+            let joined_after = self
+                .joins_unheard
+                .get(&session.alias)
+                .is_some_and(|(r, at)| r == room && at.elapsed() < JOIN_ECHO_WAIT);
+            if !joined_after {
+                self.notices.push((member, notice.clone()));
+            }
+        }
+    }
+
     fn add_room(&mut self, room: &str) {
         if !self.sessions.members.contains_key(room) {
             self.sessions.rooms.push(room.to_string());
@@ -480,6 +512,10 @@ impl Core {
         for (node, event) in events {
             if !self.own_nodes.contains(&node) || event.applies_to_its_publisher() {
                 self.apply_remote(node, event);
+            } else if let BusEvent::Joined { room, user } = &event {
+                if self.joins_unheard.get(user).is_some_and(|(r, _)| r == room) {
+                    self.joins_unheard.remove(user);
+                }
             }
         }
     }
@@ -532,22 +568,22 @@ impl Core {
                 let members = self.remote_members.entry(room.clone()).or_default();
                 members.retain(|(m, _)| *m != user);
                 members.push((user.clone(), node));
-                self.tell_room(&room, None, Notice::JoinedRoom { user: user.into() });
+                self.tell_room_news(&room, Notice::JoinedRoom { user: user.into() });
             }
             BusEvent::Left { room, user } => {
                 self.forget_remote_member(&room, &user);
-                self.tell_room(&room, None, Notice::LeftRoom { user: user.into() });
+                self.tell_room_news(&room, Notice::LeftRoom { user: user.into() });
             }
             BusEvent::LeftChat { room, user } => {
                 self.forget_remote_member(&room, &user);
-                self.tell_room(&room, None, Notice::LeftChat { user: user.into() });
+                self.tell_room_news(&room, Notice::LeftChat { user: user.into() });
             }
             BusEvent::RoomMessage { room, from, text } => {
                 let notice = Notice::RoomMessage {
                     from: from.into(),
                     text: text.into(),
                 };
-                self.tell_room(&room, None, notice);
+                self.tell_room_news(&room, notice);
             }
             BusEvent::Broadcast { from, text } => self.tell_broadcast(from.into(), text.into()),
             BusEvent::Paints { paints } => self.canvas_apply_remote(&paints),

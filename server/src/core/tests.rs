@@ -440,6 +440,61 @@ fn another_nodes_room_events_reach_this_nodes_members_and_count_in_the_room_list
     assert_eq!(f.core.room_list(), [("Sala1".to_string(), 2)]);
 }
 
+/// Found by the three-node test: a member who joined a room here heard "zoe se ha unido a la
+/// sala." of a join that came before theirs (its event was still on its way through the bus).
+#[test]
+fn another_nodes_room_events_from_before_a_members_join_are_not_news_to_them() {
+    let (mut f, bus) = with_bus();
+    const HERE: NodeId = 1;
+    f.core.own_nodes.push(HERE);
+    f.core.login("ana", 1, Interests::ROOMS).unwrap();
+    f.core.join_room(1, "Sala1").unwrap();
+    f.commit();
+    f.core.take_notices();
+    // In the bus's (commit) order: zoe's join on node 7, then ana's own, then zoe's line.
+    bus.send((
+        7,
+        BusEvent::Joined {
+            room: "Sala1".into(),
+            user: "zoe".into(),
+        },
+    ))
+    .unwrap();
+    bus.send((
+        HERE,
+        BusEvent::Joined {
+            room: "Sala1".into(),
+            user: "ana".into(),
+        },
+    ))
+    .unwrap();
+    bus.send((
+        7,
+        BusEvent::RoomMessage {
+            room: "Sala1".into(),
+            from: "zoe".into(),
+            text: "hola".into(),
+        },
+    ))
+    .unwrap();
+    f.core.collect_bus();
+    assert_eq!(
+        f.core.take_notices(),
+        [(
+            1,
+            Notice::RoomMessage {
+                from: "zoe".into(),
+                text: "hola".into()
+            }
+        )]
+    );
+    assert_eq!(
+        f.core.room_list(),
+        [("Sala1".to_string(), 2)],
+        "zoe is a member all the same"
+    );
+}
+
 #[test]
 fn a_name_in_a_session_on_another_node_is_taken_here_until_it_goes_offline() {
     let (mut f, bus) = with_bus();
