@@ -179,6 +179,34 @@ fn gated_listener() -> (u16, mpsc::Receiver<Vec<u8>>, mpsc::Sender<()>) {
     (port, pushes, release)
 }
 
+/// With ten messages from ana waiting for bea, starts bea's flush into a listener that holds
+/// the first push open (read, not closed), sends `stop` (UNREGISTER or DISCONNECT bea), lets
+/// the listener go on, and checks that no further push arrives.
+fn stop_a_flush_after_its_first_push(server: &Server, stop: &[&str]) {
+    for k in 1..=10 {
+        assert_eq!(
+            server.call(&["SEND", "ana", "bea", &format!("m{k}")]),
+            sent(k)
+        );
+    }
+    let (port, pushes, release) = gated_listener();
+    assert_eq!(server.call(&["CONNECT", "bea", &port.to_string()]), [0]);
+    let first = pushes.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(first, encode(&[b"SEND MESSAGE", b"ana", b"1", b"m1"]));
+    // The first push is read but not yet closed (in flight), the second is connected behind it.
+    assert_eq!(server.call(stop), [0]);
+    release.send(()).unwrap();
+    register(server, "zed");
+    server.stdout.wait_for("s> REGISTER zed OK");
+    if let Ok(push) = pushes.recv_timeout(Duration::from_millis(300)) {
+        panic!(
+            "pushed after {}: {:?}",
+            stop[0],
+            String::from_utf8_lossy(&push)
+        );
+    }
+}
+
 /// Finding 4: UNREGISTER did not cancel the batch already handed to a deliverer: up to 63
 /// deleted messages were still pushed, and logged as delivered, after its answer.
 #[test]
@@ -187,28 +215,8 @@ fn unregister_stops_the_flush_in_flight() {
     let server = Server::start(dir.path(), &["--connect-window-ms", "0"]);
     register(&server, "ana");
     register(&server, "bea");
-    for k in 1..=10 {
-        assert_eq!(
-            server.call(&["SEND", "ana", "bea", &format!("m{k}")]),
-            sent(k)
-        );
-    }
     let ana = e2e::connect(&server, "ana");
-    let (port, pushes, release) = gated_listener();
-    assert_eq!(server.call(&["CONNECT", "bea", &port.to_string()]), [0]);
-    let first = pushes.recv_timeout(PATIENCE).unwrap();
-    assert_eq!(first, encode(&[b"SEND MESSAGE", b"ana", b"1", b"m1"]));
-    // The first push is read but not yet closed: it is in flight when bea unregisters.
-    assert_eq!(server.call(&["UNREGISTER", "bea"]), [0]);
-    release.send(()).unwrap();
-    register(&server, "zed");
-    server.stdout.wait_for("s> REGISTER zed OK");
-    if let Ok(push) = pushes.recv_timeout(Duration::from_millis(300)) {
-        panic!(
-            "pushed after UNREGISTER: {:?}",
-            String::from_utf8_lossy(&push)
-        );
-    }
+    stop_a_flush_after_its_first_push(&server, &["UNREGISTER", "bea"]);
     ana.expect_none(Duration::from_millis(50));
     let lines = server.stdout.snapshot();
     assert!(
@@ -227,27 +235,7 @@ fn disconnect_stops_the_flush_in_flight_and_the_next_connect_resumes_it_in_order
     let server = Server::start(dir.path(), &["--connect-window-ms", "0"]);
     register(&server, "ana");
     register(&server, "bea");
-    for k in 1..=10 {
-        assert_eq!(
-            server.call(&["SEND", "ana", "bea", &format!("m{k}")]),
-            sent(k)
-        );
-    }
-    let (port, pushes, release) = gated_listener();
-    assert_eq!(server.call(&["CONNECT", "bea", &port.to_string()]), [0]);
-    let first = pushes.recv_timeout(PATIENCE).unwrap();
-    assert_eq!(first, encode(&[b"SEND MESSAGE", b"ana", b"1", b"m1"]));
-    // The first push is read but not yet closed, the second is connected behind it.
-    assert_eq!(server.call(&["DISCONNECT", "bea"]), [0]);
-    release.send(()).unwrap();
-    register(&server, "zed");
-    server.stdout.wait_for("s> REGISTER zed OK");
-    if let Ok(push) = pushes.recv_timeout(Duration::from_millis(300)) {
-        panic!(
-            "pushed after DISCONNECT: {:?}",
-            String::from_utf8_lossy(&push)
-        );
-    }
+    stop_a_flush_after_its_first_push(&server, &["DISCONNECT", "bea"]);
     assert_eq!(
         pending_count(&server.db),
         10,
