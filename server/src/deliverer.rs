@@ -757,12 +757,17 @@ mod tests {
     use std::sync::mpsc;
 
     fn pool(size: usize) -> (Pool, mpsc::Receiver<()>) {
+        pool_with_timeout(size, Duration::from_secs(2))
+    }
+
+    /// A pool whose wake-ups land in the returned channel.
+    fn pool_with_timeout(size: usize, timeout: Duration) -> (Pool, mpsc::Receiver<()>) {
         let (rang, rings) = mpsc::channel();
         let rang = std::sync::Mutex::new(rang);
         let wake = Arc::new(move || {
             let _ = rang.lock().unwrap().send(());
         });
-        let pool = Pool::start(size, 64, Duration::from_secs(2), wake).unwrap();
+        let pool = Pool::start(size, 64, timeout, wake).unwrap();
         (pool, rings)
     }
 
@@ -963,12 +968,7 @@ mod tests {
             }
             read
         });
-        let (rang, rings) = mpsc::channel();
-        let rang = std::sync::Mutex::new(rang);
-        let wake = Arc::new(move || {
-            let _ = rang.lock().unwrap().send(());
-        });
-        let mut pool = Pool::start(1, 4, Duration::from_secs(1), wake).unwrap();
+        let (mut pool, rings) = pool_with_timeout(1, Duration::from_secs(1));
         let reports = run_job(&mut pool, &rings, job(addr, &["p0", "p1"]));
         assert!(
             reports
