@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use postgres::fallible_iterator::FallibleIterator;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 /// The channel every node listens on.
 pub const CHANNEL: &str = "messenger_sessions";
@@ -36,7 +36,8 @@ const RECONNECT: Duration = Duration::from_secs(1);
 pub type NodeId = i32;
 
 /// What a node tells the others. Sessions are named by their user's alias.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A node started: the others announce their sessions and room members again, so that it
     /// learns the state it missed.
@@ -45,6 +46,7 @@ pub enum Event {
     /// the messenger (whose presence is in the users table and outlives nodes).
     Online {
         alias: String,
+        #[serde(default)]
         session: bool,
     },
     Offline {
@@ -54,6 +56,7 @@ pub enum Event {
     Pending {
         alias: String,
     },
+    #[serde(rename = "room")]
     RoomCreated {
         room: String,
     },
@@ -100,89 +103,14 @@ impl Event {
 }
 
 impl Event {
-    /// The NOTIFY payload (JSON; PostgreSQL allows up to 8000 bytes, and the front-ends'
-    /// line limits keep every event far below it).
+    /// The NOTIFY payload: JSON with the kind in `"event"` (PostgreSQL allows up to 8000
+    /// bytes, and the front-ends' line limits keep every event far below it).
     pub fn encode(&self) -> String {
-        let value = match self {
-            Event::Hello => json!({"event": "hello"}),
-            Event::Online { alias, session } => {
-                json!({"event": "online", "alias": alias, "session": session})
-            }
-            Event::Offline { alias } => json!({"event": "offline", "alias": alias}),
-            Event::Pending { alias } => json!({"event": "pending", "alias": alias}),
-            Event::RoomCreated { room } => json!({"event": "room", "room": room}),
-            Event::Joined { room, user } => json!({"event": "joined", "room": room, "user": user}),
-            Event::Left { room, user } => json!({"event": "left", "room": room, "user": user}),
-            Event::Member { room, user } => json!({"event": "member", "room": room, "user": user}),
-            Event::LeftChat { room, user } => {
-                json!({"event": "left_chat", "room": room, "user": user})
-            }
-            Event::RoomMessage { room, from, text } => {
-                json!({"event": "room_message", "room": room, "from": from, "text": text})
-            }
-            Event::Broadcast { from, text } => {
-                json!({"event": "broadcast", "from": from, "text": text})
-            }
-            Event::Paints { paints } => json!({"event": "paints", "paints": paints}),
-        };
-        value.to_string()
+        serde_json::to_string(self).expect("an event always serializes")
     }
 
     pub fn decode(payload: &str) -> Result<Event, String> {
-        let value: Value =
-            serde_json::from_str(payload).map_err(|e| format!("not JSON ({e}): {payload}"))?;
-        let text = |key: &str| {
-            value[key]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("no {key} in {payload}"))
-        };
-        Ok(match value["event"].as_str() {
-            Some("hello") => Event::Hello,
-            Some("online") => Event::Online {
-                alias: text("alias")?,
-                session: value["session"].as_bool().unwrap_or(false),
-            },
-            Some("offline") => Event::Offline {
-                alias: text("alias")?,
-            },
-            Some("pending") => Event::Pending {
-                alias: text("alias")?,
-            },
-            Some("room") => Event::RoomCreated {
-                room: text("room")?,
-            },
-            Some("joined") => Event::Joined {
-                room: text("room")?,
-                user: text("user")?,
-            },
-            Some("member") => Event::Member {
-                room: text("room")?,
-                user: text("user")?,
-            },
-            Some("left") => Event::Left {
-                room: text("room")?,
-                user: text("user")?,
-            },
-            Some("left_chat") => Event::LeftChat {
-                room: text("room")?,
-                user: text("user")?,
-            },
-            Some("room_message") => Event::RoomMessage {
-                room: text("room")?,
-                from: text("from")?,
-                text: text("text")?,
-            },
-            Some("broadcast") => Event::Broadcast {
-                from: text("from")?,
-                text: text("text")?,
-            },
-            Some("paints") => Event::Paints {
-                paints: serde_json::from_value(value["paints"].clone())
-                    .map_err(|e| format!("bad paints ({e}): {payload}"))?,
-            },
-            _ => return Err(format!("unknown event: {payload}")),
-        })
+        serde_json::from_str(payload).map_err(|e| format!("bad event ({e}): {payload}"))
     }
 }
 
