@@ -8,32 +8,56 @@
 //! The job queue is bounded: when it is full, the work runs in the reactor's turn as on
 //! SQLite, so a burst never queues without limit. A sender's SENDs stay in order across
 //! workers: the sender's row lock orders their ids and commits.
+//!
+//! Deliveries' storage work (claiming a recipient, reading their next batch, removing what
+//! was delivered) goes to one worker chosen by the recipient (`try_start_keyed`): a claim is
+//! a session-level advisory lock, held by that worker's connection from one job to the next,
+//! and one worker runs a recipient's steps in the order they were asked for.
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::core::{perform, Done, Work};
+use crate::core::{perform, perform_chore, Chore, ChoreDone, Done, Work};
 use crate::storage::{self, PgStore, Storage};
 
 /// Names a request whose storage work runs beside the reactor.
 pub type Ticket = u64;
 
-/// Jobs waiting for a worker; past it requests run in the reactor's turn.
+/// Jobs waiting for any worker; past it requests run in the reactor's turn.
 const QUEUE: usize = 1024;
 
-pub struct Job {
-    pub ticket: Ticket,
-    pub work: Work,
+/// Jobs waiting for one particular worker (deliveries' steps); past it the core tries again
+/// later.
+const KEYED_QUEUE: usize = 1024;
+
+struct Job {
+    ticket: Ticket,
+    task: Task,
+}
+
+/// Storage work: a messenger request's, or a delivery's.
+enum Task {
+    Request(Work),
+    Chore(Chore),
+}
+
+/// What a [`Task`] did.
+pub enum TaskDone {
+    Request(Done),
+    Chore(ChoreDone),
 }
 
 /// A finished job: committed, or failed and rolled back.
-pub type Report = (Ticket, storage::Result<Done>);
+pub type Report = (Ticket, storage::Result<TaskDone>);
 
 pub struct Beside {
     jobs: Option<Sender<Job>>,
+    /// Each worker's own queue, for work that must run on its connection.
+    keyed: Vec<Sender<Job>>,
     pub done: Receiver<Report>,
     workers: Vec<JoinHandle<()>>,
     /// Set when the server stops: nobody waits for the answers of queued jobs any more.
@@ -47,36 +71,76 @@ impl Beside {
         workers: usize,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Beside, String> {
+        assert!(
+            workers > 0,
+            "storage work beside the reactor needs a worker"
+        );
         let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUE);
         // Room for every job queued or in hand: a worker never waits to report.
-        let (report, done) = crossbeam_channel::bounded(QUEUE + workers);
+        let (report, done) = crossbeam_channel::bounded(QUEUE + workers * (KEYED_QUEUE + 1));
         let mut handles = Vec::with_capacity(workers);
+        let mut keyed = Vec::with_capacity(workers);
         let stopping = Arc::new(AtomicBool::new(false));
         for n in 0..workers {
             let store = PgStore::open_worker(url)
                 .map_err(|e| format!("storage worker {n}: cannot connect: {e}"))?;
+            let (own, own_queue) = crossbeam_channel::bounded::<Job>(KEYED_QUEUE);
+            keyed.push(own);
             let (queue, report, wake) = (queue.clone(), report.clone(), wake.clone());
             let stopping = stopping.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("storage-{n}"))
-                .spawn(move || run(&store, &queue, &report, &*wake, &stopping))
+                .spawn(move || run(&store, &own_queue, &queue, &report, &*wake, &stopping))
                 .map_err(|e| format!("cannot start storage worker {n}: {e}"))?;
             handles.push(handle);
         }
         Ok(Beside {
             jobs: Some(jobs),
+            keyed,
             done,
             workers: handles,
             stopping,
         })
     }
 
-    /// Queues a job; gives it back if the queue is full.
-    pub fn try_start(&self, job: Job) -> Result<(), Job> {
+    /// Queues a request's storage work under `ticket`; gives it back if the queue is full.
+    pub fn try_start(&self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let jobs = self.jobs.as_ref().expect("jobs are taken only on drop");
-        jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-        })
+        let task = Task::Request(work);
+        match jobs.try_send(Job { ticket, task }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => match job.task {
+                Task::Request(work) => Err(work),
+                Task::Chore(_) => unreachable!("a request was queued"),
+            },
+        }
+    }
+
+    /// Queues a delivery's storage work under `ticket`: with a `key` (the recipient), for the
+    /// worker that runs that key's work, always the same one; gives it back if the queue is
+    /// full.
+    pub fn try_start_chore(
+        &self,
+        ticket: Ticket,
+        key: Option<&str>,
+        chore: Chore,
+    ) -> Result<(), Chore> {
+        let queue = match key {
+            Some(key) => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                key.hash(&mut hasher);
+                &self.keyed[(hasher.finish() % self.keyed.len() as u64) as usize]
+            }
+            None => self.jobs.as_ref().expect("jobs are taken only on drop"),
+        };
+        let task = Task::Chore(chore);
+        match queue.try_send(Job { ticket, task }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => match job.task {
+                Task::Chore(chore) => Err(chore),
+                Task::Request(_) => unreachable!("a chore was queued"),
+            },
+        }
     }
 }
 
@@ -86,24 +150,39 @@ impl Drop for Beside {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.jobs = None;
+        self.keyed.clear();
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
     }
 }
 
+/// A worker: its own queue first, then the shared one, until both are closed.
 fn run(
     store: &PgStore,
+    own: &Receiver<Job>,
     queue: &Receiver<Job>,
     report: &Sender<Report>,
     wake: &(dyn Fn() + Send + Sync),
     stopping: &AtomicBool,
 ) {
-    for job in queue.iter() {
+    loop {
+        let job = match own.try_recv() {
+            Ok(job) => Ok(job),
+            Err(_) => crossbeam_channel::select! {
+                recv(own) -> job => job,
+                recv(queue) -> job => job,
+            },
+        };
+        // Both queues close together, when the server stops.
+        let Ok(job) = job else { return };
         if stopping.load(Ordering::Relaxed) {
             continue;
         }
-        let done = perform(store, &job.work);
+        let done = match &job.task {
+            Task::Request(work) => perform(store, work).map(TaskDone::Request),
+            Task::Chore(chore) => perform_chore(store, chore).map(TaskDone::Chore),
+        };
         // The commit also rolls back a failed one and clears the way for the next job.
         let committed = store.commit();
         let result = match (done, committed) {

@@ -478,6 +478,23 @@ fn a_node_whose_database_connection_drops_connects_again_and_keeps_its_sessions_
     assert_eq!(ana.line(), "bea: y yo");
 }
 
+/// Waits until `count` storage workers (and never the event loop's connection, which waits
+/// only briefly) wait for a lock.
+fn wait_for_workers_waiting_on_a_lock(db: &Db, count: i64) {
+    let start = Instant::now();
+    while db.int(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'messenger worker'
+           AND wait_event_type = 'Lock'",
+    ) < count
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{count} storage workers never waited for the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn requests_waiting_for_the_database_do_not_hold_up_the_node() {
     let db = Db::postgres();
@@ -496,18 +513,7 @@ fn requests_waiting_for_the_database_do_not_hold_up_the_node() {
     let sending = std::thread::spawn(move || {
         try_request(addr, &[b"SEND", b"ana", b"bea", b"espera"]).unwrap()
     });
-    let start = Instant::now();
-    while db.int(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'messenger worker'
-           AND wait_event_type = 'Lock'",
-    ) == 0
-    {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "no storage worker waits for the lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_workers_waiting_on_a_lock(&db, 1);
     // The node's event loop is not waiting with it.
     assert_eq!(node.call(&["REGISTER", "carla"]), [0]);
     assert_eq!(node.call(&["CONNECTEDUSERS", "nobody"])[0], 2);
@@ -532,21 +538,56 @@ fn requests_waiting_for_the_database_do_not_hold_up_the_node() {
             })
         })
         .collect();
-    let start = Instant::now();
-    while db.int(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'messenger worker'
-           AND wait_event_type = 'Lock'",
-    ) < 2
-    {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "two storage workers wait for the lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_workers_waiting_on_a_lock(&db, 2);
     assert_eq!(node.call(&["CONNECTEDUSERS", "nobody"])[0], 2);
     assert!(waiting.iter().all(|w| !w.is_finished()));
     lock.commit().unwrap();
     let answers: Vec<Vec<u8>> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
     assert_eq!(answers, [vec![0], vec![0]]);
+}
+
+#[test]
+fn deliveries_waiting_for_the_database_do_not_hold_up_the_node() {
+    let db = Db::postgres();
+    let node = Server::start_on(&db, &[]);
+    register(&node, "ana");
+    register(&node, "bea");
+    assert_eq!(node.call(&["SEND", "ana", "bea", "hola"]), sent(1));
+    // Another client of the database holds the mailbox table against writes (reads go on):
+    // the delivered message's removal must wait.
+    let Db::Postgres(url) = &db else {
+        unreachable!("Db::postgres")
+    };
+    let mut holder = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut lock = holder.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE pending_messages IN EXCLUSIVE MODE")
+        .unwrap();
+    let bea = connect(&node, "bea");
+    assert_eq!(next_message(&bea), ("ana".into(), 1, "hola".into()));
+    wait_for_workers_waiting_on_a_lock(&db, 1);
+    // The claim on Bea's deliveries is a storage worker's, not the event loop's.
+    assert_eq!(
+        db.int(
+            "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid)
+              WHERE locktype = 'advisory' AND application_name = 'messenger worker'"
+        ),
+        1
+    );
+    // The node's event loop does not wait with the removal.
+    assert_eq!(node.call(&["REGISTER", "carla"]), [0]);
+    assert_eq!(node.call(&["CONNECTEDUSERS", "nobody"])[0], 2);
+    let delivered = "s> SEND MESSAGE 1 FROM ana TO bea";
+    assert!(
+        !node.stdout.snapshot().iter().any(|l| l == delivered),
+        "reported delivered before its removal committed"
+    );
+    lock.commit().unwrap();
+    node.stdout.wait_for(delivered);
+    assert_eq!(
+        db.int("SELECT count(*) FROM pending_messages WHERE recipient = 'bea'"),
+        0
+    );
+    // Delivered once: the next message to Bea is the next push.
+    assert_eq!(node.call(&["SEND", "ana", "bea", "adiós"]), sent(2));
+    assert_eq!(next_message(&bea), ("ana".into(), 2, "adiós".into()));
 }

@@ -18,14 +18,14 @@ mod work;
 pub use sessions::{
     DeliveryMark, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Settings,
 };
-pub use work::{perform, Done, Work};
-use work::{store_message, Stored};
+use work::{listener_address, store_message, Gathered, Removal, Stored};
+pub use work::{perform, perform_chore, Chore, ChoreDone, Done, Work};
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::beside::{Beside, Job as BesideJob, Ticket};
+use crate::beside::{Beside, TaskDone, Ticket};
 use crate::bus::{Bus, Event as BusEvent, NodeId};
 use crate::storage::{self, Pending, Storage};
 
@@ -49,6 +49,13 @@ const REMOVAL_RETRY: Duration = Duration::from_millis(100);
 /// dead node's recipients wait for another node to take over (its claims go with its
 /// connection at once).
 const SHARED_SWEEP: Duration = Duration::from_secs(1);
+
+/// How soon to try again a delivery whose storage worker's queue was full.
+const BUSY_RETRY: Duration = Duration::from_millis(10);
+
+/// How long a stopping server waits for the deliveries' storage work in hand (their removals
+/// above all), as long as any statement may run.
+const CHORES_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Where a present user is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +181,7 @@ pub enum SendOutcome {
 /// Something that happened to a message, for the console and the logs.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
+    /// Delivered, and its removal committed.
     Delivered {
         id: u32,
         sender: String,
@@ -208,7 +216,7 @@ enum Job {
     Messages {
         recipient: String,
         to: Endpoint,
-        messages: Vec<(i64, String, u32, Option<Vec<u8>>)>,
+        messages: Vec<Removal>,
         cancelled: bool,
     },
     Ack {
@@ -219,9 +227,22 @@ enum Job {
 
 pub struct Core {
     store: Box<dyn Storage>,
-    /// Storage workers that run SENDs beside the reactor (PostgreSQL), and the last ticket.
+    /// Storage workers that run SENDs and deliveries' storage work beside the reactor
+    /// (PostgreSQL), and the last ticket.
     beside: Option<Beside>,
     next_ticket: Ticket,
+    /// Deliveries' storage work running beside the reactor, by ticket.
+    chores: HashMap<Ticket, Chore>,
+    /// Recipients whose next deliveries are being gathered beside the reactor.
+    gathering: HashSet<String>,
+    /// Recipients with removals running beside the reactor, and how many.
+    removing: HashMap<String, usize>,
+    /// Messages delivered in this turn, by recipient in the order they were first delivered
+    /// to: removed at the end of the turn.
+    removals_due: Vec<(String, Vec<Removal>)>,
+    removals_due_index: HashMap<String, usize>,
+    /// The sink is shut down: nothing more starts.
+    stopped: bool,
     /// On a shared database: the other nodes' session events.
     bus: Option<Bus>,
     /// This node's names on the bus: its storage connection's backend, and those of the
@@ -266,11 +287,14 @@ pub struct Core {
     retry_at: HashMap<String, Instant>,
     /// Delivered messages whose removal has not committed, by recipient: nothing more is
     /// delivered to them until it has, so a message is never delivered twice.
-    unremoved: HashMap<String, Vec<(i64, u32)>>,
+    unremoved: HashMap<String, Vec<Removal>>,
     removal_retry: Option<Instant>,
     // What the current turn will do once its transaction is committed.
     kicks: HashSet<String>,
-    turn_removed: Vec<(String, i64, u32)>,
+    /// Removed in the turn's transaction: the recipient, the message and where its sender
+    /// hears the acknowledgement.
+    turn_removed: Vec<(String, Removal, Option<Endpoint>)>,
+    /// Acknowledgements of committed removals, to start.
     acks: Vec<(Endpoint, u32, Option<Vec<u8>>, String)>,
     events: Vec<Event>,
     scratch: Vec<Report>,
@@ -298,6 +322,12 @@ impl Core {
         Ok(Core {
             beside,
             next_ticket: 0,
+            chores: HashMap::new(),
+            gathering: HashSet::new(),
+            removing: HashMap::new(),
+            removals_due: Vec::new(),
+            removals_due_index: HashMap::new(),
+            stopped: false,
             store,
             own_nodes,
             bus,
@@ -352,9 +382,7 @@ impl Core {
             return Err(work);
         }
         let ticket = self.next_ticket + 1;
-        beside
-            .try_start(BesideJob { ticket, work })
-            .map_err(|job| job.work)?;
+        beside.try_start(ticket, work)?;
         self.next_ticket = ticket;
         Ok(ticket)
     }
@@ -372,15 +400,47 @@ impl Core {
     }
 
     /// The requests whose storage work beside the reactor has finished (a worker rang the
-    /// waker): each committed, or failed and rolled back.
+    /// waker): each committed, or failed and rolled back. Deliveries' storage work that
+    /// finished is applied here.
     pub fn collect_beside(&mut self, now: Instant) -> Vec<(Ticket, storage::Result<Finished>)> {
         let Some(beside) = &self.beside else {
             return Vec::new();
         };
-        let done: Vec<_> = beside.done.try_iter().collect();
-        done.into_iter()
-            .map(|(ticket, done)| (ticket, done.map(|done| self.finished(done, now))))
-            .collect()
+        let reports: Vec<_> = beside.done.try_iter().collect();
+        let mut answers = Vec::new();
+        for report in reports {
+            if let Some(answer) = self.apply_beside(report, now) {
+                answers.push(answer);
+            }
+        }
+        answers
+    }
+
+    /// Applies a report of storage work beside the reactor; a request's is returned.
+    fn apply_beside(
+        &mut self,
+        (ticket, result): crate::beside::Report,
+        now: Instant,
+    ) -> Option<(Ticket, storage::Result<Finished>)> {
+        match (self.chores.remove(&ticket), result) {
+            (None, Ok(TaskDone::Request(done))) => Some((ticket, Ok(self.finished(done, now)))),
+            (None, Err(e)) => Some((ticket, Err(e))),
+            (Some(chore), Ok(TaskDone::Chore(done))) => {
+                self.chore_ended(&chore);
+                self.chore_done(chore, Ok(done), true, now);
+                None
+            }
+            (Some(chore), Err(e)) => {
+                self.chore_ended(&chore);
+                self.chore_done(chore, Err(e), true, now);
+                None
+            }
+            (chore, Ok(_)) => {
+                log::error!("storage ticket {ticket} reported work of another kind: {chore:?}");
+                debug_assert!(false, "storage ticket {ticket} of another kind");
+                None
+            }
+        }
     }
 
     /// What finished storage work means for presence and deliveries.
@@ -562,11 +622,9 @@ impl Core {
                     Outcome::Cancelled => "cancelled",
                 });
                 match (report.outcome, message) {
-                    (Outcome::Delivered, Some((seq, sender, id, attachment))) => {
-                        self.delivered(&recipient, seq, sender, id, attachment)
-                    }
+                    (Outcome::Delivered, Some(removal)) => self.delivered(&recipient, removal),
                     (Outcome::RetryAfter(delay), _) => self.retry(&recipient, now + delay),
-                    (Outcome::Failed(reason), _) => self.push_failed(&recipient, to, reason),
+                    (Outcome::Failed(reason), _) => self.push_failed(&recipient, to, reason, now),
                     _ => {}
                 }
                 if report.job_done {
@@ -592,38 +650,17 @@ impl Core {
         }
     }
 
-    fn delivered(
-        &mut self,
-        recipient: &str,
-        seq: i64,
-        sender: String,
-        id: u32,
-        attachment: Option<Vec<u8>>,
-    ) {
-        // False: the message went with its recipient's UNREGISTER; nothing to record or ack.
-        // An error poisons the turn; the removal is then retried (see end_turn).
-        if let Ok(false) = self.store.delete_pending(seq) {
-            return;
-        }
-        self.turn_removed.push((recipient.to_string(), seq, id));
-        match self.store.user(&sender) {
-            Ok(Some(user)) => {
-                if let Some(to) = listener_endpoint(&user) {
-                    self.acks.push((to, id, attachment, sender.clone()));
-                }
+    /// A message reached its recipient: it is removed at the end of the turn.
+    fn delivered(&mut self, recipient: &str, removal: Removal) {
+        match self.removals_due_index.get(recipient) {
+            Some(&at) => self.removals_due[at].1.push(removal),
+            None => {
+                self.removals_due_index
+                    .insert(recipient.to_string(), self.removals_due.len());
+                self.removals_due
+                    .push((recipient.to_string(), vec![removal]));
             }
-            Ok(None) => {}
-            Err(e) => self.events.push(Event::AckFailed {
-                sender: sender.clone(),
-                id,
-                reason: e.to_string(),
-            }),
         }
-        self.events.push(Event::Delivered {
-            id,
-            sender,
-            recipient: recipient.to_string(),
-        });
     }
 
     fn retry(&mut self, alias: &str, at: Instant) {
@@ -633,33 +670,290 @@ impl Core {
         self.retries.insert((at, alias.to_string()));
     }
 
-    fn push_failed(&mut self, recipient: &str, to: Endpoint, reason: String) {
-        // Only mark the user disconnected if they are still present where we delivered: they
-        // may have disconnected and connected again meanwhile. A session that failed has
-        // already ended.
-        match self.store.user(recipient) {
-            Ok(Some(user))
-                if matches!(to, Endpoint::Listener(_)) && listener_endpoint(&user) == Some(to) =>
-            {
-                if let Err(e) = self.store.set_disconnected(recipient) {
-                    self.events.push(Event::PushFailed {
-                        recipient: recipient.to_string(),
-                        reason: e.to_string(),
-                    });
-                }
-                self.present_since.remove(recipient);
-                self.went_offline(recipient);
-            }
-            Ok(_) => {}
-            Err(e) => self.events.push(Event::PushFailed {
+    fn push_failed(&mut self, recipient: &str, to: Endpoint, reason: String, now: Instant) {
+        // A session that failed has already ended. A listener's user is marked disconnected
+        // if they still listen there: they may have connected again meanwhile.
+        if let Endpoint::Listener(listener) = to {
+            let chore = Chore::Unreachable {
                 recipient: recipient.to_string(),
-                reason: e.to_string(),
-            }),
+                listener,
+            };
+            self.chore(Some(recipient), chore, now);
         }
         self.events.push(Event::PushFailed {
             recipient: recipient.to_string(),
             reason,
         });
+    }
+
+    /// Runs a delivery's storage work: beside the reactor on PostgreSQL, on the worker that
+    /// runs `key`'s (the recipient's, whose claim its connection holds), else in this turn.
+    fn chore(&mut self, key: Option<&str>, chore: Chore, now: Instant) {
+        let Some(beside) = &self.beside else {
+            let done = perform_chore(&*self.store, &chore);
+            self.chore_done(chore, done, false, now);
+            return;
+        };
+        let ticket = self.next_ticket + 1;
+        match beside.try_start_chore(ticket, key, chore.clone()) {
+            Ok(()) => {
+                self.next_ticket = ticket;
+                match &chore {
+                    Chore::Gather { alias, .. } => {
+                        self.gathering.insert(alias.clone());
+                    }
+                    Chore::Remove { recipient, .. } => {
+                        *self.removing.entry(recipient.clone()).or_default() += 1;
+                    }
+                    _ => {}
+                }
+                self.chores.insert(ticket, chore);
+            }
+            // The worker has a long queue: come back to it later.
+            Err(chore) => match chore {
+                Chore::Remove {
+                    recipient,
+                    removals,
+                } => {
+                    self.postpone_removals(&recipient, removals, "the storage worker is busy", now)
+                }
+                Chore::Gather { alias, .. }
+                | Chore::Release { alias }
+                | Chore::Unreachable {
+                    recipient: alias, ..
+                } => self.retry(&alias, now + BUSY_RETRY),
+                // The next sweep comes soon enough.
+                Chore::Sweep { .. } => {}
+            },
+        }
+    }
+
+    /// A delivery's storage work beside the reactor has come back.
+    fn chore_ended(&mut self, chore: &Chore) {
+        match chore {
+            Chore::Gather { alias, .. } => {
+                self.gathering.remove(alias);
+            }
+            Chore::Remove { recipient, .. } => {
+                let left = self.removing.get_mut(recipient).map(|n| {
+                    *n -= 1;
+                    *n
+                });
+                if left == Some(0) {
+                    self.removing.remove(recipient);
+                    // Held back while the removals ran.
+                    self.kicks.insert(recipient.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies what a delivery's storage work did: `committed` beside the reactor, or else
+    /// written into the turn's transaction.
+    fn chore_done(
+        &mut self,
+        chore: Chore,
+        done: storage::Result<ChoreDone>,
+        committed: bool,
+        now: Instant,
+    ) {
+        let failed = match done {
+            Ok(ChoreDone::Gathered { alias, gathered }) => {
+                self.gathered(&alias, gathered, now);
+                return;
+            }
+            Ok(ChoreDone::Released { alias, again }) => {
+                if again {
+                    self.kicks.insert(alias);
+                }
+                return;
+            }
+            Ok(ChoreDone::Removed { recipient, removed }) => {
+                for (removal, sender) in removed {
+                    let ack_to = match sender {
+                        Ok(user) => user.as_ref().and_then(listener_endpoint),
+                        Err(e) => {
+                            self.events.push(Event::AckFailed {
+                                sender: removal.sender.clone(),
+                                id: removal.id,
+                                reason: e.to_string(),
+                            });
+                            None
+                        }
+                    };
+                    if committed {
+                        self.removal_committed(&recipient, removal, ack_to);
+                    } else {
+                        self.turn_removed.push((recipient.clone(), removal, ack_to));
+                    }
+                }
+                return;
+            }
+            Ok(ChoreDone::Unreachable {
+                recipient,
+                disconnected,
+            }) => {
+                if disconnected {
+                    self.present_since.remove(&recipient);
+                    self.went_offline(&recipient);
+                }
+                return;
+            }
+            Ok(ChoreDone::Swept {
+                with_pending,
+                nodes,
+                live,
+                own_lost,
+            }) => {
+                // Those another node delivers to fail their claim and are left alone.
+                self.kicks.extend(with_pending);
+                self.nodes_looked_at(nodes, &live);
+                if own_lost {
+                    // Idle turns never touch the connection: make it again now, before the
+                    // other nodes take this one for dead (the next turn announces the
+                    // sessions under the new name).
+                    self.store.reconnect_if_lost();
+                }
+                return;
+            }
+            Err(e) => e.to_string(),
+        };
+        match chore {
+            Chore::Gather { alias, .. } => self.events.push(Event::PushFailed {
+                recipient: alias,
+                reason: format!("claiming the deliveries or reading the queue: {failed}"),
+            }),
+            Chore::Release { alias } => self.events.push(Event::PushFailed {
+                recipient: alias,
+                reason: format!("releasing the deliveries: {failed}"),
+            }),
+            Chore::Remove {
+                recipient,
+                removals,
+            } => self.postpone_removals(&recipient, removals, &failed, now),
+            Chore::Unreachable { recipient, .. } => self.events.push(Event::PushFailed {
+                recipient,
+                reason: format!("marking them disconnected: {failed}"),
+            }),
+            Chore::Sweep { .. } => log::warn!("looking for deliveries nobody makes: {failed}"),
+        }
+    }
+
+    /// A delivered message's removal is committed: it is reported, and its sender told.
+    fn removal_committed(&mut self, recipient: &str, removal: Removal, ack_to: Option<Endpoint>) {
+        if let Some(to) = ack_to {
+            self.acks
+                .push((to, removal.id, removal.attachment, removal.sender.clone()));
+        }
+        self.events.push(Event::Delivered {
+            id: removal.id,
+            sender: removal.sender,
+            recipient: recipient.to_string(),
+        });
+    }
+
+    /// Delivered messages whose removal did not commit: nothing more is delivered to their
+    /// recipient until it has (so none is delivered twice), and it is tried again soon.
+    fn postpone_removals(
+        &mut self,
+        recipient: &str,
+        removals: Vec<Removal>,
+        reason: &str,
+        now: Instant,
+    ) {
+        for removal in &removals {
+            self.events.push(Event::RemovalPostponed {
+                id: removal.id,
+                recipient: recipient.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+        self.unremoved
+            .entry(recipient.to_string())
+            .or_default()
+            .extend(removals);
+        if self.removal_retry.is_none() {
+            self.removal_retry = Some(now + REMOVAL_RETRY);
+        }
+    }
+
+    /// What gathering a recipient's deliveries found: a job starts if there is a batch and
+    /// they are still present.
+    fn gathered(&mut self, alias: &str, gathered: Gathered, now: Instant) {
+        let (user, messages) = match gathered {
+            Gathered::Elsewhere => return,
+            Gathered::Released { again } => {
+                if again {
+                    self.kicks.insert(alias.to_string());
+                }
+                return;
+            }
+            Gathered::Held { user, batch } => (user, batch),
+        };
+        if self.stopped {
+            return;
+        }
+        let Some(to) = self.delivery_endpoint(&user) else {
+            // Gone meanwhile (the gathering ran beside the reactor).
+            let release = Chore::Release {
+                alias: alias.to_string(),
+            };
+            self.chore(Some(alias), release, now);
+            return;
+        };
+        if matches!(to, Endpoint::Listener(_)) && !self.sink.has_room() {
+            // The claim stays; the batch is read again when there is room.
+            if self.waiting_set.insert(alias.to_string()) {
+                self.waiting.push_back(alias.to_string());
+            }
+            return;
+        }
+        let since = *self
+            .present_since
+            .entry(alias.to_string())
+            // Present since before a restart: no connect window any more.
+            .or_insert_with(|| Instant::now() - Duration::from_secs(3600));
+        let job = self.new_job(Job::Messages {
+            recipient: alias.to_string(),
+            to,
+            messages: messages
+                .iter()
+                .map(|m| Removal {
+                    seq: m.seq,
+                    sender: m.sender.clone(),
+                    id: m.id,
+                    attachment: m.attachment.clone(),
+                })
+                .collect(),
+            cancelled: false,
+        });
+        self.in_flight.insert(alias.to_string(), job);
+        match to {
+            Endpoint::Listener(_) => self.sink.start(Delivery::Messages {
+                job,
+                to,
+                since,
+                messages,
+            }),
+            Endpoint::Session(session) => {
+                let count = messages.len();
+                for (index, message) in messages.into_iter().enumerate() {
+                    self.notices.push((
+                        session,
+                        Notice::Private {
+                            from: message.sender.into(),
+                            text: message.text.into(),
+                            delivery: DeliveryMark {
+                                job,
+                                index,
+                                last: index + 1 == count,
+                            },
+                        },
+                    ));
+                }
+            }
+        }
     }
 
     /// The next time the core has something to do by itself.
@@ -692,21 +986,14 @@ impl Core {
         }
         if self.sweep_at.is_some_and(|at| at <= now) {
             self.sweep_at = Some(now + SHARED_SWEEP);
-            match self.store.connected_with_pending() {
-                // Those another node delivers to fail their claim and are left alone.
-                Ok(aliases) => self.kicks.extend(aliases),
-                Err(e) => log::warn!("looking for deliveries nobody makes: {e}"),
-            }
             // A node that took a SEND before it heard of the recipient's session here told
-            // nobody: look at this node's sessions' mailboxes too.
-            let sessions = self.sessions.aliases();
-            if !sessions.is_empty() {
-                match self.store.with_pending(&sessions) {
-                    Ok(aliases) => self.kicks.extend(aliases),
-                    Err(e) => log::warn!("looking for messages to sessions: {e}"),
-                }
-            }
-            self.sweep_nodes();
+            // nobody: this node's sessions' mailboxes are looked at too.
+            let sweep = Chore::Sweep {
+                sessions: self.sessions.aliases(),
+                nodes: self.nodes_to_look_at(),
+                own: self.store.node(),
+            };
+            self.chore(None, sweep, now);
         }
         while let Some((at, _)) = self.retries.first() {
             if *at > now {
@@ -718,14 +1005,13 @@ impl Core {
         }
         if self.removal_retry.is_some_and(|at| at <= now) {
             self.removal_retry = None;
-            for (recipient, messages) in std::mem::take(&mut self.unremoved) {
-                for (seq, id) in messages {
-                    // Ok(false): gone with an UNREGISTER meanwhile.
-                    if !matches!(self.store.delete_pending(seq), Ok(false)) {
-                        self.turn_removed.push((recipient.clone(), seq, id));
-                    }
-                }
-                self.kicks.insert(recipient);
+            for (recipient, removals) in std::mem::take(&mut self.unremoved) {
+                self.kicks.insert(recipient.clone());
+                let remove = Chore::Remove {
+                    recipient: recipient.clone(),
+                    removals,
+                };
+                self.chore(Some(&recipient), remove, now);
             }
         }
     }
@@ -744,54 +1030,65 @@ impl Core {
             self.expiry_at =
                 Some(now + (ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60)));
         }
+        // What was delivered this turn is removed: in the turn's transaction, or beside it.
+        self.removals_due_index.clear();
+        for (recipient, removals) in std::mem::take(&mut self.removals_due) {
+            let remove = Chore::Remove {
+                recipient: recipient.clone(),
+                removals,
+            };
+            self.chore(Some(&recipient), remove, now);
+        }
         let committed = self.store.commit();
         let removed = std::mem::take(&mut self.turn_removed);
-        let mut events = std::mem::take(&mut self.events);
-        if let Err(reason) = &committed {
-            // The removals were rolled back: hold those recipients until they are redone.
-            for (recipient, seq, id) in removed {
-                events.push(Event::RemovalPostponed {
-                    id,
-                    recipient: recipient.clone(),
-                    reason: reason.clone(),
-                });
-                self.unremoved.entry(recipient).or_default().push((seq, id));
+        match &committed {
+            Ok(()) => {
+                for (recipient, removal, ack_to) in removed {
+                    self.removal_committed(&recipient, removal, ack_to);
+                }
             }
-            events.retain(|e| !matches!(e, Event::Delivered { .. }));
-            self.acks.clear();
-            if !self.unremoved.is_empty() && self.removal_retry.is_none() {
-                self.removal_retry = Some(now + REMOVAL_RETRY);
+            Err(reason) => {
+                // The removals were rolled back: hold those recipients until they are redone.
+                for (recipient, removal, _) in removed {
+                    self.postpone_removals(&recipient, vec![removal], reason, now);
+                }
             }
         }
-        for (to, id, attachment, sender) in std::mem::take(&mut self.acks) {
-            let job = self.new_job(Job::Ack {
-                sender: sender.clone(),
+        if !self.stopped {
+            for (to, id, attachment, sender) in std::mem::take(&mut self.acks) {
+                self.start_ack(to, id, attachment, sender);
+            }
+            let kicks: Vec<String> = self.kicks.drain().collect();
+            for alias in kicks {
+                self.start_delivery(&alias, now);
+            }
+        }
+        (committed, std::mem::take(&mut self.events))
+    }
+
+    fn start_ack(&mut self, to: Endpoint, id: u32, attachment: Option<Vec<u8>>, sender: String) {
+        let job = self.new_job(Job::Ack {
+            sender: sender.clone(),
+            id,
+        });
+        let ack = Delivery::Ack {
+            job,
+            to,
+            id,
+            attachment,
+        };
+        if self.sink.has_room() {
+            self.sink.start(ack);
+        } else if self.acks_waiting.len() < MAX_ACKS_WAITING {
+            self.acks_waiting.push_back(ack);
+        } else {
+            self.jobs.remove(&job);
+            self.events.push(Event::AckFailed {
+                sender,
                 id,
+                reason: format!("{MAX_ACKS_WAITING} acks already wait for a deliverer"),
             });
-            let ack = Delivery::Ack {
-                job,
-                to,
-                id,
-                attachment,
-            };
-            if self.sink.has_room() {
-                self.sink.start(ack);
-            } else if self.acks_waiting.len() < MAX_ACKS_WAITING {
-                self.acks_waiting.push_back(ack);
-            } else {
-                self.jobs.remove(&job);
-                events.push(Event::AckFailed {
-                    sender,
-                    id,
-                    reason: format!("{MAX_ACKS_WAITING} acks already wait for a deliverer"),
-                });
-            }
         }
-        let kicks: Vec<String> = self.kicks.drain().collect();
-        for alias in kicks {
-            self.start_delivery(&alias, &mut events);
-        }
-        (committed, events)
     }
 
     /// Sets off the deliveries started (and cancellations made) since the last call; the
@@ -813,6 +1110,7 @@ impl Core {
             || !self.acks.is_empty()
             || !self.events.is_empty()
             || !self.turn_removed.is_empty()
+            || !self.removals_due.is_empty()
             || !self.notices.is_empty()
             || self.user_list_changed
             || self.canvas.unsaved()
@@ -821,119 +1119,59 @@ impl Core {
     }
 
     /// Starts delivering the oldest messages waiting for `alias`, unless a delivery to them is
-    /// on its way, a removal of theirs is not committed yet, or a retry is scheduled.
-    fn start_delivery(&mut self, alias: &str, events: &mut Vec<Event>) {
+    /// on its way (or being gathered), a removal of theirs is not committed yet, or a retry is
+    /// scheduled.
+    fn start_delivery(&mut self, alias: &str, now: Instant) {
         if self.in_flight.contains_key(alias)
             || self.unremoved.contains_key(alias)
+            || self.removing.contains_key(alias)
+            || self.gathering.contains(alias)
             || self.retry_at.contains_key(alias)
             || self.waiting_set.contains(alias)
         {
             return;
         }
-        let to_listener = self.sessions.session_of(alias).is_none();
-        if to_listener && !self.sink.has_room() {
+        let session = self.sessions.session_of(alias);
+        if session.is_none() && !self.sink.has_room() {
             self.waiting_set.insert(alias.to_string());
             self.waiting.push_back(alias.to_string());
             return;
         }
-        match self.store.claim_deliveries(alias) {
-            Ok(true) => {}
-            // Another node delivers to them; when it is done it looks again.
-            Ok(false) => return,
-            Err(e) => {
-                events.push(Event::PushFailed {
-                    recipient: alias.to_string(),
-                    reason: format!("claiming the deliveries: {e}"),
-                });
-                return;
-            }
-        }
-        let mut present = false;
-        let next = self.store.user(alias).and_then(|user| {
-            let Some(to) = user.as_ref().and_then(|u| self.delivery_endpoint(u)) else {
-                return Ok(None);
-            };
-            present = true;
-            let batch = self.store.pending_batch(alias, DELIVERY_BATCH)?;
-            Ok((!batch.is_empty()).then_some((to, batch)))
-        });
-        if !matches!(next, Ok(Some(_))) {
-            self.release_deliveries(alias, present, events);
-        }
-        match next {
-            Ok(None) => {}
-            Ok(Some((to, messages))) => {
-                let since = *self
-                    .present_since
-                    .entry(alias.to_string())
-                    // Present since before a restart: no connect window any more.
-                    .or_insert_with(|| Instant::now() - Duration::from_secs(3600));
-                let job = self.new_job(Job::Messages {
-                    recipient: alias.to_string(),
-                    to,
-                    messages: messages
-                        .iter()
-                        .map(|m| (m.seq, m.sender.clone(), m.id, m.attachment.clone()))
-                        .collect(),
-                    cancelled: false,
-                });
-                self.in_flight.insert(alias.to_string(), job);
-                match to {
-                    Endpoint::Listener(_) => self.sink.start(Delivery::Messages {
-                        job,
-                        to,
-                        since,
-                        messages,
-                    }),
-                    Endpoint::Session(session) => {
-                        let count = messages.len();
-                        for (index, message) in messages.into_iter().enumerate() {
-                            self.notices.push((
-                                session,
-                                Notice::Private {
-                                    from: message.sender.into(),
-                                    text: message.text.into(),
-                                    delivery: DeliveryMark {
-                                        job,
-                                        index,
-                                        last: index + 1 == count,
-                                    },
-                                },
-                            ));
-                        }
-                    }
-                }
-            }
-            Err(e) => events.push(Event::PushFailed {
-                recipient: alias.to_string(),
-                reason: format!("reading the queue: {e}"),
-            }),
-        }
+        let gather = Chore::Gather {
+            alias: alias.to_string(),
+            in_session: session.is_some_and(|s| self.sessions.accepts_private(s)),
+            limit: DELIVERY_BATCH,
+        };
+        self.chore(Some(alias), gather, now);
     }
 
-    /// Gives up the claim on `alias`'s deliveries. On a shared database another node may have
-    /// accepted a message for them while this one held the claim (its own claim failed, so it
-    /// left the message to us): if they are still present and something waits, go again.
-    fn release_deliveries(&mut self, alias: &str, present: bool, events: &mut Vec<Event>) {
-        if let Err(e) = self.store.release_deliveries(alias) {
-            events.push(Event::PushFailed {
-                recipient: alias.to_string(),
-                reason: format!("releasing the deliveries: {e}"),
-            });
-        }
-        if present && self.store.shared() && matches!(self.store.pending_count(alias, 1), Ok(1)) {
-            self.kicks.insert(alias.to_string());
-        }
-    }
-
-    /// Stops the sink once what is in flight is done, records the outcomes and commits.
+    /// Stops the sink once what is in flight is done, records the outcomes and commits; waits
+    /// for the removals running beside the reactor.
     pub fn shut_down(&mut self, now: Instant) -> (Result<(), String>, Vec<Event>) {
         self.sink.shut_down();
         self.collect_reports(now);
         // The sink is gone: nothing more is delivered, only the outcomes are recorded.
+        self.stopped = true;
         self.acks.clear();
         self.kicks.clear();
-        self.end_turn(now)
+        let (committed, mut events) = self.end_turn(now);
+        let deadline = Instant::now() + CHORES_AT_SHUTDOWN;
+        while !self.chores.is_empty() {
+            let Some(beside) = &self.beside else { break };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(report) = beside.done.recv_timeout(left) else {
+                log::warn!(
+                    "{} deliveries' storage steps unfinished at shutdown: what they removed is \
+                     delivered again after a restart",
+                    self.chores.len()
+                );
+                break;
+            };
+            // A request's answer has nobody to go to any more.
+            let _ = self.apply_beside(report, now);
+        }
+        events.append(&mut self.events);
+        (committed, events)
     }
 
     /// Drops the messages older than `--pending-ttl`, with an event for each.
@@ -964,6 +1202,5 @@ impl Core {
 }
 
 fn listener_endpoint(user: &storage::User) -> Option<Endpoint> {
-    let (ip, port) = user.listener()?;
-    Some(Endpoint::Listener(SocketAddr::new(ip.parse().ok()?, port)))
+    listener_address(user).map(Endpoint::Listener)
 }

@@ -617,9 +617,8 @@ impl Core {
         }
     }
 
-    /// Forgets the sessions of nodes that are gone (their storage connection ended with
-    /// them) at two looks in a row: their users go offline, their room members leave.
-    pub(super) fn sweep_nodes(&mut self) {
+    /// The nodes whose sessions this node knows of: the sweep asks which are still connected.
+    pub(super) fn nodes_to_look_at(&self) -> Vec<NodeId> {
         let mut nodes: Vec<NodeId> = self.remote.values().copied().collect();
         nodes.extend(
             self.remote_members
@@ -629,16 +628,13 @@ impl Core {
         );
         nodes.sort_unstable();
         nodes.dedup();
-        if nodes.is_empty() {
-            return;
-        }
-        let live = match self.store.live_nodes(&nodes) {
-            Ok(live) => live,
-            Err(e) => {
-                log::warn!("looking for nodes that are gone: {e}");
-                return;
-            }
-        };
+        nodes
+    }
+
+    /// Of `nodes`, those not `live` are gone: their sessions are forgotten once they are gone
+    /// at two looks in a row (their storage connection ended with them): their users go
+    /// offline, their room members leave.
+    pub(super) fn nodes_looked_at(&mut self, nodes: Vec<NodeId>, live: &[NodeId]) {
         // Gone at two looks in a row: a node that lost its connection for a moment and made
         // it again has announced its sessions under its new name by then.
         let missing: Vec<NodeId> = nodes.into_iter().filter(|n| !live.contains(n)).collect();

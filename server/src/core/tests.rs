@@ -577,3 +577,62 @@ fn a_connect_that_ran_beside_while_the_user_logged_in_to_a_session_gives_way() {
     assert!(!f.core.store.user("bea").unwrap().unwrap().connected);
     assert!(f.message_jobs().is_empty(), "no delivery to the listener");
 }
+
+#[test]
+fn a_removal_that_does_not_commit_holds_the_recipient_back_until_a_retry_removes_and_acks_it() {
+    let mut f = Fixture::new(8);
+    f.connect("ana", 5000);
+    f.connect("bea", 4000);
+    let first = f.send("bea", "uno");
+    let second = f.send("bea", "dos");
+    f.commit();
+    let (job, _, texts) = f.message_jobs()[0].clone();
+    assert_eq!(texts, ["uno", "dos"]);
+    // Another connection holds the write lock: the removals fail at once and roll back.
+    let holder = rusqlite::Connection::open(f._dir.path().join("core.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    f.report(job, 0, Outcome::Delivered, false);
+    f.report(job, 1, Outcome::Delivered, true);
+    let (committed, events) = f.core.end_turn(f.now);
+    assert!(committed.is_err());
+    let postponed: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RemovalPostponed { id, .. } => Some(*id),
+            Event::Delivered { .. } => panic!("reported delivered: {e:?}"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(postponed, [first, second]);
+    // Held back: the messages still stored are not delivered again, and nobody is acked.
+    assert_eq!(f.message_jobs().len(), 1);
+    assert_eq!(f.sink.borrow().started.len(), 1);
+
+    holder.execute_batch("ROLLBACK").unwrap();
+    f.now += REMOVAL_RETRY;
+    f.core.fire_timers(f.now);
+    let delivered: Vec<u32> = f
+        .commit()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delivered { id, recipient, .. } if recipient == "bea" => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, [first, second]);
+    let started = f.sink.borrow().started.clone();
+    let acks: Vec<(u16, u32)> = started
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Ack {
+                to: Endpoint::Listener(addr),
+                id,
+                ..
+            } => Some((addr.port(), *id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, [(5000, first), (5000, second)]);
+    // Nothing is left to deliver.
+    assert_eq!(f.message_jobs().len(), 1);
+}

@@ -1,12 +1,14 @@
-//! The storage steps of the messenger's requests, apart from the core's memory: what runs in the
-//! reactor's turn on SQLite and on a storage worker beside it on PostgreSQL (`beside.rs`).
-//! [`perform`] does the steps of one [`Work`] and says what it did ([`Done`]); the core then
-//! applies what that means for presence and deliveries (`Core::finished`), on the reactor.
+//! The storage steps of the messenger's requests and of deliveries, apart from the core's
+//! memory: what runs in the reactor's turn on SQLite and on a storage worker beside it on
+//! PostgreSQL (`beside.rs`). [`perform`] does the steps of one [`Work`] and says what it did
+//! ([`Done`]); the core then applies what that means for presence and deliveries
+//! (`Core::finished`, `Core::chore_done`), on the reactor.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::{ConnectOutcome, DisconnectOutcome};
-use crate::storage::{self, Storage};
+use crate::bus::NodeId;
+use crate::storage::{self, Pending, Storage, User};
 
 /// A request's storage work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +45,63 @@ pub enum Work {
         requester: Option<String>,
         from: IpAddr,
     },
+}
+
+/// The storage work of deliveries: on PostgreSQL each runs on the storage worker whose
+/// connection holds (or takes) the recipient's claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chore {
+    /// Claims the deliveries to `alias` and reads their oldest `limit` waiting messages if they
+    /// are present: through a listener, or (`in_session`) in a session here that takes them.
+    Gather {
+        alias: String,
+        in_session: bool,
+        limit: usize,
+    },
+    /// Gives up the claim on `alias`'s deliveries.
+    Release { alias: String },
+    /// Removes delivered messages from `recipient`'s mailbox.
+    Remove {
+        recipient: String,
+        removals: Vec<Removal>,
+    },
+    /// A push to `listener` failed: `recipient` is disconnected if that is still where they
+    /// listen (they may have connected again elsewhere meanwhile).
+    Unreachable {
+        recipient: String,
+        listener: SocketAddr,
+    },
+    /// The shared database's sweep: present users with messages that no node delivers (those
+    /// connected through the messenger, and of `sessions` here), which of the other `nodes`
+    /// are still connected, and whether this node's own connection (`own`) still is.
+    Sweep {
+        sessions: Vec<String>,
+        nodes: Vec<NodeId>,
+        own: Option<NodeId>,
+    },
+}
+
+/// A delivered message: removed from its recipient's mailbox, then acknowledged to its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The mailbox row.
+    pub seq: i64,
+    pub sender: String,
+    pub id: u32,
+    pub attachment: Option<Vec<u8>>,
+}
+
+/// What gathering a recipient's deliveries found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gathered {
+    /// Another node holds the claim: it delivers.
+    Elsewhere,
+    /// Nothing to deliver now, and the claim is given up. `again`: on a shared database a
+    /// message arrived meanwhile for a recipient still present (its node left it to the
+    /// claim's holder), so look once more.
+    Released { again: bool },
+    /// Claimed; the recipient as stored and their oldest messages, in order.
+    Held { user: User, batch: Vec<Pending> },
 }
 
 /// A SEND as storage sees it.
@@ -85,6 +144,38 @@ pub enum Done {
     Listed {
         users: Vec<(String, String, u16)>,
         requester: Option<(String, Option<storage::User>)>,
+    },
+}
+
+/// What the storage work of a [`Chore`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChoreDone {
+    Gathered {
+        alias: String,
+        gathered: Gathered,
+    },
+    /// `again` as in [`Gathered::Released`].
+    Released {
+        alias: String,
+        again: bool,
+    },
+    /// The removals that found their message (the others went with an UNREGISTER), each with
+    /// its sender as stored, for the acknowledgement.
+    Removed {
+        recipient: String,
+        removed: Vec<(Removal, storage::Result<Option<User>>)>,
+    },
+    Unreachable {
+        recipient: String,
+        disconnected: bool,
+    },
+    Swept {
+        with_pending: Vec<String>,
+        /// The nodes asked about, and those of them still connected.
+        nodes: Vec<NodeId>,
+        live: Vec<NodeId>,
+        /// This node's own connection is gone.
+        own_lost: bool,
     },
 }
 
@@ -159,6 +250,127 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
             },
         },
     })
+}
+
+/// Runs the storage steps of `chore` (in `store`'s current transaction, if it writes).
+pub fn perform_chore(store: &dyn Storage, chore: &Chore) -> storage::Result<ChoreDone> {
+    Ok(match chore {
+        Chore::Gather {
+            alias,
+            in_session,
+            limit,
+        } => ChoreDone::Gathered {
+            alias: alias.clone(),
+            gathered: gather(store, alias, *in_session, *limit)?,
+        },
+        Chore::Release { alias } => ChoreDone::Released {
+            alias: alias.clone(),
+            again: release(store, alias, true)?,
+        },
+        Chore::Remove {
+            recipient,
+            removals,
+        } => {
+            let mut removed = Vec::with_capacity(removals.len());
+            for removal in removals {
+                // False: the message went with its recipient's UNREGISTER.
+                if store.delete_pending(removal.seq)? {
+                    removed.push((removal.clone(), store.user(&removal.sender)));
+                }
+            }
+            ChoreDone::Removed {
+                recipient: recipient.clone(),
+                removed,
+            }
+        }
+        Chore::Unreachable {
+            recipient,
+            listener,
+        } => ChoreDone::Unreachable {
+            recipient: recipient.clone(),
+            disconnected: match store.user(recipient)? {
+                Some(user) if listener_address(&user) == Some(*listener) => {
+                    store.set_disconnected(recipient)?;
+                    true
+                }
+                _ => false,
+            },
+        },
+        Chore::Sweep {
+            sessions,
+            nodes,
+            own,
+        } => {
+            let mut with_pending = store.connected_with_pending()?;
+            if !sessions.is_empty() {
+                with_pending.extend(store.with_pending(sessions)?);
+            }
+            let asked: Vec<NodeId> = nodes.iter().chain(own).copied().collect();
+            let mut live = if asked.is_empty() {
+                Vec::new()
+            } else {
+                store.live_nodes(&asked)?
+            };
+            let own_lost = own.is_some_and(|own| !live.contains(&own));
+            live.retain(|n| Some(*n) != *own);
+            ChoreDone::Swept {
+                with_pending,
+                nodes: nodes.clone(),
+                live,
+                own_lost,
+            }
+        }
+    })
+}
+
+/// The address of a connected user's listener.
+pub fn listener_address(user: &User) -> Option<SocketAddr> {
+    let (ip, port) = user.listener()?;
+    Some(SocketAddr::new(ip.parse().ok()?, port))
+}
+
+/// A recipient's next deliveries: the claim first, then who they are and what waits for them.
+fn gather(
+    store: &dyn Storage,
+    alias: &str,
+    in_session: bool,
+    limit: usize,
+) -> storage::Result<Gathered> {
+    if !store.claim_deliveries(alias)? {
+        return Ok(Gathered::Elsewhere);
+    }
+    let read = (|| {
+        let user = store.user(alias)?;
+        let present = user
+            .as_ref()
+            .is_some_and(|u| u.listener().is_some() || in_session);
+        let batch = if present {
+            store.pending_batch(alias, limit)?
+        } else {
+            Vec::new()
+        };
+        Ok((user, present, batch))
+    })();
+    match read {
+        Ok((Some(user), _, batch)) if !batch.is_empty() => Ok(Gathered::Held { user, batch }),
+        Ok((_, present, _)) => Ok(Gathered::Released {
+            again: release(store, alias, present)?,
+        }),
+        Err(e) => {
+            // The claim must not outlive a failed read; if this fails too, the connection is
+            // gone and the claim with it.
+            let _ = store.release_deliveries(alias);
+            Err(e)
+        }
+    }
+}
+
+/// Gives up the claim on `alias`'s deliveries. On a shared database another node may have
+/// accepted a message for them while this one held the claim (its own claim failed, so it
+/// left the message to us): true if they are `present` and something waits.
+fn release(store: &dyn Storage, alias: &str, present: bool) -> storage::Result<bool> {
+    store.release_deliveries(alias)?;
+    Ok(present && store.shared() && store.pending_count(alias, 1)? == 1)
 }
 
 /// A SEND's storage steps: both users exist, the recipient's mailbox has room, then the

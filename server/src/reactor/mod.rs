@@ -832,10 +832,10 @@ impl Reactor {
     fn report(&mut self, committed: bool, events: Vec<Event>) {
         for event in events {
             match event {
-                Event::Delivered { id, sender, recipient } if committed => {
+                // Reported only once its removal is committed, in this turn or beside it.
+                Event::Delivered { id, sender, recipient } => {
                     self.console.line(&format!("SEND MESSAGE {id} FROM {sender} TO {recipient}"));
                 }
-                Event::Delivered { .. } => {}
                 Event::RemovalPostponed { id, recipient, reason } => log::warn!(
                     "message {id} to {recipient} was delivered but its removal did not commit ({reason}); retrying the removal, it is not delivered again"
                 ),

@@ -167,6 +167,9 @@ pub trait Storage {
     fn live_nodes(&self, nodes: &[i32]) -> Result<Vec<i32>> {
         Ok(nodes.to_vec())
     }
+    /// This connection's backend was found gone: notice it and connect again (a network
+    /// engine learns of a closed connection only when it uses it).
+    fn reconnect_if_lost(&self) {}
     /// True while the turn has writes that are not yet committed (or a failed one).
     fn has_uncommitted(&self) -> bool;
     /// Commits the turn's writes. If any write failed, or the commit itself does, everything

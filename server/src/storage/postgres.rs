@@ -333,6 +333,13 @@ impl Storage for PgStore {
             .collect())
     }
 
+    fn reconnect_if_lost(&self) {
+        // Fails at once on a connection whose backend is gone, which marks it closed; the
+        // next call then connects again.
+        let _ = self.client().batch_execute("");
+        let _ = self.client();
+    }
+
     fn release_deliveries(&self, recipient: &str) -> Result<()> {
         if self.claimed.borrow_mut().remove(recipient) {
             self.query(
