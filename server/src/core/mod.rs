@@ -294,6 +294,8 @@ pub struct Core {
     /// Removed in the turn's transaction: the recipient, the message and where its sender
     /// hears the acknowledgement.
     turn_removed: Vec<(String, Removal, Option<Endpoint>)>,
+    /// Messages dropped by `--pending-ttl` in the turn's transaction, reported once it commits.
+    turn_expired: Vec<Event>,
     /// Acknowledgements of committed removals, to start.
     acks: Vec<(Endpoint, u32, Option<Vec<u8>>, String)>,
     events: Vec<Event>,
@@ -319,6 +321,9 @@ impl Core {
             store.publish(&BusEvent::Hello.encode())?;
         }
         let own_nodes = store.node().into_iter().collect();
+        let expiry_at = settings
+            .pending_ttl
+            .map(|ttl| Instant::now() + expiry_period(ttl));
         Ok(Core {
             beside,
             next_ticket: 0,
@@ -343,7 +348,7 @@ impl Core {
             user_list_changed: false,
             user_list_at: None,
             canvas,
-            expiry_at: None,
+            expiry_at,
             sweep_at,
             present_since: HashMap::new(),
             jobs: HashMap::new(),
@@ -358,6 +363,7 @@ impl Core {
             removal_retry: None,
             kicks,
             turn_removed: Vec::new(),
+            turn_expired: Vec::new(),
             acks: Vec::new(),
             events: Vec::new(),
             scratch: Vec::new(),
@@ -723,7 +729,7 @@ impl Core {
                     recipient: alias, ..
                 } => self.retry(&alias, now + BUSY_RETRY),
                 // The next sweep comes soon enough.
-                Chore::Sweep { .. } => {}
+                Chore::Sweep { .. } | Chore::Expire { .. } => {}
             },
         }
     }
@@ -817,6 +823,21 @@ impl Core {
                 }
                 return;
             }
+            Ok(ChoreDone::Expired { expired }) => {
+                for (recipient, sender, id) in expired {
+                    let event = Event::Expired {
+                        id,
+                        sender,
+                        recipient,
+                    };
+                    if committed {
+                        self.events.push(event);
+                    } else {
+                        self.turn_expired.push(event);
+                    }
+                }
+                return;
+            }
             Err(e) => e.to_string(),
         };
         match chore {
@@ -837,6 +858,10 @@ impl Core {
                 reason: format!("marking them disconnected: {failed}"),
             }),
             Chore::Sweep { .. } => log::warn!("looking for deliveries nobody makes: {failed}"),
+            // The next sweep tries again.
+            Chore::Expire { .. } => {
+                log::warn!("dropping messages older than --pending-ttl: {failed}")
+            }
         }
     }
 
@@ -980,9 +1005,13 @@ impl Core {
         if self.canvas.tick_at.is_some_and(|at| at <= now) {
             self.canvas_tick();
         }
-        if self.expiry_at.is_some_and(|at| at <= now) {
-            self.expiry_at = None;
-            self.expire();
+        if let (Some(at), Some(ttl)) = (self.expiry_at, self.settings.pending_ttl) {
+            if at <= now {
+                // Armed here, not at the end of a turn: on PostgreSQL the expiry runs beside
+                // the reactor and its turn may have nothing to commit.
+                self.expiry_at = Some(now + expiry_period(ttl));
+                self.expire(now);
+            }
         }
         if self.sweep_at.is_some_and(|at| at <= now) {
             self.sweep_at = Some(now + SHARED_SWEEP);
@@ -1025,11 +1054,6 @@ impl Core {
             self.user_list_at = Some(now + USER_LIST_TICK);
         }
         self.canvas_end_turn(now);
-        if let (Some(ttl), None) = (self.settings.pending_ttl, self.expiry_at) {
-            // Often enough that nothing outlives its time by more than half of it.
-            self.expiry_at =
-                Some(now + (ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60)));
-        }
         // What was delivered this turn is removed: in the turn's transaction, or beside it.
         self.removals_due_index.clear();
         for (recipient, removals) in std::mem::take(&mut self.removals_due) {
@@ -1041,8 +1065,10 @@ impl Core {
         }
         let committed = self.store.commit();
         let removed = std::mem::take(&mut self.turn_removed);
+        let expired = std::mem::take(&mut self.turn_expired);
         match &committed {
             Ok(()) => {
+                self.events.extend(expired);
                 for (recipient, removal, ack_to) in removed {
                     self.removal_committed(&recipient, removal, ack_to);
                 }
@@ -1110,6 +1136,7 @@ impl Core {
             || !self.acks.is_empty()
             || !self.events.is_empty()
             || !self.turn_removed.is_empty()
+            || !self.turn_expired.is_empty()
             || !self.removals_due.is_empty()
             || !self.notices.is_empty()
             || self.user_list_changed
@@ -1175,30 +1202,27 @@ impl Core {
     }
 
     /// Drops the messages older than `--pending-ttl`, with an event for each.
-    fn expire(&mut self) {
+    fn expire(&mut self, now: Instant) {
         let Some(ttl) = self.settings.pending_ttl else {
             return;
         };
-        let now = std::time::SystemTime::now()
+        let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let before = now.saturating_sub(ttl).as_secs() as i64;
-        // A failed write poisons the turn, and the next sweep tries again.
-        if let Ok(expired) = self.store.expire_pending(before) {
-            for (recipient, sender, id) in expired {
-                self.events.push(Event::Expired {
-                    id,
-                    sender,
-                    recipient,
-                });
-            }
-        }
+        let before = since_epoch.saturating_sub(ttl).as_secs() as i64;
+        self.chore(None, Chore::Expire { before }, now);
     }
 
     /// What sessions must be told, in order; the reactor takes them after each commit.
     pub fn take_notices(&mut self) -> Vec<(SessionId, Notice)> {
         std::mem::take(&mut self.notices)
     }
+}
+
+/// How often messages older than `ttl` are dropped: often enough that nothing outlives its
+/// time by more than half of it.
+fn expiry_period(ttl: Duration) -> Duration {
+    (ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60))
 }
 
 fn listener_endpoint(user: &storage::User) -> Option<Endpoint> {

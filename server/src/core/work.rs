@@ -79,6 +79,8 @@ pub enum Chore {
         nodes: Vec<NodeId>,
         own: Option<NodeId>,
     },
+    /// Drops the messages accepted before `before` (unix seconds): `--pending-ttl`.
+    Expire { before: i64 },
 }
 
 /// A delivered message: removed from its recipient's mailbox, then acknowledged to its sender.
@@ -176,6 +178,10 @@ pub enum ChoreDone {
         live: Vec<NodeId>,
         /// This node's own connection is gone.
         own_lost: bool,
+    },
+    /// The messages dropped, as `(recipient, sender, id)`.
+    Expired {
+        expired: Vec<(String, String, u32)>,
     },
 }
 
@@ -320,6 +326,9 @@ pub fn perform_chore(store: &dyn Storage, chore: &Chore) -> storage::Result<Chor
                 own_lost,
             }
         }
+        Chore::Expire { before } => ChoreDone::Expired {
+            expired: store.expire_pending(*before)?,
+        },
     })
 }
 

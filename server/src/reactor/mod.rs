@@ -715,7 +715,7 @@ impl Reactor {
             gate.syncer.request(gate.commits);
             gate.waiting.push_back((gate.commits, held));
         }
-        self.report(committed.is_ok(), events);
+        self.report(events);
         self.tell_sessions();
     }
 
@@ -827,12 +827,11 @@ impl Reactor {
         self.release(key, generation, slot, reply);
     }
 
-    /// Prints what happened to messages: deliveries on the console (once they are committed),
-    /// failures on stderr.
-    fn report(&mut self, committed: bool, events: Vec<Event>) {
+    /// Prints what happened to messages: deliveries on the console, failures on stderr. The
+    /// core reports a delivery or an expiry only once it is committed.
+    fn report(&mut self, events: Vec<Event>) {
         for event in events {
             match event {
-                // Reported only once its removal is committed, in this turn or beside it.
                 Event::Delivered { id, sender, recipient } => {
                     self.console.line(&format!("SEND MESSAGE {id} FROM {sender} TO {recipient}"));
                 }
@@ -845,10 +844,9 @@ impl Reactor {
                 Event::AckFailed { sender, id, reason } => {
                     log::info!("ack of message {id} to {sender} failed: {reason}")
                 }
-                Event::Expired { id, sender, recipient } if committed => log::info!(
+                Event::Expired { id, sender, recipient } => log::info!(
                     "message {id} from {sender} to {recipient} waited longer than --pending-ttl and was dropped"
                 ),
-                Event::Expired { .. } => {}
             }
         }
     }
@@ -912,7 +910,7 @@ impl Reactor {
             );
         }
         let (committed, events) = self.core.shut_down(Instant::now());
-        self.report(committed.is_ok(), events);
+        self.report(events);
         self.console.flush();
         committed.map_err(|e| io::Error::other(format!("final commit: {e}")))
     }
