@@ -123,6 +123,12 @@ impl Drop for Process {
     }
 }
 
+/// Says how to start a benchmark started wrongly, and exits with 2.
+pub fn usage_exit(usage: &str) -> ! {
+    eprintln!("usage: {usage}");
+    std::process::exit(2)
+}
+
 /// This process's CPU time (all threads).
 pub fn own_cpu() -> Duration {
     // SAFETY: getrusage fills a local struct.

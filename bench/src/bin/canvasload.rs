@@ -255,8 +255,13 @@ fn take_frames(
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let server_binary = PathBuf::from(args.get(1).expect("usage: canvasload SERVER CANVASREF"));
-    let reference_binary = PathBuf::from(args.get(2).expect("usage: canvasload SERVER CANVASREF"));
+    let (Some(server_binary), Some(reference_binary)) = (args.get(1), args.get(2)) else {
+        bench::usage_exit("canvasload SERVER CANVASREF [--quick]")
+    };
+    let (server_binary, reference_binary) = (
+        PathBuf::from(server_binary),
+        PathBuf::from(reference_binary),
+    );
     let quick = args.iter().any(|a| a == "--quick");
     let (painters, viewers, seconds) = if quick {
         (20, 20, 2.0)

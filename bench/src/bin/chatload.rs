@@ -332,9 +332,10 @@ fn raise_open_file_limit() {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: chatload SERVER ROOMSREF [--quick]";
-    let binary = PathBuf::from(args.get(1).expect(usage));
-    let reference_binary = PathBuf::from(args.get(2).expect(usage));
+    let (Some(binary), Some(reference_binary)) = (args.get(1), args.get(2)) else {
+        bench::usage_exit("chatload SERVER ROOMSREF [--quick]")
+    };
+    let (binary, reference_binary) = (PathBuf::from(binary), PathBuf::from(reference_binary));
     let quick = args.iter().any(|a| a == "--quick");
     raise_open_file_limit();
     let dir = std::env::temp_dir().join(format!("chatload-{}", std::process::id()));

@@ -100,10 +100,11 @@ fn options() -> Options {
         })
         .map(|(_, a)| a)
         .collect();
-    assert!(
-        positional.len() == 2,
-        "usage: loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick] [--chart FILE.svg]"
-    );
+    if positional.len() != 2 {
+        bench::usage_exit(
+            "loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick] [--chart FILE.svg]",
+        );
+    }
     Options {
         server: positional[0].into(),
         reference: positional[1].into(),

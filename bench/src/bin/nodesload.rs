@@ -29,10 +29,9 @@ struct Options {
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let server = args
-        .first()
-        .map(PathBuf::from)
-        .expect("usage: nodesload SERVER_BINARY [--seconds S] [--quick]");
+    let Some(server) = args.first().map(PathBuf::from) else {
+        bench::usage_exit("nodesload SERVER_BINARY [--seconds S] [--quick]")
+    };
     let RunLength { seconds, quick } = RunLength::from_args(&args);
     Options {
         server,
