@@ -235,6 +235,9 @@ pub struct Core {
     chores: HashMap<Ticket, Chore>,
     /// Recipients whose next deliveries are being gathered beside the reactor.
     gathering: HashSet<String>,
+    /// Of those, the ones kicked meanwhile: a message committed after the gathering read the
+    /// mailbox would otherwise wait for the next sweep.
+    gather_again: HashSet<String>,
     /// Recipients with removals running beside the reactor, and how many.
     removing: HashMap<String, usize>,
     /// Messages delivered in this turn, by recipient in the order they were first delivered
@@ -329,6 +332,7 @@ impl Core {
             next_ticket: 0,
             chores: HashMap::new(),
             gathering: HashSet::new(),
+            gather_again: HashSet::new(),
             removing: HashMap::new(),
             removals_due: Vec::new(),
             removals_due_index: HashMap::new(),
@@ -739,6 +743,9 @@ impl Core {
         match chore {
             Chore::Gather { alias, .. } => {
                 self.gathering.remove(alias);
+                if self.gather_again.remove(alias) {
+                    self.kicks.insert(alias.clone());
+                }
             }
             Chore::Remove { recipient, .. } => {
                 let left = self.removing.get_mut(recipient).map(|n| {
@@ -1149,10 +1156,14 @@ impl Core {
     /// on its way (or being gathered), a removal of theirs is not committed yet, or a retry is
     /// scheduled.
     fn start_delivery(&mut self, alias: &str, now: Instant) {
+        if self.gathering.contains(alias) {
+            self.gather_again.insert(alias.to_string());
+            return;
+        }
+        // Each of these kicks the recipient again when it ends.
         if self.in_flight.contains_key(alias)
             || self.unremoved.contains_key(alias)
             || self.removing.contains_key(alias)
-            || self.gathering.contains(alias)
             || self.retry_at.contains_key(alias)
             || self.waiting_set.contains(alias)
         {
