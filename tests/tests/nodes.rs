@@ -478,6 +478,27 @@ fn a_node_whose_database_connection_drops_connects_again_and_keeps_its_sessions_
     assert_eq!(ana.line(), "bea: y yo");
 }
 
+/// Another client of the database, holding a table against writes (reads go on) until
+/// released.
+struct TableLock(postgres::Client);
+
+impl TableLock {
+    fn hold(db: &Db, table: &str) -> TableLock {
+        let Db::Postgres(url) = db else {
+            unreachable!("Db::postgres")
+        };
+        let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE"))
+            .unwrap();
+        TableLock(client)
+    }
+
+    fn release(mut self) {
+        self.0.batch_execute("COMMIT").unwrap();
+    }
+}
+
 /// Waits until `count` storage workers (and never the event loop's connection, which waits
 /// only briefly) wait for a lock.
 fn wait_for_workers_waiting_on_a_lock(db: &Db, count: i64) {
@@ -501,14 +522,8 @@ fn requests_waiting_for_the_database_do_not_hold_up_the_node() {
     let node = Server::start_on(&db, &[]);
     register(&node, "ana");
     register(&node, "bea");
-    let Db::Postgres(url) = &db else {
-        unreachable!("Db::postgres")
-    };
     // Another client of the database holds the mailbox table: the SEND's insert must wait.
-    let mut holder = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    let mut lock = holder.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE pending_messages IN EXCLUSIVE MODE")
-        .unwrap();
+    let lock = TableLock::hold(&db, "pending_messages");
     let addr = node.addr();
     let sending = std::thread::spawn(move || {
         try_request(addr, &[b"SEND", b"ana", b"bea", b"espera"]).unwrap()
@@ -521,14 +536,12 @@ fn requests_waiting_for_the_database_do_not_hold_up_the_node() {
         !sending.is_finished(),
         "SEND answered while its insert waits"
     );
-    lock.commit().unwrap();
+    lock.release();
     assert_eq!(sending.join().unwrap(), sent(1));
     assert_eq!(db.int("SELECT count(*) FROM pending_messages"), 1);
 
     // The same for REGISTER and CONNECT, waiting for the users table, while reads go on.
-    let mut lock = holder.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE users IN EXCLUSIVE MODE")
-        .unwrap();
+    let lock = TableLock::hold(&db, "users");
     let waiting: Vec<_> = [vec!["REGISTER", "dani"], vec!["CONNECT", "bea", "4000"]]
         .into_iter()
         .map(|fields| {
@@ -541,7 +554,7 @@ fn requests_waiting_for_the_database_do_not_hold_up_the_node() {
     wait_for_workers_waiting_on_a_lock(&db, 2);
     assert_eq!(node.call(&["CONNECTEDUSERS", "nobody"])[0], 2);
     assert!(waiting.iter().all(|w| !w.is_finished()));
-    lock.commit().unwrap();
+    lock.release();
     let answers: Vec<Vec<u8>> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
     assert_eq!(answers, [vec![0], vec![0]]);
 }
@@ -555,13 +568,7 @@ fn deliveries_waiting_for_the_database_do_not_hold_up_the_node() {
     assert_eq!(node.call(&["SEND", "ana", "bea", "hola"]), sent(1));
     // Another client of the database holds the mailbox table against writes (reads go on):
     // the delivered message's removal must wait.
-    let Db::Postgres(url) = &db else {
-        unreachable!("Db::postgres")
-    };
-    let mut holder = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    let mut lock = holder.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE pending_messages IN EXCLUSIVE MODE")
-        .unwrap();
+    let lock = TableLock::hold(&db, "pending_messages");
     let bea = connect(&node, "bea");
     assert_eq!(next_message(&bea), ("ana".into(), 1, "hola".into()));
     wait_for_workers_waiting_on_a_lock(&db, 1);
@@ -581,7 +588,7 @@ fn deliveries_waiting_for_the_database_do_not_hold_up_the_node() {
         !node.stdout.snapshot().iter().any(|l| l == delivered),
         "reported delivered before its removal committed"
     );
-    lock.commit().unwrap();
+    lock.release();
     node.stdout.wait_for(delivered);
     assert_eq!(
         db.int("SELECT count(*) FROM pending_messages WHERE recipient = 'bea'"),

@@ -155,6 +155,23 @@ impl Fixture {
             .collect()
     }
 
+    /// The acks started so far: `(sender's listener port, message id)`.
+    fn acks(&self) -> Vec<(u16, u32)> {
+        self.sink
+            .borrow()
+            .started
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Ack {
+                    to: Endpoint::Listener(addr),
+                    id,
+                    ..
+                } => Some((addr.port(), *id)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn report(&mut self, job: JobId, index: usize, outcome: Outcome, job_done: bool) {
         self.sink.borrow_mut().reports.push(Report {
             job,
@@ -328,21 +345,7 @@ fn acks_go_to_a_connected_sender_after_delivery() {
     let (job, _, _) = f.message_jobs()[0].clone();
     f.report(job, 0, Outcome::Delivered, true);
     f.commit();
-    let acks: Vec<(u16, u32)> = f
-        .sink
-        .borrow()
-        .started
-        .iter()
-        .filter_map(|d| match d {
-            Delivery::Ack {
-                to: Endpoint::Listener(addr),
-                id,
-                ..
-            } => Some((addr.port(), *id)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(acks, vec![(5000, id)]);
+    assert_eq!(f.acks(), [(5000, id)]);
 }
 
 #[test]
@@ -620,19 +623,7 @@ fn a_removal_that_does_not_commit_holds_the_recipient_back_until_a_retry_removes
         })
         .collect();
     assert_eq!(delivered, [first, second]);
-    let started = f.sink.borrow().started.clone();
-    let acks: Vec<(u16, u32)> = started
-        .iter()
-        .filter_map(|d| match d {
-            Delivery::Ack {
-                to: Endpoint::Listener(addr),
-                id,
-                ..
-            } => Some((addr.port(), *id)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(acks, [(5000, first), (5000, second)]);
+    assert_eq!(f.acks(), [(5000, first), (5000, second)]);
     // Nothing is left to deliver.
     assert_eq!(f.message_jobs().len(), 1);
 }
