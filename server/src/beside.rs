@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::core::{perform, perform_chore, Chore, ChoreDone, Done, Work};
 use crate::storage::{self, PgStore, Storage};
@@ -106,14 +106,10 @@ impl Beside {
     /// Queues a request's storage work under `ticket`; gives it back if the queue is full.
     pub fn try_start(&self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let jobs = self.jobs.as_ref().expect("jobs are taken only on drop");
-        let task = Task::Request(work);
-        match jobs.try_send(Job { ticket, task }) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => match job.task {
-                Task::Request(work) => Err(work),
-                Task::Chore(_) => unreachable!("a request was queued"),
-            },
-        }
+        offer(jobs, ticket, Task::Request(work)).map_err(|task| match task {
+            Task::Request(work) => work,
+            Task::Chore(_) => unreachable!("a request was queued"),
+        })
     }
 
     /// Queues a delivery's storage work under `ticket`: with a `key` (the recipient), for the
@@ -133,15 +129,19 @@ impl Beside {
             }
             None => self.jobs.as_ref().expect("jobs are taken only on drop"),
         };
-        let task = Task::Chore(chore);
-        match queue.try_send(Job { ticket, task }) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => match job.task {
-                Task::Chore(chore) => Err(chore),
-                Task::Request(_) => unreachable!("a chore was queued"),
-            },
-        }
+        offer(queue, ticket, Task::Chore(chore)).map_err(|task| match task {
+            Task::Chore(chore) => chore,
+            Task::Request(_) => unreachable!("a chore was queued"),
+        })
     }
+}
+
+/// Queues `task` under `ticket`; gives it back if the queue is full (or, should every worker
+/// have died, closed).
+fn offer(queue: &Sender<Job>, ticket: Ticket, task: Task) -> Result<(), Task> {
+    queue
+        .try_send(Job { ticket, task })
+        .map_err(|e| e.into_inner().task)
 }
 
 impl Drop for Beside {
