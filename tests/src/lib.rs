@@ -416,6 +416,15 @@ impl Listener {
 }
 
 /// Registers `alias` (one-field form) and checks the answer.
+/// A port nobody listens on (bound, noted, closed): connecting to it is refused.
+pub fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn register(server: &Server, alias: &str) {
     assert_eq!(server.call(&["REGISTER", alias]), [0], "REGISTER {alias}");
 }

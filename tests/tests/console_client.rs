@@ -111,11 +111,7 @@ fn usage_lines_for_every_command() {
 
 #[test]
 fn server_down_gives_fail_lines_quickly() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = e2e::closed_port();
     let mut client = ConsoleClient::start(port, "http://127.0.0.1:1");
     let start = Instant::now();
     client.run("REGISTER ana", "REGISTER FAIL");

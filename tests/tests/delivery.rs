@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use e2e::{connect, encode, register, sent, Listener, Server};
+use e2e::{closed_port, connect, encode, register, sent, Listener, Server};
 
 fn push_message(sender: &str, id: u32, text: &str) -> Vec<u8> {
     encode(&[
@@ -142,12 +142,7 @@ fn a_listener_that_is_gone_keeps_the_message_and_marks_the_user_disconnected() {
     let server = Server::start(dir.path(), &["--connect-window-ms", "0"]);
     register(&server, "ana");
     register(&server, "bea");
-    // A port nobody listens on: bind, note it, close.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     assert_eq!(server.call(&["CONNECT", "bea", &port.to_string()]), [0]);
     assert_eq!(server.call(&["SEND", "ana", "bea", "perdido"]), sent(1));
     server.stderr.wait_until(

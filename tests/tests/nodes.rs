@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use e2e::{
-    connect, decode_push, register, sent, try_decode_push, try_request, Db, Listener, Server,
-    PATIENCE,
+    closed_port, connect, decode_push, register, sent, try_decode_push, try_request, Db, Listener,
+    Server, PATIENCE,
 };
 use wire::Push;
 
@@ -478,20 +478,30 @@ fn a_node_whose_database_connection_drops_connects_again_and_keeps_its_sessions_
     assert_eq!(ana.line(), "bea: y yo");
 }
 
-/// Another client of the database, holding a table against writes (reads go on) until
-/// released.
-struct TableLock(postgres::Client);
+/// Another client of the database, holding a lock in a transaction until released.
+struct HeldLock(postgres::Client);
 
-impl TableLock {
-    fn hold(db: &Db, table: &str) -> TableLock {
+impl HeldLock {
+    /// `table` against writes (reads go on).
+    fn table(db: &Db, table: &str) -> HeldLock {
+        HeldLock::take(db, &format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))
+    }
+
+    /// User `alias`'s row against updates (reads, and rows that refer to it, go on).
+    fn user(db: &Db, alias: &str) -> HeldLock {
+        HeldLock::take(
+            db,
+            &format!("SELECT 1 FROM users WHERE alias = '{alias}' FOR NO KEY UPDATE"),
+        )
+    }
+
+    fn take(db: &Db, lock: &str) -> HeldLock {
         let Db::Postgres(url) = db else {
             unreachable!("Db::postgres")
         };
         let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE"))
-            .unwrap();
-        TableLock(client)
+        client.batch_execute(&format!("BEGIN; {lock}")).unwrap();
+        HeldLock(client)
     }
 
     fn release(mut self) {
@@ -523,7 +533,7 @@ fn requests_waiting_for_the_database_do_not_hold_up_the_node() {
     register(&node, "ana");
     register(&node, "bea");
     // Another client of the database holds the mailbox table: the SEND's insert must wait.
-    let lock = TableLock::hold(&db, "pending_messages");
+    let lock = HeldLock::table(&db, "pending_messages");
     let addr = node.addr();
     let sending = std::thread::spawn(move || {
         try_request(addr, &[b"SEND", b"ana", b"bea", b"espera"]).unwrap()
@@ -541,7 +551,7 @@ fn requests_waiting_for_the_database_do_not_hold_up_the_node() {
     assert_eq!(db.int("SELECT count(*) FROM pending_messages"), 1);
 
     // The same for REGISTER and CONNECT, waiting for the users table, while reads go on.
-    let lock = TableLock::hold(&db, "users");
+    let lock = HeldLock::table(&db, "users");
     let waiting: Vec<_> = [vec!["REGISTER", "dani"], vec!["CONNECT", "bea", "4000"]]
         .into_iter()
         .map(|fields| {
@@ -568,7 +578,7 @@ fn deliveries_waiting_for_the_database_do_not_hold_up_the_node() {
     assert_eq!(node.call(&["SEND", "ana", "bea", "hola"]), sent(1));
     // Another client of the database holds the mailbox table against writes (reads go on):
     // the delivered message's removal must wait.
-    let lock = TableLock::hold(&db, "pending_messages");
+    let lock = HeldLock::table(&db, "pending_messages");
     let bea = connect(&node, "bea");
     assert_eq!(next_message(&bea), ("ana".into(), 1, "hola".into()));
     wait_for_workers_waiting_on_a_lock(&db, 1);
@@ -597,4 +607,29 @@ fn deliveries_waiting_for_the_database_do_not_hold_up_the_node() {
     // Delivered once: the next message to Bea is the next push.
     assert_eq!(node.call(&["SEND", "ana", "bea", "adiós"]), sent(2));
     assert_eq!(next_message(&bea), ("ana".into(), 2, "adiós".into()));
+}
+
+#[test]
+fn a_failed_push_is_reported_once_its_user_is_marked_disconnected() {
+    let db = Db::postgres();
+    let node = Server::start_on(&db, &["--connect-window-ms", "0"]);
+    register(&node, "ana");
+    register(&node, "bea");
+    assert_eq!(
+        node.call(&["CONNECT", "bea", &closed_port().to_string()]),
+        [0]
+    );
+    // Another client holds Bea's row: the SEND goes through, marking her disconnected waits.
+    let lock = HeldLock::user(&db, "bea");
+    assert_eq!(node.call(&["SEND", "ana", "bea", "perdido"]), sent(1));
+    wait_for_workers_waiting_on_a_lock(&db, 1);
+    let failed = |lines: &[String]| lines.iter().any(|l| l.contains("push to bea failed"));
+    assert!(
+        !failed(&node.stderr.snapshot()),
+        "the failure was reported while Bea still counted as connected"
+    );
+    lock.release();
+    node.stderr.wait_until(failed, "a push failure line");
+    // Whoever reads the line and asks finds her disconnected.
+    assert_eq!(node.call(&["DISCONNECT", "bea"]), [2]);
 }

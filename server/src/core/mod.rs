@@ -683,17 +683,22 @@ impl Core {
     fn push_failed(&mut self, recipient: &str, to: Endpoint, reason: String, now: Instant) {
         // A session that failed has already ended. A listener's user is marked disconnected
         // if they still listen there: they may have connected again meanwhile.
-        if let Endpoint::Listener(listener) = to {
-            let chore = Chore::Unreachable {
+        // The failure is reported once the user's presence says so: whoever reads the line
+        // and asks finds them disconnected.
+        match to {
+            Endpoint::Listener(listener) => {
+                let chore = Chore::Unreachable {
+                    recipient: recipient.to_string(),
+                    listener,
+                    reason,
+                };
+                self.chore(Some(recipient), chore, now);
+            }
+            Endpoint::Session(_) => self.events.push(Event::PushFailed {
                 recipient: recipient.to_string(),
-                listener,
-            };
-            self.chore(Some(recipient), chore, now);
+                reason,
+            }),
         }
-        self.events.push(Event::PushFailed {
-            recipient: recipient.to_string(),
-            reason,
-        });
     }
 
     /// Runs a delivery's storage work: beside the reactor on PostgreSQL, on the worker that
@@ -811,6 +816,9 @@ impl Core {
                     self.present_since.remove(&recipient);
                     self.went_offline(&recipient);
                 }
+                if let Chore::Unreachable { reason, .. } = chore {
+                    self.events.push(Event::PushFailed { recipient, reason });
+                }
                 return;
             }
             Ok(ChoreDone::Swept {
@@ -860,9 +868,11 @@ impl Core {
                 recipient,
                 removals,
             } => self.postpone_removals(&recipient, removals, &failed, now),
-            Chore::Unreachable { recipient, .. } => self.events.push(Event::PushFailed {
+            Chore::Unreachable {
+                recipient, reason, ..
+            } => self.events.push(Event::PushFailed {
                 recipient,
-                reason: format!("marking them disconnected: {failed}"),
+                reason: format!("{reason}; marking them disconnected failed too: {failed}"),
             }),
             Chore::Sweep { .. } => log::warn!("looking for deliveries nobody makes: {failed}"),
             // The next sweep tries again.

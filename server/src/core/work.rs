@@ -65,11 +65,13 @@ pub enum Chore {
         recipient: String,
         removals: Vec<Removal>,
     },
-    /// A push to `listener` failed: `recipient` is disconnected if that is still where they
-    /// listen (they may have connected again elsewhere meanwhile).
+    /// A push to `listener` failed (`reason`, reported once this is done): `recipient` is
+    /// disconnected if that is still where they listen (they may have connected again
+    /// elsewhere meanwhile).
     Unreachable {
         recipient: String,
         listener: SocketAddr,
+        reason: String,
     },
     /// The shared database's sweep: present users with messages that no node delivers (those
     /// connected through the messenger, and of `sessions` here), which of the other `nodes`
@@ -292,6 +294,7 @@ pub fn perform_chore(store: &dyn Storage, chore: &Chore) -> storage::Result<Chor
         Chore::Unreachable {
             recipient,
             listener,
+            ..
         } => ChoreDone::Unreachable {
             recipient: recipient.clone(),
             disconnected: match store.user(recipient)? {
