@@ -65,6 +65,10 @@ struct State {
     /// Set once an fsync failed; nothing is synced after that.
     failure: Option<String>,
     stop: bool,
+    /// True while the syncer thread waits for a request: only then does a request wake it
+    /// (a notify is a system call even with nobody waiting, and under load the thread is
+    /// nearly always in a sync, which takes every request made meanwhile when it ends).
+    idle: bool,
 }
 
 struct Shared {
@@ -116,7 +120,10 @@ impl Syncer {
     pub fn request(&self, commit: u64) {
         let mut state = self.shared.lock();
         state.requested = state.requested.max(commit);
-        self.shared.changed.notify_all();
+        if state.idle {
+            state.idle = false;
+            self.shared.changed.notify_all();
+        }
     }
 
     pub fn progress(&self) -> Progress {
@@ -148,11 +155,13 @@ fn run(
         let upto = {
             let mut state = shared.lock();
             while state.requested <= state.synced && !state.stop {
+                state.idle = true;
                 state = shared
                     .changed
                     .wait(state)
                     .unwrap_or_else(|p| p.into_inner());
             }
+            state.idle = false;
             if state.stop {
                 return;
             }
