@@ -103,10 +103,11 @@ impl Beside {
         })
     }
 
-    /// Queues a request's storage work under `ticket`; gives it back if the queue is full.
-    pub fn try_start(&self, ticket: Ticket, work: Work) -> Result<(), Work> {
-        let jobs = self.jobs.as_ref().expect("jobs are taken only on drop");
-        offer(jobs, ticket, Task::Request(work)).map_err(|task| match task {
+    /// Queues a request's storage work under `ticket`: with a `key` (a session's user), for
+    /// the worker that runs that key's work, in the order queued; gives it back if the queue
+    /// is full.
+    pub fn try_start(&self, ticket: Ticket, key: Option<&str>, work: Work) -> Result<(), Work> {
+        offer(self.queue_for(key), ticket, Task::Request(work)).map_err(|task| match task {
             Task::Request(work) => work,
             Task::Chore(_) => unreachable!("a request was queued"),
         })
@@ -121,18 +122,22 @@ impl Beside {
         key: Option<&str>,
         chore: Chore,
     ) -> Result<(), Chore> {
-        let queue = match key {
+        offer(self.queue_for(key), ticket, Task::Chore(chore)).map_err(|task| match task {
+            Task::Chore(chore) => chore,
+            Task::Request(_) => unreachable!("a chore was queued"),
+        })
+    }
+
+    /// The queue of the worker that runs `key`'s work, or without a key the shared one.
+    fn queue_for(&self, key: Option<&str>) -> &Sender<Job> {
+        match key {
             Some(key) => {
                 let mut hasher = std::hash::DefaultHasher::new();
                 key.hash(&mut hasher);
                 &self.keyed[(hasher.finish() % self.keyed.len() as u64) as usize]
             }
             None => self.jobs.as_ref().expect("jobs are taken only on drop"),
-        };
-        offer(queue, ticket, Task::Chore(chore)).map_err(|task| match task {
-            Task::Chore(chore) => chore,
-            Task::Request(_) => unreachable!("a chore was queued"),
-        })
+        }
     }
 }
 

@@ -12,10 +12,14 @@ use std::time::Instant;
 
 use wire::validate_name;
 
-use crate::core::{Core, Interests, LoginOutcome, Notice, SendOutcome, SessionId};
+use crate::beside::Ticket;
+use crate::core::{
+    Core, Finished, Interests, LoginOutcome, Notice, SendOutcome, SessionId, Started,
+};
 use crate::frontend::{
     frame_line, strip_line_end, Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply,
 };
+use crate::storage;
 
 /// Longest message either way, in bytes (seed 001, 3.1.2), without a line's `\n`.
 pub const MAX_MESSAGE: usize = 1024;
@@ -34,6 +38,9 @@ struct ChatSession {
 #[derive(Default)]
 pub struct Chat {
     sessions: HashMap<SessionId, ChatSession>,
+    /// Private messages being stored beside the reactor, by storage ticket: who sent them,
+    /// from where, and to whom, for the answer.
+    storing: HashMap<Ticket, (Caller, String, String)>,
 }
 
 /// A parsed request.
@@ -110,7 +117,14 @@ impl Chat {
         }
     }
 
-    fn private(&mut self, to: &str, text: &str, caller: &Caller, core: &mut Core) -> Applied {
+    fn private(
+        &mut self,
+        to: &str,
+        text: &str,
+        caller: &Caller,
+        core: &mut Core,
+        now: Instant,
+    ) -> Applied {
         let session = caller.session;
         let Some(from) = self.session(session).alias.clone() else {
             return Applied::read_only(self.error(caller, 400, "Primero CONNECT"));
@@ -122,21 +136,43 @@ impl Chat {
         if validate_name(to.as_bytes()).is_err() {
             return Applied::read_only(not_found(self));
         }
-        match core.send(&from, to, text.as_bytes(), None) {
+        // After the session's earlier messages, whichever worker stores them.
+        let work = core.send_work(&from, to, text.as_bytes(), None);
+        match core.start_in_order(&from, work, now) {
+            Started::Later(ticket) => {
+                self.storing
+                    .insert(ticket, (caller.clone(), from, to.to_string()));
+                Applied::later(ticket)
+            }
+            Started::Now(result) => self.stored(caller, &from, to, result),
+        }
+    }
+
+    /// The answer to a private message once its storage work is done.
+    fn stored(
+        &self,
+        caller: &Caller,
+        from: &str,
+        to: &str,
+        result: storage::Result<Finished>,
+    ) -> Applied {
+        let not_stored = |why: String| {
+            self.error(caller, 500, "El mensaje no se pudo guardar")
+                .diagnostic(format!("chat message {from} -> {to}: {why}"))
+        };
+        match result {
             // No echo to the sender; if the message does not reach the disk, it hears so.
-            Ok(SendOutcome::Accepted { .. }) => Applied::written(
-                Reply::default(),
-                self.error(caller, 500, "El mensaje no se pudo guardar")
-                    .diagnostic(format!("chat message {from} -> {to}: not committed")),
-            ),
-            Ok(SendOutcome::NoSuchUser) => Applied::read_only(not_found(self)),
-            Ok(SendOutcome::MailboxFull) => {
+            Ok(Finished::Sent(SendOutcome::Accepted { .. })) => {
+                Applied::written(Reply::default(), not_stored("not committed".into()))
+            }
+            Ok(Finished::Sent(SendOutcome::NoSuchUser)) => {
+                Applied::read_only(self.error(caller, 404, "Usuario no encontrado"))
+            }
+            Ok(Finished::Sent(SendOutcome::MailboxFull)) => {
                 Applied::read_only(self.error(caller, 507, "Buzón del destinatario lleno"))
             }
-            Err(e) => Applied::read_only(
-                self.error(caller, 500, "El mensaje no se pudo guardar")
-                    .diagnostic(format!("chat message {from} -> {to}: storage: {e}")),
-            ),
+            Ok(other) => Applied::read_only(not_stored(format!("unexpected outcome {other:?}"))),
+            Err(e) => Applied::read_only(not_stored(format!("storage: {e}"))),
         }
     }
 }
@@ -170,13 +206,7 @@ impl Frontend for Chat {
         })
     }
 
-    fn apply(
-        &mut self,
-        request: &[u8],
-        caller: &Caller,
-        core: &mut Core,
-        _now: Instant,
-    ) -> Applied {
+    fn apply(&mut self, request: &[u8], caller: &Caller, core: &mut Core, now: Instant) -> Applied {
         let session = caller.session;
         let request = strip_line_end(request);
         let Ok(message) = std::str::from_utf8(request) else {
@@ -203,7 +233,7 @@ impl Frontend for Chat {
             Request::Hello(_) => {
                 Applied::read_only(self.error(caller, 400, "Solo se ofrece HELLO|lines"))
             }
-            Request::Message { to, text } => self.private(to, text, caller, core),
+            Request::Message { to, text } => self.private(to, text, caller, core, now),
             Request::Broadcast(text) => match core.broadcast(session, text) {
                 Ok(()) => Applied::read_only(Reply::default()),
                 Err(e) => Applied::read_only(
@@ -212,6 +242,15 @@ impl Frontend for Chat {
                 ),
             },
             Request::Disconnect => Applied::read_only(Reply::default().then_close()),
+        }
+    }
+
+    fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
+        match self.storing.remove(&ticket) {
+            Some((caller, from, to)) => self.stored(&caller, &from, &to, result).stored_beside(),
+            None => Applied::read_only(
+                Reply::default().diagnostic(format!("chat: no message waits for ticket {ticket}")),
+            ),
         }
     }
 

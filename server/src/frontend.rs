@@ -204,6 +204,7 @@ impl Applied {
 }
 
 /// Who is asking, as far as the connection tells.
+#[derive(Clone, Debug)]
 pub struct Caller {
     pub peer: SocketAddr,
     pub session: SessionId,

@@ -633,3 +633,37 @@ fn a_failed_push_is_reported_once_its_user_is_marked_disconnected() {
     // Whoever reads the line and asks finds her disconnected.
     assert_eq!(node.call(&["DISCONNECT", "bea"]), [2]);
 }
+
+#[test]
+fn a_chat_sessions_private_messages_are_stored_beside_the_node_in_order() {
+    let db = Db::postgres();
+    let node = Server::start_on(&db, &["--chat-port", "0"]);
+    let mut ana = e2e::LineConn::chat(&node, "ana");
+    let mut bea = e2e::LineConn::chat(&node, "bea");
+    // Another client of the database holds the mailbox table: the first message's insert
+    // waits on a storage worker, and the session's next ones wait behind it.
+    let lock = HeldLock::table(&db, "pending_messages");
+    let texts: Vec<String> = (1..=5).map(|n| format!("m{n}")).collect();
+    for text in &texts {
+        ana.send(&format!("MESSAGE|bea|{text}"));
+    }
+    wait_for_workers_waiting_on_a_lock(&db, 1);
+    // The node's event loop is not waiting with them: the messenger and the sessions go on.
+    assert_eq!(node.call(&["REGISTER", "dani"]), [0]);
+    let mut carla = e2e::LineConn::chat(&node, "carla");
+    carla.send("BROADCAST|sigo aquí");
+    wait_for_line(&mut bea, "BROADCAST|carla|sigo aquí");
+    lock.release();
+    // Each stored once, in the order sent.
+    let mut arrived = Vec::new();
+    while arrived.len() < texts.len() {
+        if let Some(text) = bea.line().strip_prefix("MESSAGE|ana|") {
+            arrived.push(text.to_string());
+        }
+    }
+    assert_eq!(arrived, texts);
+    assert_eq!(
+        db.int("SELECT count(*) FROM pending_messages WHERE recipient = 'bea'"),
+        0
+    );
+}

@@ -18,7 +18,7 @@ mod work;
 pub use sessions::{
     DeliveryMark, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Settings,
 };
-use work::{listener_address, store_message, Gathered, Removal, Stored};
+use work::{listener_address, Gathered, Removal, Stored};
 pub use work::{perform, perform_chore, Chore, ChoreDone, Done, Work};
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -233,6 +233,10 @@ pub struct Core {
     next_ticket: Ticket,
     /// Deliveries' storage work running beside the reactor, by ticket.
     chores: HashMap<Ticket, Chore>,
+    /// Requests that must keep their order (a session's), running beside the reactor: the key
+    /// each was queued under, by ticket, and how many are queued under each key.
+    in_order: HashMap<Ticket, String>,
+    in_order_queued: HashMap<String, usize>,
     /// Recipients whose next deliveries are being gathered beside the reactor.
     gathering: HashSet<String>,
     /// Of those, the ones kicked meanwhile: a message committed after the gathering read the
@@ -331,6 +335,8 @@ impl Core {
             beside,
             next_ticket: 0,
             chores: HashMap::new(),
+            in_order: HashMap::new(),
+            in_order_queued: HashMap::new(),
             gathering: HashSet::new(),
             gather_again: HashSet::new(),
             removing: HashMap::new(),
@@ -377,13 +383,31 @@ impl Core {
     /// Runs `work`'s storage steps beside the reactor when there are storage workers with room
     /// (PostgreSQL), else in this turn.
     pub fn start(&mut self, work: Work, now: Instant) -> Started {
-        match self.try_beside(work) {
+        match self.try_beside(None, work) {
             Ok(ticket) => Started::Later(ticket),
             Err(work) => Started::Now(self.perform_now(work, now)),
         }
     }
 
-    fn try_beside(&mut self, work: Work) -> Result<Ticket, Work> {
+    /// As [`Core::start`], for work that must come after every earlier work started under
+    /// `key` (a session's requests, keyed by its user): beside the reactor it runs on the
+    /// worker that runs `key`'s work. If that worker's queue is full while earlier work of
+    /// `key` waits in it, running this one now would overtake it: it is refused instead.
+    pub fn start_in_order(&mut self, key: &str, work: Work, now: Instant) -> Started {
+        match self.try_beside(Some(key), work) {
+            Ok(ticket) => {
+                self.in_order.insert(ticket, key.to_string());
+                *self.in_order_queued.entry(key.to_string()).or_default() += 1;
+                Started::Later(ticket)
+            }
+            Err(_) if self.in_order_queued.contains_key(key) => Started::Now(Err(storage::Error(
+                "the storage workers are busy; nothing was stored".into(),
+            ))),
+            Err(work) => Started::Now(self.perform_now(work, now)),
+        }
+    }
+
+    fn try_beside(&mut self, key: Option<&str>, work: Work) -> Result<Ticket, Work> {
         let Some(beside) = &self.beside else {
             return Err(work);
         };
@@ -392,7 +416,7 @@ impl Core {
             return Err(work);
         }
         let ticket = self.next_ticket + 1;
-        beside.try_start(ticket, work)?;
+        beside.try_start(ticket, key, work)?;
         self.next_ticket = ticket;
         Ok(ticket)
     }
@@ -432,6 +456,14 @@ impl Core {
         (ticket, result): crate::beside::Report,
         now: Instant,
     ) -> Option<(Ticket, storage::Result<Finished>)> {
+        if let Some(key) = self.in_order.remove(&ticket) {
+            if let Some(queued) = self.in_order_queued.get_mut(&key) {
+                *queued -= 1;
+                if *queued == 0 {
+                    self.in_order_queued.remove(&key);
+                }
+            }
+        }
         match (self.chores.remove(&ticket), result) {
             (None, Ok(TaskDone::Request(done))) => Some((ticket, Ok(self.finished(done, now)))),
             (None, Err(e)) => Some((ticket, Err(e))),
@@ -546,25 +578,6 @@ impl Core {
             attachment: attachment.map(<[u8]>::to_vec),
             max_pending: self.settings.max_pending_per_user,
         }
-    }
-
-    pub fn send(
-        &mut self,
-        sender: &str,
-        recipient: &str,
-        text: &[u8],
-        attachment: Option<&[u8]>,
-    ) -> storage::Result<SendOutcome> {
-        let max_pending = self.settings.max_pending_per_user;
-        let stored = store_message(
-            &*self.store,
-            sender,
-            recipient,
-            text,
-            attachment,
-            max_pending,
-        )?;
-        Ok(self.sent(recipient, stored))
     }
 
     /// What a stored SEND means for its recipient's deliveries.

@@ -106,8 +106,9 @@ impl Fixture {
     }
 
     fn send(&mut self, to: &str, text: &str) -> u32 {
-        match self.core.send("ana", to, text.as_bytes(), None).unwrap() {
-            SendOutcome::Accepted { id, .. } => id,
+        let work = self.core.send_work("ana", to, text.as_bytes(), None);
+        match self.run(work) {
+            Finished::Sent(SendOutcome::Accepted { id, .. }) => id,
             other => panic!("{other:?}"),
         }
     }

@@ -387,7 +387,7 @@ fn release(store: &dyn Storage, alias: &str, present: bool) -> storage::Result<b
 
 /// A SEND's storage steps: both users exist, the recipient's mailbox has room, then the
 /// message is accepted.
-pub fn store_message(
+fn store_message(
     store: &dyn Storage,
     sender: &str,
     recipient: &str,
