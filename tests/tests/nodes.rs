@@ -288,6 +288,9 @@ fn rooms_chat_and_presence_span_nodes_and_a_dead_nodes_sessions_are_forgotten() 
     assert_eq!(ana.line(), "bea: hola desde el nodo 2");
     ana.send("MESSAGE y yo desde el 1");
     assert_eq!(bea.line(), "ana: y yo desde el 1");
+    // Quotes and backslashes cross the bus as they are.
+    ana.send(r"MESSAGE it's C:\tmp'; --");
+    assert_eq!(bea.line(), r"ana: it's C:\tmp'; --");
     // Members on every node count, once node 3 has heard of both joins.
     let mut dani = e2e::LineConn::rooms(&n3, "dani");
     let start = Instant::now();

@@ -496,10 +496,12 @@ impl Core {
         }
     }
 
-    /// Tells the other nodes `event` with the turn's commit (a failure poisons the turn).
+    /// Tells the other nodes `event` with the turn's commit.
     pub(super) fn publish(&mut self, event: BusEvent) {
         if self.bus.is_some() {
-            let _ = self.store.publish(&event.encode());
+            if let Err(e) = self.store.publish(&event.encode()) {
+                log::warn!("the other nodes are not told of an event: {e}");
+            }
         }
     }
 

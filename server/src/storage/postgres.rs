@@ -60,6 +60,9 @@ pub struct PgStore {
     in_transaction: Cell<bool>,
     /// Why the current turn's transaction cannot be committed, if a write failed.
     poisoned: RefCell<Option<String>>,
+    /// The turn's session-bus events, sent with its COMMIT in one round trip (each a NOTIFY,
+    /// which PostgreSQL delivers only if the transaction commits, in commit order).
+    notifies: RefCell<Vec<String>>,
     /// Recipients whose delivery claim (a session-level advisory lock) this node holds: at
     /// most those with a delivery in flight or waiting for a retry.
     claimed: RefCell<HashSet<String>>,
@@ -97,6 +100,7 @@ impl PgStore {
             statements: RefCell::default(),
             in_transaction: Cell::new(false),
             poisoned: RefCell::default(),
+            notifies: RefCell::default(),
             claimed: RefCell::default(),
         })
     }
@@ -212,6 +216,24 @@ impl PgStore {
     }
 }
 
+/// PostgreSQL's limit on a NOTIFY payload, in bytes.
+const MAX_NOTIFY_PAYLOAD: usize = 8000;
+
+/// Appends `text` as an SQL string literal. Every connection runs with
+/// `standard_conforming_strings = on` (set in [`connect`]), where a backslash is an ordinary
+/// character and a quote is written twice; a NUL cannot be in `text` (a Rust `str` of JSON
+/// has it escaped, and PostgreSQL's text refuses it anyway).
+fn push_literal(sql: &mut String, text: &str) {
+    sql.push('\'');
+    for c in text.chars() {
+        if c == '\'' {
+            sql.push('\'');
+        }
+        sql.push(c);
+    }
+    sql.push('\'');
+}
+
 /// Who a connection works for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -231,7 +253,7 @@ fn connect(url: &str, role: Role) -> std::result::Result<(Client, i32), Error> {
     client.batch_execute(&format!(
         "SET synchronous_commit = off; SET lock_timeout = '{lock_timeout}';
          SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET application_name = '{name}';
-         SET client_min_messages = warning"
+         SET client_min_messages = warning; SET standard_conforming_strings = on"
     ))?;
     let backend = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
     Ok((client, backend))
@@ -274,7 +296,9 @@ fn u32_of(value: i64) -> u32 {
 
 impl Storage for PgStore {
     fn has_uncommitted(&self) -> bool {
-        self.in_transaction.get() || self.poisoned.borrow().is_some()
+        self.in_transaction.get()
+            || self.poisoned.borrow().is_some()
+            || !self.notifies.borrow().is_empty()
     }
 
     fn shared(&self) -> bool {
@@ -302,13 +326,15 @@ impl Storage for PgStore {
     }
 
     fn publish(&self, payload: &str) -> Result<()> {
-        self.write(|s| {
-            s.query(
-                "SELECT pg_notify($1, $2)",
-                &[&crate::bus::CHANNEL, &payload],
-            )?;
-            Ok(())
-        })
+        // PostgreSQL's limit, checked here so that one event cannot fail the turn's commit.
+        if payload.len() >= MAX_NOTIFY_PAYLOAD {
+            return Err(Error(format!(
+                "a session-bus event of {} bytes (PostgreSQL takes fewer than {MAX_NOTIFY_PAYLOAD})",
+                payload.len()
+            )));
+        }
+        self.notifies.borrow_mut().push(payload.to_string());
+        Ok(())
     }
 
     fn with_pending(&self, aliases: &[String]) -> Result<Vec<String>> {
@@ -351,6 +377,7 @@ impl Storage for PgStore {
     }
 
     fn commit(&self) -> std::result::Result<(), String> {
+        let notifies = std::mem::take(&mut *self.notifies.borrow_mut());
         if let Some(why) = self.poisoned.borrow_mut().take() {
             if self.in_transaction.get() {
                 // A failed ROLLBACK means the connection is gone, which rolled back too.
@@ -358,10 +385,27 @@ impl Storage for PgStore {
             }
             return Err(why);
         }
-        if !self.in_transaction.get() {
+        if !self.in_transaction.get() && notifies.is_empty() {
             return Ok(());
         }
-        self.end_transaction("COMMIT")
+        // One round trip: the events, then the COMMIT that lets them out.
+        let mut batch = String::new();
+        if !self.in_transaction.get() {
+            batch.push_str("BEGIN;");
+        }
+        for payload in &notifies {
+            batch.push_str("SELECT pg_notify('");
+            batch.push_str(crate::bus::CHANNEL);
+            batch.push_str("', ");
+            push_literal(&mut batch, payload);
+            batch.push_str(");");
+        }
+        batch.push_str("COMMIT");
+        self.end_transaction(&batch).inspect_err(|_| {
+            // A statement of the batch failed: the rest was skipped, and the transaction is
+            // left aborted until a ROLLBACK (which fails harmlessly if none is open).
+            let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
+        })
     }
 
     fn user(&self, alias: &str) -> Result<Option<User>> {
@@ -624,5 +668,17 @@ impl Storage for PgStore {
             db.execute("UPDATE canvas SET pixels = $1 WHERE id = 1", &[&pixels])?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_literal;
+
+    #[test]
+    fn literals_double_quotes_and_keep_backslashes() {
+        let mut sql = String::from("SELECT ");
+        push_literal(&mut sql, r#"{"text":"it's C:\\tmp\'; --"}"#);
+        assert_eq!(sql, r#"SELECT '{"text":"it''s C:\\tmp\''; --"}'"#);
     }
 }
