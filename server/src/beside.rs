@@ -103,11 +103,9 @@ impl Beside {
         })
     }
 
-    /// Queues a request's storage work under `ticket`: with a `key` (a session's user), for
-    /// the worker that runs that key's work, in the order queued; gives it back if the queue
-    /// is full.
-    pub fn try_start(&self, ticket: Ticket, key: Option<&str>, work: Work) -> Result<(), Work> {
-        offer(self.queue_for(key), ticket, Task::Request(work)).map_err(|task| match task {
+    /// Queues a request's storage work under `ticket`; gives it back if the queue is full.
+    pub fn try_start(&self, ticket: Ticket, work: Work) -> Result<(), Work> {
+        offer(self.queue_for(None), ticket, Task::Request(work)).map_err(|task| match task {
             Task::Request(work) => work,
             Task::Chore(_) => unreachable!("a request was queued"),
         })

@@ -41,6 +41,8 @@ pub struct Chat {
     /// Private messages being stored beside the reactor, by storage ticket: who sent them,
     /// from where, and to whom, for the answer.
     storing: HashMap<Ticket, (Caller, String, String)>,
+    /// Logins under way beside the reactor, by storage ticket: who asks, as what name.
+    logins: HashMap<Ticket, (Caller, String)>,
 }
 
 /// A parsed request.
@@ -90,31 +92,59 @@ impl Chat {
             .diagnostic(format!("chat: ERROR {code} {reason} to {}", caller.peer))
     }
 
-    fn connect(&mut self, name: &str, caller: &Caller, core: &mut Core) -> Applied {
+    fn connect(&mut self, name: &str, caller: &Caller, core: &mut Core, now: Instant) -> Applied {
         let session = caller.session;
         if let Some(alias) = &self.session(session).alias {
             let why = format!("Ya conectado como {alias}");
             return Applied::read_only(self.error(caller, 400, &why));
         }
-        let fail = |chat: &Chat, why: String| {
-            Reply::bytes(chat.message(session, &["CONNECT_ACK", "FAIL"]))
-                .console(format!("CHAT LOGIN {name} FAIL"))
-                .diagnostic(format!("chat login from {} refused: {why}", caller.peer))
-        };
         if let Err(e) = validate_name(name.as_bytes()) {
-            return Applied::read_only(fail(self, e.to_string()));
+            return Applied::read_only(self.login_failed(caller, name, e.to_string()));
         }
-        match core.login(name, session, Interests::CHAT) {
-            Ok(LoginOutcome::LoggedIn { registered }) => {
+        match core.start_login(name, session, Interests::CHAT, now) {
+            Started::Later(ticket) => {
+                self.logins
+                    .insert(ticket, (caller.clone(), name.to_string()));
+                Applied::later(ticket)
+            }
+            Started::Now(result) => self.logged_in(caller, name, result),
+        }
+    }
+
+    /// The answer to a login once its storage work is done.
+    fn logged_in(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        result: storage::Result<Finished>,
+    ) -> Applied {
+        let session = caller.session;
+        match result {
+            Ok(Finished::Login(LoginOutcome::LoggedIn { registered })) => {
                 self.session(session).alias = Some(name.to_string());
                 let ok = Reply::bytes(self.message(session, &["CONNECT_ACK", "OK"]))
                     .console(format!("CHAT LOGIN {name} OK"));
-                let not_stored = fail(self, "registering the name did not commit".into());
+                let not_stored =
+                    self.login_failed(caller, name, "registering the name did not commit".into());
                 Applied::login(ok, registered, not_stored)
             }
-            Ok(LoginOutcome::Taken) => Applied::read_only(fail(self, format!("{name} is online"))),
-            Err(e) => Applied::read_only(fail(self, format!("storage: {e}"))),
+            Ok(Finished::Login(LoginOutcome::Taken)) => {
+                Applied::read_only(self.login_failed(caller, name, format!("{name} is online")))
+            }
+            Ok(Finished::Login(LoginOutcome::Gone)) => Applied::read_only(Reply::default()),
+            Ok(other) => Applied::read_only(self.login_failed(
+                caller,
+                name,
+                format!("unexpected outcome {other:?}"),
+            )),
+            Err(e) => Applied::read_only(self.login_failed(caller, name, format!("storage: {e}"))),
         }
+    }
+
+    fn login_failed(&self, caller: &Caller, name: &str, why: String) -> Reply {
+        Reply::bytes(self.message(caller.session, &["CONNECT_ACK", "FAIL"]))
+            .console(format!("CHAT LOGIN {name} FAIL"))
+            .diagnostic(format!("chat login from {} refused: {why}", caller.peer))
     }
 
     fn private(
@@ -136,9 +166,8 @@ impl Chat {
         if validate_name(to.as_bytes()).is_err() {
             return Applied::read_only(not_found(self));
         }
-        // After the session's earlier messages, whichever worker stores them.
         let work = core.send_work(&from, to, text.as_bytes(), None);
-        match core.start_in_order(&from, work, now) {
+        match core.start(work, now) {
             Started::Later(ticket) => {
                 self.storing
                     .insert(ticket, (caller.clone(), from, to.to_string()));
@@ -224,7 +253,7 @@ impl Frontend for Chat {
         };
         let logged_in = self.session(session).alias.is_some();
         match request {
-            Request::Connect(name) => self.connect(name, caller, core),
+            Request::Connect(name) => self.connect(name, caller, core, now),
             _ if !logged_in => Applied::read_only(self.error(caller, 400, "Primero CONNECT")),
             Request::Hello("lines") => {
                 self.session(session).lines = true;
@@ -246,6 +275,9 @@ impl Frontend for Chat {
     }
 
     fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
+        if let Some((caller, name)) = self.logins.remove(&ticket) {
+            return self.logged_in(&caller, &name, result).stored_beside();
+        }
         match self.storing.remove(&ticket) {
             Some((caller, from, to)) => self.stored(&caller, &from, &to, result).stored_beside(),
             None => Applied::read_only(
@@ -284,9 +316,10 @@ impl Frontend for Chat {
     }
 
     fn closed(&mut self, session: SessionId, core: &mut Core) -> Option<String> {
-        let alias = self.sessions.remove(&session)?.alias?;
+        let state = self.sessions.remove(&session)?;
+        // Also when its login is still under way: the name is free again.
         core.logout(session);
-        Some(format!("CHAT LOGOUT {alias}"))
+        Some(format!("CHAT LOGOUT {}", state.alias?))
     }
 }
 

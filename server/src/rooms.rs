@@ -10,10 +10,14 @@ use std::time::Instant;
 
 use wire::validate_name;
 
-use crate::core::{Core, Interests, JoinOutcome, LoginOutcome, Notice, SessionId};
+use crate::beside::Ticket;
+use crate::core::{
+    Core, Finished, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Started,
+};
 use crate::frontend::{
     frame_line, strip_line_end, Applied, Caller, Framing, Frontend, Input, Mode, Reply,
 };
+use crate::storage;
 
 /// Longest line, in bytes, without its `\n`.
 pub const MAX_LINE: usize = 1024;
@@ -25,6 +29,8 @@ pub const MAX_ROOM_NAME: usize = 64;
 #[derive(Default)]
 pub struct Rooms {
     users: HashMap<SessionId, String>,
+    /// Logins under way beside the reactor, by storage ticket: who asks, as what name.
+    logins: HashMap<Ticket, (Caller, String)>,
 }
 
 enum Request<'a> {
@@ -68,34 +74,75 @@ fn error(caller: &Caller, text: &str) -> Reply {
         .diagnostic(format!("rooms: ERROR: {text} to {}", caller.peer))
 }
 
+/// A refused login: the `ERROR: answer` line, the console's `ROOMS JOIN name FAIL` and why.
+fn join_failed(caller: &Caller, name: &str, why: String, answer: &str) -> Reply {
+    error(caller, answer)
+        .console(format!("ROOMS JOIN {name} FAIL"))
+        .diagnostic(format!("rooms login from {} refused: {why}", caller.peer))
+}
+
 fn valid_room(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_ROOM_NAME && !name.chars().any(char::is_control)
 }
 
 impl Rooms {
-    fn join(&mut self, name: &str, caller: &Caller, core: &mut Core) -> Applied {
-        let fail = |why: String, answer: &str| {
-            error(caller, answer)
-                .console(format!("ROOMS JOIN {name} FAIL"))
-                .diagnostic(format!("rooms login from {} refused: {why}", caller.peer))
-        };
+    fn join(&mut self, name: &str, caller: &Caller, core: &mut Core, now: Instant) -> Applied {
         if let Err(e) = validate_name(name.as_bytes()) {
-            return Applied::read_only(fail(e.to_string(), "Nombre de usuario no válido."));
+            return Applied::read_only(join_failed(
+                caller,
+                name,
+                e.to_string(),
+                "Nombre de usuario no válido.",
+            ));
         }
-        match core.login(name, caller.session, Interests::ROOMS) {
-            Ok(LoginOutcome::LoggedIn { registered }) => {
+        match core.start_login(name, caller.session, Interests::ROOMS, now) {
+            Started::Later(ticket) => {
+                self.logins
+                    .insert(ticket, (caller.clone(), name.to_string()));
+                Applied::later(ticket)
+            }
+            Started::Now(result) => self.joined(caller, name, result),
+        }
+    }
+
+    /// The answer to a login once its storage work is done.
+    fn joined(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        result: storage::Result<Finished>,
+    ) -> Applied {
+        match result {
+            Ok(Finished::Login(LoginOutcome::LoggedIn { registered })) => {
                 self.users.insert(caller.session, name.to_string());
                 let ok = Reply::bytes(line("OK")).console(format!("ROOMS JOIN {name} OK"));
-                let not_stored = fail(
+                let not_stored = join_failed(
+                    caller,
+                    name,
                     "registering the name did not commit".into(),
                     "No se pudo registrar el nombre.",
                 );
                 Applied::login(ok, registered, not_stored)
             }
-            Ok(LoginOutcome::Taken) => {
-                Applied::read_only(fail(format!("{name} is online"), "Username ya en uso."))
-            }
-            Err(e) => Applied::read_only(fail(format!("storage: {e}"), "Error interno.")),
+            Ok(Finished::Login(LoginOutcome::Taken)) => Applied::read_only(join_failed(
+                caller,
+                name,
+                format!("{name} is online"),
+                "Username ya en uso.",
+            )),
+            Ok(Finished::Login(LoginOutcome::Gone)) => Applied::read_only(Reply::default()),
+            Ok(other) => Applied::read_only(join_failed(
+                caller,
+                name,
+                format!("unexpected outcome {other:?}"),
+                "Error interno.",
+            )),
+            Err(e) => Applied::read_only(join_failed(
+                caller,
+                name,
+                format!("storage: {e}"),
+                "Error interno.",
+            )),
         }
     }
 
@@ -153,13 +200,7 @@ impl Frontend for Rooms {
         })
     }
 
-    fn apply(
-        &mut self,
-        request: &[u8],
-        caller: &Caller,
-        core: &mut Core,
-        _now: Instant,
-    ) -> Applied {
+    fn apply(&mut self, request: &[u8], caller: &Caller, core: &mut Core, now: Instant) -> Applied {
         let Ok(text) = std::str::from_utf8(strip_line_end(request)) else {
             return Applied::read_only(
                 error(caller, "La línea no es UTF-8.")
@@ -170,7 +211,7 @@ impl Frontend for Rooms {
         let alias = self.users.get(&session).cloned();
         match (parse(text), alias) {
             (None, _) => Applied::read_only(error(caller, "Comando desconocido.")),
-            (Some(Request::Join(name)), None) => self.join(name, caller, core),
+            (Some(Request::Join(name)), None) => self.join(name, caller, core, now),
             (Some(Request::Join(_)), Some(alias)) => {
                 Applied::read_only(error(caller, &format!("Ya te uniste como {alias}.")))
             }
@@ -224,10 +265,20 @@ impl Frontend for Rooms {
         }))
     }
 
+    fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
+        match self.logins.remove(&ticket) {
+            Some((caller, name)) => self.joined(&caller, &name, result).stored_beside(),
+            None => Applied::read_only(
+                Reply::default().diagnostic(format!("rooms: no login waits for ticket {ticket}")),
+            ),
+        }
+    }
+
     fn closed(&mut self, session: SessionId, core: &mut Core) -> Option<String> {
-        let alias = self.users.remove(&session)?;
+        let alias = self.users.remove(&session);
+        // Also when its login is still under way: the name is free again.
         core.logout(session);
-        Some(format!("ROOMS LOGOUT {alias}"))
+        Some(format!("ROOMS LOGOUT {}", alias?))
     }
 }
 

@@ -4,6 +4,7 @@
 //! the others take its recipients over while the recipients stay connected.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -668,5 +669,41 @@ fn a_chat_sessions_private_messages_are_stored_beside_the_node_in_order() {
     assert_eq!(
         db.int("SELECT count(*) FROM pending_messages WHERE recipient = 'bea'"),
         0
+    );
+}
+
+#[test]
+fn logins_waiting_for_the_database_do_not_hold_up_the_node() {
+    let db = Db::postgres();
+    let node = Server::start_on(&db, &["--chat-port", "0", "--rooms-port", "0"]);
+    let mut ana = e2e::LineConn::rooms(&node, "ana");
+    // Another client holds the users table against writes: registering a new name waits on a
+    // storage worker, and the session's next line waits behind its login.
+    let lock = HeldLock::table(&db, "users");
+    let mut zoe = e2e::LineConn::connect(node.rooms_addr());
+    zoe.send("JOIN zoe");
+    zoe.send("LIST_ROOMS");
+    // The chat's original framing: one write is one message, answers have no line end.
+    let mut yan = std::net::TcpStream::connect(node.chat_addr()).unwrap();
+    yan.set_read_timeout(Some(PATIENCE)).unwrap();
+    yan.write_all(b"CONNECT|yan").unwrap();
+    wait_for_workers_waiting_on_a_lock(&db, 2);
+    // The node's event loop is not waiting with them: sessions and the messenger go on, and
+    // the names are taken meanwhile.
+    ana.send("LIST_ROOMS");
+    assert_eq!(ana.line(), "Salas disponibles:");
+    assert_eq!(node.call(&["CONNECTEDUSERS", "nadie"])[0], 2);
+    let mut again = e2e::LineConn::connect(node.rooms_addr());
+    again.send("JOIN zoe");
+    assert_eq!(again.line(), "ERROR: Username ya en uso.");
+    lock.release();
+    assert_eq!(zoe.line(), "OK");
+    assert_eq!(zoe.line(), "Salas disponibles:");
+    let mut ack = [0u8; 14];
+    yan.read_exact(&mut ack).unwrap();
+    assert_eq!(&ack, b"CONNECT_ACK|OK");
+    assert_eq!(
+        db.int("SELECT count(*) FROM users WHERE alias IN ('zoe', 'yan')"),
+        2
     );
 }

@@ -155,9 +155,11 @@ pub enum Finished {
         users: Vec<(String, String, u16)>,
         requester_present: Option<bool>,
     },
+    Login(LoginOutcome),
 }
 
 /// Where a request's storage work runs.
+#[derive(Debug)]
 pub enum Started {
     /// Beside the reactor; [`Core::collect_beside`] reports it under this ticket.
     Later(Ticket),
@@ -233,10 +235,12 @@ pub struct Core {
     next_ticket: Ticket,
     /// Deliveries' storage work running beside the reactor, by ticket.
     chores: HashMap<Ticket, Chore>,
-    /// Requests that must keep their order (a session's), running beside the reactor: the key
-    /// each was queued under, by ticket, and how many are queued under each key.
-    in_order: HashMap<Ticket, String>,
-    in_order_queued: HashMap<String, usize>,
+    /// Logins whose storage work is under way: the session and what it is to hear, by alias
+    /// (the name counts as taken meanwhile), and the alias by session.
+    logging_in: HashMap<String, (SessionId, Interests)>,
+    login_of: HashMap<SessionId, String>,
+    /// The session of each login whose storage work runs beside the reactor, by ticket.
+    login_tickets: HashMap<Ticket, SessionId>,
     /// Recipients whose next deliveries are being gathered beside the reactor.
     gathering: HashSet<String>,
     /// Of those, the ones kicked meanwhile: a message committed after the gathering read the
@@ -335,8 +339,9 @@ impl Core {
             beside,
             next_ticket: 0,
             chores: HashMap::new(),
-            in_order: HashMap::new(),
-            in_order_queued: HashMap::new(),
+            logging_in: HashMap::new(),
+            login_of: HashMap::new(),
+            login_tickets: HashMap::new(),
             gathering: HashSet::new(),
             gather_again: HashSet::new(),
             removing: HashMap::new(),
@@ -383,40 +388,22 @@ impl Core {
     /// Runs `work`'s storage steps beside the reactor when there are storage workers with room
     /// (PostgreSQL), else in this turn.
     pub fn start(&mut self, work: Work, now: Instant) -> Started {
-        match self.try_beside(None, work) {
+        match self.try_beside(work) {
             Ok(ticket) => Started::Later(ticket),
             Err(work) => Started::Now(self.perform_now(work, now)),
         }
     }
 
-    /// As [`Core::start`], for work that must come after every earlier work started under
-    /// `key` (a session's requests, keyed by its user): beside the reactor it runs on the
-    /// worker that runs `key`'s work. If that worker's queue is full while earlier work of
-    /// `key` waits in it, running this one now would overtake it: it is refused instead.
-    pub fn start_in_order(&mut self, key: &str, work: Work, now: Instant) -> Started {
-        match self.try_beside(Some(key), work) {
-            Ok(ticket) => {
-                self.in_order.insert(ticket, key.to_string());
-                *self.in_order_queued.entry(key.to_string()).or_default() += 1;
-                Started::Later(ticket)
-            }
-            Err(_) if self.in_order_queued.contains_key(key) => Started::Now(Err(storage::Error(
-                "the storage workers are busy; nothing was stored".into(),
-            ))),
-            Err(work) => Started::Now(self.perform_now(work, now)),
-        }
-    }
-
-    fn try_beside(&mut self, key: Option<&str>, work: Work) -> Result<Ticket, Work> {
+    fn try_beside(&mut self, work: Work) -> Result<Ticket, Work> {
         let Some(beside) = &self.beside else {
             return Err(work);
         };
         // Refused from memory, with no storage work.
-        if matches!(&work, Work::Connect { alias, .. } if self.present_in_a_session(alias)) {
+        if matches!(&work, Work::Connect { alias, .. } if self.in_a_session_or_logging_in(alias)) {
             return Err(work);
         }
         let ticket = self.next_ticket + 1;
-        beside.try_start(ticket, key, work)?;
+        beside.try_start(ticket, work)?;
         self.next_ticket = ticket;
         Ok(ticket)
     }
@@ -425,7 +412,7 @@ impl Core {
     pub fn perform_now(&mut self, work: Work, now: Instant) -> storage::Result<Finished> {
         if let Work::Connect { alias, .. } = &work {
             // A user in a session (always a registered one) is present already.
-            if self.present_in_a_session(alias) {
+            if self.in_a_session_or_logging_in(alias) {
                 return Ok(Finished::Connected(ConnectOutcome::AlreadyConnected));
             }
         }
@@ -456,17 +443,15 @@ impl Core {
         (ticket, result): crate::beside::Report,
         now: Instant,
     ) -> Option<(Ticket, storage::Result<Finished>)> {
-        if let Some(key) = self.in_order.remove(&ticket) {
-            if let Some(queued) = self.in_order_queued.get_mut(&key) {
-                *queued -= 1;
-                if *queued == 0 {
-                    self.in_order_queued.remove(&key);
-                }
-            }
-        }
+        let login = self.login_tickets.remove(&ticket);
         match (self.chores.remove(&ticket), result) {
             (None, Ok(TaskDone::Request(done))) => Some((ticket, Ok(self.finished(done, now)))),
-            (None, Err(e)) => Some((ticket, Err(e))),
+            (None, Err(e)) => {
+                if let Some(session) = login {
+                    self.cancel_login(session);
+                }
+                Some((ticket, Err(e)))
+            }
             (Some(chore), Ok(TaskDone::Chore(done))) => {
                 self.chore_ended(&chore);
                 self.chore_done(chore, Ok(done), true, now);
@@ -523,6 +508,12 @@ impl Core {
                 }
                 Finished::Disconnected(outcome)
             }
+            Done::LoggedIn {
+                alias,
+                taken,
+                registered,
+                history,
+            } => Finished::Login(self.logged_in(&alias, taken, registered, history)),
             Done::Listed { users, requester } => Finished::Listed {
                 users,
                 // Present through a listener, or in a session here.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::{Core, JobId};
+use super::{Core, Finished, JobId, Started, Work};
 use crate::bus::{Event as BusEvent, NodeId};
 use crate::storage::{self, Storage};
 
@@ -113,6 +113,8 @@ pub enum LoginOutcome {
     LoggedIn { registered: bool },
     /// The name is online through some front-end.
     Taken,
+    /// The session ended before its login's storage work was done: nobody hears the answer.
+    Gone,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -203,20 +205,57 @@ impl Sessions {
 }
 
 impl Core {
-    /// Starts a session for `alias`, registering the name if it is new.
-    pub fn login(
+    /// Starts the login of `session` as `alias`, registering the name if it is new: in this
+    /// turn, or beside the reactor, when [`Finished::Login`] comes back under the ticket.
+    /// Meanwhile the name counts as taken on this node.
+    pub fn start_login(
         &mut self,
         alias: &str,
         session: SessionId,
         interests: Interests,
-    ) -> storage::Result<LoginOutcome> {
-        let user = self.store.user(alias)?;
-        if user.as_ref().is_some_and(|u| u.connected) || self.present_in_a_session(alias) {
-            return Ok(LoginOutcome::Taken);
+        now: Instant,
+    ) -> Started {
+        if self.in_a_session_or_logging_in(alias) || self.login_of.contains_key(&session) {
+            return Started::Now(Ok(Finished::Login(LoginOutcome::Taken)));
         }
-        let registered = user.is_none();
-        if registered {
-            self.store.insert_user(alias, None, None)?;
+        self.logging_in
+            .insert(alias.to_string(), (session, interests));
+        self.login_of.insert(session, alias.to_string());
+        let history = if interests.broadcasts {
+            self.settings.history
+        } else {
+            0
+        };
+        let work = Work::Login {
+            alias: alias.to_string(),
+            history,
+        };
+        let started = self.start(work, now);
+        match &started {
+            Started::Later(ticket) => {
+                self.login_tickets.insert(*ticket, session);
+            }
+            Started::Now(Err(_)) => self.cancel_login(session),
+            Started::Now(Ok(_)) => {}
+        }
+        started
+    }
+
+    /// The storage work of `alias`'s login is done: the session starts, unless the name was
+    /// taken meanwhile (or is connected through the messenger), or the session has ended.
+    pub(super) fn logged_in(
+        &mut self,
+        alias: &str,
+        taken: bool,
+        registered: bool,
+        history: Vec<(String, String)>,
+    ) -> LoginOutcome {
+        let Some((session, interests)) = self.logging_in.remove(alias) else {
+            return LoginOutcome::Gone;
+        };
+        self.login_of.remove(&session);
+        if taken || self.present_in_a_session(alias) || self.present_since.contains_key(alias) {
+            return LoginOutcome::Taken;
         }
         self.sessions.by_id.insert(
             session,
@@ -234,24 +273,35 @@ impl Core {
         if interests.user_list {
             self.tell_user_list_to(session);
         }
-        if interests.broadcasts {
-            for (from, text) in self.store.broadcast_history(self.settings.history)? {
-                self.notices.push((
-                    session,
-                    Notice::Broadcast {
-                        from: from.into(),
-                        text: text.into(),
-                    },
-                ));
-            }
+        for (from, text) in history {
+            self.notices.push((
+                session,
+                Notice::Broadcast {
+                    from: from.into(),
+                    text: text.into(),
+                },
+            ));
         }
         self.kicks.insert(alias.to_string());
-        Ok(LoginOutcome::LoggedIn { registered })
+        LoginOutcome::LoggedIn { registered }
+    }
+
+    /// Forgets the login under way of `session`, if any.
+    pub(super) fn cancel_login(&mut self, session: SessionId) {
+        if let Some(alias) = self.login_of.remove(&session) {
+            self.logging_in.remove(&alias);
+        }
+    }
+
+    /// True if `alias` is in a session (here or on another node) or logging in here.
+    pub(super) fn in_a_session_or_logging_in(&self, alias: &str) -> bool {
+        self.present_in_a_session(alias) || self.logging_in.contains_key(alias)
     }
 
     /// Ends a session: its room hears that the user left, user lists are updated. What was
     /// waiting for the user stays in the mailbox.
     pub fn logout(&mut self, session: SessionId) {
+        self.cancel_login(session);
         let Some(room) = self.sessions.by_id.get(&session).map(|s| s.room.clone()) else {
             return;
         };

@@ -113,6 +113,14 @@ impl Fixture {
         }
     }
 
+    /// Logs `session` in as `alias` (in the turn: SQLite has no storage workers).
+    fn login(&mut self, alias: &str, session: SessionId, interests: Interests) -> LoginOutcome {
+        match self.core.start_login(alias, session, interests, self.now) {
+            Started::Now(Ok(Finished::Login(outcome))) => outcome,
+            other => panic!("login of {alias}: {other:?}"),
+        }
+    }
+
     /// Runs `work`'s storage steps in the current turn.
     fn run(&mut self, work: Work) -> Finished {
         self.core.perform_now(work, self.now).unwrap()
@@ -358,7 +366,7 @@ fn a_storm_of_logins_costs_each_session_one_user_list_per_tick() {
         privates_only_in_a_room: false,
     };
     for n in 0..100u64 {
-        let outcome = f.core.login(&format!("u{n}"), n, chat).unwrap();
+        let outcome = f.login(&format!("u{n}"), n, chat);
         assert_eq!(outcome, LoginOutcome::LoggedIn { registered: true });
         f.commit();
     }
@@ -393,7 +401,7 @@ fn with_bus() -> (Fixture, crossbeam_channel::Sender<(NodeId, BusEvent)>) {
 #[test]
 fn another_nodes_room_events_reach_this_nodes_members_and_count_in_the_room_list() {
     let (mut f, bus) = with_bus();
-    f.core.login("ana", 1, Interests::ROOMS).unwrap();
+    f.login("ana", 1, Interests::ROOMS);
     f.core.join_room(1, "Sala1").unwrap();
     f.commit();
     f.core.take_notices();
@@ -451,7 +459,7 @@ fn another_nodes_room_events_from_before_a_members_join_are_not_news_to_them() {
     let (mut f, bus) = with_bus();
     const HERE: NodeId = 1;
     f.core.own_nodes.push(HERE);
-    f.core.login("ana", 1, Interests::ROOMS).unwrap();
+    f.login("ana", 1, Interests::ROOMS);
     f.core.join_room(1, "Sala1").unwrap();
     f.commit();
     f.core.take_notices();
@@ -511,10 +519,7 @@ fn a_name_in_a_session_on_another_node_is_taken_here_until_it_goes_offline() {
     ))
     .unwrap();
     f.core.collect_bus();
-    assert_eq!(
-        f.core.login("bea", 1, Interests::ROOMS).unwrap(),
-        LoginOutcome::Taken
-    );
+    assert_eq!(f.login("bea", 1, Interests::ROOMS), LoginOutcome::Taken);
     assert_eq!(
         f.run(Fixture::connect_work("bea", 4000)),
         Finished::Connected(ConnectOutcome::AlreadyConnected)
@@ -530,7 +535,7 @@ fn a_name_in_a_session_on_another_node_is_taken_here_until_it_goes_offline() {
     f.core.collect_bus();
     assert!(!f.core.online_users().contains(&"bea".to_string()));
     assert_eq!(
-        f.core.login("bea", 1, Interests::ROOMS).unwrap(),
+        f.login("bea", 1, Interests::ROOMS),
         LoginOutcome::LoggedIn { registered: false }
     );
 }
@@ -566,7 +571,7 @@ fn paints_from_the_bus_reach_viewers_at_the_next_tick_and_nonsense_is_ignored() 
 fn a_connect_that_ran_beside_while_the_user_logged_in_to_a_session_gives_way() {
     let mut f = Fixture::new(4);
     assert_eq!(
-        f.core.login("bea", 1, Interests::ROOMS).unwrap(),
+        f.login("bea", 1, Interests::ROOMS),
         LoginOutcome::LoggedIn { registered: false }
     );
     // A storage worker runs the CONNECT's steps, which know nothing of the session.

@@ -45,6 +45,13 @@ pub enum Work {
         requester: Option<String>,
         from: IpAddr,
     },
+    /// A chat or rooms login as `alias`: registers the name if it is new, unless the user is
+    /// connected through the messenger; with `history` > 0, reads that many of the last
+    /// broadcasts for the newcomer.
+    Login {
+        alias: String,
+        history: usize,
+    },
 }
 
 /// The storage work of deliveries: on PostgreSQL each runs on the storage worker whose
@@ -148,6 +155,14 @@ pub enum Done {
     Listed {
         users: Vec<(String, String, u16)>,
         requester: Option<(String, Option<storage::User>)>,
+    },
+    /// `taken`: connected through the messenger; `registered`: the name was new and now is a
+    /// user.
+    LoggedIn {
+        alias: String,
+        taken: bool,
+        registered: bool,
+        history: Vec<(String, String)>,
     },
 }
 
@@ -257,6 +272,21 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
                 None => None,
             },
         },
+        Work::Login { alias, history } => {
+            let user = store.user(alias)?;
+            let taken = user.as_ref().is_some_and(|u| u.connected);
+            // False too when another node registered the name a moment ago.
+            let registered = user.is_none() && store.insert_user(alias, None, None)?;
+            Done::LoggedIn {
+                alias: alias.clone(),
+                taken,
+                registered,
+                history: match (taken, *history) {
+                    (false, limit) if limit > 0 => store.broadcast_history(limit)?,
+                    _ => Vec::new(),
+                },
+            }
+        }
     })
 }
 

@@ -148,6 +148,16 @@ fn answer(op: Op, work: &Work, result: storage::Result<Finished>) -> Applied {
         Work::ListUsers { requester, from } => {
             users::answer(op, requester.as_deref(), *from, result)
         }
+        // Only the session front-ends start logins.
+        Work::Login { alias, .. } => {
+            debug_assert!(false, "a login's result reached the messenger");
+            Applied::read_only(failure(
+                op,
+                alias,
+                wire::code::TWO,
+                format!("{alias}: a login's result reached the messenger"),
+            ))
+        }
     }
 }
 

@@ -82,6 +82,10 @@ pub struct Connection {
     pub timer: Option<Instant>,
     /// A persistent connection whose session has started (counted as online).
     pub established: bool,
+    /// Persistent: a request's storage work runs beside the reactor; the connection's next
+    /// requests are neither read nor applied until it is done, so they see what it did (a
+    /// login's session) and take effect in order.
+    pub awaiting_storage: bool,
     /// In the poll set. A per-operation connection whose whole request came with its first
     /// read, and whose answer fit the socket buffer, never is: registering it would cost an
     /// `epoll_ctl` per request for events nobody needs.
@@ -120,6 +124,7 @@ impl Connection {
             generation,
             timer: None,
             established: false,
+            awaiting_storage: false,
             watched: false,
             awaiting_proxy_header: false,
         }

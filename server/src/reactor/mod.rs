@@ -354,7 +354,8 @@ impl Reactor {
             let Some(conn) = self.connections.get_mut(key) else {
                 return;
             };
-            if conn.state != State::Reading || conn.held >= MAX_UNANSWERED {
+            if conn.state != State::Reading || conn.held >= MAX_UNANSWERED || conn.awaiting_storage
+            {
                 return;
             }
             let limit = if conn.awaiting_proxy_header {
@@ -384,7 +385,7 @@ impl Reactor {
             let Some(conn) = self.connections.get_mut(key) else {
                 return;
             };
-            if conn.state != State::Reading {
+            if conn.state != State::Reading || conn.awaiting_storage {
                 return;
             }
             if conn.awaiting_proxy_header {
@@ -457,31 +458,21 @@ impl Reactor {
                     if conn.pacing == Pacing::Stream {
                         conn.paused_until = None;
                     }
-                    let established_now = conn.mode == Mode::Persistent
-                        && !conn.established
-                        && frontend.established(conn.generation);
-                    if established_now {
-                        conn.deadline = None;
-                        conn.established = true;
-                        self.metrics.session(frontend.name(), 1);
-                    }
                     conn.buf.drain(..len);
                     conn.grace_deadline = None;
                     if conn.mode == Mode::PerOperation {
                         conn.state = State::Staged;
                     }
+                    let generation = conn.generation;
                     match applied.later {
                         Some(ticket) => {
-                            let place = (key, conn.generation, slot, conn.frontend);
+                            let place = (key, generation, slot, conn.frontend);
                             self.later.insert(ticket, place);
+                            conn.awaiting_storage = conn.mode == Mode::Persistent;
                         }
-                        None => self.staged.push((key, conn.generation, slot, applied)),
+                        None => self.staged.push((key, generation, slot, applied)),
                     }
-                    if established_now {
-                        // Its login deadline's timer goes too: thousands of stale timers
-                        // firing at once would stall a turn.
-                        self.schedule(key);
-                    }
+                    self.note_established(key, generation);
                     self.tell_sessions();
                 }
                 Framing::Skip { len, reply } => {
@@ -781,7 +772,46 @@ impl Reactor {
             };
             let applied = self.listening[frontend].frontend.finish(ticket, outcome);
             self.staged.push((key, generation, slot, applied));
+            // A login answered beside the reactor.
+            self.note_established(key, generation);
+            self.resume_after_storage(key, generation);
         }
+    }
+
+    /// A persistent connection's request that waited for storage work is done: its next
+    /// requests, buffered or still in the socket, go on (readiness is edge-triggered, so
+    /// nothing else would look at them).
+    fn resume_after_storage(&mut self, key: usize, generation: u64) {
+        match self.connections.get_mut(key) {
+            Some(conn) if conn.generation == generation && conn.awaiting_storage => {
+                conn.awaiting_storage = false;
+            }
+            _ => return,
+        }
+        self.try_frame(key);
+        self.read(key);
+    }
+
+    /// Marks connection `key` (if it is still `generation`) established once its front-end
+    /// says its session is: its login deadline goes.
+    fn note_established(&mut self, key: usize, generation: u64) {
+        let Some(conn) = self.connections.get_mut(key) else {
+            return;
+        };
+        let frontend = &self.listening[conn.frontend].frontend;
+        if conn.generation != generation
+            || conn.mode != Mode::Persistent
+            || conn.established
+            || !frontend.established(generation)
+        {
+            return;
+        }
+        conn.deadline = None;
+        conn.established = true;
+        self.metrics.session(frontend.name(), 1);
+        // Its login deadline's timer goes too: thousands of stale timers firing at once would
+        // stall a turn.
+        self.schedule(key);
     }
 
     /// Releases answers whose commits the syncer has made durable. A failed sync stops the
