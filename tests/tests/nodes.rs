@@ -707,3 +707,14 @@ fn logins_waiting_for_the_database_do_not_hold_up_the_node() {
         2
     );
 }
+
+#[test]
+fn a_session_whose_login_ran_on_a_worker_outlives_the_login_deadline() {
+    let db = Db::postgres();
+    let node = Server::start_on(&db, &["--rooms-port", "0", "--idle-timeout-ms", "300"]);
+    let mut ana = e2e::LineConn::rooms(&node, "ana");
+    // Past the deadline a connection that never logged in is closed; a session is not.
+    ana.expect_quiet(std::time::Duration::from_millis(900));
+    ana.send("LIST_ROOMS");
+    assert_eq!(ana.line(), "Salas disponibles:");
+}
