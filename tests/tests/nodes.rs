@@ -677,6 +677,7 @@ fn logins_waiting_for_the_database_do_not_hold_up_the_node() {
     let db = Db::postgres();
     let node = Server::start_on(&db, &["--chat-port", "0", "--rooms-port", "0"]);
     let mut ana = e2e::LineConn::rooms(&node, "ana");
+    let mut carla = e2e::LineConn::chat(&node, "carla");
     // Another client holds the users table against writes: registering a new name waits on a
     // storage worker, and the session's next line waits behind its login.
     let lock = HeldLock::table(&db, "users");
@@ -696,12 +697,30 @@ fn logins_waiting_for_the_database_do_not_hold_up_the_node() {
     let mut again = e2e::LineConn::connect(node.rooms_addr());
     again.send("JOIN zoe");
     assert_eq!(again.line(), "ERROR: Username ya en uso.");
+    carla.send("BROADCAST|mientras tanto");
+    wait_for_line(&mut carla, "BROADCAST|carla|mientras tanto");
     lock.release();
     assert_eq!(zoe.line(), "OK");
     assert_eq!(zoe.line(), "Salas disponibles:");
-    let mut ack = [0u8; 14];
-    yan.read_exact(&mut ack).unwrap();
-    assert_eq!(&ack, b"CONNECT_ACK|OK");
+    // Yan hears the broadcast made while his login waited once, with the history.
+    let mut seen = Vec::new();
+    while !seen.starts_with(b"CONNECT_ACK|OK") {
+        let mut byte = [0u8; 1];
+        yan.read_exact(&mut byte).unwrap();
+        seen.push(byte[0]);
+    }
+    yan.write_all(b"HELLO|lines").unwrap();
+    while !seen.ends_with(b"HELLO|lines\n") {
+        let mut byte = [0u8; 1];
+        yan.read_exact(&mut byte).unwrap();
+        seen.push(byte[0]);
+    }
+    let seen = String::from_utf8(seen).unwrap();
+    assert_eq!(
+        seen.matches("BROADCAST|carla|mientras tanto").count(),
+        1,
+        "{seen:?}"
+    );
     assert_eq!(
         db.int("SELECT count(*) FROM users WHERE alias IN ('zoe', 'yan')"),
         2

@@ -324,7 +324,7 @@ impl Core {
     ) -> storage::Result<Core> {
         // After a restart, users still marked connected get what is waiting for them.
         let kicks = store.connected_with_pending()?.into_iter().collect();
-        let sessions = sessions::Sessions::load(&*store)?;
+        let sessions = sessions::Sessions::load(&*store, settings.history)?;
         let canvas = canvas::Canvas::load(&*store)?;
         let sweep_at = store.shared().then(|| Instant::now() + SHARED_SWEEP);
         if bus.is_some() {
@@ -512,8 +512,7 @@ impl Core {
                 alias,
                 taken,
                 registered,
-                history,
-            } => Finished::Login(self.logged_in(&alias, taken, registered, history)),
+            } => Finished::Login(self.logged_in(&alias, taken, registered)),
             Done::Listed { users, requester } => Finished::Listed {
                 users,
                 // Present through a listener, or in a session here.

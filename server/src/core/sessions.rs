@@ -6,7 +6,7 @@
 //! ends with its connection). The order users came online is kept for the chat's user list.
 //! Everything said to a session is a [`Notice`]; front-ends encode them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -150,12 +150,25 @@ pub(super) struct Sessions {
     /// Rooms in creation order, with their members in joining order.
     rooms: Vec<String>,
     members: HashMap<String, Vec<SessionId>>,
+    /// The last `--history` broadcasts, oldest first, in the order this node's sessions heard
+    /// them (its own and, through the bus, the other nodes'): what a chat newcomer hears
+    /// first. Kept here rather than read at each login, so that a login finishing beside the
+    /// reactor neither misses nor repeats a broadcast made meanwhile.
+    recent_broadcasts: VecDeque<(Rc<str>, Rc<str>)>,
+    history: usize,
 }
 
 impl Sessions {
-    /// Rooms from storage, and the messenger users still connected since before a restart.
-    pub(super) fn load(store: &dyn Storage) -> storage::Result<Sessions> {
-        let mut sessions = Sessions::default();
+    /// Rooms and the last `history` broadcasts from storage, and the messenger users still
+    /// connected since before a restart.
+    pub(super) fn load(store: &dyn Storage, history: usize) -> storage::Result<Sessions> {
+        let mut sessions = Sessions {
+            history,
+            ..Sessions::default()
+        };
+        for (from, text) in store.broadcast_history(history)? {
+            sessions.heard_broadcast(from.into(), text.into());
+        }
         for room in store.rooms()? {
             sessions.members.insert(room.clone(), Vec::new());
             sessions.rooms.push(room);
@@ -164,6 +177,16 @@ impl Sessions {
             sessions.came_online(&alias);
         }
         Ok(sessions)
+    }
+
+    fn heard_broadcast(&mut self, from: Rc<str>, text: Rc<str>) {
+        if self.history == 0 {
+            return;
+        }
+        if self.recent_broadcasts.len() == self.history {
+            self.recent_broadcasts.pop_front();
+        }
+        self.recent_broadcasts.push_back((from, text));
     }
 
     /// The users in a session on this node.
@@ -221,14 +244,8 @@ impl Core {
         self.logging_in
             .insert(alias.to_string(), (session, interests));
         self.login_of.insert(session, alias.to_string());
-        let history = if interests.broadcasts {
-            self.settings.history
-        } else {
-            0
-        };
         let work = Work::Login {
             alias: alias.to_string(),
-            history,
         };
         let started = self.start(work, now);
         match &started {
@@ -243,13 +260,7 @@ impl Core {
 
     /// The storage work of `alias`'s login is done: the session starts, unless the name was
     /// taken meanwhile (or is connected through the messenger), or the session has ended.
-    pub(super) fn logged_in(
-        &mut self,
-        alias: &str,
-        taken: bool,
-        registered: bool,
-        history: Vec<(String, String)>,
-    ) -> LoginOutcome {
+    pub(super) fn logged_in(&mut self, alias: &str, taken: bool, registered: bool) -> LoginOutcome {
         let Some((session, interests)) = self.logging_in.remove(alias) else {
             return LoginOutcome::Gone;
         };
@@ -273,14 +284,16 @@ impl Core {
         if interests.user_list {
             self.tell_user_list_to(session);
         }
-        for (from, text) in history {
-            self.notices.push((
-                session,
-                Notice::Broadcast {
-                    from: from.into(),
-                    text: text.into(),
-                },
-            ));
+        if interests.broadcasts {
+            for (from, text) in &self.sessions.recent_broadcasts {
+                self.notices.push((
+                    session,
+                    Notice::Broadcast {
+                        from: from.clone(),
+                        text: text.clone(),
+                    },
+                ));
+            }
         }
         self.kicks.insert(alias.to_string());
         LoginOutcome::LoggedIn { registered }
@@ -350,6 +363,7 @@ impl Core {
 
     /// Tells every session that hears broadcasts.
     fn tell_broadcast(&mut self, from: Rc<str>, text: Rc<str>) {
+        self.sessions.heard_broadcast(from.clone(), text.clone());
         let listeners: Vec<SessionId> = self
             .sessions
             .by_id

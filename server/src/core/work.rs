@@ -46,11 +46,9 @@ pub enum Work {
         from: IpAddr,
     },
     /// A chat or rooms login as `alias`: registers the name if it is new, unless the user is
-    /// connected through the messenger; with `history` > 0, reads that many of the last
-    /// broadcasts for the newcomer.
+    /// connected through the messenger.
     Login {
         alias: String,
-        history: usize,
     },
 }
 
@@ -162,7 +160,6 @@ pub enum Done {
         alias: String,
         taken: bool,
         registered: bool,
-        history: Vec<(String, String)>,
     },
 }
 
@@ -272,19 +269,14 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
                 None => None,
             },
         },
-        Work::Login { alias, history } => {
+        Work::Login { alias } => {
             let user = store.user(alias)?;
-            let taken = user.as_ref().is_some_and(|u| u.connected);
             // False too when another node registered the name a moment ago.
             let registered = user.is_none() && store.insert_user(alias, None, None)?;
             Done::LoggedIn {
                 alias: alias.clone(),
-                taken,
+                taken: user.is_some_and(|u| u.connected),
                 registered,
-                history: match (taken, *history) {
-                    (false, limit) if limit > 0 => store.broadcast_history(limit)?,
-                    _ => Vec::new(),
-                },
             }
         }
     })
