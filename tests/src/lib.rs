@@ -416,6 +416,18 @@ impl Listener {
 }
 
 /// Registers `alias` (one-field form) and checks the answer.
+/// Reads byte by byte onto `seen` until `done` says so: for the chat's original framing,
+/// whose messages have no delimiter (one write is one message).
+pub fn read_until(reader: &mut impl Read, seen: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
+    while !done(seen) {
+        let mut byte = [0u8; 1];
+        reader
+            .read_exact(&mut byte)
+            .unwrap_or_else(|e| panic!("after {:?}: {e}", String::from_utf8_lossy(seen)));
+        seen.push(byte[0]);
+    }
+}
+
 /// A port nobody listens on (bound, noted, closed): connecting to it is refused.
 pub fn closed_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -772,18 +784,14 @@ impl LineConn {
             .unwrap();
         // HELLO only after the ack, or it would reach the server glued to the CONNECT.
         let mut seen = Vec::new();
-        while !seen.starts_with(b"CONNECT_ACK|") || seen.len() < b"CONNECT_ACK|OK".len() {
-            let mut byte = [0u8; 1];
-            conn.reader.read_exact(&mut byte).expect("CONNECT answer");
-            seen.push(byte[0]);
-        }
+        read_until(&mut conn.reader, &mut seen, |seen| {
+            seen.starts_with(b"CONNECT_ACK|") && seen.len() >= b"CONNECT_ACK|OK".len()
+        });
         conn.send("HELLO|lines");
         // Unframed until the HELLO answer: the ack, the user list, the history.
-        while !seen.ends_with(b"HELLO|lines\n") {
-            let mut byte = [0u8; 1];
-            conn.reader.read_exact(&mut byte).expect("HELLO answer");
-            seen.push(byte[0]);
-        }
+        read_until(&mut conn.reader, &mut seen, |seen| {
+            seen.ends_with(b"HELLO|lines\n")
+        });
         let seen = String::from_utf8(seen).unwrap();
         let unframed = seen.strip_suffix("HELLO|lines\n").unwrap();
         let mut messages = client::chat::split_glued(unframed).into_iter();

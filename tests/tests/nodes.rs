@@ -4,7 +4,7 @@
 //! the others take its recipients over while the recipients stay connected.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -704,17 +704,11 @@ fn logins_waiting_for_the_database_do_not_hold_up_the_node() {
     assert_eq!(zoe.line(), "Salas disponibles:");
     // Yan hears the broadcast made while his login waited once, with the history.
     let mut seen = Vec::new();
-    while !seen.starts_with(b"CONNECT_ACK|OK") {
-        let mut byte = [0u8; 1];
-        yan.read_exact(&mut byte).unwrap();
-        seen.push(byte[0]);
-    }
+    e2e::read_until(&mut yan, &mut seen, |seen| {
+        seen.starts_with(b"CONNECT_ACK|OK")
+    });
     yan.write_all(b"HELLO|lines").unwrap();
-    while !seen.ends_with(b"HELLO|lines\n") {
-        let mut byte = [0u8; 1];
-        yan.read_exact(&mut byte).unwrap();
-        seen.push(byte[0]);
-    }
+    e2e::read_until(&mut yan, &mut seen, |seen| seen.ends_with(b"HELLO|lines\n"));
     let seen = String::from_utf8(seen).unwrap();
     assert_eq!(
         seen.matches("BROADCAST|carla|mientras tanto").count(),
