@@ -103,9 +103,12 @@ impl Beside {
         })
     }
 
-    /// Queues a request's storage work under `ticket`; gives it back if the queue is full.
+    /// Queues a request's storage work under `ticket`: work with an order key to the worker
+    /// that runs that key's work, in the order queued ([`Work::order_key`]); gives it back if
+    /// the queue is full.
     pub fn try_start(&self, ticket: Ticket, work: Work) -> Result<(), Work> {
-        offer(self.queue_for(None), ticket, Task::Request(work)).map_err(|task| match task {
+        let queue = self.queue_for(work.order_key());
+        offer(queue, ticket, Task::Request(work)).map_err(|task| match task {
             Task::Request(work) => work,
             Task::Chore(_) => unreachable!("a request was queued"),
         })

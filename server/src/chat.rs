@@ -38,11 +38,24 @@ struct ChatSession {
 #[derive(Default)]
 pub struct Chat {
     sessions: HashMap<SessionId, ChatSession>,
-    /// Private messages being stored beside the reactor, by storage ticket: who sent them,
-    /// from where, and to whom, for the answer.
-    storing: HashMap<Ticket, (Caller, String, String)>,
-    /// Logins under way beside the reactor, by storage ticket: who asks, as what name.
-    logins: HashMap<Ticket, (Caller, String)>,
+    /// Requests whose storage work runs beside the reactor, by storage ticket.
+    waiting: HashMap<Ticket, Waiting>,
+}
+
+/// A request waiting for its storage work, with what its answer needs.
+enum Waiting {
+    Login {
+        caller: Caller,
+        name: String,
+    },
+    Private {
+        caller: Caller,
+        from: String,
+        to: String,
+    },
+    Broadcast {
+        caller: Caller,
+    },
 }
 
 /// A parsed request.
@@ -103,9 +116,9 @@ impl Chat {
         }
         match core.start_login(name, session, Interests::CHAT, now) {
             Started::Later(ticket) => {
-                self.logins
-                    .insert(ticket, (caller.clone(), name.to_string()));
-                Applied::later(ticket)
+                let caller = caller.clone();
+                let name = name.to_string();
+                self.wait(ticket, Waiting::Login { caller, name })
             }
             Started::Now(result) => self.logged_in(caller, name, result),
         }
@@ -169,11 +182,31 @@ impl Chat {
         let work = core.send_work(&from, to, text.as_bytes(), None);
         match core.start(work, now) {
             Started::Later(ticket) => {
-                self.storing
-                    .insert(ticket, (caller.clone(), from, to.to_string()));
-                Applied::later(ticket)
+                let (caller, to) = (caller.clone(), to.to_string());
+                self.wait(ticket, Waiting::Private { caller, from, to })
             }
             Started::Now(result) => self.stored(caller, &from, to, result),
+        }
+    }
+
+    /// Keeps what the answer to a request needs until its storage work is done.
+    fn wait(&mut self, ticket: Ticket, waiting: Waiting) -> Applied {
+        self.waiting.insert(ticket, waiting);
+        Applied::later(ticket)
+    }
+
+    /// The answer to a broadcast once it is stored (and told): nothing, or an error.
+    fn broadcasted(&self, caller: &Caller, result: storage::Result<Finished>) -> Applied {
+        match result {
+            Ok(Finished::Broadcast) => Applied::read_only(Reply::default()),
+            Ok(other) => Applied::read_only(
+                self.error(caller, 500, "No se pudo difundir")
+                    .diagnostic(format!("chat broadcast: unexpected outcome {other:?}")),
+            ),
+            Err(e) => Applied::read_only(
+                self.error(caller, 500, "No se pudo difundir")
+                    .diagnostic(format!("chat broadcast: storage: {e}")),
+            ),
         }
     }
 
@@ -263,27 +296,31 @@ impl Frontend for Chat {
                 Applied::read_only(self.error(caller, 400, "Solo se ofrece HELLO|lines"))
             }
             Request::Message { to, text } => self.private(to, text, caller, core, now),
-            Request::Broadcast(text) => match core.broadcast(session, text) {
-                Ok(()) => Applied::read_only(Reply::default()),
-                Err(e) => Applied::read_only(
-                    self.error(caller, 500, "No se pudo difundir")
-                        .diagnostic(format!("chat broadcast: storage: {e}")),
-                ),
-            },
+            Request::Broadcast(text) => {
+                let from = self.session(session).alias.clone().unwrap_or_default();
+                let work = core.broadcast_work(&from, text);
+                match core.start(work, now) {
+                    Started::Later(ticket) => {
+                        let caller = caller.clone();
+                        self.wait(ticket, Waiting::Broadcast { caller })
+                    }
+                    Started::Now(result) => self.broadcasted(caller, result),
+                }
+            }
             Request::Disconnect => Applied::read_only(Reply::default().then_close()),
         }
     }
 
     fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
-        if let Some((caller, name)) = self.logins.remove(&ticket) {
-            return self.logged_in(&caller, &name, result).stored_beside();
-        }
-        match self.storing.remove(&ticket) {
-            Some((caller, from, to)) => self.stored(&caller, &from, &to, result).stored_beside(),
+        let applied = match self.waiting.remove(&ticket) {
+            Some(Waiting::Login { caller, name }) => self.logged_in(&caller, &name, result),
+            Some(Waiting::Private { caller, from, to }) => self.stored(&caller, &from, &to, result),
+            Some(Waiting::Broadcast { caller }) => self.broadcasted(&caller, result),
             None => Applied::read_only(
-                Reply::default().diagnostic(format!("chat: no message waits for ticket {ticket}")),
+                Reply::default().diagnostic(format!("chat: no request waits for ticket {ticket}")),
             ),
-        }
+        };
+        applied.stored_beside()
     }
 
     fn established(&self, session: SessionId) -> bool {

@@ -185,8 +185,8 @@ pub struct Config {
 
     /// PostgreSQL only: storage workers, each with a connection of its own, that run the
     /// storage work of the messenger's requests, of deliveries, of chat and rooms logins and
-    /// of chat private messages beside the event loop, so that the loop never waits on those
-    /// round trips.
+    /// of chat private messages and broadcasts beside the event loop, so that the loop never
+    /// waits on those round trips.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub db_workers: u16,
 

@@ -731,3 +731,52 @@ fn a_session_whose_login_ran_on_a_worker_outlives_the_login_deadline() {
     ana.send("LIST_ROOMS");
     assert_eq!(ana.line(), "Salas disponibles:");
 }
+
+#[test]
+fn broadcasts_waiting_for_the_database_do_not_hold_up_the_node_and_reach_everyone_in_one_order() {
+    let db = Db::postgres();
+    let chat = ["--chat-port", "0"];
+    let n1 = Server::start_on(&db, &chat);
+    let n2 = Server::start_on(&db, &chat);
+    let mut ana = e2e::LineConn::chat(&n1, "ana");
+    let mut bea = e2e::LineConn::chat(&n1, "bea");
+    let mut cid = e2e::LineConn::chat(&n2, "cid");
+    wait_for_user_list(&mut cid, &["ana", "bea", "cid"]);
+    // Another client holds the broadcasts' table: the first broadcast's insert waits on a
+    // storage worker, the others behind it.
+    let lock = HeldLock::table(&db, "chat_broadcasts");
+    ana.send("BROADCAST|uno");
+    ana.send("BROADCAST|dos");
+    bea.send("BROADCAST|tres");
+    wait_for_workers_waiting_on_a_lock(&db, 1);
+    // The node's event loop is not waiting with it.
+    let mut dani = e2e::LineConn::chat(&n1, "dani");
+    assert_eq!(n1.call(&["CONNECTEDUSERS", "nadie"])[0], 2);
+    lock.release();
+    // Every session, on both nodes, hears each once, all in the same order, Ana's in hers.
+    let mut heard = Vec::new();
+    for conn in [&mut ana, &mut bea, &mut cid, &mut dani] {
+        let mut broadcasts = Vec::new();
+        while broadcasts.len() < 3 {
+            let line = conn.line();
+            if line.starts_with("BROADCAST|") {
+                broadcasts.push(line);
+            }
+        }
+        heard.push(broadcasts);
+    }
+    assert!(heard.iter().all(|h| *h == heard[0]), "{heard:#?}");
+    let mut sorted = heard[0].clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "BROADCAST|ana|dos",
+            "BROADCAST|ana|uno",
+            "BROADCAST|bea|tres"
+        ]
+    );
+    let position = |text: &str| heard[0].iter().position(|l| l == text);
+    assert!(position("BROADCAST|ana|uno") < position("BROADCAST|ana|dos"));
+    assert_eq!(db.int("SELECT count(*) FROM chat_broadcasts"), 3);
+}

@@ -156,6 +156,7 @@ pub enum Finished {
         requester_present: Option<bool>,
     },
     Login(LoginOutcome),
+    Broadcast,
 }
 
 /// Where a request's storage work runs.
@@ -390,6 +391,10 @@ impl Core {
     pub fn start(&mut self, work: Work, now: Instant) -> Started {
         match self.try_beside(work) {
             Ok(ticket) => Started::Later(ticket),
+            // Run now, it would overtake the work of its key waiting in the full queue.
+            Err(work) if self.beside.is_some() && work.order_key().is_some() => Started::Now(Err(
+                storage::Error("the storage workers are busy; nothing was stored".into()),
+            )),
             Err(work) => Started::Now(self.perform_now(work, now)),
         }
     }
@@ -513,6 +518,11 @@ impl Core {
                 taken,
                 registered,
             } => Finished::Login(self.logged_in(&alias, taken, registered)),
+            Done::Broadcast { from, text } => {
+                self.tell_broadcast(from.as_str().into(), text.as_str().into());
+                self.publish(BusEvent::Broadcast { from, text });
+                Finished::Broadcast
+            }
             Done::Listed { users, requester } => Finished::Listed {
                 users,
                 // Present through a listener, or in a session here.
@@ -550,6 +560,15 @@ impl Core {
                     self.sink.cancel(job);
                 }
             }
+        }
+    }
+
+    /// The storage work of a chat broadcast, keeping this server's `--history`.
+    pub fn broadcast_work(&self, from: &str, text: &str) -> Work {
+        Work::Broadcast {
+            from: from.to_string(),
+            text: text.to_string(),
+            keep: self.settings.history.max(1),
         }
     }
 

@@ -345,24 +345,8 @@ impl Core {
         self.sessions.online.values().cloned().collect()
     }
 
-    /// Stores a chat broadcast and tells every session that hears broadcasts, the sender's
-    /// included.
-    pub fn broadcast(&mut self, session: SessionId, text: &str) -> storage::Result<()> {
-        let Some(alias) = self.session_alias(session).map(str::to_string) else {
-            return Ok(());
-        };
-        self.store
-            .add_broadcast(&alias, text, self.settings.history.max(1))?;
-        self.publish(BusEvent::Broadcast {
-            from: alias.clone(),
-            text: text.to_string(),
-        });
-        self.tell_broadcast(alias.into(), text.into());
-        Ok(())
-    }
-
-    /// Tells every session that hears broadcasts.
-    fn tell_broadcast(&mut self, from: Rc<str>, text: Rc<str>) {
+    /// Tells every session that hears broadcasts of a stored one, the sender's included.
+    pub(super) fn tell_broadcast(&mut self, from: Rc<str>, text: Rc<str>) {
         self.sessions.heard_broadcast(from.clone(), text.clone());
         let listeners: Vec<SessionId> = self
             .sessions

@@ -50,6 +50,28 @@ pub enum Work {
     Login {
         alias: String,
     },
+    /// A chat broadcast: stored, keeping the last `keep`.
+    Broadcast {
+        from: String,
+        text: String,
+        keep: usize,
+    },
+}
+
+/// The key of broadcasts' storage work: one storage worker stores them all, in the order they
+/// were made (NUL is in no user's name).
+const BROADCASTS: &str = "\0broadcasts";
+
+impl Work {
+    /// Work under the same key runs on one storage worker, in the order it was started: the
+    /// order it commits in and comes back in, so the order this node's sessions and (through
+    /// the bus, published as it comes back) the other nodes' hear it.
+    pub fn order_key(&self) -> Option<&str> {
+        match self {
+            Work::Broadcast { .. } => Some(BROADCASTS),
+            _ => None,
+        }
+    }
 }
 
 /// The storage work of deliveries: on PostgreSQL each runs on the storage worker whose
@@ -160,6 +182,10 @@ pub enum Done {
         alias: String,
         taken: bool,
         registered: bool,
+    },
+    Broadcast {
+        from: String,
+        text: String,
     },
 }
 
@@ -277,6 +303,13 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
                 alias: alias.clone(),
                 taken: user.is_some_and(|u| u.connected),
                 registered,
+            }
+        }
+        Work::Broadcast { from, text, keep } => {
+            store.add_broadcast(from, text, *keep)?;
+            Done::Broadcast {
+                from: from.clone(),
+                text: text.clone(),
             }
         }
     })

@@ -148,15 +148,13 @@ fn answer(op: Op, work: &Work, result: storage::Result<Finished>) -> Applied {
         Work::ListUsers { requester, from } => {
             users::answer(op, requester.as_deref(), *from, result)
         }
-        // Only the session front-ends start logins.
-        Work::Login { alias, .. } => {
-            debug_assert!(false, "a login's result reached the messenger");
-            Applied::read_only(failure(
-                op,
-                alias,
-                wire::code::TWO,
-                format!("{alias}: a login's result reached the messenger"),
-            ))
+        // Only the session front-ends start these.
+        Work::Login { .. } | Work::Broadcast { .. } => {
+            debug_assert!(false, "the messenger got the result of {work:?}");
+            Applied::read_only(
+                Reply::code(wire::code::TWO)
+                    .diagnostic(format!("the messenger got the result of {work:?}")),
+            )
         }
     }
 }
