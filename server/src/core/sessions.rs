@@ -155,19 +155,15 @@ pub(super) struct Sessions {
     /// first. Kept here rather than read at each login, so that a login finishing beside the
     /// reactor neither misses nor repeats a broadcast made meanwhile.
     recent_broadcasts: VecDeque<(Rc<str>, Rc<str>)>,
-    history: usize,
 }
 
 impl Sessions {
     /// Rooms and the last `history` broadcasts from storage, and the messenger users still
     /// connected since before a restart.
     pub(super) fn load(store: &dyn Storage, history: usize) -> storage::Result<Sessions> {
-        let mut sessions = Sessions {
-            history,
-            ..Sessions::default()
-        };
+        let mut sessions = Sessions::default();
         for (from, text) in store.broadcast_history(history)? {
-            sessions.heard_broadcast(from.into(), text.into());
+            sessions.heard_broadcast(from.into(), text.into(), history);
         }
         for room in store.rooms()? {
             sessions.members.insert(room.clone(), Vec::new());
@@ -179,11 +175,12 @@ impl Sessions {
         Ok(sessions)
     }
 
-    fn heard_broadcast(&mut self, from: Rc<str>, text: Rc<str>) {
-        if self.history == 0 {
+    /// Keeps a broadcast among the last `history`.
+    fn heard_broadcast(&mut self, from: Rc<str>, text: Rc<str>, history: usize) {
+        if history == 0 {
             return;
         }
-        if self.recent_broadcasts.len() == self.history {
+        while self.recent_broadcasts.len() >= history {
             self.recent_broadcasts.pop_front();
         }
         self.recent_broadcasts.push_back((from, text));
@@ -347,7 +344,8 @@ impl Core {
 
     /// Tells every session that hears broadcasts of a stored one, the sender's included.
     pub(super) fn tell_broadcast(&mut self, from: Rc<str>, text: Rc<str>) {
-        self.sessions.heard_broadcast(from.clone(), text.clone());
+        self.sessions
+            .heard_broadcast(from.clone(), text.clone(), self.settings.history);
         let listeners: Vec<SessionId> = self
             .sessions
             .by_id
