@@ -9,10 +9,14 @@
 //! SQLite, so a burst never queues without limit. A sender's SENDs stay in order across
 //! workers: the sender's row lock orders their ids and commits.
 //!
-//! Deliveries' storage work (claiming a recipient, reading their next batch, removing what
-//! was delivered) goes to one worker chosen by the recipient (`try_start_keyed`): a claim is
-//! a session-level advisory lock, held by that worker's connection from one job to the next,
-//! and one worker runs a recipient's steps in the order they were asked for.
+//! Work that must run in order goes to one ordered worker chosen by its key
+//! (`try_start_chore`, and `try_start` for work with a `Work::order_key`): deliveries' steps
+//! (claiming a recipient, reading their next batch, removing what was delivered) by the
+//! recipient, whose claim is a session-level advisory lock held by that worker's connection
+//! from one job to the next; broadcasts, a room's joins and lines, the session bus's
+//! publishing. One worker runs a key's work in the order it was asked for. Ordered workers are
+//! apart from the request workers, so that a request waiting on a row lock (up to the
+//! statement timeout) holds up no delivery, broadcast or bus event.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +34,7 @@ pub type Ticket = u64;
 /// Jobs waiting for any worker; past it requests run in the reactor's turn.
 const QUEUE: usize = 1024;
 
-/// Jobs waiting for one particular worker (deliveries' steps); past it the core tries again
-/// later.
+/// Jobs waiting for one ordered worker; past it the core tries again later, or refuses.
 const KEYED_QUEUE: usize = 1024;
 
 struct Job {
@@ -55,8 +58,9 @@ pub enum TaskDone {
 pub type Report = (Ticket, storage::Result<TaskDone>);
 
 pub struct Beside {
+    /// The request workers' queue.
     jobs: Option<Sender<Job>>,
-    /// Each worker's own queue, for work that must run on its connection.
+    /// Each ordered worker's queue.
     keyed: Vec<Sender<Job>>,
     pub done: Receiver<Report>,
     workers: Vec<JoinHandle<()>>,
@@ -65,7 +69,8 @@ pub struct Beside {
 }
 
 impl Beside {
-    /// Starts `workers` threads, each connected to `url`.
+    /// Starts `workers` request workers and as many ordered workers, each a thread with a
+    /// connection to `url`.
     pub fn start(
         url: &str,
         workers: usize,
@@ -77,20 +82,25 @@ impl Beside {
         );
         let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUE);
         // Room for every job queued or in hand: a worker never waits to report.
-        let (report, done) = crossbeam_channel::bounded(QUEUE + workers * (KEYED_QUEUE + 1));
-        let mut handles = Vec::with_capacity(workers);
+        let (report, done) = crossbeam_channel::bounded(QUEUE + workers * (KEYED_QUEUE + 2));
+        let mut handles = Vec::with_capacity(2 * workers);
         let mut keyed = Vec::with_capacity(workers);
         let stopping = Arc::new(AtomicBool::new(false));
-        for n in 0..workers {
+        for n in 0..2 * workers {
             let store = PgStore::open_worker(url)
                 .map_err(|e| format!("storage worker {n}: cannot connect: {e}"))?;
-            let (own, own_queue) = crossbeam_channel::bounded::<Job>(KEYED_QUEUE);
-            keyed.push(own);
-            let (queue, report, wake) = (queue.clone(), report.clone(), wake.clone());
+            let (name, queue) = if n < workers {
+                (format!("storage-{n}"), queue.clone())
+            } else {
+                let (own, own_queue) = crossbeam_channel::bounded::<Job>(KEYED_QUEUE);
+                keyed.push(own);
+                (format!("ordered-{}", n - workers), own_queue)
+            };
+            let (report, wake) = (report.clone(), wake.clone());
             let stopping = stopping.clone();
             let handle = std::thread::Builder::new()
-                .name(format!("storage-{n}"))
-                .spawn(move || run(&store, &own_queue, &queue, &report, &*wake, &stopping))
+                .name(name)
+                .spawn(move || run(&store, &queue, &report, &*wake, &stopping))
                 .map_err(|e| format!("cannot start storage worker {n}: {e}"))?;
             handles.push(handle);
         }
@@ -103,9 +113,9 @@ impl Beside {
         })
     }
 
-    /// Queues a request's storage work under `ticket`: work with an order key to the worker
-    /// that runs that key's work, in the order queued ([`Work::order_key`]); gives it back if
-    /// the queue is full.
+    /// Queues a request's storage work under `ticket`: work with an order key to the ordered
+    /// worker that runs that key's work, in the order queued ([`Work::order_key`]); gives it
+    /// back if the queue is full.
     pub fn try_start(&self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let queue = self.queue_for(work.order_key());
         offer(queue, ticket, Task::Request(work)).map_err(|task| match task {
@@ -114,9 +124,9 @@ impl Beside {
         })
     }
 
-    /// Queues a delivery's storage work under `ticket`: with a `key` (the recipient), for the
-    /// worker that runs that key's work, always the same one; gives it back if the queue is
-    /// full.
+    /// Queues a chore under `ticket`: with a `key` (a delivery's recipient, the bus), for the
+    /// ordered worker that runs that key's work, always the same one; gives it back if the
+    /// queue is full.
     pub fn try_start_chore(
         &self,
         ticket: Ticket,
@@ -129,7 +139,8 @@ impl Beside {
         })
     }
 
-    /// The queue of the worker that runs `key`'s work, or without a key the shared one.
+    /// The queue of the ordered worker that runs `key`'s work, or without a key the request
+    /// workers' one.
     fn queue_for(&self, key: Option<&str>) -> &Sender<Job> {
         match key {
             Some(key) => {
@@ -163,25 +174,15 @@ impl Drop for Beside {
     }
 }
 
-/// A worker: its own queue first, then the shared one, until both are closed.
+/// A worker: the jobs of its queue, in order, until it is closed (when the server stops).
 fn run(
     store: &PgStore,
-    own: &Receiver<Job>,
     queue: &Receiver<Job>,
     report: &Sender<Report>,
     wake: &(dyn Fn() + Send + Sync),
     stopping: &AtomicBool,
 ) {
-    loop {
-        let job = match own.try_recv() {
-            Ok(job) => Ok(job),
-            Err(_) => crossbeam_channel::select! {
-                recv(own) -> job => job,
-                recv(queue) -> job => job,
-            },
-        };
-        // Both queues close together, when the server stops.
-        let Ok(job) = job else { return };
+    while let Ok(job) = queue.recv() {
         if stopping.load(Ordering::Relaxed) {
             continue;
         }

@@ -1,9 +1,11 @@
 //! The session bus of nodes sharing a PostgreSQL database: what one node's chat, rooms and
 //! presence changes mean for the sessions of the others.
 //!
-//! A node publishes an [`Event`] with `NOTIFY` inside the turn's transaction (storage's
-//! `publish`), so the others hear it exactly when, and only if, the change commits, and all
-//! hear every node's events in one order (commit order). Each node has a thread that
+//! A node publishes its [`Event`]s with `NOTIFY`, after the storage work they report has
+//! committed, from one storage worker in the order the reactor made them (`Chore::Publish`),
+//! so every node hears every node's events in that node's order; all hear them in one order
+//! (commit order). Canvas paints are written in the same transaction as their event, under
+//! the board's row lock, so that order is also the stored one. Each node has a thread that
 //! `LISTEN`s on a connection of its own and hands the events to the reactor through a
 //! bounded channel and the waker; when the channel is full the thread waits, and PostgreSQL
 //! keeps the rest in its notification queue.
@@ -12,9 +14,10 @@
 //! node pushes to a listener itself, and for a recipient in a session on another node it
 //! publishes only [`Event::Pending`], which makes that node look at the mailbox.
 //!
-//! A node is named by the backend process id of its storage connection, which PostgreSQL
-//! attaches to each notification; a node whose id is no longer among the database's backends
-//! has died, and the others forget its sessions (see `Core::sweep_nodes`).
+//! A node is named by the backend process id of its reactor's storage connection, carried in
+//! each payload (a worker's connection sends it); a node whose id is no longer among the
+//! database's backends has died, and the others forget its sessions (see
+//! `Core::nodes_looked_at`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +35,11 @@ const QUEUE: usize = 4096;
 /// How long the listening thread waits before connecting again after losing its connection.
 const RECONNECT: Duration = Duration::from_secs(1);
 
-/// A node: the backend process id of its storage connection.
+/// A node: the backend process id of its reactor's storage connection.
 pub type NodeId = i32;
+
+/// PostgreSQL's limit on a NOTIFY payload, in bytes.
+pub const MAX_PAYLOAD: usize = 8000;
 
 /// What a node tells the others. Sessions are named by their user's alias.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,10 +61,6 @@ pub enum Event {
     /// A message waits for `alias`, who is in a session on another node: that node delivers.
     Pending {
         alias: String,
-    },
-    #[serde(rename = "room")]
-    RoomCreated {
-        room: String,
     },
     Joined {
         room: String,
@@ -102,15 +104,27 @@ impl Event {
     }
 }
 
+/// An event as it travels: JSON with the publishing node in `"node"` and the kind in
+/// `"event"`.
+#[derive(Serialize, Deserialize)]
+struct Envelope<E> {
+    node: NodeId,
+    #[serde(flatten)]
+    event: E,
+}
+
 impl Event {
-    /// The NOTIFY payload: JSON with the kind in `"event"` (PostgreSQL allows up to 8000
+    /// The NOTIFY payload of `node`'s event (PostgreSQL allows fewer than [`MAX_PAYLOAD`]
     /// bytes, and the front-ends' line limits keep every event far below it).
-    pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("an event always serializes")
+    pub fn encode(&self, node: NodeId) -> String {
+        serde_json::to_string(&Envelope { node, event: self }).expect("an event always serializes")
     }
 
-    pub fn decode(payload: &str) -> Result<Event, String> {
-        serde_json::from_str(payload).map_err(|e| format!("bad event ({e}): {payload}"))
+    /// The publishing node and its event.
+    pub fn decode(payload: &str) -> Result<(NodeId, Event), String> {
+        let envelope: Envelope<Event> =
+            serde_json::from_str(payload).map_err(|e| format!("bad event ({e}): {payload}"))?;
+        Ok((envelope.node, envelope.event))
     }
 }
 
@@ -155,7 +169,7 @@ fn forward(
         match iter.next() {
             Ok(Some(notification)) => match Event::decode(notification.payload()) {
                 Ok(event) => {
-                    sender.send((notification.process_id(), event)).ok()?;
+                    sender.send(event).ok()?;
                     wake();
                 }
                 Err(why) => log::warn!("session bus: ignored an event: {why}"),
@@ -213,8 +227,9 @@ mod tests {
             Event::Pending {
                 alias: "ana".into(),
             },
-            Event::RoomCreated {
+            Event::Joined {
                 room: "Sala \"1\"".into(),
+                user: "ana".into(),
             },
             Event::Joined {
                 room: "s".into(),
@@ -246,9 +261,13 @@ mod tests {
             },
         ];
         for event in events {
-            assert_eq!(Event::decode(&event.encode()), Ok(event));
+            assert_eq!(Event::decode(&event.encode(-7)), Ok((-7, event)));
         }
-        assert!(Event::decode("{\"event\": \"joined\", \"room\": \"s\"}").is_err());
+        let joined = "{\"node\": 3, \"event\": \"joined\", \"room\": \"s\", \"user\": \"a\"}";
+        assert!(Event::decode(joined).is_ok());
+        let without_node = "{\"event\": \"joined\", \"room\": \"s\", \"user\": \"a\"}";
+        assert!(Event::decode(without_node).is_err());
+        assert!(Event::decode("{\"node\": 3, \"event\": \"joined\", \"room\": \"s\"}").is_err());
         assert!(Event::decode("nonsense").is_err());
     }
 }

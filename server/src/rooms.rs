@@ -29,8 +29,27 @@ pub const MAX_ROOM_NAME: usize = 64;
 #[derive(Default)]
 pub struct Rooms {
     users: HashMap<SessionId, String>,
-    /// Logins under way beside the reactor, by storage ticket: who asks, as what name.
-    logins: HashMap<Ticket, (Caller, String)>,
+    /// Requests whose storage work runs beside the reactor, by storage ticket.
+    waiting: HashMap<Ticket, Waiting>,
+}
+
+/// A request waiting for its storage work, and what its answer needs.
+enum Waiting {
+    Login {
+        caller: Caller,
+        name: String,
+    },
+    /// `alias` enters `room`, out of `left`.
+    Room {
+        caller: Caller,
+        alias: String,
+        room: String,
+        left: Option<String>,
+    },
+    Message {
+        caller: Caller,
+        alias: String,
+    },
 }
 
 enum Request<'a> {
@@ -96,13 +115,20 @@ impl Rooms {
             ));
         }
         match core.start_login(name, caller.session, Interests::ROOMS, now) {
-            Started::Later(ticket) => {
-                self.logins
-                    .insert(ticket, (caller.clone(), name.to_string()));
-                Applied::later(ticket)
-            }
+            Started::Later(ticket) => self.wait(
+                ticket,
+                Waiting::Login {
+                    caller: caller.clone(),
+                    name: name.to_string(),
+                },
+            ),
             Started::Now(result) => self.joined(caller, name, result),
         }
+    }
+
+    fn wait(&mut self, ticket: Ticket, waiting: Waiting) -> Applied {
+        self.waiting.insert(ticket, waiting);
+        Applied::later(ticket)
     }
 
     /// The answer to a login once its storage work is done.
@@ -146,36 +172,105 @@ impl Rooms {
         }
     }
 
-    fn room(&mut self, alias: &str, room: &str, core: &mut Core, caller: &Caller) -> Applied {
+    fn room(
+        &mut self,
+        alias: &str,
+        room: &str,
+        core: &mut Core,
+        caller: &Caller,
+        now: Instant,
+    ) -> Applied {
         let session = caller.session;
         if !valid_room(room) {
             return Applied::read_only(error(caller, "Nombre de sala no válido."));
         }
         let left = core.room_of(session).map(str::to_string);
-        match core.join_room(session, room) {
-            Ok(JoinOutcome::Joined { history, created }) => {
-                let mut answer = line(&format!("Te has unido a la sala {room}."));
-                for (sender, text) in history {
-                    answer.extend(line(&format!("{sender}: {text}")));
-                }
-                let mut reply = Reply::bytes(answer).console(match left {
-                    Some(left) => format!("ROOMS {alias} LEAVES {left} ENTERS {room}"),
-                    None => format!("ROOMS {alias} ENTERS {room}"),
-                });
-                if created {
-                    reply = reply.diagnostic(format!("room {room} created by {alias}"));
-                }
-                Applied::read_only(reply)
+        match core.start_join_room(session, room, now) {
+            Started::Later(ticket) => {
+                let waiting = Waiting::Room {
+                    caller: caller.clone(),
+                    alias: alias.to_string(),
+                    room: room.to_string(),
+                    left,
+                };
+                self.wait(ticket, waiting)
             }
-            Ok(JoinOutcome::TooManyRooms) => Applied::read_only(error(
-                caller,
-                "Hay demasiadas salas; únete a una existente.",
-            )),
-            Err(e) => Applied::read_only(
-                error(caller, "No se pudo entrar en la sala.")
-                    .diagnostic(format!("ROOM {room}: storage: {e}")),
-            ),
+            Started::Now(result) => entered(caller, alias, room, left, result),
         }
+    }
+
+    fn message(
+        &mut self,
+        alias: &str,
+        text: &str,
+        core: &mut Core,
+        caller: &Caller,
+        now: Instant,
+    ) -> Applied {
+        match core.start_room_message(caller.session, text, now) {
+            Some(Started::Later(ticket)) => {
+                let waiting = Waiting::Message {
+                    caller: caller.clone(),
+                    alias: alias.to_string(),
+                };
+                self.wait(ticket, waiting)
+            }
+            Some(Started::Now(result)) => said(caller, alias, result),
+            None => Applied::read_only(error(caller, "No estás en ninguna sala.")),
+        }
+    }
+}
+
+/// The answer to `alias`'s `ROOM room` (out of `left`) once its storage work is done.
+fn entered(
+    caller: &Caller,
+    alias: &str,
+    room: &str,
+    left: Option<String>,
+    result: storage::Result<Finished>,
+) -> Applied {
+    match result {
+        Ok(Finished::Joined(JoinOutcome::Joined { history, created })) => {
+            let mut answer = line(&format!("Te has unido a la sala {room}."));
+            for (sender, text) in history {
+                answer.extend(line(&format!("{sender}: {text}")));
+            }
+            let mut reply = Reply::bytes(answer).console(match left {
+                Some(left) => format!("ROOMS {alias} LEAVES {left} ENTERS {room}"),
+                None => format!("ROOMS {alias} ENTERS {room}"),
+            });
+            if created {
+                reply = reply.diagnostic(format!("room {room} created by {alias}"));
+            }
+            Applied::read_only(reply)
+        }
+        Ok(Finished::Joined(JoinOutcome::TooManyRooms)) => Applied::read_only(error(
+            caller,
+            "Hay demasiadas salas; únete a una existente.",
+        )),
+        Ok(Finished::Joined(JoinOutcome::Gone)) => Applied::read_only(Reply::default()),
+        Ok(other) => Applied::read_only(
+            error(caller, "No se pudo entrar en la sala.")
+                .diagnostic(format!("ROOM {room}: unexpected outcome {other:?}")),
+        ),
+        Err(e) => Applied::read_only(
+            error(caller, "No se pudo entrar en la sala.")
+                .diagnostic(format!("ROOM {room}: storage: {e}")),
+        ),
+    }
+}
+
+/// The answer to `alias`'s room line once its storage work is done: none if it was stored.
+fn said(caller: &Caller, alias: &str, result: storage::Result<Finished>) -> Applied {
+    match result {
+        Ok(Finished::RoomMessage) => Applied::read_only(Reply::default()),
+        Ok(other) => Applied::read_only(error(caller, "No se pudo enviar el mensaje.").diagnostic(
+            format!("room message from {alias}: unexpected outcome {other:?}"),
+        )),
+        Err(e) => Applied::read_only(
+            error(caller, "No se pudo enviar el mensaje.")
+                .diagnostic(format!("room message from {alias}: storage: {e}")),
+        ),
     }
 }
 
@@ -217,7 +312,7 @@ impl Frontend for Rooms {
             }
             (Some(Request::Quit), _) => Applied::read_only(Reply::default().then_close()),
             (Some(_), None) => Applied::read_only(error(caller, "Primero JOIN <nombre>.")),
-            (Some(Request::Room(room)), Some(alias)) => self.room(&alias, room, core, caller),
+            (Some(Request::Room(room)), Some(alias)) => self.room(&alias, room, core, caller, now),
             (Some(Request::ListRooms), Some(_)) => {
                 let mut answer = line("Salas disponibles:");
                 for (room, members) in core.room_list() {
@@ -227,14 +322,9 @@ impl Frontend for Rooms {
             }
             // The original server's reader dies on an empty message; ours ignores it.
             (Some(Request::Message("")), Some(_)) => Applied::read_only(Reply::default()),
-            (Some(Request::Message(text)), Some(alias)) => match core.room_message(session, text) {
-                Ok(true) => Applied::read_only(Reply::default()),
-                Ok(false) => Applied::read_only(error(caller, "No estás en ninguna sala.")),
-                Err(e) => Applied::read_only(
-                    error(caller, "No se pudo enviar el mensaje.")
-                        .diagnostic(format!("room message from {alias}: storage: {e}")),
-                ),
-            },
+            (Some(Request::Message(text)), Some(alias)) => {
+                self.message(&alias, text, core, caller, now)
+            }
             (Some(Request::Exit), Some(alias)) => match core.leave_room(session) {
                 Some(room) => Applied::read_only(
                     Reply::bytes(line(&format!("Has salido de la sala {room}.")))
@@ -266,10 +356,19 @@ impl Frontend for Rooms {
     }
 
     fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
-        match self.logins.remove(&ticket) {
-            Some((caller, name)) => self.joined(&caller, &name, result).stored_beside(),
+        match self.waiting.remove(&ticket) {
+            Some(Waiting::Login { caller, name }) => {
+                self.joined(&caller, &name, result).stored_beside()
+            }
+            Some(Waiting::Room {
+                caller,
+                alias,
+                room,
+                left,
+            }) => entered(&caller, &alias, &room, left, result),
+            Some(Waiting::Message { caller, alias }) => said(&caller, &alias, result),
             None => Applied::read_only(
-                Reply::default().diagnostic(format!("rooms: no login waits for ticket {ticket}")),
+                Reply::default().diagnostic(format!("rooms: no request waits for ticket {ticket}")),
             ),
         }
     }

@@ -3,8 +3,9 @@
 //! Paints change the board at once; viewers hear about changes once per tick
 //! ([`CANVAS_TICK`]) at most: a viewer of whole boards gets the newest board (a snapshot, so
 //! one that is behind loses nothing by skipping), a compact viewer gets the pixels changed
-//! since the last tick with version numbers to detect a gap. The board is written to storage
-//! once per turn that changed it.
+//! since the last tick with version numbers to detect a gap. Paints are stored with the session
+//! bus's events (`Chore::Publish`): in the turn on SQLite, beside the reactor on PostgreSQL,
+//! where they go with their events to the other nodes.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -39,10 +40,9 @@ pub(super) struct Canvas {
     /// Changes since `told`, unless there were too many.
     changes: Vec<Change>,
     overflowed: bool,
-    /// To be written in this turn.
-    unsaved: bool,
-    /// This turn's paints, `(index, colour)` in order: what the turn writes and publishes.
-    turn_paints: Vec<(usize, u8)>,
+    /// Paints not yet handed to storage, `(index, colour)` in order: what the next
+    /// `Chore::Publish` stores and publishes.
+    unstored: Vec<(usize, u8)>,
     /// Viewers, and whether each wants compact changes.
     viewers: HashMap<SessionId, bool>,
     pub(super) tick_at: Option<Instant>,
@@ -64,15 +64,46 @@ impl Canvas {
             told: 0,
             changes: Vec::new(),
             overflowed: false,
-            unsaved: false,
-            turn_paints: Vec::new(),
+            unstored: Vec::new(),
             viewers: HashMap::new(),
             tick_at: None,
         })
     }
 
-    pub(super) fn unsaved(&self) -> bool {
-        self.unsaved
+    pub(super) fn unstored(&self) -> bool {
+        !self.unstored.is_empty()
+    }
+
+    /// The paints not yet stored, which the caller hands to storage.
+    pub(super) fn take_unstored(&mut self) -> Vec<(usize, u8)> {
+        std::mem::take(&mut self.unstored)
+    }
+
+    /// Paints whose storage failed or was put off, to go before the newer ones.
+    pub(super) fn unstore(&mut self, paints: Vec<(usize, u8)>) {
+        self.unstored.splice(0..0, paints);
+        self.bound_unstored();
+    }
+
+    /// Keeps only the last paint of each pixel once there are more than the board has
+    /// pixels: a bound while storage is away, with the same board in the end.
+    fn bound_unstored(&mut self) {
+        if self.unstored.len() > SIDE * SIDE {
+            let mut seen = [false; SIDE * SIDE];
+            let mut last: Vec<(usize, u8)> = Vec::with_capacity(SIDE * SIDE);
+            for &(index, colour) in self.unstored.iter().rev() {
+                if !std::mem::replace(&mut seen[index], true) {
+                    last.push((index, colour));
+                }
+            }
+            last.reverse();
+            self.unstored = last;
+        }
+    }
+
+    /// The board now, for an engine that stores it whole.
+    pub(super) fn pixels(&self) -> &[u8] {
+        &self.pixels
     }
 
     fn snapshot(&self) -> Rc<[u8]> {
@@ -96,6 +127,19 @@ impl Canvas {
     }
 }
 
+/// The bus events of `paints` (`(index, colour)` in order), each well under NOTIFY's limit.
+pub(super) fn paint_events(paints: &[(usize, u8)]) -> Vec<crate::bus::Event> {
+    paints
+        .chunks(400)
+        .map(|chunk| crate::bus::Event::Paints {
+            paints: chunk
+                .iter()
+                .map(|&(index, colour)| ((index % SIDE) as u8, (index / SIDE) as u8, colour))
+                .collect(),
+        })
+        .collect()
+}
+
 impl Core {
     /// Adds a viewer (or changes how it hears changes) and returns the board now:
     /// `(version, pixels)`.
@@ -112,8 +156,8 @@ impl Core {
     pub fn canvas_paint(&mut self, x: usize, y: usize, colour: u8) {
         assert!(x < SIDE && y < SIDE && usize::from(colour) < COLOURS.len());
         if self.canvas.set_pixel(x, y, colour) {
-            self.canvas.unsaved = true;
-            self.canvas.turn_paints.push((y * SIDE + x, colour));
+            self.canvas.unstored.push((y * SIDE + x, colour));
+            self.canvas.bound_unstored();
         }
     }
 
@@ -132,22 +176,8 @@ impl Core {
         }
     }
 
-    /// Writes and publishes this turn's paints, and arranges the next tick.
+    /// Arranges the next tick.
     pub(super) fn canvas_end_turn(&mut self, now: Instant) {
-        if std::mem::take(&mut self.canvas.unsaved) {
-            let paints = std::mem::take(&mut self.canvas.turn_paints);
-            // A failed write poisons the turn; on SQLite the board stays changed in memory
-            // and is written whole with the next change.
-            let _ = self.store.paint_canvas(&self.canvas.pixels, &paints);
-            // Each event well under NOTIFY's 8000 bytes.
-            for chunk in paints.chunks(400) {
-                let paints = chunk
-                    .iter()
-                    .map(|&(index, colour)| ((index % SIDE) as u8, (index / SIDE) as u8, colour))
-                    .collect();
-                self.publish(crate::bus::Event::Paints { paints });
-            }
-        }
         if self.canvas.version > self.canvas.told && self.canvas.tick_at.is_none() {
             self.canvas.tick_at = Some(now + CANVAS_TICK);
         }

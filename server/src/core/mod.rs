@@ -53,6 +53,13 @@ const SHARED_SWEEP: Duration = Duration::from_secs(1);
 /// How soon to try again a delivery whose storage worker's queue was full.
 const BUSY_RETRY: Duration = Duration::from_millis(10);
 
+/// How soon to publish again after the session bus's events failed to go out.
+const PUBLISH_RETRY: Duration = Duration::from_millis(100);
+
+/// Bus events waiting to be published; past it more are dropped with a diagnostic (the other
+/// nodes' sessions then miss them, as when the bus's connection is lost).
+const MAX_EVENTS_WAITING: usize = 65_536;
+
 /// How long a stopping server waits for the deliveries' storage work in hand (their removals
 /// above all), as long as any statement may run.
 const CHORES_AT_SHUTDOWN: Duration = Duration::from_secs(5);
@@ -157,6 +164,9 @@ pub enum Finished {
     },
     Login(LoginOutcome),
     Broadcast,
+    Joined(JoinOutcome),
+    /// A room line stored and told to the room.
+    RoomMessage,
 }
 
 /// Where a request's storage work runs.
@@ -242,6 +252,9 @@ pub struct Core {
     login_of: HashMap<SessionId, String>,
     /// The session of each login whose storage work runs beside the reactor, by ticket.
     login_tickets: HashMap<Ticket, SessionId>,
+    /// Joins of rooms running beside the reactor, by ticket: who joins which room, and
+    /// whether the join creates it.
+    join_tickets: HashMap<Ticket, (String, String, bool)>,
     /// Recipients whose next deliveries are being gathered beside the reactor.
     gathering: HashSet<String>,
     /// Of those, the ones kicked meanwhile: a message committed after the gathering read the
@@ -265,10 +278,16 @@ pub struct Core {
     /// Members of each room in sessions on other nodes, in joining order.
     remote_members: HashMap<String, Vec<(String, NodeId)>>,
     /// On a shared database: this node's users whose join of a room has not yet come back
-    /// through the bus, with the room and when they joined (see `Core::tell_room_news`).
-    joins_unheard: HashMap<String, (String, Instant)>,
+    /// through the bus, or whose answer has not (see `Core::tell_room_news`).
+    joins: HashMap<String, sessions::Join>,
     /// Nodes found gone at the last look (see `sweep_nodes`).
     missing_nodes: Vec<NodeId>,
+    /// On a shared database: bus events (encoded) waiting to be published, in order.
+    to_publish: Vec<String>,
+    /// A `Chore::Publish` is in flight: the next waits for it, so events go out in order.
+    publishing: bool,
+    /// After a failed publish: not before then.
+    publish_retry: Option<Instant>,
     sink: Box<dyn DeliverySink>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     settings: Settings,
@@ -328,11 +347,12 @@ impl Core {
         let sessions = sessions::Sessions::load(&*store, settings.history)?;
         let canvas = canvas::Canvas::load(&*store)?;
         let sweep_at = store.shared().then(|| Instant::now() + SHARED_SWEEP);
-        if bus.is_some() {
-            // The others answer with their sessions and rooms' members.
-            store.publish(&BusEvent::Hello.encode())?;
-        }
-        let own_nodes = store.node().into_iter().collect();
+        let own_nodes: Vec<NodeId> = store.node().into_iter().collect();
+        // The others answer with their sessions and rooms' members.
+        let to_publish = match (&bus, store.node()) {
+            (Some(_), Some(node)) => vec![BusEvent::Hello.encode(node)],
+            _ => Vec::new(),
+        };
         let expiry_at = settings
             .pending_ttl
             .map(|ttl| Instant::now() + expiry_period(ttl));
@@ -343,6 +363,7 @@ impl Core {
             logging_in: HashMap::new(),
             login_of: HashMap::new(),
             login_tickets: HashMap::new(),
+            join_tickets: HashMap::new(),
             gathering: HashSet::new(),
             gather_again: HashSet::new(),
             removing: HashMap::new(),
@@ -354,8 +375,11 @@ impl Core {
             bus,
             remote: HashMap::new(),
             remote_members: HashMap::new(),
-            joins_unheard: HashMap::new(),
+            joins: HashMap::new(),
             missing_nodes: Vec::new(),
+            to_publish,
+            publishing: false,
+            publish_retry: None,
             sink,
             metrics,
             settings,
@@ -386,15 +410,20 @@ impl Core {
         })
     }
 
-    /// Runs `work`'s storage steps beside the reactor when there are storage workers with room
-    /// (PostgreSQL), else in this turn.
+    /// Runs `work`'s storage steps beside the reactor when there are storage workers
+    /// (PostgreSQL), else in this turn. When the workers' queue is full the request is
+    /// refused: the reactor never waits on the database's round trips, and run now it would
+    /// overtake the work queued before it.
     pub fn start(&mut self, work: Work, now: Instant) -> Started {
+        // A user in a session (always a registered one) is present already.
+        if matches!(&work, Work::Connect { alias, .. } if self.in_a_session_or_logging_in(alias)) {
+            return Started::Now(Ok(Finished::Connected(ConnectOutcome::AlreadyConnected)));
+        }
         match self.try_beside(work) {
             Ok(ticket) => Started::Later(ticket),
-            // Run now, it would overtake the work of its key waiting in the full queue.
-            Err(work) if self.beside.is_some() && work.order_key().is_some() => Started::Now(Err(
-                storage::Error("the storage workers are busy; nothing was stored".into()),
-            )),
+            Err(_) if self.beside.is_some() => Started::Now(Err(storage::Error(
+                "the storage workers are busy; nothing was stored".into(),
+            ))),
             Err(work) => Started::Now(self.perform_now(work, now)),
         }
     }
@@ -403,10 +432,6 @@ impl Core {
         let Some(beside) = &self.beside else {
             return Err(work);
         };
-        // Refused from memory, with no storage work.
-        if matches!(&work, Work::Connect { alias, .. } if self.in_a_session_or_logging_in(alias)) {
-            return Err(work);
-        }
         let ticket = self.next_ticket + 1;
         beside.try_start(ticket, work)?;
         self.next_ticket = ticket;
@@ -414,13 +439,7 @@ impl Core {
     }
 
     /// Runs `work`'s storage steps in this turn and applies what they mean.
-    pub fn perform_now(&mut self, work: Work, now: Instant) -> storage::Result<Finished> {
-        if let Work::Connect { alias, .. } = &work {
-            // A user in a session (always a registered one) is present already.
-            if self.in_a_session_or_logging_in(alias) {
-                return Ok(Finished::Connected(ConnectOutcome::AlreadyConnected));
-            }
-        }
+    fn perform_now(&mut self, work: Work, now: Instant) -> storage::Result<Finished> {
         let done = perform(&*self.store, &work)?;
         Ok(self.finished(done, now))
     }
@@ -449,11 +468,15 @@ impl Core {
         now: Instant,
     ) -> Option<(Ticket, storage::Result<Finished>)> {
         let login = self.login_tickets.remove(&ticket);
+        let join = self.join_tickets.remove(&ticket);
         match (self.chores.remove(&ticket), result) {
             (None, Ok(TaskDone::Request(done))) => Some((ticket, Ok(self.finished(done, now)))),
             (None, Err(e)) => {
                 if let Some(session) = login {
                     self.cancel_login(session);
+                }
+                if let Some((alias, room, create)) = join {
+                    self.join_failed(&alias, &room, create);
                 }
                 Some((ticket, Err(e)))
             }
@@ -491,12 +514,9 @@ impl Core {
             }
             Done::Connected { alias, outcome } => {
                 // The user logged in to a session while the CONNECT ran beside the reactor:
-                // the session came first, and the listener is taken back (if that write
-                // fails, the user stays present both ways, as the CONNECT was committed).
-                if outcome == ConnectOutcome::Connected
-                    && self.present_in_a_session(&alias)
-                    && self.store.set_disconnected(&alias).is_ok()
-                {
+                // the session came first, and the listener is taken back.
+                if outcome == ConnectOutcome::Connected && self.present_in_a_session(&alias) {
+                    self.chore(None, Chore::TakeBack { alias }, now);
                     return Finished::Connected(ConnectOutcome::AlreadyConnected);
                 }
                 if outcome == ConnectOutcome::Connected {
@@ -518,10 +538,26 @@ impl Core {
                 taken,
                 registered,
             } => Finished::Login(self.logged_in(&alias, taken, registered)),
+            // The other nodes heard it with its commit.
             Done::Broadcast { from, text } => {
                 self.tell_broadcast(from.as_str().into(), text.as_str().into());
-                self.publish(BusEvent::Broadcast { from, text });
                 Finished::Broadcast
+            }
+            Done::JoinedRoom {
+                session,
+                alias,
+                room,
+                created,
+                history,
+            } => Finished::Joined(self.joined_room(session, alias, &room, created, history)),
+            Done::RoomMessage {
+                session,
+                room,
+                from,
+                text,
+            } => {
+                self.room_message_stored(session, room, from, text);
+                Finished::RoomMessage
             }
             Done::Listed { users, requester } => Finished::Listed {
                 users,
@@ -569,6 +605,10 @@ impl Core {
             from: from.to_string(),
             text: text.to_string(),
             keep: self.settings.history.max(1),
+            announce: self.announcement(BusEvent::Broadcast {
+                from: from.to_string(),
+                text: text.to_string(),
+            }),
         }
     }
 
@@ -742,6 +782,7 @@ impl Core {
                     Chore::Remove { recipient, .. } => {
                         *self.removing.entry(recipient.clone()).or_default() += 1;
                     }
+                    Chore::Publish { .. } => self.publishing = true,
                     _ => {}
                 }
                 self.chores.insert(ticket, chore);
@@ -759,8 +800,12 @@ impl Core {
                 | Chore::Unreachable {
                     recipient: alias, ..
                 } => self.retry(&alias, now + BUSY_RETRY),
-                // The next sweep comes soon enough.
-                Chore::Sweep { .. } | Chore::Expire { .. } => {}
+                Chore::Publish { events, paints, .. } => {
+                    self.publish_again(events, paints, now + BUSY_RETRY)
+                }
+                // The next sweep comes soon enough; a CONNECT taken back stays connected
+                // (the listener is then pushed to, as for any connected user).
+                Chore::Sweep { .. } | Chore::Expire { .. } | Chore::TakeBack { .. } => {}
             },
         }
     }
@@ -785,6 +830,7 @@ impl Core {
                     self.kicks.insert(recipient.clone());
                 }
             }
+            Chore::Publish { .. } => self.publishing = false,
             _ => {}
         }
     }
@@ -860,6 +906,7 @@ impl Core {
                 }
                 return;
             }
+            Ok(ChoreDone::Published | ChoreDone::TakenBack) => return,
             Ok(ChoreDone::Expired { expired }) => {
                 for (recipient, sender, id) in expired {
                     let event = Event::Expired {
@@ -901,6 +948,20 @@ impl Core {
             Chore::Expire { .. } => {
                 log::warn!("dropping messages older than --pending-ttl: {failed}")
             }
+            Chore::Publish { events, paints, .. } => {
+                if !events.is_empty() {
+                    log::warn!(
+                        "the other nodes missed {} session events: {failed}",
+                        events.len()
+                    );
+                }
+                // The paints are stored (and their events made) again.
+                self.publish_again(Vec::new(), paints, now + PUBLISH_RETRY);
+            }
+            Chore::TakeBack { alias } => log::warn!(
+                "{alias} logged in to a session while connecting through the messenger; \
+                 taking the listener back failed ({failed}), so it stays connected too"
+            ),
         }
     }
 
@@ -1030,6 +1091,7 @@ impl Core {
             self.canvas.tick_at,
             self.expiry_at,
             self.sweep_at,
+            self.publish_retry,
         ]
         .into_iter()
         .flatten()
@@ -1043,6 +1105,9 @@ impl Core {
         }
         if self.canvas.tick_at.is_some_and(|at| at <= now) {
             self.canvas_tick();
+        }
+        if self.publish_retry.is_some_and(|at| at <= now) {
+            self.publish_retry = None;
         }
         if let (Some(at), Some(ttl)) = (self.expiry_at, self.settings.pending_ttl) {
             if at <= now {
@@ -1102,6 +1167,9 @@ impl Core {
             };
             self.chore(Some(&recipient), remove, now);
         }
+        // On a shared database the reactor's own transaction is empty: the bus's events and
+        // the paints go through a storage worker.
+        self.start_publishing(now);
         let committed = self.store.commit();
         let removed = std::mem::take(&mut self.turn_removed);
         let expired = std::mem::take(&mut self.turn_expired);
@@ -1179,7 +1247,7 @@ impl Core {
             || !self.removals_due.is_empty()
             || !self.notices.is_empty()
             || self.user_list_changed
-            || self.canvas.unsaved()
+            || self.publish_due()
             // Connected to the database again: announce the sessions under the new name.
             || self.store.node().is_some_and(|n| !self.own_nodes.contains(&n))
     }

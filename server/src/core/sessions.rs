@@ -18,6 +18,21 @@ use crate::storage::{self, Storage};
 /// nodes' room events anyway (the bus may have lost it while its connection was down).
 const JOIN_ECHO_WAIT: Duration = Duration::from_secs(2);
 
+/// Other nodes' room events kept for one joiner between its join's echo and its join's
+/// answer; past it more are dropped with a diagnostic.
+const MAX_HEARD_WHILE_JOINING: usize = 1024;
+
+/// On a shared database: a join whose own event this node waits to hear back through the bus
+/// (see `Core::tell_room_news`).
+pub(super) struct Join {
+    room: String,
+    since: Instant,
+    /// The join's event came back before its storage work did.
+    echoed: bool,
+    /// Other nodes' events of the room heard since the echo, told after the join's answer.
+    heard: Vec<Notice>,
+}
+
 /// Names a session: unique for the life of the server process.
 pub type SessionId = u64;
 
@@ -127,6 +142,8 @@ pub enum JoinOutcome {
     },
     /// The room does not exist and `max_rooms` are already there.
     TooManyRooms,
+    /// The session ended before the join's storage work was done.
+    Gone,
 }
 
 struct Session {
@@ -150,6 +167,9 @@ pub(super) struct Sessions {
     /// Rooms in creation order, with their members in joining order.
     rooms: Vec<String>,
     members: HashMap<String, Vec<SessionId>>,
+    /// Rooms this node is creating (their joins' storage work is under way), with how many
+    /// joins: they count against `--max-rooms` already.
+    being_created: HashMap<String, usize>,
     /// The last `--history` broadcasts, oldest first, in the order this node's sessions heard
     /// them (its own and, through the bus, the other nodes'): what a chat newcomer hears
     /// first. Kept here rather than read at each login, so that a login finishing beside the
@@ -327,7 +347,7 @@ impl Core {
         }
         self.sessions.by_id.remove(&session);
         self.sessions.by_alias.remove(&alias);
-        self.joins_unheard.remove(&alias);
+        self.joins.remove(&alias);
         self.leave(&alias);
         self.went_offline(&alias);
     }
@@ -364,49 +384,137 @@ impl Core {
         }
     }
 
-    /// Moves a session into `room` (created if missing), out of the room it was in.
-    pub fn join_room(&mut self, session: SessionId, room: &str) -> storage::Result<JoinOutcome> {
+    /// Starts moving a logged-in session into `room` (created if missing), out of the room it
+    /// was in: in this turn, or beside the reactor, when [`Finished::Joined`] comes back
+    /// under the ticket. Work on one room runs in order (`Work::order_key`).
+    pub fn start_join_room(&mut self, session: SessionId, room: &str, now: Instant) -> Started {
         let Some(alias) = self.session_alias(session).map(str::to_string) else {
-            return Ok(JoinOutcome::TooManyRooms);
+            return Started::Now(Ok(Finished::Joined(JoinOutcome::Gone)));
         };
         let exists = self.sessions.members.contains_key(room);
-        if !exists && self.sessions.rooms.len() >= self.settings.max_rooms {
-            return Ok(JoinOutcome::TooManyRooms);
+        let creating = self.sessions.being_created.contains_key(room);
+        let rooms = self.sessions.rooms.len() + self.sessions.being_created.len();
+        if !exists && !creating && rooms >= self.settings.max_rooms {
+            return Started::Now(Ok(Finished::Joined(JoinOutcome::TooManyRooms)));
         }
         if !exists {
-            self.store.create_room(room)?;
-            self.add_room(room);
-            self.publish(BusEvent::RoomCreated {
-                room: room.to_string(),
-            });
+            *self
+                .sessions
+                .being_created
+                .entry(room.to_string())
+                .or_default() += 1;
         }
-        let history = self.store.room_history(room, self.settings.history)?;
-        self.leave_room(session);
-        let user: Rc<str> = alias.as_str().into();
-        self.tell_room(room, Some(session), Notice::JoinedRoom { user });
-        self.publish(BusEvent::Joined {
+        let announce = self.announcement(BusEvent::Joined {
             room: room.to_string(),
             user: alias.clone(),
         });
-        // Only a node with a name on the bus can recognise its own join coming back.
-        if self.bus.is_some() && !self.own_nodes.is_empty() {
-            self.joins_unheard
-                .insert(alias.clone(), (room.to_string(), Instant::now()));
+        if announce.is_some() {
+            self.await_join_echo(&alias, room, now);
+        }
+        let work = Work::JoinRoom {
+            session,
+            alias: alias.clone(),
+            room: room.to_string(),
+            create: !exists,
+            history: self.settings.history,
+            announce,
+        };
+        let started = self.start(work, now);
+        match &started {
+            Started::Later(ticket) => {
+                let join = (alias, room.to_string(), !exists);
+                self.join_tickets.insert(*ticket, join);
+            }
+            Started::Now(Err(_)) => self.join_failed(&alias, room, !exists),
+            Started::Now(Ok(_)) => {}
+        }
+        started
+    }
+
+    /// Notes that `alias`'s join of `room`, made `now`, is to come back through the bus.
+    pub(super) fn await_join_echo(&mut self, alias: &str, room: &str, now: Instant) {
+        let join = Join {
+            room: room.to_string(),
+            since: now,
+            echoed: false,
+            heard: Vec::new(),
+        };
+        self.joins.insert(alias.to_string(), join);
+    }
+
+    /// `alias`'s join of `room` (which it was to `create`) failed.
+    pub(super) fn join_failed(&mut self, alias: &str, room: &str, create: bool) {
+        if create {
+            self.room_created(room, false);
+        }
+        if self.joins.get(alias).is_some_and(|join| join.room == room) {
+            self.joins.remove(alias);
+        }
+    }
+
+    /// A join's creation of `room` came back (`created`: stored by it): if new, the room is
+    /// known here (the other nodes learn of it with the join).
+    fn room_created(&mut self, room: &str, created: bool) {
+        if let Some(joins) = self.sessions.being_created.get_mut(room) {
+            *joins -= 1;
+            if *joins == 0 {
+                self.sessions.being_created.remove(room);
+            }
+        }
+        if created {
+            self.add_room(room);
+        }
+    }
+
+    /// The storage work of `session`'s join of `room` is done: the room exists (`created` by
+    /// it, or already there), and the session moves into it unless it has ended.
+    pub(super) fn joined_room(
+        &mut self,
+        session: SessionId,
+        alias: String,
+        room: &str,
+        created: Option<bool>,
+        history: Vec<(String, String)>,
+    ) -> JoinOutcome {
+        if let Some(created) = created {
+            self.room_created(room, created);
+        }
+        // Created by another node a moment ago, or stored before this node started.
+        self.add_room(room);
+        if self.session_alias(session) != Some(alias.as_str()) {
+            self.join_failed(&alias, room, false);
+            // The other nodes heard the join with its commit.
+            self.publish(BusEvent::LeftChat {
+                room: room.to_string(),
+                user: alias,
+            });
+            return JoinOutcome::Gone;
+        }
+        self.leave_room(session);
+        let user: Rc<str> = alias.as_str().into();
+        self.tell_room(room, Some(session), Notice::JoinedRoom { user });
+        // What other nodes said in the room after the join's commit follows its history.
+        let heard = match self.joins.get(&alias) {
+            Some(join) if join.room == room && join.echoed => self.joins.remove(&alias),
+            _ => None,
+        };
+        for notice in heard.into_iter().flat_map(|join| join.heard) {
+            self.notices.push((session, notice));
         }
         self.sessions
             .members
             .get_mut(room)
-            .expect("created above")
+            .expect("added above")
             .push(session);
         if let Some(s) = self.sessions.by_id.get_mut(&session) {
             s.room = Some(room.to_string());
         }
         // In a room, a rooms session can take its private messages.
         self.kicks.insert(alias);
-        Ok(JoinOutcome::Joined {
+        JoinOutcome::Joined {
             history,
-            created: !exists,
-        })
+            created: created == Some(true),
+        }
     }
 
     /// Takes a session out of its room, telling the others; returns the room it left.
@@ -414,6 +522,9 @@ impl Core {
         let room = self.sessions.by_id.get_mut(&session)?.room.take()?;
         self.remove_member(session, &room);
         let alias = self.sessions.by_id[&session].alias.clone();
+        if self.joins.get(&alias).is_some_and(|join| join.room == room) {
+            self.joins.remove(&alias);
+        }
         self.tell_room(
             &room,
             Some(session),
@@ -433,31 +544,49 @@ impl Core {
         self.sessions.by_id.get(&session)?.room.as_deref()
     }
 
-    /// Stores a message in the session's room and tells the other members; false if the
-    /// session is in no room.
-    pub fn room_message(&mut self, session: SessionId, text: &str) -> storage::Result<bool> {
-        let Some(session_state) = self.sessions.by_id.get(&session) else {
-            return Ok(false);
+    /// Starts storing a line said in the session's room, in this turn or beside the reactor
+    /// ([`Finished::RoomMessage`] under the ticket); the room hears it once it is stored.
+    /// None if the session is in no room.
+    pub fn start_room_message(
+        &mut self,
+        session: SessionId,
+        text: &str,
+        now: Instant,
+    ) -> Option<Started> {
+        let state = self.sessions.by_id.get(&session)?;
+        let (room, from) = (state.room.clone()?, state.alias.clone());
+        let announce = self.announcement(BusEvent::RoomMessage {
+            room: room.clone(),
+            from: from.clone(),
+            text: text.to_string(),
+        });
+        let work = Work::RoomMessage {
+            session,
+            room,
+            from,
+            text: text.to_string(),
+            announce,
         };
-        let Some(room) = session_state.room.clone() else {
-            return Ok(false);
-        };
-        let alias = session_state.alias.clone();
-        self.store.add_room_message(&room, &alias, text)?;
+        Some(self.start(work, now))
+    }
+
+    /// A line said in `room` is stored: the room's other members here hear it (the other
+    /// nodes' heard it with its commit).
+    pub(super) fn room_message_stored(
+        &mut self,
+        session: SessionId,
+        room: String,
+        from: String,
+        text: String,
+    ) {
         self.tell_room(
             &room,
             Some(session),
             Notice::RoomMessage {
-                from: alias.as_str().into(),
-                text: text.into(),
+                from: from.as_str().into(),
+                text: text.as_str().into(),
             },
         );
-        self.publish(BusEvent::RoomMessage {
-            room,
-            from: alias,
-            text: text.to_string(),
-        });
-        Ok(true)
     }
 
     /// Rooms in creation order with how many are in each now.
@@ -489,24 +618,52 @@ impl Core {
     }
 
     /// Tells the room's members here of another node's room event. The bus carries events in
-    /// commit order; a member whose own join has not come back through it yet joined after
-    /// this event in that order (a join seen before the member's would have been a join
-    /// before theirs), so it is not news to them: on one node they would not have seen it.
+    /// commit order, and a join's history holds exactly the lines committed before it (see
+    /// `Storage::room_history`):
+    /// - a member whose own join has not come back through the bus yet joined after this
+    ///   event, so it is not news to them (on one node they would not have seen it);
+    /// - a joiner whose join came back through the bus before its answer did hears the event
+    ///   after that answer.
     fn tell_room_news(&mut self, room: &str, notice: Notice) {
-        let Some(members) = self.sessions.members.get(room) else {
-            return;
-        };
-        for &member in members {
-            let Some(session) = self.sessions.by_id.get(&member) else {
-                continue;
-            };
-            let joined_after = self
-                .joins_unheard
-                .get(&session.alias)
-                .is_some_and(|(r, at)| r == room && at.elapsed() < JOIN_ECHO_WAIT);
-            if !joined_after {
-                self.notices.push((member, notice.clone()));
+        if let Some(members) = self.sessions.members.get(room) {
+            for &member in members {
+                let Some(session) = self.sessions.by_id.get(&member) else {
+                    continue;
+                };
+                let joined_after = self.joins.get(&session.alias).is_some_and(|join| {
+                    join.room == room && !join.echoed && join.since.elapsed() < JOIN_ECHO_WAIT
+                });
+                if !joined_after {
+                    self.notices.push((member, notice.clone()));
+                }
             }
+        }
+        for (alias, join) in &mut self.joins {
+            if join.room != room || !join.echoed {
+                continue;
+            }
+            if join.heard.len() < MAX_HEARD_WHILE_JOINING {
+                join.heard.push(notice.clone());
+            } else {
+                log::warn!("{alias} misses a room event of {room} heard while joining it");
+            }
+        }
+    }
+
+    /// This node's join of `room` by `user` came back through the bus: before its answer (the
+    /// joiner then hears what follows after it), or after (the member hears what follows).
+    fn join_echoed(&mut self, user: &str, room: &str) {
+        let member = self
+            .sessions
+            .session_of(user)
+            .and_then(|session| self.room_of(session))
+            == Some(room);
+        match self.joins.get_mut(user) {
+            Some(join) if join.room == room && member => {
+                self.joins.remove(user);
+            }
+            Some(join) if join.room == room => join.echoed = true,
+            _ => {}
         }
     }
 
@@ -542,13 +699,80 @@ impl Core {
         }
     }
 
-    /// Tells the other nodes `event` with the turn's commit.
-    pub(super) fn publish(&mut self, event: BusEvent) {
-        if self.bus.is_some() {
-            if let Err(e) = self.store.publish(&event.encode()) {
-                log::warn!("the other nodes are not told of an event: {e}");
-            }
+    /// On a shared database, `event` as this node's payload on the bus, under its newest name.
+    pub(super) fn announcement(&self, event: BusEvent) -> Option<String> {
+        let (Some(_), Some(&node)) = (&self.bus, self.own_nodes.last()) else {
+            return None;
+        };
+        let payload = event.encode(node);
+        if payload.len() >= crate::bus::MAX_PAYLOAD {
+            log::warn!(
+                "the other nodes are not told of an event of {} bytes (PostgreSQL takes fewer \
+                 than {})",
+                payload.len(),
+                crate::bus::MAX_PAYLOAD
+            );
+            return None;
         }
+        Some(payload)
+    }
+
+    /// Tells the other nodes `event`, after what came before it (see `start_publishing`).
+    pub(super) fn publish(&mut self, event: BusEvent) {
+        let Some(payload) = self.announcement(event) else {
+            return;
+        };
+        if self.to_publish.len() >= super::MAX_EVENTS_WAITING {
+            log::warn!(
+                "the other nodes are not told of an event: {} wait to be published already",
+                super::MAX_EVENTS_WAITING
+            );
+        } else {
+            self.to_publish.push(payload);
+        }
+    }
+
+    /// True if events or paints wait to be published and nothing holds them back.
+    pub(super) fn publish_due(&self) -> bool {
+        !self.publishing
+            && self.publish_retry.is_none()
+            && (!self.to_publish.is_empty() || self.canvas.unstored())
+    }
+
+    /// Hands the waiting events and paints to storage in one `Chore::Publish`, after the
+    /// one in flight: beside the reactor on PostgreSQL (one worker, in order), in the turn on
+    /// SQLite.
+    pub(super) fn start_publishing(&mut self, now: Instant) {
+        if !self.publish_due() {
+            return;
+        }
+        let paints = self.canvas.take_unstored();
+        let board = if paints.is_empty() {
+            Vec::new()
+        } else {
+            self.canvas.pixels().to_vec()
+        };
+        let publish = super::Chore::Publish {
+            events: std::mem::take(&mut self.to_publish),
+            paints,
+            board,
+            node: self.bus.as_ref().and(self.own_nodes.last().copied()),
+        };
+        self.chore(Some(super::work::BUS), publish, now);
+    }
+
+    /// Events and paints that did not go out, to go before the newer ones from `at` on.
+    pub(super) fn publish_again(
+        &mut self,
+        mut events: Vec<String>,
+        paints: Vec<(usize, u8)>,
+        at: Instant,
+    ) {
+        events.append(&mut self.to_publish);
+        events.truncate(super::MAX_EVENTS_WAITING);
+        self.to_publish = events;
+        self.canvas.unstore(paints);
+        self.publish_retry = Some(at);
     }
 
     /// Applies what other nodes published since the last call (the bus rang the waker).
@@ -561,9 +785,7 @@ impl Core {
             if !self.own_nodes.contains(&node) || event.applies_to_its_publisher() {
                 self.apply_remote(node, event);
             } else if let BusEvent::Joined { room, user } = &event {
-                if self.joins_unheard.get(user).is_some_and(|(r, _)| r == room) {
-                    self.joins_unheard.remove(user);
-                }
+                self.join_echoed(user, room);
             }
         }
     }
@@ -601,7 +823,6 @@ impl Core {
                     self.kicks.insert(alias);
                 }
             }
-            BusEvent::RoomCreated { room } => self.add_room(&room),
             BusEvent::Member { room, user } => {
                 self.add_room(&room);
                 let members = self.remote_members.entry(room).or_default();

@@ -6,11 +6,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{ConnectOutcome, DisconnectOutcome};
+use super::{ConnectOutcome, DisconnectOutcome, SessionId};
 use crate::bus::NodeId;
 use crate::storage::{self, Pending, Storage, User};
 
 /// A request's storage work.
+///
+/// `announce`: on a shared database, the session-bus event (encoded) that tells the other
+/// nodes, published in the same transaction: they hear of the change exactly when it commits,
+/// in the order it commits in, so what a joiner reads of a room's history and the room's
+/// events it hears afterwards neither overlap nor leave a gap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Work {
     Send {
@@ -55,20 +60,46 @@ pub enum Work {
         from: String,
         text: String,
         keep: usize,
+        announce: Option<String>,
+    },
+    /// `session` (`alias`) enters `room`: the room is created first if this node did not
+    /// know it (`create`; nothing if it exists by then), then its last `history` messages
+    /// are read.
+    JoinRoom {
+        session: SessionId,
+        alias: String,
+        room: String,
+        create: bool,
+        history: usize,
+        announce: Option<String>,
+    },
+    /// `session`, as `from`, says `text` in `room`.
+    RoomMessage {
+        session: SessionId,
+        room: String,
+        from: String,
+        text: String,
+        announce: Option<String>,
     },
 }
 
 /// The key of broadcasts' storage work: one storage worker stores them all, in the order they
-/// were made (NUL is in no user's name).
+/// were made (NUL is in no user's name, and no room's).
 const BROADCASTS: &str = "\0broadcasts";
+
+/// The key of the session bus's publishing (and of the canvas paints that go with it).
+pub(super) const BUS: &str = "\0bus";
 
 impl Work {
     /// Work under the same key runs on one storage worker, in the order it was started: the
     /// order it commits in and comes back in, so the order this node's sessions and (through
-    /// the bus, published as it comes back) the other nodes' hear it.
+    /// the bus, published as it comes back) the other nodes' hear it. A room's joins and
+    /// lines go by the room: a join's history then holds exactly the lines that came back
+    /// before it.
     pub fn order_key(&self) -> Option<&str> {
         match self {
             Work::Broadcast { .. } => Some(BROADCASTS),
+            Work::JoinRoom { room, .. } | Work::RoomMessage { room, .. } => Some(room),
             _ => None,
         }
     }
@@ -110,6 +141,19 @@ pub enum Chore {
     },
     /// Drops the messages accepted before `before` (unix seconds): `--pending-ttl`.
     Expire { before: i64 },
+    /// Tells the other nodes `events` (encoded bus payloads, in order) in one transaction,
+    /// which also stores the canvas `paints` (`(index, colour)` in order) onto the stored
+    /// board (or stores `board`, this node's, where nodes share nothing) and, on the bus,
+    /// publishes them as `node`'s: a paint and its event commit together, under the board's
+    /// row lock, so every node applies paints in the order they were stored.
+    Publish {
+        events: Vec<String>,
+        paints: Vec<(usize, u8)>,
+        board: Vec<u8>,
+        node: Option<NodeId>,
+    },
+    /// Takes back a messenger CONNECT that committed while its user logged in to a session.
+    TakeBack { alias: String },
 }
 
 /// A delivered message: removed from its recipient's mailbox, then acknowledged to its sender.
@@ -187,6 +231,21 @@ pub enum Done {
         from: String,
         text: String,
     },
+    /// `created`: None if the work was not to create the room, else whether it did (false:
+    /// somebody else did meanwhile).
+    JoinedRoom {
+        session: SessionId,
+        alias: String,
+        room: String,
+        created: Option<bool>,
+        history: Vec<(String, String)>,
+    },
+    RoomMessage {
+        session: SessionId,
+        room: String,
+        from: String,
+        text: String,
+    },
 }
 
 /// What the storage work of a [`Chore`] did.
@@ -223,6 +282,8 @@ pub enum ChoreDone {
     Expired {
         expired: Vec<(String, String, u32)>,
     },
+    Published,
+    TakenBack,
 }
 
 /// Runs the storage steps of `work` in `store`'s current transaction.
@@ -305,14 +366,67 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
                 registered,
             }
         }
-        Work::Broadcast { from, text, keep } => {
+        Work::Broadcast {
+            from,
+            text,
+            keep,
+            announce,
+        } => {
             store.add_broadcast(from, text, *keep)?;
+            publish(store, announce)?;
             Done::Broadcast {
                 from: from.clone(),
                 text: text.clone(),
             }
         }
+        Work::JoinRoom {
+            session,
+            alias,
+            room,
+            create,
+            history,
+            announce,
+        } => {
+            let created = if *create {
+                Some(store.create_room(room)?)
+            } else {
+                None
+            };
+            let history = store.room_history(room, *history)?;
+            publish(store, announce)?;
+            Done::JoinedRoom {
+                session: *session,
+                alias: alias.clone(),
+                room: room.clone(),
+                created,
+                history,
+            }
+        }
+        Work::RoomMessage {
+            session,
+            room,
+            from,
+            text,
+            announce,
+        } => {
+            store.add_room_message(room, from, text)?;
+            publish(store, announce)?;
+            Done::RoomMessage {
+                session: *session,
+                room: room.clone(),
+                from: from.clone(),
+                text: text.clone(),
+            }
+        }
     })
+}
+
+/// Publishes a work's `announce`, if any, in its transaction.
+fn publish(store: &dyn Storage, announce: &Option<String>) -> storage::Result<()> {
+    match announce {
+        Some(payload) => store.publish(payload),
+        None => Ok(()),
+    }
 }
 
 /// Runs the storage steps of `chore` (in `store`'s current transaction, if it writes).
@@ -387,6 +501,29 @@ pub fn perform_chore(store: &dyn Storage, chore: &Chore) -> storage::Result<Chor
         Chore::Expire { before } => ChoreDone::Expired {
             expired: store.expire_pending(*before)?,
         },
+        Chore::Publish {
+            events,
+            paints,
+            board,
+            node,
+        } => {
+            for event in events {
+                store.publish(event)?;
+            }
+            if !paints.is_empty() {
+                store.paint_canvas(board, paints)?;
+                if let Some(node) = node {
+                    for event in super::canvas::paint_events(paints) {
+                        store.publish(&event.encode(*node))?;
+                    }
+                }
+            }
+            ChoreDone::Published
+        }
+        Chore::TakeBack { alias } => {
+            store.set_disconnected(alias)?;
+            ChoreDone::TakenBack
+        }
     })
 }
 

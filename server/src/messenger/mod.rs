@@ -149,7 +149,10 @@ fn answer(op: Op, work: &Work, result: storage::Result<Finished>) -> Applied {
             users::answer(op, requester.as_deref(), *from, result)
         }
         // Only the session front-ends start these.
-        Work::Login { .. } | Work::Broadcast { .. } => {
+        Work::Login { .. }
+        | Work::Broadcast { .. }
+        | Work::JoinRoom { .. }
+        | Work::RoomMessage { .. } => {
             debug_assert!(false, "the messenger got the result of {work:?}");
             Applied::read_only(
                 Reply::code(wire::code::TWO)

@@ -124,7 +124,9 @@ pub trait Storage {
     /// Creates a room; false if it exists.
     fn create_room(&self, name: &str) -> Result<bool>;
     fn add_room_message(&self, room: &str, sender: &str, text: &str) -> Result<()>;
-    /// The last `limit` messages of `room` as `(sender, text)`, oldest first.
+    /// The last `limit` messages of `room` as `(sender, text)`, oldest first. An engine
+    /// shared by nodes holds the room against new lines until the transaction ends, so that
+    /// what is read is exactly what committed before it.
     fn room_history(&self, room: &str, limit: usize) -> Result<Vec<(String, String)>>;
     /// Stores a chat broadcast and forgets all but the newest `keep`.
     fn add_broadcast(&self, sender: &str, text: &str, keep: usize) -> Result<()>;

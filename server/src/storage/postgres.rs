@@ -216,9 +216,6 @@ impl PgStore {
     }
 }
 
-/// PostgreSQL's limit on a NOTIFY payload, in bytes.
-const MAX_NOTIFY_PAYLOAD: usize = 8000;
-
 /// Appends `text` as an SQL string literal. Every connection runs with
 /// `standard_conforming_strings = on` (set in [`connect`]), where a backslash is an ordinary
 /// character and a quote is written twice; a NUL cannot be in `text` (a Rust `str` of JSON
@@ -327,10 +324,11 @@ impl Storage for PgStore {
 
     fn publish(&self, payload: &str) -> Result<()> {
         // PostgreSQL's limit, checked here so that one event cannot fail the turn's commit.
-        if payload.len() >= MAX_NOTIFY_PAYLOAD {
+        if payload.len() >= crate::bus::MAX_PAYLOAD {
             return Err(Error(format!(
-                "a session-bus event of {} bytes (PostgreSQL takes fewer than {MAX_NOTIFY_PAYLOAD})",
-                payload.len()
+                "a session-bus event of {} bytes (PostgreSQL takes fewer than {})",
+                payload.len(),
+                crate::bus::MAX_PAYLOAD
             )));
         }
         self.notifies.borrow_mut().push(payload.to_string());
@@ -607,11 +605,17 @@ impl Storage for PgStore {
     }
 
     fn room_history(&self, room: &str, limit: usize) -> Result<Vec<(String, String)>> {
-        self.pairs(
-            "SELECT sender, text FROM (SELECT seq, sender, text FROM room_messages
-             WHERE room = $1 ORDER BY seq DESC LIMIT $2) AS last ORDER BY seq",
-            &[&room, &(limit as i64)],
-        )
+        // The room's row, locked against its key-share locks: a line's insert takes one
+        // through its foreign key and keeps it until it commits. So the lines read are
+        // exactly those committed before this transaction commits.
+        self.write(|db| {
+            db.query("SELECT 1 FROM rooms WHERE name = $1 FOR UPDATE", &[&room])?;
+            db.pairs(
+                "SELECT sender, text FROM (SELECT seq, sender, text FROM room_messages
+                 WHERE room = $1 ORDER BY seq DESC LIMIT $2) AS last ORDER BY seq",
+                &[&room, &(limit as i64)],
+            )
+        })
     }
 
     fn add_broadcast(&self, sender: &str, text: &str, keep: usize) -> Result<()> {
