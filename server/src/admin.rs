@@ -68,8 +68,7 @@ impl Reader {
                 Ok(Reader::Sqlite(conn))
             }
             Database::Postgres(url) => {
-                let mut client =
-                    postgres::Client::connect(url, postgres::NoTls).map_err(|e| e.to_string())?;
+                let mut client = crate::storage::open_postgres(url).map_err(|e| e.to_string())?;
                 client
                     .batch_execute(
                         "SET default_transaction_read_only = on; SET statement_timeout = '1s';

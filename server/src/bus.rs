@@ -148,8 +148,8 @@ impl Bus {
     }
 }
 
-fn listen(url: &str) -> Result<postgres::Client, postgres::Error> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+fn listen(url: &str) -> Result<postgres::Client, crate::storage::Error> {
+    let mut client = crate::storage::open_postgres(url)?;
     client.batch_execute(&format!(
         "SET application_name = 'messenger bus'; LISTEN {CHANNEL}"
     ))?;

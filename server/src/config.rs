@@ -183,10 +183,10 @@ pub struct Config {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_pages: u32,
 
-    /// PostgreSQL only: storage workers, each with a connection of its own, that run the
-    /// storage work of the messenger's requests, of deliveries, of chat and rooms logins and
-    /// of chat private messages and broadcasts beside the event loop, so that the loop never
-    /// waits on those round trips.
+    /// PostgreSQL only: storage workers for requests, and as many for work that runs in
+    /// order (deliveries, broadcasts, rooms, the session bus and the canvas), each with a
+    /// connection of its own: all storage work runs on them, beside the event loop, which
+    /// never waits on the database's round trips.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub db_workers: u16,
 

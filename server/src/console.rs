@@ -200,6 +200,23 @@ pub fn init_logging(level: log::LevelFilter) {
     if log::set_boxed_logger(Box::new(StderrLogger { level })).is_ok() {
         log::set_max_level(level);
     }
+    // A panic is a timestamped stderr line too (with the backtrace `RUST_BACKTRACE` asks
+    // for), written before the panic goes on: a caught one (a library's, see
+    // `storage::open_postgres`) is one line, and an uncaught one is not lost in the buffer.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let mut line = format!(
+            "{} ERROR thread '{}' {info}\n",
+            timestamp(SystemTime::now()),
+            thread.name().unwrap_or("unnamed")
+        );
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            line.push_str(&format!("{backtrace}\n"));
+        }
+        stderr().push(line.as_bytes());
+        drain();
+    }));
 }
 
 /// Waits (a bounded time) until what was written so far has reached both streams.

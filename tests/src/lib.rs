@@ -292,6 +292,22 @@ impl Server {
 }
 
 /// Encodes fields as the protocol does: each followed by NUL.
+/// Runs the server with `args` (and whatever `configure` sets) to its exit, which it is
+/// expected to reach by itself; returns its exit code and stderr.
+pub fn run_server_to_exit(
+    args: &[&str],
+    configure: impl FnOnce(&mut Command),
+) -> (Option<i32>, String) {
+    let mut command = Command::new(bin("server"));
+    command.args(args).stdin(Stdio::null());
+    configure(&mut command);
+    let out = command.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn encode(fields: &[&[u8]]) -> Vec<u8> {
     fields
         .iter()

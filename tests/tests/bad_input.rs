@@ -222,24 +222,19 @@ fn sigpipe_does_not_kill_the_server() {
 /// stderr.
 fn failed_start(args: &[&str], uid: Option<u32>) -> (Option<i32>, String) {
     use std::os::unix::process::CommandExt;
-    let mut command = std::process::Command::new(e2e::bin("server"));
-    command.args(args).stdin(std::process::Stdio::null());
-    if let Some(uid) = uid {
-        // SAFETY: only setgid/setuid, async-signal-safe, between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+    e2e::run_server_to_exit(args, |command| {
+        if let Some(uid) = uid {
+            // SAFETY: only setgid/setuid, async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
-    }
-    let out = command.output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    })
 }
 
 #[test]

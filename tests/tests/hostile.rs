@@ -82,7 +82,8 @@ fn out_of_descriptors_the_server_accepts_again_once_they_free_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_with(
         &Db::fresh(dir.path()),
-        &["--idle-timeout-ms", "60000"],
+        // On PostgreSQL each database connection takes descriptors of its own: two workers.
+        &["--idle-timeout-ms", "60000", "--db-workers", "1"],
         |command| {
             // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
             unsafe {

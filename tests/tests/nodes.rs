@@ -499,6 +499,15 @@ impl HeldLock {
         )
     }
 
+    /// Room `name`'s row against updates and the locks its lines' inserts take (reads go
+    /// on).
+    fn room(db: &Db, name: &str) -> HeldLock {
+        HeldLock::take(
+            db,
+            &format!("SELECT 1 FROM rooms WHERE name = '{name}' FOR UPDATE"),
+        )
+    }
+
     fn take(db: &Db, lock: &str) -> HeldLock {
         let Db::Postgres(url) = db else {
             unreachable!("Db::postgres")
@@ -666,9 +675,11 @@ fn a_chat_sessions_private_messages_are_stored_beside_the_node_in_order() {
         }
     }
     assert_eq!(arrived, texts);
-    assert_eq!(
-        db.int("SELECT count(*) FROM pending_messages WHERE recipient = 'bea'"),
-        0
+    // Removed once delivered: the removal commits on a worker after the session's write.
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pending_messages WHERE recipient = 'bea'",
+        0,
     );
 }
 
@@ -779,4 +790,112 @@ fn broadcasts_waiting_for_the_database_do_not_hold_up_the_node_and_reach_everyon
     let position = |text: &str| heard[0].iter().position(|l| l == text);
     assert!(position("BROADCAST|ana|uno") < position("BROADCAST|ana|dos"));
     assert_eq!(db.int("SELECT count(*) FROM chat_broadcasts"), 3);
+}
+
+/// Polls the database until `sql` counts `count`: stored beside the node, out of the
+/// client's sight.
+fn wait_for_count(db: &Db, sql: &str, count: i64) {
+    let start = Instant::now();
+    while db.int(sql) != count {
+        assert!(start.elapsed() < PATIENCE, "{sql} never counted {count}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn room_joins_and_lines_waiting_for_the_database_do_not_hold_up_the_node_and_each_line_is_heard_once(
+) {
+    let db = Db::postgres();
+    let n1 = Server::start_on(&db, &["--rooms-port", "0"]);
+    let n2 = Server::start_on(&db, &["--rooms-port", "0"]);
+    let mut bea = e2e::LineConn::rooms(&n2, "bea");
+    bea.send("ROOM Sala1");
+    assert_eq!(bea.line(), "Te has unido a la sala Sala1.");
+    bea.send("MESSAGE antes");
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM room_messages WHERE text = 'antes'",
+        1,
+    );
+    let mut ana = e2e::LineConn::rooms(&n1, "ana");
+    // Another client holds the room's row: Ana's join (reading the room's history) waits on
+    // a storage worker of node 1, her next line behind it, and Bea's line on one of node 2.
+    let lock = HeldLock::room(&db, "Sala1");
+    ana.send("ROOM Sala1");
+    ana.send("MESSAGE hola");
+    bea.send("MESSAGE durante");
+    wait_for_workers_waiting_on_a_lock(&db, 2);
+    // Node 1's event loop is not waiting with them: sessions, logins and the messenger go on.
+    let mut carla = e2e::LineConn::rooms(&n1, "carla");
+    carla.send("LIST_ROOMS");
+    assert_eq!(carla.line(), "Salas disponibles:");
+    assert_eq!(carla.line(), "Sala1 (1)");
+    assert_eq!(n1.call(&["REGISTER", "dani"]), [0]);
+    lock.release();
+    assert_eq!(ana.line(), "Te has unido a la sala Sala1.");
+    wait_for_line(&mut bea, "ana: hola");
+    bea.send("MESSAGE después");
+    // Each of Bea's lines once, in order: in Ana's history or after her answer, whichever
+    // of her join and Bea's second line got the room first.
+    let mut heard = Vec::new();
+    while heard.last().map(String::as_str) != Some("bea: después") {
+        heard.push(ana.line());
+    }
+    assert_eq!(heard, ["bea: antes", "bea: durante", "bea: después"]);
+}
+
+#[test]
+fn canvas_paints_waiting_for_the_database_do_not_hold_up_the_node() {
+    let db = Db::postgres();
+    let n1 = Server::start_on(&db, &["--canvas-port", "0"]);
+    let n2 = Server::start_on(&db, &["--canvas-port", "0"]);
+    let mut watch1 = canvas_viewer(&n1);
+    let mut watch2 = canvas_viewer(&n2);
+    let red_at_3_4 = "SELECT count(*) FROM canvas WHERE get_byte(pixels, 4 * 50 + 3) = 2";
+    // Another client holds the board: storing the paint waits on a storage worker.
+    let lock = HeldLock::table(&db, "canvas");
+    paint(&mut watch1, 3, 4, "red");
+    wait_for_workers_waiting_on_a_lock(&db, 1);
+    // Node 1's event loop is not waiting with it: its viewers see the paint at the next tick,
+    // and the messenger is served.
+    board_with(&mut watch1, 3, 4, "red");
+    assert_eq!(n1.call(&["REGISTER", "dani"]), [0]);
+    assert_eq!(db.int(red_at_3_4), 0, "stored while the board was held");
+    lock.release();
+    // Stored, and told to the other node with it.
+    board_with(&mut watch2, 3, 4, "red");
+    wait_for_count(&db, red_at_3_4, 1);
+}
+
+/// The `postgres` crate panics when it cannot build a connection's runtime for lack of file
+/// descriptors: it killed the server at start-up (and would kill a thread that connects
+/// again). It is an error like any failed connection.
+#[test]
+fn a_node_without_descriptors_for_its_database_connections_says_so_and_exits() {
+    use std::os::unix::process::CommandExt;
+    let Db::Postgres(url) = Db::postgres() else {
+        unreachable!("Db::postgres")
+    };
+    let args = ["-p", "0", "--bind", "127.0.0.1", "--db", &url];
+    let (code, stderr) = e2e::run_server_to_exit(&args, |command| {
+        // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 16,
+                    rlim_max: 16,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    assert_eq!(code, Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("cannot connect") && last.contains("Too many open files"),
+        "{stderr}"
+    );
 }

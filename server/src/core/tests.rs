@@ -512,7 +512,11 @@ fn another_nodes_room_events_after_a_join_that_came_back_through_the_bus_first_f
         },
     );
     f.core.collect_bus();
-    assert_eq!(f.core.take_notices(), [], "not in the room before the answer");
+    assert_eq!(
+        f.core.take_notices(),
+        [],
+        "not in the room before the answer"
+    );
     let finished = f.core.finished(done, f.now);
     assert!(
         matches!(finished, Finished::Joined(JoinOutcome::Joined { .. })),

@@ -15,7 +15,7 @@ mod migrations {
 
 use std::fmt;
 
-pub use postgres::PgStore;
+pub use postgres::{open_client as open_postgres, PgStore};
 pub use sqlite::SqliteStore;
 
 /// A storage failure, with the engine's own words for it.

@@ -107,7 +107,7 @@ impl PgStore {
 
     /// The syncer's connection: its commits wait for the WAL flush.
     pub fn barrier(url: &str) -> std::result::Result<Client, Error> {
-        let mut client = Client::connect(url, NoTls)?;
+        let mut client = open_client(url)?;
         client.batch_execute(
             "SET synchronous_commit = on; SET application_name = 'messenger syncer';
              SET client_min_messages = warning",
@@ -240,13 +240,31 @@ enum Role {
     Worker,
 }
 
+/// A connection to `url`. The `postgres` crate builds a runtime for each connection and
+/// panics if it cannot (out of file descriptors, say): that is an error here, so that a
+/// reconnection when descriptors run out fails like any lost connection instead of killing
+/// its thread.
+pub fn open_client(url: &str) -> std::result::Result<Client, Error> {
+    match std::panic::catch_unwind(|| Client::connect(url, NoTls)) {
+        Ok(connected) => Ok(connected?),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("the connection's runtime could not start");
+            Err(Error(format!("cannot connect: {why}")))
+        }
+    }
+}
+
 /// A connection set up for `role`, and its backend process id.
 fn connect(url: &str, role: Role) -> std::result::Result<(Client, i32), Error> {
     let (name, lock_timeout) = match role {
         Role::Reactor => ("messenger", LOCK_TIMEOUT),
         Role::Worker => ("messenger worker", STATEMENT_TIMEOUT),
     };
-    let mut client = Client::connect(url, NoTls)?;
+    let mut client = open_client(url)?;
     client.batch_execute(&format!(
         "SET synchronous_commit = off; SET lock_timeout = '{lock_timeout}';
          SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET application_name = '{name}';
