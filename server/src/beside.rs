@@ -1,13 +1,13 @@
 //! Storage work beside the reactor: on PostgreSQL every storage call is a network round trip,
-//! so the storage steps of the messenger's writes (`core::Work`: SEND, REGISTER, UNREGISTER,
-//! CONNECT, DISCONNECT) run on a few worker threads, each with a connection of its own, while
-//! the reactor serves everybody else. A worker reports through a bounded channel and the
-//! waker; the reactor then applies what the work means for presence and deliveries, and holds
-//! the answer for the syncer's durability barrier, as for a write of its own turn.
+//! so the storage steps of every request (`core::Work`) and of the core's own chores
+//! (`core::Chore`) run on worker threads, each with a connection of its own, while the
+//! reactor serves everybody else. A worker reports through a bounded channel and the waker;
+//! the reactor then applies what the work means for presence and deliveries, and holds the
+//! answer for the syncer's durability barrier, as for a write of its own turn.
 //!
-//! The job queue is bounded: when it is full, the work runs in the reactor's turn as on
-//! SQLite, so a burst never queues without limit. A sender's SENDs stay in order across
-//! workers: the sender's row lock orders their ids and commits.
+//! The request workers' queue is bounded: when it is full, the request is refused (the
+//! reactor never runs it itself), so a burst never queues without limit. A sender's SENDs
+//! stay in order across workers: the sender's row lock orders their ids and commits.
 //!
 //! Work that must run in order goes to one ordered worker chosen by its key
 //! (`try_start_chore`, and `try_start` for work with a `Work::order_key`): deliveries' steps
@@ -31,7 +31,7 @@ use crate::storage::{self, PgStore, Storage};
 /// Names a request whose storage work runs beside the reactor.
 pub type Ticket = u64;
 
-/// Jobs waiting for any worker; past it requests run in the reactor's turn.
+/// Jobs waiting for a request worker; past it requests are refused.
 const QUEUE: usize = 1024;
 
 /// Jobs waiting for one ordered worker; past it the core tries again later, or refuses.

@@ -1,8 +1,10 @@
 //! The shared engine: PostgreSQL, for several server nodes on one database.
 //!
-//! One connection per node, in the same shape as the SQLite engine: reads run at once, the
-//! first write of a turn opens its transaction and `commit` ends it. The session runs with
-//! `synchronous_commit = off`, so a commit does not wait for the WAL flush; with
+//! A `PgStore` is one connection, in the same shape as the SQLite engine: reads run at once,
+//! the first write opens a transaction and `commit` ends it. The event loop's reads the state
+//! at start-up and names the node; each storage worker's (`beside.rs`) runs a job per
+//! transaction. Sessions run with `synchronous_commit = off`, so a commit does not wait for
+//! the WAL flush; with
 //! `--durability full` the syncer's barrier (a synchronous commit on a connection of its own,
 //! see `syncer::Barrier`) makes every earlier commit durable before the answers that promise
 //! it go out: one flush for many turns, as with SQLite.
@@ -60,8 +62,8 @@ pub struct PgStore {
     in_transaction: Cell<bool>,
     /// Why the current turn's transaction cannot be committed, if a write failed.
     poisoned: RefCell<Option<String>>,
-    /// The turn's session-bus events, sent with its COMMIT in one round trip (each a NOTIFY,
-    /// which PostgreSQL delivers only if the transaction commits, in commit order).
+    /// The transaction's session-bus events, sent with its COMMIT in one round trip (each a
+    /// NOTIFY, which PostgreSQL delivers only if the transaction commits, in commit order).
     notifies: RefCell<Vec<String>>,
     /// Recipients whose delivery claim (a session-level advisory lock) this node holds: at
     /// most those with a delivery in flight or waiting for a retry.
