@@ -292,6 +292,24 @@ impl Server {
 }
 
 /// Encodes fields as the protocol does: each followed by NUL.
+/// Makes `command`'s process start with at most `descriptors` open files.
+pub fn limit_descriptors(command: &mut Command, descriptors: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: descriptors,
+                rlim_max: descriptors,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs the server with `args` (and whatever `configure` sets) to its exit, which it is
 /// expected to reach by itself; returns its exit code and stderr.
 pub fn run_server_to_exit(

@@ -2,7 +2,6 @@
 //! finding it guards, drives the real binary, and fails on the old behaviour.
 
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -84,21 +83,7 @@ fn out_of_descriptors_the_server_accepts_again_once_they_free_up() {
         &Db::fresh(dir.path()),
         // On PostgreSQL each database connection takes descriptors of its own: two workers.
         &["--idle-timeout-ms", "60000", "--db-workers", "1"],
-        |command| {
-            // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
-            unsafe {
-                command.pre_exec(|| {
-                    let limit = libc::rlimit {
-                        rlim_cur: 48,
-                        rlim_max: 48,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        },
+        |command| e2e::limit_descriptors(command, 48),
     );
     let idle: Vec<TcpStream> = (0..80)
         .map(|_| TcpStream::connect(server.addr()).unwrap())

@@ -872,26 +872,12 @@ fn canvas_paints_waiting_for_the_database_do_not_hold_up_the_node() {
 /// again). It is an error like any failed connection.
 #[test]
 fn a_node_without_descriptors_for_its_database_connections_says_so_and_exits() {
-    use std::os::unix::process::CommandExt;
     let Db::Postgres(url) = Db::postgres() else {
         unreachable!("Db::postgres")
     };
     let args = ["-p", "0", "--bind", "127.0.0.1", "--db", &url];
-    let (code, stderr) = e2e::run_server_to_exit(&args, |command| {
-        // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: 16,
-                    rlim_max: 16,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let (code, stderr) =
+        e2e::run_server_to_exit(&args, |command| e2e::limit_descriptors(command, 16));
     assert_eq!(code, Some(1), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
