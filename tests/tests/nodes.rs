@@ -522,13 +522,13 @@ impl HeldLock {
     }
 }
 
-/// Waits until `count` storage workers (and never the event loop's connection, which waits
-/// only briefly) wait for a lock.
+/// Waits until `count` storage workers of this test's database (the cluster is shared with
+/// the tests running alongside) wait for a lock.
 fn wait_for_workers_waiting_on_a_lock(db: &Db, count: i64) {
     let start = Instant::now();
     while db.int(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'messenger worker'
-           AND wait_event_type = 'Lock'",
+           AND wait_event_type = 'Lock' AND datname = current_database()",
     ) < count
     {
         assert!(
@@ -599,7 +599,8 @@ fn deliveries_waiting_for_the_database_do_not_hold_up_the_node() {
     assert_eq!(
         db.int(
             "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid)
-              WHERE locktype = 'advisory' AND application_name = 'messenger worker'"
+              WHERE locktype = 'advisory' AND application_name = 'messenger worker'
+                AND datname = current_database()"
         ),
         1
     );

@@ -20,7 +20,7 @@ fn wait_for_sync_rep_waiters(db: &Db, application_name: &str, count: i64) {
     let start = Instant::now();
     let sql = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep' \
-         AND application_name = '{application_name}'"
+         AND application_name = '{application_name}' AND datname = current_database()"
     );
     while db.int(&sql) < count {
         assert!(
