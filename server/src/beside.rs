@@ -9,15 +9,19 @@
 //! reactor never runs it itself), so a burst never queues without limit. A sender's SENDs
 //! stay in order across workers: the sender's row lock orders their ids and commits.
 //!
-//! Work that must run in order goes to one ordered worker chosen by its key
-//! (`try_start_chore`, and `try_start` for work with a `Work::order_key`): deliveries' steps
-//! (claiming a recipient, reading their next batch, removing what was delivered) by the
-//! recipient, whose claim is a session-level advisory lock held by that worker's connection
-//! from one job to the next; broadcasts, a room's joins and lines, the session bus's
-//! publishing. One worker runs a key's work in the order it was asked for. Ordered workers are
-//! apart from the request workers, so that a request waiting on a row lock (up to the
-//! statement timeout) holds up no delivery, broadcast or bus event.
+//! Work that must run in order goes to one ordered worker chosen by its key ([`Router`]),
+//! which runs a key's work in the order it was asked for:
+//! - deliveries' steps (claiming a recipient, reading their next batch, removing what was
+//!   delivered) always to the worker chosen by a hash of the recipient, whose connection
+//!   holds the claim (a session-level advisory lock) from one job to the next;
+//! - broadcasts, a room's joins and lines, the session bus's batches to the worker that has
+//!   that key's work in hand, or, when it has none, the least busy one: a key whose work
+//!   waits on a lock holds up only the keys pinned to the same worker.
+//!
+//! Ordered workers are apart from the request workers, so that a request waiting on a row
+//! lock (up to the statement timeout) holds up no delivery, broadcast or bus event.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -62,6 +66,7 @@ pub struct Beside {
     jobs: Option<Sender<Job>>,
     /// Each ordered worker's queue.
     keyed: Vec<Sender<Job>>,
+    router: Router,
     pub done: Receiver<Report>,
     workers: Vec<JoinHandle<()>>,
     /// Set when the server stops: nobody waits for the answers of queued jobs any more.
@@ -106,6 +111,7 @@ impl Beside {
         }
         Ok(Beside {
             jobs: Some(jobs),
+            router: Router::new(keyed.len()),
             keyed,
             done,
             workers: handles,
@@ -116,49 +122,131 @@ impl Beside {
     /// Queues a request's storage work under `ticket`: work with an order key to the ordered
     /// worker that runs that key's work, in the order queued ([`Work::order_key`]); gives it
     /// back if the queue is full.
-    pub fn try_start(&self, ticket: Ticket, work: Work) -> Result<(), Work> {
-        let queue = self.queue_for(work.order_key());
-        offer(queue, ticket, Task::Request(work)).map_err(|task| match task {
-            Task::Request(work) => work,
-            Task::Chore(_) => unreachable!("a request was queued"),
-        })
+    pub fn try_start(&mut self, ticket: Ticket, work: Work) -> Result<(), Work> {
+        let key = work.order_key().map(|key| Key::Ordered(key.to_string()));
+        self.offer(ticket, key, Task::Request(work))
+            .map_err(|task| match task {
+                Task::Request(work) => work,
+                Task::Chore(_) => unreachable!("a request was queued"),
+            })
     }
 
     /// Queues a chore under `ticket`: with a `key` (a delivery's recipient, the bus), for the
-    /// ordered worker that runs that key's work, always the same one; gives it back if the
-    /// queue is full.
+    /// ordered worker that runs that key's work; gives it back if the queue is full.
     pub fn try_start_chore(
-        &self,
+        &mut self,
         ticket: Ticket,
-        key: Option<&str>,
+        key: Option<Key>,
         chore: Chore,
     ) -> Result<(), Chore> {
-        offer(self.queue_for(key), ticket, Task::Chore(chore)).map_err(|task| match task {
-            Task::Chore(chore) => chore,
-            Task::Request(_) => unreachable!("a chore was queued"),
-        })
+        self.offer(ticket, key, Task::Chore(chore))
+            .map_err(|task| match task {
+                Task::Chore(chore) => chore,
+                Task::Request(_) => unreachable!("a chore was queued"),
+            })
     }
 
-    /// The queue of the ordered worker that runs `key`'s work, or without a key the request
-    /// workers' one.
-    fn queue_for(&self, key: Option<&str>) -> &Sender<Job> {
-        match key {
-            Some(key) => {
-                let mut hasher = std::hash::DefaultHasher::new();
-                key.hash(&mut hasher);
-                &self.keyed[(hasher.finish() % self.keyed.len() as u64) as usize]
-            }
-            None => self.jobs.as_ref().expect("jobs are taken only on drop"),
-        }
+    /// Queues `task` under `ticket`, by `key` on an ordered worker or else on the request
+    /// workers' queue; gives it back if the queue is full (or, should every worker have
+    /// died, closed).
+    fn offer(&mut self, ticket: Ticket, key: Option<Key>, task: Task) -> Result<(), Task> {
+        let Some(key) = key else {
+            let jobs = self.jobs.as_ref().expect("jobs are taken only on drop");
+            return jobs
+                .try_send(Job { ticket, task })
+                .map_err(|e| e.into_inner().task);
+        };
+        let worker = self.router.place(&key);
+        self.keyed[worker]
+            .try_send(Job { ticket, task })
+            .map_err(|e| e.into_inner().task)?;
+        self.router.sent(ticket, worker, key);
+        Ok(())
+    }
+
+    /// The report of `ticket` was taken from [`Beside::done`]: its worker has one job less.
+    pub fn reported(&mut self, ticket: Ticket) {
+        self.router.reported(ticket);
     }
 }
 
-/// Queues `task` under `ticket`; gives it back if the queue is full (or, should every worker
-/// have died, closed).
-fn offer(queue: &Sender<Job>, ticket: Ticket, task: Task) -> Result<(), Task> {
-    queue
-        .try_send(Job { ticket, task })
-        .map_err(|e| e.into_inner().task)
+/// The key of ordered work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// Always on one worker, chosen by hash: a delivery's recipient, whose claim that
+    /// worker's connection holds.
+    Pinned(String),
+    /// On the worker that has this key's work in hand, else the least busy.
+    Ordered(String),
+}
+
+/// Which ordered worker runs a key's work.
+struct Router {
+    /// Jobs queued or in hand on each ordered worker.
+    load: Vec<usize>,
+    /// Ordered keys with work out: its worker and how many jobs.
+    placed: HashMap<String, (usize, usize)>,
+    /// Jobs out: their worker and ordered key.
+    out: HashMap<Ticket, (usize, Option<String>)>,
+}
+
+impl Router {
+    fn new(workers: usize) -> Router {
+        assert!(workers > 0, "ordered work needs a worker");
+        Router {
+            load: vec![0; workers],
+            placed: HashMap::new(),
+            out: HashMap::new(),
+        }
+    }
+
+    /// The worker for the next job of `key`.
+    fn place(&self, key: &Key) -> usize {
+        match key {
+            Key::Pinned(key) => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                key.hash(&mut hasher);
+                (hasher.finish() % self.load.len() as u64) as usize
+            }
+            Key::Ordered(key) => match self.placed.get(key) {
+                Some(&(worker, _)) => worker,
+                None => (0..self.load.len())
+                    .min_by_key(|&worker| self.load[worker])
+                    .expect("at least one worker"),
+            },
+        }
+    }
+
+    /// Job `ticket` of `key` was queued on `worker`.
+    fn sent(&mut self, ticket: Ticket, worker: usize, key: Key) {
+        self.load[worker] += 1;
+        let ordered = match key {
+            Key::Ordered(key) => {
+                let placed = self.placed.entry(key.clone()).or_insert((worker, 0));
+                debug_assert_eq!(placed.0, worker, "a key's work on one worker");
+                placed.1 += 1;
+                Some(key)
+            }
+            Key::Pinned(_) => None,
+        };
+        self.out.insert(ticket, (worker, ordered));
+    }
+
+    /// Job `ticket` is done (nothing if it was not ordered work).
+    fn reported(&mut self, ticket: Ticket) {
+        let Some((worker, key)) = self.out.remove(&ticket) else {
+            return;
+        };
+        self.load[worker] -= 1;
+        if let Some(key) = key {
+            if let Some(placed) = self.placed.get_mut(&key) {
+                placed.1 -= 1;
+                if placed.1 == 0 {
+                    self.placed.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Beside {
@@ -201,5 +289,57 @@ fn run(
             return;
         }
         wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ordered(key: &str) -> Key {
+        Key::Ordered(key.to_string())
+    }
+
+    #[test]
+    fn an_ordered_keys_work_stays_on_its_worker_while_out_and_new_keys_go_to_the_least_busy() {
+        let mut router = Router::new(3);
+        let room = router.place(&ordered("Sala1"));
+        router.sent(1, room, ordered("Sala1"));
+        // Stuck (waiting on a lock, say): its key's next job queues behind it...
+        assert_eq!(router.place(&ordered("Sala1")), room);
+        router.sent(2, room, ordered("Sala1"));
+        // ...while other keys go elsewhere.
+        let bus = router.place(&ordered("\0bus"));
+        assert_ne!(bus, room);
+        router.sent(3, bus, ordered("\0bus"));
+        let other = router.place(&ordered("Sala2"));
+        assert!(other != room && other != bus);
+        router.reported(3);
+        router.reported(1);
+        assert_eq!(router.place(&ordered("Sala1")), room, "one job still out");
+        router.reported(2);
+        // Nothing out: anywhere, the least busy first.
+        assert!(router.placed.is_empty() && router.load.iter().all(|&n| n == 0));
+        assert_eq!(router.place(&ordered("Sala1")), 0);
+    }
+
+    #[test]
+    fn a_pinned_key_always_goes_to_one_worker_and_counts_in_its_load() {
+        let mut router = Router::new(4);
+        let pinned = Key::Pinned("bea".into());
+        let worker = router.place(&pinned);
+        router.sent(1, worker, pinned.clone());
+        router.sent(2, worker, pinned.clone());
+        assert_eq!(router.place(&pinned), worker);
+        assert_ne!(
+            router.place(&ordered("Sala1")),
+            worker,
+            "the busy one is avoided"
+        );
+        router.reported(1);
+        router.reported(2);
+        router.reported(99);
+        assert_eq!(router.place(&pinned), worker);
+        assert!(router.load.iter().all(|&n| n == 0));
     }
 }

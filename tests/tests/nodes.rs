@@ -826,11 +826,15 @@ fn room_joins_and_lines_waiting_for_the_database_do_not_hold_up_the_node_and_eac
     ana.send("MESSAGE hola");
     bea.send("MESSAGE durante");
     wait_for_workers_waiting_on_a_lock(&db, 2);
-    // Node 1's event loop is not waiting with them: sessions, logins and the messenger go on.
+    // Node 1's event loop is not waiting with them: sessions, logins, another room's join
+    // (on another storage worker than the waiting room's) and the messenger go on.
     let mut carla = e2e::LineConn::rooms(&n1, "carla");
+    carla.send("ROOM Sala2");
+    assert_eq!(carla.line(), "Te has unido a la sala Sala2.");
     carla.send("LIST_ROOMS");
     assert_eq!(carla.line(), "Salas disponibles:");
     assert_eq!(carla.line(), "Sala1 (1)");
+    assert_eq!(carla.line(), "Sala2 (1)");
     assert_eq!(n1.call(&["REGISTER", "dani"]), [0]);
     lock.release();
     assert_eq!(ana.line(), "Te has unido a la sala Sala1.");

@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::beside::{Beside, TaskDone, Ticket};
+use crate::beside::{Beside, Key, TaskDone, Ticket};
 use crate::bus::{Bus, Event as BusEvent, NodeId};
 use crate::storage::{self, Pending, Storage};
 
@@ -429,7 +429,7 @@ impl Core {
     }
 
     fn try_beside(&mut self, work: Work) -> Result<Ticket, Work> {
-        let Some(beside) = &self.beside else {
+        let Some(beside) = &mut self.beside else {
             return Err(work);
         };
         let ticket = self.next_ticket + 1;
@@ -467,6 +467,9 @@ impl Core {
         (ticket, result): crate::beside::Report,
         now: Instant,
     ) -> Option<(Ticket, storage::Result<Finished>)> {
+        if let Some(beside) = &mut self.beside {
+            beside.reported(ticket);
+        }
         let login = self.login_tickets.remove(&ticket);
         let join = self.join_tickets.remove(&ticket);
         match (self.chores.remove(&ticket), result) {
@@ -766,12 +769,17 @@ impl Core {
     /// Runs a delivery's storage work: beside the reactor on PostgreSQL, on the worker that
     /// runs `key`'s (the recipient's, whose claim its connection holds), else in this turn.
     fn chore(&mut self, key: Option<&str>, chore: Chore, now: Instant) {
-        let Some(beside) = &self.beside else {
+        let Some(beside) = &mut self.beside else {
             let done = perform_chore(&*self.store, &chore);
             self.chore_done(chore, done, false, now);
             return;
         };
         let ticket = self.next_ticket + 1;
+        // A recipient's steps stay on the worker whose connection holds their claim.
+        let key = key.map(|key| match chore {
+            Chore::Publish { .. } => Key::Ordered(key.to_string()),
+            _ => Key::Pinned(key.to_string()),
+        });
         match beside.try_start_chore(ticket, key, chore.clone()) {
             Ok(()) => {
                 self.next_ticket = ticket;
