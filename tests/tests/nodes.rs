@@ -890,3 +890,25 @@ fn a_node_without_descriptors_for_its_database_connections_says_so_and_exits() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_login_whose_connection_the_node_closes_while_it_waits_leaves_the_name_free() {
+    let db = Db::postgres();
+    // Long enough for the second login below to be answered on a busy machine.
+    let node = Server::start_on(&db, &["--rooms-port", "0", "--idle-timeout-ms", "3000"]);
+    // Another client holds the users table: registering Zoe waits on a storage worker, past
+    // the login deadline, and the node closes her connection meanwhile.
+    let lock = HeldLock::table(&db, "users");
+    let mut zoe = e2e::LineConn::connect(node.rooms_addr());
+    zoe.send("JOIN zoe");
+    wait_for_workers_waiting_on_a_lock(&db, 1);
+    assert!(zoe.closed());
+    // The name is free again at once: a second login of it waits for the table too...
+    let mut again = e2e::LineConn::connect(node.rooms_addr());
+    again.send("JOIN zoe");
+    wait_for_workers_waiting_on_a_lock(&db, 2);
+    lock.release();
+    // ...and gets it once the first one's registration is done (nobody hears its answer).
+    assert_eq!(again.line(), "OK");
+    assert_eq!(db.int("SELECT count(*) FROM users WHERE alias = 'zoe'"), 1);
+}

@@ -537,10 +537,11 @@ impl Core {
                 Finished::Disconnected(outcome)
             }
             Done::LoggedIn {
+                session,
                 alias,
                 taken,
                 registered,
-            } => Finished::Login(self.logged_in(&alias, taken, registered)),
+            } => Finished::Login(self.logged_in(session, &alias, taken, registered)),
             // The other nodes heard it with its commit.
             Done::Broadcast { from, text } => {
                 self.tell_broadcast(from.as_str().into(), text.as_str().into());

@@ -262,6 +262,7 @@ impl Core {
             .insert(alias.to_string(), (session, interests));
         self.login_of.insert(session, alias.to_string());
         let work = Work::Login {
+            session,
             alias: alias.to_string(),
         };
         let started = self.start(work, now);
@@ -275,12 +276,21 @@ impl Core {
         started
     }
 
-    /// The storage work of `alias`'s login is done: the session starts, unless the name was
-    /// taken meanwhile (or is connected through the messenger), or the session has ended.
-    pub(super) fn logged_in(&mut self, alias: &str, taken: bool, registered: bool) -> LoginOutcome {
-        let Some((session, interests)) = self.logging_in.remove(alias) else {
-            return LoginOutcome::Gone;
+    /// The storage work of `session`'s login as `alias` is done: the session starts, unless
+    /// the name was taken meanwhile (or is connected through the messenger), or the session
+    /// has ended (another session may be logging in as `alias` by then).
+    pub(super) fn logged_in(
+        &mut self,
+        session: SessionId,
+        alias: &str,
+        taken: bool,
+        registered: bool,
+    ) -> LoginOutcome {
+        let interests = match self.logging_in.get(alias) {
+            Some(&(logging_in, interests)) if logging_in == session => interests,
+            _ => return LoginOutcome::Gone,
         };
+        self.logging_in.remove(alias);
         self.login_of.remove(&session);
         if taken || self.present_in_a_session(alias) || self.present_since.contains_key(alias) {
             return LoginOutcome::Taken;

@@ -660,6 +660,40 @@ fn paints_from_the_bus_reach_viewers_at_the_next_tick_and_nonsense_is_ignored() 
     );
 }
 
+/// Found while writing the nodes test of a login whose connection the node closes while its
+/// storage work waits: when that work came back, it started the next login of the name, made
+/// meanwhile by another session, which then never heard its own answer.
+#[test]
+fn a_login_that_comes_back_after_its_session_ended_leaves_the_next_login_of_the_name_alone() {
+    let mut f = Fixture::new(4);
+    // On PostgreSQL: session 1's login of zoe runs on a storage worker (played by the test)...
+    let login = |session| Work::Login {
+        session,
+        alias: "zoe".into(),
+    };
+    let first = perform(&*f.core.store, &login(1)).unwrap();
+    f.commit();
+    // ...its session ends, and session 2 starts a login of the name, beside too (what
+    // `start_login` notes then).
+    f.core.logout(1);
+    f.core
+        .logging_in
+        .insert("zoe".into(), (2, Interests::ROOMS));
+    f.core.login_of.insert(2, "zoe".into());
+    assert_eq!(
+        f.core.finished(first, f.now),
+        Finished::Login(LoginOutcome::Gone)
+    );
+    assert_eq!(f.core.session_alias(2), None);
+    let second = perform(&*f.core.store, &login(2)).unwrap();
+    f.commit();
+    assert_eq!(
+        f.core.finished(second, f.now),
+        Finished::Login(LoginOutcome::LoggedIn { registered: false })
+    );
+    assert_eq!(f.core.session_alias(2), Some("zoe"));
+}
+
 #[test]
 fn a_connect_that_ran_beside_while_the_user_logged_in_to_a_session_gives_way() {
     let mut f = Fixture::new(4);

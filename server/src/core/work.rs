@@ -50,9 +50,10 @@ pub enum Work {
         requester: Option<String>,
         from: IpAddr,
     },
-    /// A chat or rooms login as `alias`: registers the name if it is new, unless the user is
-    /// connected through the messenger.
+    /// `session`'s chat or rooms login as `alias`: registers the name if it is new, unless
+    /// the user is connected through the messenger.
     Login {
+        session: SessionId,
         alias: String,
     },
     /// A chat broadcast: stored, keeping the last `keep`.
@@ -223,6 +224,7 @@ pub enum Done {
     /// `taken`: connected through the messenger; `registered`: the name was new and now is a
     /// user.
     LoggedIn {
+        session: SessionId,
         alias: String,
         taken: bool,
         registered: bool,
@@ -356,11 +358,12 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
                 None => None,
             },
         },
-        Work::Login { alias } => {
+        Work::Login { session, alias } => {
             let user = store.user(alias)?;
             // False too when another node registered the name a moment ago.
             let registered = user.is_none() && store.insert_user(alias, None, None)?;
             Done::LoggedIn {
+                session: *session,
                 alias: alias.clone(),
                 taken: user.is_some_and(|u| u.connected),
                 registered,
