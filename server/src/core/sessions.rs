@@ -455,24 +455,21 @@ impl Core {
     /// `alias`'s join of `room` (which it was to `create`) failed.
     pub(super) fn join_failed(&mut self, alias: &str, room: &str, create: bool) {
         if create {
-            self.room_created(room, false);
+            self.creation_ended(room);
         }
         if self.joins.get(alias).is_some_and(|join| join.room == room) {
             self.joins.remove(alias);
         }
     }
 
-    /// A join's creation of `room` came back (`created`: stored by it): if new, the room is
-    /// known here (the other nodes learn of it with the join).
-    fn room_created(&mut self, room: &str, created: bool) {
+    /// A join that was to create `room` came back, or failed: it counts against
+    /// `--max-rooms` no more (a created room counts as a room).
+    fn creation_ended(&mut self, room: &str) {
         if let Some(joins) = self.sessions.being_created.get_mut(room) {
             *joins -= 1;
             if *joins == 0 {
                 self.sessions.being_created.remove(room);
             }
-        }
-        if created {
-            self.add_room(room);
         }
     }
 
@@ -486,10 +483,10 @@ impl Core {
         created: Option<bool>,
         history: Vec<(String, String)>,
     ) -> JoinOutcome {
-        if let Some(created) = created {
-            self.room_created(room, created);
+        if created.is_some() {
+            self.creation_ended(room);
         }
-        // Created by another node a moment ago, or stored before this node started.
+        // Created by this join, by another node a moment ago, or before this node started.
         self.add_room(room);
         if self.session_alias(session) != Some(alias.as_str()) {
             self.join_failed(&alias, room, false);

@@ -160,8 +160,8 @@ pub trait Storage {
     fn node(&self) -> Option<i32> {
         None
     }
-    /// On a shared database: tells the other nodes `payload` when, and only if, the turn
-    /// commits.
+    /// On a shared database: tells the other nodes `payload` when, and only if, the
+    /// transaction commits.
     fn publish(&self, _payload: &str) -> Result<()> {
         Ok(())
     }
