@@ -2,6 +2,10 @@
 //! one table. Run it through `scripts/bench`, which builds everything in release mode.
 //!
 //! usage: loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick] [--chart FILE.svg]
+//!        [--only send|live|flush]
+//!
+//! `--only` runs one part alone and prints no verdicts, for profiling the server meanwhile:
+//! the durable SEND comparison, live delivery, or the offline flush.
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
@@ -22,6 +26,15 @@ struct Options {
     seconds: f64,
     quick: bool,
     chart: Option<PathBuf>,
+    /// `--only`: the one part to run.
+    only: Option<Part>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Part {
+    Send,
+    Live,
+    Flush,
 }
 
 /// Medians of `(ops/s, server µs CPU per op)` of one level, ours and the reference's.
@@ -97,12 +110,13 @@ fn options() -> Options {
             !a.starts_with("--")
                 && a.parse::<f64>().is_err()
                 && *i != flag("--chart").map_or(usize::MAX, |c| c + 1)
+                && *i != flag("--only").map_or(usize::MAX, |c| c + 1)
         })
         .map(|(_, a)| a)
         .collect();
     if positional.len() != 2 {
         bench::usage_exit(
-            "loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick] [--chart FILE.svg]",
+            "loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick] [--chart FILE.svg] [--only send|live|flush]",
         );
     }
     Options {
@@ -111,6 +125,12 @@ fn options() -> Options {
         seconds,
         quick,
         chart,
+        only: flag("--only").map(|i| match args.get(i + 1).map(String::as_str) {
+            Some("send") => Part::Send,
+            Some("live") => Part::Live,
+            Some("flush") => Part::Flush,
+            _ => bench::usage_exit("--only send|live|flush"),
+        }),
     }
 }
 
@@ -154,6 +174,20 @@ fn main() {
         opts.seconds
     );
 
+    match opts.only {
+        Some(Part::Live) => {
+            print_live_header();
+            let messages = if opts.quick { 4_800 } else { 19_200 };
+            live_delivery(&opts, &dir, messages, 16, Duration::ZERO);
+            live_delivery(&opts, &dir, messages / 4, 4, Duration::from_millis(1));
+            return;
+        }
+        Some(Part::Flush) => {
+            offline_flush(&opts, &dir, if opts.quick { 5_000 } else { 20_000 });
+            return;
+        }
+        Some(Part::Send) | None => {}
+    }
     let server = start_server(&opts.server, dir.join("ops.db"), &[]);
     let addr = server.addr;
     for alias in ["sink", "req"] {
@@ -219,7 +253,7 @@ fn main() {
             }),
         ),
     ];
-    for (name, make) in &scenarios {
+    for (name, make) in scenarios.iter().filter(|_| opts.only.is_none()) {
         for &clients in levels {
             let run = closed_loop(addr, Some(&server), clients, duration, 0, make(clients));
             row(name, clients, &run);
@@ -280,6 +314,11 @@ fn main() {
         }
     }
     server.stop();
+    if opts.only == Some(Part::Send) {
+        reference.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     // What the fsync wait costs: the same load with answers that do not wait for it.
     let normal = start_server(
         &opts.server,
@@ -313,10 +352,7 @@ fn main() {
     let at = |clients| compared.iter().find(|c| c.clients == clients);
     let ref16 = at(16).map_or(0.0, |c| c.reference.0);
 
-    println!("\n### Live delivery: 32 connected users, messages between random pairs\n");
-    println!("Latency: from the SEND's answer reaching its sender to the push reaching the recipient (a push may even come first: it starts at the commit, the answer waits for the fsync).\n");
-    println!("| senders | pause after each SEND | messages | messages/s | answer → push p50 µs | p99 µs | srv µs/msg | gen CPU | checks |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    print_live_header();
     let messages = if opts.quick { 4_800 } else { 19_200 };
     let live = live_delivery(&opts, &dir, messages, 16, Duration::ZERO);
     let light = live_delivery(&opts, &dir, messages / 4, 4, Duration::from_millis(1));
@@ -382,6 +418,13 @@ fn main() {
         verdict(restart.1 <= 64.0)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn print_live_header() {
+    println!("\n### Live delivery: 32 connected users, messages between random pairs\n");
+    println!("Latency: from the SEND's answer reaching its sender to the push reaching the recipient (a push may even come first: it starts at the commit, the answer waits for the fsync).\n");
+    println!("| senders | pause after each SEND | messages | messages/s | answer → push p50 µs | p99 µs | srv µs/msg | gen CPU | checks |");
+    println!("|---|---|---|---|---|---|---|---|---|");
 }
 
 /// N connected users, M messages between random pairs from 16 sender threads.
