@@ -32,6 +32,8 @@ struct Buffered {
     writing: bool,
     /// True while the writer thread waits for bytes: only then does a push wake it.
     idle: bool,
+    /// Threads waiting in `drain`: only then does the writer wake anyone after a write.
+    draining: usize,
 }
 
 /// One output stream and its writer thread.
@@ -57,14 +59,17 @@ impl Stream {
     }
 
     fn push(&self, bytes: &[u8]) {
-        let mut buffered = self.lock();
-        if buffered.bytes.len() + bytes.len() > STREAM_BUFFER_LIMIT {
-            buffered.dropped += 1;
-            return;
-        }
-        buffered.bytes.extend_from_slice(bytes);
-        if buffered.idle {
-            buffered.idle = false;
+        let wake = {
+            let mut buffered = self.lock();
+            if buffered.bytes.len() + bytes.len() > STREAM_BUFFER_LIMIT {
+                buffered.dropped += 1;
+                return;
+            }
+            buffered.bytes.extend_from_slice(bytes);
+            std::mem::take(&mut buffered.idle)
+        };
+        // After the lock is released, so that the writer does not wake only to wait for it.
+        if wake {
             self.changed.notify_all();
         }
     }
@@ -99,9 +104,14 @@ impl Stream {
                     STREAM_BUFFER_LIMIT / 1024
                 );
             }
-            self.lock().writing = false;
-            // For `drain`, which waits on the same condition.
-            self.changed.notify_all();
+            let draining = {
+                let mut buffered = self.lock();
+                buffered.writing = false;
+                buffered.draining > 0
+            };
+            if draining {
+                self.changed.notify_all();
+            }
             std::thread::sleep(GATHER);
         }
     }
@@ -115,11 +125,13 @@ impl Stream {
             if left.is_zero() {
                 return;
             }
+            buffered.draining += 1;
             buffered = self
                 .changed
                 .wait_timeout(buffered, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            buffered.draining -= 1;
         }
     }
 }

@@ -118,11 +118,15 @@ impl Syncer {
 
     /// Asks for commit number `commit` (and all before it) to be made durable.
     pub fn request(&self, commit: u64) {
-        let mut state = self.shared.lock();
-        state.requested = state.requested.max(commit);
-        if state.idle {
-            state.idle = false;
-            self.shared.changed.notify_all();
+        let wake = {
+            let mut state = self.shared.lock();
+            state.requested = state.requested.max(commit);
+            std::mem::take(&mut state.idle)
+        };
+        // Notified after the lock is released: woken while the reactor still held it, the
+        // syncer would block on the mutex at once, one more context switch each way.
+        if wake {
+            self.shared.changed.notify_one();
         }
     }
 

@@ -434,33 +434,50 @@ impl Storage for SqliteStore {
     }
 }
 
-/// Wakes the checkpointer; cheap enough for the WAL hook, which runs inside every commit.
+/// Wakes the checkpointer; cheap enough for the WAL hook, which runs inside every commit
+/// (once the WAL is past its threshold, every commit pokes until the checkpoint is done: only
+/// a poke that finds the checkpointer waiting costs a system call).
 #[derive(Default)]
 struct Signal {
-    state: Mutex<(bool, bool)>, // (poked, stop)
+    state: Mutex<SignalState>,
     changed: Condvar,
+}
+
+#[derive(Default)]
+struct SignalState {
+    poked: bool,
+    stop: bool,
+    /// The checkpointer waits for a poke.
+    idle: bool,
 }
 
 impl Signal {
     fn poke(&self) {
-        self.set(|state| state.0 = true);
+        self.set(|state| state.poked = true);
     }
     fn stop(&self) {
-        self.set(|state| state.1 = true);
+        self.set(|state| state.stop = true);
     }
-    fn set(&self, change: impl FnOnce(&mut (bool, bool))) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        change(&mut state);
-        self.changed.notify_one();
+    fn set(&self, change: impl FnOnce(&mut SignalState)) {
+        let wake = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut state);
+            std::mem::take(&mut state.idle)
+        };
+        if wake {
+            self.changed.notify_one();
+        }
     }
     /// Waits for a poke; false once stopped.
     fn wait(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while !state.0 && !state.1 {
+        while !state.poked && !state.stop {
+            state.idle = true;
             state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        state.0 = false;
-        !state.1
+        state.idle = false;
+        state.poked = false;
+        !state.stop
     }
 }
 
