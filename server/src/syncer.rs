@@ -198,3 +198,72 @@ fn sync(wal: &PathBuf, file: &mut Option<File>) -> io::Result<()> {
     }
     file.as_ref().expect("opened above").sync_data()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// A syncer over a file of its own; each of its wake-ups lands in the returned channel.
+    fn syncer(dir: &tempfile::TempDir) -> (Syncer, mpsc::Receiver<()>) {
+        let wal = dir.path().join("wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let (rang, rings) = mpsc::channel();
+        let rang = Mutex::new(rang);
+        let wake = Arc::new(move || {
+            let _ = rang.lock().unwrap().send(());
+        });
+        let barrier = Barrier::SqliteWal {
+            path: wal,
+            file: None,
+        };
+        let syncer = Syncer::start(barrier, wake, Arc::default()).unwrap();
+        (syncer, rings)
+    }
+
+    fn synced(syncer: &Syncer) -> u64 {
+        match syncer.progress() {
+            Progress::Synced(upto) => upto,
+            Progress::Failed(why) => panic!("sync failed: {why}"),
+        }
+    }
+
+    /// Each request waits for the one before to be synced, so the syncer is idle (or about to
+    /// be) at every request: a wake-up lost between its check and its wait would leave a
+    /// request unsynced and this test waiting.
+    #[test]
+    fn every_request_made_while_the_syncer_goes_idle_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (syncer, rings) = syncer(&dir);
+        for commit in 1..=2_000 {
+            syncer.request(commit);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while synced(&syncer) < commit {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(
+                    rings.recv_timeout(left).is_ok(),
+                    "commit {commit} was never synced"
+                );
+            }
+        }
+    }
+
+    /// Requests made while a sync runs are covered by the next one, without a wake-up each.
+    #[test]
+    fn requests_made_during_a_sync_are_covered_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (syncer, rings) = syncer(&dir);
+        for commit in 1..=500 {
+            syncer.request(commit);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while synced(&syncer) < 500 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                rings.recv_timeout(left).is_ok(),
+                "commit 500 was never synced"
+            );
+        }
+    }
+}

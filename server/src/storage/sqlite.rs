@@ -668,4 +668,27 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+
+    /// Each poke waits for the one before to be taken, so the checkpointer's thread is
+    /// waiting (or about to) at every poke: a lost wake-up would leave this test waiting.
+    #[test]
+    fn every_poke_made_while_the_checkpointer_waits_wakes_it() {
+        let signal = Arc::new(Signal::default());
+        let (took, taken) = std::sync::mpsc::channel();
+        let waiting = signal.clone();
+        let thread = std::thread::spawn(move || {
+            while waiting.wait() {
+                took.send(()).unwrap();
+            }
+        });
+        for poke in 0..2_000 {
+            signal.poke();
+            assert!(
+                taken.recv_timeout(Duration::from_secs(10)).is_ok(),
+                "poke {poke} never woke the checkpointer"
+            );
+        }
+        signal.stop();
+        thread.join().unwrap();
+    }
 }
