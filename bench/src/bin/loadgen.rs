@@ -86,6 +86,45 @@ fn alternate(
     }
 }
 
+/// [`alternate`] at every level in `levels`, then a table of the medians; returns them.
+fn compare_send(
+    ours: &Process,
+    reference: &Process,
+    levels: &[usize],
+    rounds: usize,
+    duration: Duration,
+    send: &Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>,
+) -> Vec<Compared> {
+    let compared: Vec<Compared> = levels
+        .iter()
+        .map(|&clients| {
+            alternate(
+                ("ours", ours),
+                reference,
+                clients,
+                rounds,
+                duration,
+                Arc::clone(send),
+            )
+        })
+        .collect();
+    println!("\n| clients | ours ops/s | reference ops/s | ratio | ours µs CPU/SEND | reference µs CPU/SEND | CPU ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    for c in &compared {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} × | {:.1} | {:.1} | {:.2} × |",
+            c.clients,
+            c.ours.0,
+            c.reference.0,
+            c.ours.0 / c.reference.0,
+            c.ours.1,
+            c.reference.1,
+            c.ours.1 / c.reference.1
+        );
+    }
+    compared
+}
+
 /// Median of each figure separately.
 fn medians(runs: &[(f64, f64)]) -> (f64, f64) {
     let pick = |figure: fn(&(f64, f64)) -> f64| {
@@ -264,48 +303,37 @@ fn main() {
     let reference = Process::spawn(Command::new(&opts.reference));
     header("Durable SEND: ours against the stateless reference, alternating (medians below)");
     let rounds = if opts.quick { 1 } else { 3 };
-    let compared: Vec<Compared> = levels
-        .iter()
-        .map(|&clients| {
-            let send = Arc::clone(&send_durable);
-            alternate(
-                ("ours", &server),
-                &reference,
-                clients,
-                rounds,
-                duration,
-                send,
-            )
-        })
-        .collect();
-    println!("\n| clients | ours ops/s | reference ops/s | ratio | ours µs CPU/SEND | reference µs CPU/SEND | CPU ratio |");
-    println!("|---|---|---|---|---|---|---|");
-    for c in &compared {
-        println!(
-            "| {} | {:.0} | {:.0} | {:.2} × | {:.1} | {:.1} | {:.2} × |",
-            c.clients,
-            c.ours.0,
-            c.reference.0,
-            c.ours.0 / c.reference.0,
-            c.ours.1,
-            c.reference.1,
-            c.ours.1 / c.reference.1
-        );
-    }
+    let compare = |reference: &Process| {
+        compare_send(&server, reference, levels, rounds, duration, &send_durable)
+    };
+    let compared = compare(&reference);
+    // The limit for a server that answers once the request is on disk, with no database.
+    let mut durable = Command::new(&opts.reference);
+    durable
+        .arg("--durable")
+        .arg(dir.join("durable-reference.log"));
+    let durable_reference = Process::spawn(durable);
+    header("Durable SEND: ours against the durable reference (`refserver --durable`: appends each request to a file, answers after a group fdatasync, no database), alternating (medians below)");
+    let against_durable = compare(&durable_reference);
+    durable_reference.stop();
     if let Some(path) = &opts.chart {
-        let series = |name, pick: fn(&Compared) -> f64| chart::Series {
+        let series = |name, runs: &[Compared], pick: fn(&Compared) -> f64| chart::Series {
             name,
-            points: compared
-                .iter()
-                .map(|c| (c.clients as f64, pick(c)))
-                .collect(),
+            points: runs.iter().map(|c| (c.clients as f64, pick(c))).collect(),
         };
         let drawn = chart::throughput(
             path,
             "Durable SEND, one connection per request",
             &[
-                series("ours (answer after fsync)", |c| c.ours.0),
-                series("stateless reference (stores nothing)", |c| c.reference.0),
+                series("ours (answer after fsync)", &compared, |c| c.ours.0),
+                series("stateless reference (stores nothing)", &compared, |c| {
+                    c.reference.0
+                }),
+                series(
+                    "durable reference (file, group fdatasync)",
+                    &against_durable,
+                    |c| c.reference.0,
+                ),
             ],
         );
         match drawn {
@@ -385,6 +413,16 @@ fn main() {
             c.ours.1,
             c.reference.1,
             verdict(ratio <= 2.0)
+        );
+    }
+    for c in &against_durable {
+        println!(
+            "| not a target: durable SEND at {} clients against the durable reference | {:.2} × the ops/s, {:.2} × the CPU per SEND ({:.0} against {:.0} ops/s) | |",
+            c.clients,
+            c.ours.0 / c.reference.0,
+            c.ours.1 / c.reference.1,
+            c.ours.0,
+            c.reference.0
         );
     }
     let live_goal = 0.8 * ref16 / 3.0;
