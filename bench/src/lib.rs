@@ -25,7 +25,7 @@ impl Process {
     pub fn spawn(mut command: Command) -> Process {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(server_stderr())
             .spawn()
             .expect("spawn");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -142,6 +142,22 @@ pub fn own_cpu() -> Duration {
 }
 
 /// One request on its own connection; returns the whole answer.
+/// Where a started process's stderr goes: appended to the file `BENCH_SERVER_STDERR` names,
+/// for looking into a run afterwards, else nowhere.
+fn server_stderr() -> Stdio {
+    let Some(path) = std::env::var_os("BENCH_SERVER_STDERR") else {
+        return Stdio::null();
+    };
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(file) => Stdio::from(file),
+        Err(e) => panic!("BENCH_SERVER_STDERR {}: {e}", Path::new(&path).display()),
+    }
+}
+
 pub fn request(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
