@@ -222,10 +222,20 @@ mod tests {
         (syncer, rings)
     }
 
-    fn synced(syncer: &Syncer) -> u64 {
-        match syncer.progress() {
-            Progress::Synced(upto) => upto,
-            Progress::Failed(why) => panic!("sync failed: {why}"),
+    /// Waits, on the syncer's wake-ups, until `commit` is synced; fails after 10 s.
+    fn wait_synced(syncer: &Syncer, rings: &mpsc::Receiver<()>, commit: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match syncer.progress() {
+                Progress::Synced(upto) if upto >= commit => return,
+                Progress::Synced(_) => {}
+                Progress::Failed(why) => panic!("sync failed: {why}"),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                rings.recv_timeout(left).is_ok(),
+                "commit {commit} was never synced"
+            );
         }
     }
 
@@ -238,14 +248,7 @@ mod tests {
         let (syncer, rings) = syncer(&dir);
         for commit in 1..=2_000 {
             syncer.request(commit);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while synced(&syncer) < commit {
-                let left = deadline.saturating_duration_since(Instant::now());
-                assert!(
-                    rings.recv_timeout(left).is_ok(),
-                    "commit {commit} was never synced"
-                );
-            }
+            wait_synced(&syncer, &rings, commit);
         }
     }
 
@@ -257,13 +260,6 @@ mod tests {
         for commit in 1..=500 {
             syncer.request(commit);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while synced(&syncer) < 500 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                rings.recv_timeout(left).is_ok(),
-                "commit 500 was never synced"
-            );
-        }
+        wait_synced(&syncer, &rings, 500);
     }
 }
