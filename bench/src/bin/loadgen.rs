@@ -652,10 +652,16 @@ fn offline_flush(opts: &Options, dir: &std::path::Path, messages: usize) -> (f64
     }
     let elapsed = end.duration_since(start);
     let rate = received as f64 / elapsed.as_secs_f64();
+    let cpu_per_message =
+        server.cpu().saturating_sub(cpu0).as_secs_f64() * 1e6 / received.max(1) as f64;
+    server.stop();
+    let left = pending_for_away(&dir.join("flush.db"));
     let status = match (received == stored, in_order, refused) {
         (true, true, 0) => "in order".to_string(),
         _ => format!(
-            "received {received} of {stored} stored ({refused} SENDs refused), order {}",
+            "received {received} of {stored} stored ({refused} SENDs refused, {} still in the mailbox, user {}), order {}",
+            left.0,
+            if left.1 { "connected" } else { "disconnected" },
             if in_order { "ok" } else { "BROKEN" }
         ),
     };
@@ -663,12 +669,31 @@ fn offline_flush(opts: &Options, dir: &std::path::Path, messages: usize) -> (f64
     println!("| messages/s | time to flush | srv µs/msg | checks |");
     println!("|---|---|---|---|");
     println!(
-        "| {rate:.0} | {:.3} s | {:.1} | {status} |",
+        "| {rate:.0} | {:.3} s | {cpu_per_message:.1} | {status} |",
         elapsed.as_secs_f64(),
-        server.cpu().saturating_sub(cpu0).as_secs_f64() * 1e6 / received.max(1) as f64
     );
-    server.stop();
     (rate, status)
+}
+
+/// After a flush that came up short, from the stopped server's database: the messages still
+/// waiting for `away`, and whether the server had `away` as connected.
+fn pending_for_away(db: &std::path::Path) -> (i64, bool) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let pending = conn
+        .query_row(
+            "SELECT count(*) FROM pending_messages WHERE recipient = 'away'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let connected = conn
+        .query_row(
+            "SELECT connected FROM users WHERE alias = 'away'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    (pending, connected)
 }
 
 /// Start-up time and memory with a large database, seeded directly through SQLite.
