@@ -8,8 +8,10 @@
 //! must not die because nobody reads its console.
 
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::watched::Watched;
 
 /// Bytes each stream may hold while its reader is not reading.
 pub const STREAM_BUFFER_LIMIT: usize = 1 << 20;
@@ -30,24 +32,18 @@ struct Buffered {
     dropped: u64,
     /// True while the writer thread holds bytes it took but has not finished writing.
     writing: bool,
-    /// True while the writer thread waits for bytes: only then does a push wake it.
-    idle: bool,
-    /// Threads waiting in `drain`: only then does the writer wake anyone after a write.
-    draining: usize,
 }
 
 /// One output stream and its writer thread.
 struct Stream {
-    buffered: Mutex<Buffered>,
-    changed: Condvar,
+    buffered: Watched<Buffered>,
     name: &'static str,
 }
 
 impl Stream {
     fn start(name: &'static str, write: fn(&[u8])) -> Arc<Stream> {
         let stream = Arc::new(Stream {
-            buffered: Mutex::new(Buffered::default()),
-            changed: Condvar::new(),
+            buffered: Watched::new(Buffered::default()),
             name,
         });
         let writer = stream.clone();
@@ -59,43 +55,27 @@ impl Stream {
     }
 
     fn push(&self, bytes: &[u8]) {
-        let wake = {
-            let mut buffered = self.lock();
+        self.buffered.change(|buffered| {
             if buffered.bytes.len() + bytes.len() > STREAM_BUFFER_LIMIT {
                 buffered.dropped += 1;
-                return;
+            } else {
+                buffered.bytes.extend_from_slice(bytes);
             }
-            buffered.bytes.extend_from_slice(bytes);
-            std::mem::take(&mut buffered.idle)
-        };
-        // After the lock is released, so that the writer does not wake only to wait for it.
-        if wake {
-            self.changed.notify_all();
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Buffered> {
-        self.buffered.lock().unwrap_or_else(|p| p.into_inner())
+        });
     }
 
     fn run(&self, write: fn(&[u8])) {
         loop {
-            let (bytes, dropped) = {
-                let mut buffered = self.lock();
-                while buffered.bytes.is_empty() && buffered.dropped == 0 {
-                    buffered.idle = true;
-                    buffered = self
-                        .changed
-                        .wait(buffered)
-                        .unwrap_or_else(|p| p.into_inner());
-                }
-                buffered.idle = false;
-                buffered.writing = true;
-                (
-                    std::mem::take(&mut buffered.bytes),
-                    std::mem::take(&mut buffered.dropped),
-                )
-            };
+            let (bytes, dropped) = self.buffered.wait_until(
+                |buffered| !buffered.bytes.is_empty() || buffered.dropped > 0,
+                |buffered| {
+                    buffered.writing = true;
+                    (
+                        std::mem::take(&mut buffered.bytes),
+                        std::mem::take(&mut buffered.dropped),
+                    )
+                },
+            );
             write(&bytes);
             if dropped > 0 {
                 log::warn!(
@@ -104,35 +84,18 @@ impl Stream {
                     STREAM_BUFFER_LIMIT / 1024
                 );
             }
-            let draining = {
-                let mut buffered = self.lock();
-                buffered.writing = false;
-                buffered.draining > 0
-            };
-            if draining {
-                self.changed.notify_all();
-            }
+            // Wakes `drain`, if it waits.
+            self.buffered.change(|buffered| buffered.writing = false);
             std::thread::sleep(GATHER);
         }
     }
 
     /// Waits until everything pushed so far is written, or `wait` has passed.
     fn drain(&self, wait: Duration) {
-        let mut buffered = self.lock();
-        let deadline = std::time::Instant::now() + wait;
-        while !buffered.bytes.is_empty() || buffered.writing {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            buffered.draining += 1;
-            buffered = self
-                .changed
-                .wait_timeout(buffered, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            buffered.draining -= 1;
-        }
+        self.buffered.wait_for(
+            |buffered| buffered.bytes.is_empty() && !buffered.writing,
+            wait,
+        );
     }
 }
 

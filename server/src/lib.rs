@@ -19,6 +19,7 @@ mod reactor;
 pub mod rooms;
 pub mod storage;
 mod syncer;
+mod watched;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};

@@ -16,8 +16,10 @@
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use crate::watched::Watched;
 
 /// What makes every commit made so far durable, run on the syncer thread.
 pub enum Barrier {
@@ -65,25 +67,10 @@ struct State {
     /// Set once an fsync failed; nothing is synced after that.
     failure: Option<String>,
     stop: bool,
-    /// True while the syncer thread waits for a request: only then does a request wake it
-    /// (a notify is a system call even with nobody waiting, and under load the thread is
-    /// nearly always in a sync, which takes every request made meanwhile when it ends).
-    idle: bool,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 pub struct Syncer {
-    shared: Arc<Shared>,
+    shared: Arc<Watched<State>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -102,10 +89,7 @@ impl Syncer {
         wake: Arc<dyn Fn() + Send + Sync>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> io::Result<Syncer> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Watched::new(State::default()));
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("syncer".into())
@@ -118,31 +102,21 @@ impl Syncer {
 
     /// Asks for commit number `commit` (and all before it) to be made durable.
     pub fn request(&self, commit: u64) {
-        let wake = {
-            let mut state = self.shared.lock();
-            state.requested = state.requested.max(commit);
-            std::mem::take(&mut state.idle)
-        };
-        // Notified after the lock is released: woken while the reactor still held it, the
-        // syncer would block on the mutex at once, one more context switch each way.
-        if wake {
-            self.shared.changed.notify_one();
-        }
+        self.shared
+            .change(|state| state.requested = state.requested.max(commit));
     }
 
     pub fn progress(&self) -> Progress {
-        let state = self.shared.lock();
-        match &state.failure {
+        self.shared.with(|state| match &state.failure {
             Some(why) => Progress::Failed(why.clone()),
             None => Progress::Synced(state.synced),
-        }
+        })
     }
 }
 
 impl Drop for Syncer {
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.changed.notify_all();
+        self.shared.change(|state| state.stop = true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -151,32 +125,21 @@ impl Drop for Syncer {
 
 fn run(
     mut barrier: Barrier,
-    shared: &Shared,
+    shared: &Watched<State>,
     wake: &(dyn Fn() + Send + Sync),
     metrics: &crate::metrics::Metrics,
 ) {
     loop {
-        let upto = {
-            let mut state = shared.lock();
-            while state.requested <= state.synced && !state.stop {
-                state.idle = true;
-                state = shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-            state.idle = false;
-            if state.stop {
-                return;
-            }
+        let asked = shared.wait_until(
+            |state| state.requested > state.synced || state.stop,
             // Everything asked for so far is covered by the one sync below.
-            state.requested
-        };
+            |state| (!state.stop).then_some(state.requested),
+        );
+        let Some(upto) = asked else { return };
         let started = std::time::Instant::now();
         let result = barrier.run();
         metrics.observe_fsync(started.elapsed());
-        {
-            let mut state = shared.lock();
+        let failed = shared.with(|state| {
             match result {
                 Ok(()) => state.synced = upto,
                 Err(e) => {
@@ -184,9 +147,10 @@ fn run(
                     state.stop = true;
                 }
             }
-        }
+            state.failure.is_some()
+        });
         wake();
-        if shared.lock().failure.is_some() {
+        if failed {
             return;
         }
     }
@@ -210,7 +174,7 @@ mod tests {
         let wal = dir.path().join("wal");
         std::fs::write(&wal, b"frames").unwrap();
         let (rang, rings) = mpsc::channel();
-        let rang = Mutex::new(rang);
+        let rang = std::sync::Mutex::new(rang);
         let wake = Arc::new(move || {
             let _ = rang.lock().unwrap().send(());
         });

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
 use super::{migrations, unix_now, Error, Pending, Result, Storage, User};
+use crate::watched::Watched;
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Error {
@@ -436,48 +437,37 @@ impl Storage for SqliteStore {
 
 /// Wakes the checkpointer; cheap enough for the WAL hook, which runs inside every commit
 /// (once the WAL is past its threshold, every commit pokes until the checkpoint is done: only
-/// a poke that finds the checkpointer waiting costs a system call).
-#[derive(Default)]
-struct Signal {
-    state: Mutex<SignalState>,
-    changed: Condvar,
-}
+/// a poke that finds the checkpointer waiting costs a system call, see [`Watched`]).
+struct Signal(Watched<SignalState>);
 
 #[derive(Default)]
 struct SignalState {
     poked: bool,
     stop: bool,
-    /// The checkpointer waits for a poke.
-    idle: bool,
+}
+
+impl Default for Signal {
+    fn default() -> Signal {
+        Signal(Watched::new(SignalState::default()))
+    }
 }
 
 impl Signal {
     fn poke(&self) {
-        self.set(|state| state.poked = true);
+        self.0.change(|state| state.poked = true);
     }
     fn stop(&self) {
-        self.set(|state| state.stop = true);
-    }
-    fn set(&self, change: impl FnOnce(&mut SignalState)) {
-        let wake = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            change(&mut state);
-            std::mem::take(&mut state.idle)
-        };
-        if wake {
-            self.changed.notify_one();
-        }
+        self.0.change(|state| state.stop = true);
     }
     /// Waits for a poke; false once stopped.
     fn wait(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while !state.poked && !state.stop {
-            state.idle = true;
-            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-        state.idle = false;
-        state.poked = false;
-        !state.stop
+        self.0.wait_until(
+            |state| state.poked || state.stop,
+            |state| {
+                state.poked = false;
+                !state.stop
+            },
+        )
     }
 }
 
