@@ -141,7 +141,6 @@ pub fn own_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// One request on its own connection; returns the whole answer.
 /// Where a started process's stderr goes: appended to the file `BENCH_SERVER_STDERR` names,
 /// for looking into a run afterwards, else nowhere.
 fn server_stderr() -> Stdio {
@@ -158,6 +157,7 @@ fn server_stderr() -> Stdio {
     }
 }
 
+/// One request on its own connection; returns the whole answer.
 pub fn request(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;

@@ -655,15 +655,16 @@ fn offline_flush(opts: &Options, dir: &std::path::Path, messages: usize) -> (f64
     let cpu_per_message =
         server.cpu().saturating_sub(cpu0).as_secs_f64() * 1e6 / received.max(1) as f64;
     server.stop();
-    let left = pending_for_away(&dir.join("flush.db"));
     let status = match (received == stored, in_order, refused) {
         (true, true, 0) => "in order".to_string(),
-        _ => format!(
-            "received {received} of {stored} stored ({refused} SENDs refused, {} still in the mailbox, user {}), order {}",
-            left.0,
-            if left.1 { "connected" } else { "disconnected" },
-            if in_order { "ok" } else { "BROKEN" }
-        ),
+        _ => {
+            let (waiting, connected) = pending_for_away(&dir.join("flush.db"));
+            format!(
+                "received {received} of {stored} stored ({refused} SENDs refused, {waiting} still in the mailbox, user {}), order {}",
+                if connected { "connected" } else { "disconnected" },
+                if in_order { "ok" } else { "BROKEN" }
+            )
+        }
     };
     println!("\n### Offline flush: {messages} messages queued for one user, then CONNECT\n");
     println!("| messages/s | time to flush | srv µs/msg | checks |");

@@ -111,13 +111,10 @@ impl Log {
 
     /// Appends `bytes` and returns once they are on disk.
     fn append_durably(&self, bytes: &[u8]) {
-        let mine = {
-            let mut state = self.state.lock().unwrap();
-            (&self.file).write_all(bytes).expect("append to the log");
-            state.written += 1;
-            state.written
-        };
         let mut state = self.state.lock().unwrap();
+        (&self.file).write_all(bytes).expect("append to the log");
+        state.written += 1;
+        let mine = state.written;
         while state.durable < mine {
             if state.syncing {
                 state = self.synced.wait(state).unwrap();
