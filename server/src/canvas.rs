@@ -16,7 +16,9 @@ use serde_json::Value;
 
 use crate::core::canvas::{Change, COLOURS, SIDE};
 use crate::core::{Core, Notice, SessionId};
-use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Reply};
+use crate::frontend::{
+    Applied, Caller, EncodeMemo, Framing, Frontend, Input, Mode, Reply, Shared,
+};
 
 /// The goodbye, to a `cerrar` and when the server closes on its own.
 const CERRAR: &str = "{\"cerrar\": true}";
@@ -33,6 +35,7 @@ pub const MAX_REQUEST: usize = 4096;
 #[derive(Default)]
 pub struct Canvas {
     compact: HashMap<SessionId, bool>,
+    memo: EncodeMemo,
     board_json: RefCell<Option<(u64, Rc<str>)>>,
 }
 
@@ -126,28 +129,31 @@ fn parse(body: &[u8]) -> Result<Request, String> {
     }
 }
 
-impl Canvas {
-    /// The whole board at `version` as a JSON body, encoded once per version.
-    fn board(&self, version: u64, pixels: &[u8]) -> Rc<str> {
-        let mut cache = self.board_json.borrow_mut();
-        match &*cache {
-            Some((cached, json)) if *cached == version => json.clone(),
-            _ => {
-                let json: Rc<str> = board_json(pixels).into();
-                *cache = Some((version, json.clone()));
-                json
-            }
+/// The whole board at `version` as a JSON body, encoded once per version (`cache`).
+fn board(cache: &RefCell<Option<(u64, Rc<str>)>>, version: u64, pixels: &[u8]) -> Rc<str> {
+    let mut cache = cache.borrow_mut();
+    match &*cache {
+        Some((cached, json)) if *cached == version => json.clone(),
+        _ => {
+            let json: Rc<str> = board_json(pixels).into();
+            *cache = Some((version, json.clone()));
+            json
         }
     }
+}
 
-    /// A whole board for `session`, in its mode.
-    fn board_frame(&self, session: SessionId, version: u64, pixels: &[u8]) -> Vec<u8> {
-        let board = self.board(version, pixels);
-        if self.compact.get(&session) == Some(&true) {
-            frame(&format!("{{\"version\": {version}, \"tablero\": {board}}}"))
-        } else {
-            frame(&board)
-        }
+/// The frame of a whole board at `version` for a viewer in compact mode or not.
+fn board_frame(
+    cache: &RefCell<Option<(u64, Rc<str>)>>,
+    compact: bool,
+    version: u64,
+    pixels: &[u8],
+) -> Vec<u8> {
+    let board = board(cache, version, pixels);
+    if compact {
+        frame(&format!("{{\"version\": {version}, \"tablero\": {board}}}"))
+    } else {
+        frame(&board)
     }
 }
 
@@ -196,7 +202,8 @@ impl Frontend for Canvas {
             Ok(Request::New { compact }) => {
                 self.compact.insert(session, compact);
                 let (version, pixels) = core.canvas_join(session, compact);
-                Applied::read_only(Reply::bytes(self.board_frame(session, version, &pixels)))
+                let frame = board_frame(&self.board_json, compact, version, &pixels);
+                Applied::read_only(Reply::bytes(frame))
             }
             Ok(Request::Paint { x, y, colour }) => {
                 core.canvas_paint(x, y, colour);
@@ -215,14 +222,19 @@ impl Frontend for Canvas {
         self.compact.contains_key(&session)
     }
 
-    fn encode(&self, session: SessionId, notice: &Notice) -> Option<Vec<u8>> {
+    fn encode(&mut self, session: SessionId, notice: &Notice) -> Option<Shared> {
         match notice {
             Notice::CanvasBoard { version, pixels } => {
-                Some(self.board_frame(session, *version, pixels))
+                let compact = self.compact.get(&session) == Some(&true);
+                let cache = &self.board_json;
+                Some(self.memo.get_or(notice, u8::from(compact), || {
+                    board_frame(cache, compact, *version, pixels)
+                }))
             }
-            Notice::CanvasChanges { from, to, changes } => {
-                Some(frame(&changes_json(*from, *to, changes)))
-            }
+            Notice::CanvasChanges { from, to, changes } => Some(
+                self.memo
+                    .get_or(notice, 0, || frame(&changes_json(*from, *to, changes))),
+            ),
             _ => None,
         }
     }

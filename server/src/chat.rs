@@ -17,7 +17,8 @@ use crate::core::{
     Core, Finished, Interests, LoginOutcome, Notice, SendOutcome, SessionId, Started,
 };
 use crate::frontend::{
-    frame_line, strip_line_end, Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply,
+    frame_line, strip_line_end, Applied, Caller, EncodeMemo, Framing, Frontend, Input, Mode,
+    Pacing, Reply, Shared,
 };
 use crate::storage;
 
@@ -38,6 +39,7 @@ struct ChatSession {
 #[derive(Default)]
 pub struct Chat {
     sessions: HashMap<SessionId, ChatSession>,
+    memo: EncodeMemo,
     /// Requests whose storage work runs beside the reactor, by storage ticket.
     waiting: HashMap<Ticket, Waiting>,
 }
@@ -114,7 +116,7 @@ impl Chat {
         if let Err(e) = validate_name(name.as_bytes()) {
             return Applied::read_only(self.login_failed(caller, name, e.to_string()));
         }
-        match core.start_login(name, session, Interests::CHAT, now) {
+        match core.start_login(name, session, Interests::CHAT, caller.peer.ip(), now) {
             Started::Later(ticket) => {
                 let caller = caller.clone();
                 let name = name.to_string();
@@ -143,6 +145,14 @@ impl Chat {
             }
             Ok(Finished::Login(LoginOutcome::Taken)) => {
                 Applied::read_only(self.login_failed(caller, name, format!("{name} is online")))
+            }
+            Ok(Finished::Login(LoginOutcome::TooManyNewNames)) => {
+                Applied::read_only(self.login_failed(
+                    caller,
+                    name,
+                    "its address registered --max-new-names-per-minute names in the last minute"
+                        .into(),
+                ))
             }
             Ok(Finished::Login(LoginOutcome::Gone)) => Applied::read_only(Reply::default()),
             Ok(other) => Applied::read_only(self.login_failed(
@@ -323,6 +333,13 @@ impl Frontend for Chat {
         applied.stored_beside()
     }
 
+    fn slow_down(&self, session: SessionId) -> Option<Vec<u8>> {
+        Some(self.message(
+            session,
+            &["ERROR", "429", "Demasiados mensajes; más despacio"],
+        ))
+    }
+
     fn established(&self, session: SessionId) -> bool {
         self.sessions
             .get(&session)
@@ -336,17 +353,27 @@ impl Frontend for Chat {
         }
     }
 
-    fn encode(&self, session: SessionId, notice: &Notice) -> Option<Vec<u8>> {
+    fn encode(&mut self, session: SessionId, notice: &Notice) -> Option<Shared> {
         let state = self.sessions.get(&session)?;
+        let lines = state.lines;
         Some(match notice {
             Notice::Private { from, text, .. } => {
                 let text = String::from_utf8_lossy(text);
-                self.message(session, &["MESSAGE", from, &text])
+                encode(&["MESSAGE", from, &text], lines).into()
             }
-            Notice::Broadcast { from, text } => self.message(session, &["BROADCAST", from, text]),
+            Notice::Broadcast { from, text } => self
+                .memo
+                .get_or(notice, u8::from(lines), || {
+                    encode(&["BROADCAST", from, text], lines)
+                }),
+            Notice::UserList(users) if lines => self
+                .memo
+                .get_or(notice, 1, || encode(&["USER_LIST", &users.join(",")], true)),
             Notice::UserList(users) => {
-                let own = state.alias.as_deref().unwrap_or("");
-                user_list(users, own, state.lines)
+                // One message: the earliest names that fit, and the session's own.
+                let own = state.alias.clone().unwrap_or_default();
+                let earliest = self.memo.get_or(notice, 0, || earliest_users(users));
+                with_own_name(earliest, &own)
             }
             _ => return None,
         })
@@ -372,6 +399,8 @@ impl Interests {
 /// `fields` joined by `|`: with line framing, ending in `\n`; without, with `|` inside a field
 /// sent as `¦`, and cut to [`MAX_MESSAGE`] bytes at a character boundary.
 fn encode(fields: &[&str], lines: bool) -> Vec<u8> {
+    // No field carries a control (docs/text.md): a `\n` would end a line early.
+    let fields: Vec<std::borrow::Cow<str>> = fields.iter().map(|f| wire::clean_text(f)).collect();
     if lines {
         let mut message = fields.join("|");
         message.push('\n');
@@ -389,23 +418,34 @@ fn encode(fields: &[&str], lines: bool) -> Vec<u8> {
     message.into_bytes()
 }
 
-/// `USER_LIST|a,b,...`. Without line framing it must fit one message: the recipient's own
-/// name stays, then the earliest others that fit.
-fn user_list(users: &[String], own: &str, lines: bool) -> Vec<u8> {
-    if lines {
-        return encode(&["USER_LIST", &users.join(",")], true);
-    }
-    let mut budget = MAX_MESSAGE - "USER_LIST|".len() - own.len();
+/// `USER_LIST|a,b,...` without line framing, where it must fit one message: the earliest
+/// names online that leave room for any recipient's own (encoded once for every session).
+fn earliest_users(users: &[String]) -> Vec<u8> {
+    let mut budget = MAX_MESSAGE - "USER_LIST|".len() - (wire::MAX_FIELD_LEN + 1);
     let mut kept = Vec::new();
     for user in users {
-        if user == own {
-            kept.push(user.as_str());
-        } else if user.len() < budget {
-            budget -= user.len() + 1;
-            kept.push(user.as_str());
+        if user.len() + 1 > budget {
+            break;
         }
+        budget -= user.len() + 1;
+        kept.push(user.as_str());
     }
     encode(&["USER_LIST", &kept.join(",")], false)
+}
+
+/// The list of [`earliest_users`] for a session named `own`: as it is if it names them,
+/// else with `own` added at the end.
+fn with_own_name(earliest: Shared, own: &str) -> Shared {
+    let names = &earliest["USER_LIST|".len()..];
+    if own.is_empty() || names.split(|&b| b == b',').any(|n| n == own.as_bytes()) {
+        return earliest;
+    }
+    let mut list = earliest.to_vec();
+    if !names.is_empty() {
+        list.push(b',');
+    }
+    list.extend_from_slice(own.replace('|', "¦").as_bytes());
+    list.into()
 }
 
 #[cfg(test)]
@@ -430,8 +470,8 @@ mod tests {
     #[test]
     fn a_long_user_list_keeps_the_recipient_and_the_earliest_others() {
         let users: Vec<String> = (0..300).map(|n| format!("user{n:03}")).collect();
-        let list = user_list(&users, "user299", false);
-        let text = String::from_utf8(list).unwrap();
+        let list = with_own_name(earliest_users(&users).into(), "user299");
+        let text = String::from_utf8(list.to_vec()).unwrap();
         assert!(text.len() <= MAX_MESSAGE);
         let names: Vec<&str> = text["USER_LIST|".len()..].split(',').collect();
         assert_eq!(names[0], "user000");

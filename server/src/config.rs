@@ -122,10 +122,11 @@ pub struct Config {
     #[arg(long, value_enum, default_value_t = Durability::Full)]
     pub durability: Durability,
 
-    /// Cap on the database size in 4 KiB pages (SQLite `max_page_count`); when it is reached,
-    /// SEND answers 2 until delivered messages free space.
-    #[arg(long)]
-    pub max_db_pages: Option<u64>,
+    /// Cap on the database size in 4 KiB pages (SQLite `max_page_count`; the default is
+    /// 1 GiB); when it is reached, SEND answers 2 until delivered messages free space. 0: no
+    /// limit.
+    #[arg(long, default_value_t = 262_144)]
+    pub max_db_pages: u64,
 
     /// Port for the chat of seed 001 (myChatProtocol); none if absent.
     #[arg(long)]
@@ -163,20 +164,55 @@ pub struct Config {
     #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(4096..))]
     pub session_buffer_bytes: u32,
 
+    /// Requests a second a chat or rooms session may keep up; past it the session is slowed
+    /// down (not read until it is back under), told once, and disconnected if it stays behind
+    /// for `--flood-disconnect-secs`. 0: no limit.
+    #[arg(long, default_value_t = 10)]
+    pub flood_rate: u32,
+
+    /// Requests a chat or rooms session may make at once after a quiet spell.
+    #[arg(long, default_value_t = 60)]
+    pub flood_burst: u32,
+
+    /// Paints (and other requests) a second a canvas session may keep up (a drag paints many
+    /// pixels). 0: no limit.
+    #[arg(long, default_value_t = 200)]
+    pub canvas_flood_rate: u32,
+
+    /// Requests a canvas session may make at once after a quiet spell.
+    #[arg(long, default_value_t = 400)]
+    pub canvas_flood_burst: u32,
+
+    /// Seconds a session may stay behind its flood limit (sending faster than it is served)
+    /// before it is disconnected.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flood_disconnect_secs: u64,
+
     /// Milliseconds between two messages written to a chat client of the original framing
     /// (no delimiter): long enough for it to read the first alone.
     #[arg(long, default_value_t = 20)]
     pub chat_pause_ms: u64,
 
     /// Most messages that may wait for one user; SEND to a user whose mailbox is full answers
-    /// 2 (the chat: ERROR 507). No limit if absent.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_pending_per_user: Option<u32>,
+    /// 2 (the chat: ERROR 507). 0: no limit.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_pending_per_user: u32,
 
-    /// Seconds a message may wait for its recipient; older ones are dropped, each with a line
-    /// on stderr. Kept for ever if absent.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub pending_ttl: Option<u64>,
+    /// Seconds a message may wait for its recipient (the default is 30 days); older ones are
+    /// dropped, each counted on stderr. 0: kept for ever.
+    #[arg(long, default_value_t = 30 * 24 * 3600)]
+    pub pending_ttl: u64,
+
+    /// Names one client address (an IPv6 address by its /64) may register a minute, through
+    /// REGISTER or by logging in to the chat or the rooms under a new name; more are refused
+    /// with each protocol's failure answer. 0: no limit.
+    #[arg(long, default_value_t = 20)]
+    pub max_new_names_per_minute: u32,
+
+    /// Lines kept in each room's stored history (what a newcomer can be shown); older ones
+    /// are deleted as new ones come. 0: all kept.
+    #[arg(long, default_value_t = 1000)]
+    pub room_history_kept: u32,
 
     /// WAL size in pages at which the checkpointer thread copies the WAL back into the
     /// database file (the reactor itself never checkpoints).
@@ -297,6 +333,22 @@ impl Config {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+    /// The flood limits of chat and rooms sessions.
+    pub fn session_flood(&self) -> Option<crate::flood::Limits> {
+        crate::flood::Limits::new(
+            self.flood_rate,
+            self.flood_burst,
+            Duration::from_secs(self.flood_disconnect_secs),
+        )
+    }
+    /// The flood limits of canvas sessions.
+    pub fn canvas_flood(&self) -> Option<crate::flood::Limits> {
+        crate::flood::Limits::new(
+            self.canvas_flood_rate,
+            self.canvas_flood_burst,
+            Duration::from_secs(self.flood_disconnect_secs),
+        )
     }
 }
 

@@ -7,9 +7,10 @@
 //! stderr once it moves again, never a stalled server. A closed stream is ignored: the server
 //! must not die because nobody reads its console.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::watched::Watched;
 
@@ -24,6 +25,10 @@ const EXIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// a context switch each (about a tenth of the server's CPU in a SEND benchmark). A line
 /// written when the writer is idle goes out at once.
 const GATHER: Duration = Duration::from_millis(2);
+
+/// Lines of one kind of client-caused diagnostic written per second; past it they are counted
+/// and summed up in one line, so a client making errors on purpose cannot flood the log.
+pub const RATE_LIMITED_LINES_PER_SECOND: u32 = 20;
 
 #[derive(Default)]
 struct Buffered {
@@ -125,9 +130,11 @@ pub struct Console {
 }
 
 impl Console {
+    /// A console line: what a client sent shows escaped (`wire::escape_controls`), so it can
+    /// neither forge a line nor drive the operator's terminal.
     pub fn line(&mut self, text: &str) {
         self.lines.push_str("s> ");
-        self.lines.push_str(text);
+        self.lines.push_str(&wire::escape_controls(text));
         self.lines.push('\n');
     }
 
@@ -136,7 +143,9 @@ impl Console {
         self.lines.push_str("s>\n");
     }
 
+    /// Hands the turn's lines to the writer, and the counts of diagnostics left out.
     pub fn flush(&mut self) {
+        report_left_out();
         if !self.lines.is_empty() {
             stdout().push(self.lines.as_bytes());
             self.lines.clear();
@@ -157,17 +166,100 @@ impl log::Log for StderrLogger {
 
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
+            let text = record.args().to_string();
             let line = format!(
                 "{} {:<5} {}\n",
                 timestamp(SystemTime::now()),
                 record.level(),
-                record.args()
+                wire::escape_controls(&text)
             );
             stderr().push(line.as_bytes());
         }
     }
 
     fn flush(&self) {}
+}
+
+/// One kind of rate-limited diagnostic: the current second's window.
+struct Window {
+    level: log::Level,
+    since: Instant,
+    written: u32,
+    suppressed: u64,
+}
+
+impl Window {
+    /// Logs how many lines the window left out, if any, and starts a new one.
+    fn close(&mut self, kind: &str, now: Instant) {
+        if self.suppressed > 0 {
+            log::log!(
+                self.level,
+                "{} more lines of {kind} were left out in the last {:.1} s",
+                self.suppressed,
+                now.duration_since(self.since).as_secs_f64()
+            );
+        }
+        self.since = now;
+        self.written = 0;
+        self.suppressed = 0;
+    }
+}
+
+fn windows() -> std::sync::MutexGuard<'static, HashMap<&'static str, Window>> {
+    static WINDOWS: OnceLock<Mutex<HashMap<&'static str, Window>>> = OnceLock::new();
+    WINDOWS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Logs `line` at INFO, as [`log_rate_limited`] does.
+pub fn note_rate_limited(kind: &'static str, line: impl std::fmt::Display) {
+    log_rate_limited(log::Level::Info, kind, line);
+}
+
+/// Logs `line` at `level` unless [`RATE_LIMITED_LINES_PER_SECOND`] lines of `kind` were
+/// logged in the last second; those left out are counted, and the count is logged once the
+/// second is over ([`report_left_out`], or the kind's next line). For lines whose number
+/// clients decide.
+pub fn log_rate_limited(level: log::Level, kind: &'static str, line: impl std::fmt::Display) {
+    let now = Instant::now();
+    let mut windows = windows();
+    let window = windows.entry(kind).or_insert(Window {
+        level,
+        since: now,
+        written: 0,
+        suppressed: 0,
+    });
+    if now.duration_since(window.since) >= Duration::from_secs(1) {
+        window.close(kind, now);
+    }
+    if window.written < RATE_LIMITED_LINES_PER_SECOND {
+        window.written += 1;
+        log::log!(level, "{line}");
+    } else {
+        window.suppressed += 1;
+    }
+}
+
+/// When a count of lines left out is due (the reactor wakes up for it).
+pub fn left_out_due() -> Option<Instant> {
+    windows()
+        .values()
+        .filter(|window| window.suppressed > 0)
+        .map(|window| window.since + Duration::from_secs(1))
+        .min()
+}
+
+/// Logs the counts of lines left out in windows that are over (the reactor calls it every
+/// turn).
+pub fn report_left_out() {
+    let now = Instant::now();
+    for (kind, window) in windows().iter_mut() {
+        if window.suppressed > 0 && now.duration_since(window.since) >= Duration::from_secs(1) {
+            window.close(kind, now);
+        }
+    }
 }
 
 /// Sends the `log` macros' records at `level` and above to stderr.

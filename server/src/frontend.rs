@@ -10,7 +10,9 @@
 //! session, the core's notices are written to it, end of file means the user left: the chat
 //! and the rooms).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::beside::Ticket;
@@ -203,6 +205,45 @@ impl Applied {
     }
 }
 
+/// Bytes encoded once and written to several connections.
+pub type Shared = Rc<[u8]>;
+
+/// Encodings a front-end made last: the core tells a fan-out's sessions one after another,
+/// so this small memo makes each notice encoded once per format, not once per recipient.
+#[derive(Default)]
+pub struct EncodeMemo {
+    /// `(notice, format, bytes)`, newest last. Holding the notice keeps its texts alive, so
+    /// the pointers [`Notice::same`] compares cannot be reused by another notice meanwhile.
+    recent: VecDeque<(Notice, u8, Shared)>,
+}
+
+/// Encodings kept by an [`EncodeMemo`]: a front-end has a few formats (framings, modes).
+const MEMO_ENTRIES: usize = 4;
+
+impl EncodeMemo {
+    /// The bytes of `notice` in `format`, encoded by `encode` only if not encoded just before.
+    pub fn get_or(
+        &mut self,
+        notice: &Notice,
+        format: u8,
+        encode: impl FnOnce() -> Vec<u8>,
+    ) -> Shared {
+        if let Some((_, _, bytes)) = self
+            .recent
+            .iter()
+            .find(|(n, f, _)| *f == format && n.same(notice))
+        {
+            return bytes.clone();
+        }
+        let bytes: Shared = encode().into();
+        if self.recent.len() == MEMO_ENTRIES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((notice.clone(), format, bytes.clone()));
+        bytes
+    }
+}
+
 /// Who is asking, as far as the connection tells.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -234,8 +275,14 @@ pub trait Frontend {
     fn pacing(&self, _session: SessionId) -> Pacing {
         Pacing::Stream
     }
-    /// Persistent: the bytes that tell `session` about `notice`, or nothing.
-    fn encode(&self, _session: SessionId, _notice: &Notice) -> Option<Vec<u8>> {
+    /// Persistent: the bytes that tell `session` about `notice`, or nothing. A notice told
+    /// to many sessions is encoded once per format ([`EncodeMemo`]) and the bytes shared.
+    fn encode(&mut self, _session: SessionId, _notice: &Notice) -> Option<Shared> {
+        None
+    }
+    /// Persistent: what tells `session` that it sends faster than its flood limit and is
+    /// being slowed down (the protocol's error), or nothing.
+    fn slow_down(&self, _session: SessionId) -> Option<Vec<u8>> {
         None
     }
     /// Persistent: true once `session` is established (logged in, or watching the canvas).

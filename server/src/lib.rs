@@ -10,6 +10,7 @@ pub mod config;
 mod console;
 pub mod core;
 mod deliverer;
+mod flood;
 pub mod frontend;
 pub mod messenger;
 mod metrics;
@@ -82,8 +83,10 @@ pub fn run(config: Config) -> Result<(), String> {
     let settings = core::Settings {
         history: config.history.into(),
         max_rooms: config.max_rooms as usize,
-        max_pending_per_user: config.max_pending_per_user.map(|n| n as usize),
-        pending_ttl: config.pending_ttl.map(std::time::Duration::from_secs),
+        max_pending_per_user: nonzero(config.max_pending_per_user).map(|n| n as usize),
+        pending_ttl: nonzero(config.pending_ttl).map(std::time::Duration::from_secs),
+        max_new_names_per_minute: nonzero(config.max_new_names_per_minute),
+        room_history_kept: nonzero(config.room_history_kept).map(|n| n as usize),
     };
     let core = Core::new(
         store,
@@ -98,6 +101,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut listening = vec![Listening {
         socket: mio::net::TcpListener::from_std(listener),
         frontend: Box::new(Messenger::new(config.register_form, config.grace())),
+        flood: None,
     }];
     let shown_ip = net::display_ip(local.ip());
     let mut init_lines = vec![format!("init server {shown_ip}:{}", local.port())];
@@ -105,6 +109,7 @@ pub fn run(config: Config) -> Result<(), String> {
         listening.push(Listening {
             socket: mio::net::TcpListener::from_std(socket),
             frontend: Box::new(chat::Chat::default()),
+            flood: config.session_flood(),
         });
         init_lines.push(format!("init chat {shown_ip}:{}", local.port()));
     }
@@ -112,6 +117,7 @@ pub fn run(config: Config) -> Result<(), String> {
         listening.push(Listening {
             socket: mio::net::TcpListener::from_std(socket),
             frontend: Box::new(rooms::Rooms::default()),
+            flood: config.session_flood(),
         });
         init_lines.push(format!("init rooms {shown_ip}:{}", local.port()));
     }
@@ -119,6 +125,7 @@ pub fn run(config: Config) -> Result<(), String> {
         listening.push(Listening {
             socket: mio::net::TcpListener::from_std(socket),
             frontend: Box::new(canvas::Canvas::default()),
+            flood: config.canvas_flood(),
         });
         init_lines.push(format!("init canvas {shown_ip}:{}", local.port()));
     }
@@ -166,7 +173,7 @@ fn open_store(
     let full = config.durability == Durability::Full;
     match &config.db {
         Database::Sqlite(path) => {
-            let store = SqliteStore::open(path, config.max_db_pages, config.checkpoint_pages)
+            let store = SqliteStore::open(path, nonzero(config.max_db_pages), config.checkpoint_pages)
                 .map_err(|e| {
                     format!(
                         "cannot open database {}: {}",
@@ -269,4 +276,9 @@ fn why_unopenable(db: &std::path::Path) -> Option<String> {
 pub fn report_exit_error(error: &str) {
     log::error!("server: {error}");
     console::drain();
+}
+
+/// A limit flag's value, where 0 means no limit.
+fn nonzero<T: PartialEq + Default>(value: T) -> Option<T> {
+    (value != T::default()).then_some(value)
 }

@@ -29,8 +29,20 @@ const FSYNC_BUCKETS: [f64; 10] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
 ];
 
+/// Why a request was refused, as the refusals counter labels it.
+pub const REFUSALS: [&str; 5] = [
+    "mailbox_full",
+    "database_full",
+    "new_names_per_minute",
+    "flood",
+    "invalid_name",
+];
+
 #[derive(Default)]
 pub struct Metrics {
+    broadcasts_dropped: [AtomicU64; SESSION_FRONTENDS.len()],
+    rate_limited: [AtomicU64; SESSION_FRONTENDS.len()],
+    refusals: [AtomicU64; REFUSALS.len()],
     requests: [[AtomicU64; 4]; OPS.len()],
     pushes: [AtomicU64; PUSH_RESULTS.len()],
     sessions: [AtomicI64; SESSION_FRONTENDS.len()],
@@ -61,6 +73,28 @@ impl Metrics {
     pub fn session(&self, frontend: &str, change: i64) {
         if let Some(n) = SESSION_FRONTENDS.iter().position(|f| *f == frontend) {
             self.sessions[n].fetch_add(change, Ordering::Relaxed);
+        }
+    }
+
+    /// `count` broadcasts to a client of `frontend` that read too slowly were dropped.
+    pub fn broadcasts_dropped(&self, frontend: &str, count: u64) {
+        if let Some(n) = SESSION_FRONTENDS.iter().position(|f| *f == frontend) {
+            self.broadcasts_dropped[n].fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// A client of `frontend` went over its request rate and was slowed down.
+    pub fn rate_limited(&self, frontend: &str) {
+        if let Some(n) = SESSION_FRONTENDS.iter().position(|f| *f == frontend) {
+            self.rate_limited[n].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request was refused for `reason` (one of [`REFUSALS`]).
+    pub fn refused(&self, reason: &str) {
+        debug_assert!(REFUSALS.contains(&reason), "unknown refusal {reason}");
+        if let Some(n) = REFUSALS.iter().position(|r| *r == reason) {
+            self.refusals[n].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -160,6 +194,41 @@ impl Metrics {
             self.fsync_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "messenger_fsync_seconds_count {count}");
+        let labelled = [
+            (
+                "messenger_broadcasts_dropped_total",
+                "Broadcasts dropped for sessions that read slower than they came, by front-end.",
+                &self.broadcasts_dropped,
+            ),
+            (
+                "messenger_rate_limited_total",
+                "Times a session went over its request rate and was slowed down, by front-end.",
+                &self.rate_limited,
+            ),
+        ];
+        for (name, help, counters) in labelled {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (frontend, counter) in SESSION_FRONTENDS.iter().zip(counters) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{frontend=\"{frontend}\"}} {}",
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP messenger_refusals_total Requests refused by a limit, by reason."
+        );
+        let _ = writeln!(out, "# TYPE messenger_refusals_total counter");
+        for (reason, counter) in REFUSALS.iter().zip(&self.refusals) {
+            let _ = writeln!(
+                out,
+                "messenger_refusals_total{{reason=\"{reason}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }

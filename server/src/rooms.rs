@@ -15,7 +15,8 @@ use crate::core::{
     Core, Finished, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Started,
 };
 use crate::frontend::{
-    frame_line, strip_line_end, Applied, Caller, Framing, Frontend, Input, Mode, Reply,
+    frame_line, strip_line_end, Applied, Caller, EncodeMemo, Framing, Frontend, Input, Mode,
+    Reply, Shared,
 };
 use crate::storage;
 
@@ -29,6 +30,7 @@ pub const MAX_ROOM_NAME: usize = 64;
 #[derive(Default)]
 pub struct Rooms {
     users: HashMap<SessionId, String>,
+    memo: EncodeMemo,
     /// Requests whose storage work runs beside the reactor, by storage ticket.
     waiting: HashMap<Ticket, Waiting>,
 }
@@ -77,12 +79,11 @@ fn parse(line: &str) -> Option<Request<'_>> {
 }
 
 fn line(text: &str) -> Vec<u8> {
+    // A line protocol: a text with line breaks in it stays one line, and carries no control
+    // (docs/text.md).
+    let text = wire::clean_text(text);
     let mut bytes = Vec::with_capacity(text.len() + 1);
-    // A line protocol: a text with line breaks in it (a messenger message) stays one line.
-    bytes.extend(
-        text.bytes()
-            .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-    );
+    bytes.extend_from_slice(text.as_bytes());
     bytes.push(b'\n');
     bytes
 }
@@ -101,7 +102,7 @@ fn join_failed(caller: &Caller, name: &str, why: String, answer: &str) -> Reply 
 }
 
 fn valid_room(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_ROOM_NAME && !name.chars().any(char::is_control)
+    !name.is_empty() && name.len() <= MAX_ROOM_NAME && !name.chars().any(wire::is_hidden)
 }
 
 impl Rooms {
@@ -114,7 +115,7 @@ impl Rooms {
                 "Nombre de usuario no válido.",
             ));
         }
-        match core.start_login(name, caller.session, Interests::ROOMS, now) {
+        match core.start_login(name, caller.session, Interests::ROOMS, caller.peer.ip(), now) {
             Started::Later(ticket) => self.wait(
                 ticket,
                 Waiting::Login {
@@ -155,6 +156,13 @@ impl Rooms {
                 name,
                 format!("{name} is online"),
                 "Username ya en uso.",
+            )),
+            Ok(Finished::Login(LoginOutcome::TooManyNewNames)) => Applied::read_only(join_failed(
+                caller,
+                name,
+                "its address registered --max-new-names-per-minute names in the last minute"
+                    .into(),
+                "Demasiados nombres nuevos desde tu dirección; espera un minuto.",
             )),
             Ok(Finished::Login(LoginOutcome::Gone)) => Applied::read_only(Reply::default()),
             Ok(other) => Applied::read_only(join_failed(
@@ -339,20 +347,22 @@ impl Frontend for Rooms {
         self.users.contains_key(&session)
     }
 
-    fn encode(&self, _session: SessionId, notice: &Notice) -> Option<Vec<u8>> {
-        Some(line(&match notice {
-            Notice::Private { from, text, .. } => {
-                format!("{from} (privado): {}", String::from_utf8_lossy(text))
-            }
-            Notice::RoomMessage { from, text } => format!("{from}: {text}"),
-            Notice::JoinedRoom { user } => format!("{user} se ha unido a la sala."),
-            Notice::LeftRoom { user } => format!("{user} ha salido de la sala."),
-            Notice::LeftChat { user } => format!("{user} ha salido del chat."),
-            Notice::UserList(_)
-            | Notice::Broadcast { .. }
-            | Notice::CanvasBoard { .. }
-            | Notice::CanvasChanges { .. } => return None,
-        }))
+    fn slow_down(&self, _session: SessionId) -> Option<Vec<u8>> {
+        Some(line("ERROR: Demasiados mensajes; más despacio."))
+    }
+
+    fn encode(&mut self, _session: SessionId, notice: &Notice) -> Option<Shared> {
+        match notice {
+            Notice::Private { .. } => notice_line(notice).map(Into::into),
+            Notice::RoomMessage { .. }
+            | Notice::JoinedRoom { .. }
+            | Notice::LeftRoom { .. }
+            | Notice::LeftChat { .. } => Some(
+                self.memo
+                    .get_or(notice, 0, || notice_line(notice).unwrap_or_default()),
+            ),
+            _ => None,
+        }
     }
 
     fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
@@ -379,6 +389,23 @@ impl Frontend for Rooms {
         core.logout(session);
         Some(format!("ROOMS LOGOUT {}", alias?))
     }
+}
+
+/// The line that tells a rooms session about `notice`, if it hears of such things.
+fn notice_line(notice: &Notice) -> Option<Vec<u8>> {
+    Some(line(&match notice {
+        Notice::Private { from, text, .. } => {
+            format!("{from} (privado): {}", String::from_utf8_lossy(text))
+        }
+        Notice::RoomMessage { from, text } => format!("{from}: {text}"),
+        Notice::JoinedRoom { user } => format!("{user} se ha unido a la sala."),
+        Notice::LeftRoom { user } => format!("{user} ha salido de la sala."),
+        Notice::LeftChat { user } => format!("{user} ha salido del chat."),
+        Notice::UserList(_)
+        | Notice::Broadcast { .. }
+        | Notice::CanvasBoard { .. }
+        | Notice::CanvasChanges { .. } => return None,
+    }))
 }
 
 impl Interests {

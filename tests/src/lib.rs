@@ -172,6 +172,14 @@ impl Server {
             .args(["-p", "0", "--bind", "127.0.0.1", "--db"])
             .arg(db.arg())
             .args(args)
+            // Every test's clients come from 127.0.0.1, and many register more names a
+            // minute than one address may by default; tests of that limit name it.
+            .args(
+                (!args.contains(&"--max-new-names-per-minute"))
+                    .then_some(["--max-new-names-per-minute", "0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -459,6 +467,47 @@ pub fn read_until(reader: &mut impl Read, seen: &mut Vec<u8>, done: impl Fn(&[u8
             .read_exact(&mut byte)
             .unwrap_or_else(|e| panic!("after {:?}: {e}", String::from_utf8_lossy(seen)));
         seen.push(byte[0]);
+    }
+}
+
+/// A TCP connection to `to` from the local address `source` (any of 127/8 is this machine):
+/// a client from another address, as the server sees it.
+pub fn connect_from(source: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else {
+        panic!("an IPv4 server address")
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, bound and connected with correctly sized addresses; the
+    // descriptor is handed to a TcpStream that owns it from then on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let from = sockaddr(source, 0);
+        assert_eq!(
+            libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), len),
+            0,
+            "bind {source}: {}",
+            std::io::Error::last_os_error()
+        );
+        let dest = sockaddr(*to.ip(), to.port());
+        assert_eq!(
+            libc::connect(fd, (&dest as *const libc::sockaddr_in).cast(), len),
+            0,
+            "connect to {to}: {}",
+            std::io::Error::last_os_error()
+        );
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream
     }
 }
 

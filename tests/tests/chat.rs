@@ -240,7 +240,11 @@ fn mail_for_an_offline_chat_user_waits_across_a_restart_and_comes_in_order() {
 #[test]
 fn a_client_that_never_reads_is_disconnected_and_slows_nobody() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_all(dir.path(), &["--session-buffer-bytes", "65536"]);
+    // The talker sends as fast as it can: no flood limit.
+    let server = Server::start_all(
+        dir.path(),
+        &["--session-buffer-bytes", "65536", "--flood-rate", "0"],
+    );
     let stuck = LineConn::chat(&server, "stuck");
     // A small receive window, so the kernel does not absorb megabytes for it (the server's
     // own send buffer still holds up to tcp_wmem's 4 MiB before our limit counts).

@@ -10,6 +10,7 @@ mod fields;
 mod names;
 mod ops;
 mod push;
+mod text;
 
 pub use fields::{read_field, read_fields, scan_fields, write_fields, Scan, ScanError};
 pub use names::{
@@ -18,6 +19,7 @@ pub use names::{
 };
 pub use ops::{FieldCount, Op};
 pub use push::{Push, PushKind, PushStyle, GET_FILE, GET_FILE_UNDERSCORE};
+pub use text::{clean_text, clean_text_bytes, escape_controls, is_hidden};
 
 /// Longest string a field may carry, in bytes, not counting its NUL (seed 000 section 2: 256
 /// bytes including the terminator).

@@ -18,7 +18,9 @@ impl fmt::Display for NameError {
             NameError::Empty => "empty user name",
             NameError::TooLong => "user name longer than 255 bytes",
             NameError::NotUtf8 => "user name is not valid UTF-8",
-            NameError::ControlCharacter => "user name contains a control character",
+            NameError::ControlCharacter => {
+                "user name contains a control, format or separator character"
+            }
             NameError::Separator => {
                 "user name contains white space or one of the separators ':' ',' '|'"
             }
@@ -43,7 +45,8 @@ pub fn validate_name(bytes: &[u8]) -> Result<&str, NameError> {
 }
 
 /// The full name of the three-field REGISTER: not a key, so spaces are allowed; still 1 to 255
-/// bytes of UTF-8 without control characters.
+/// bytes of UTF-8 without control, format or separator characters (`docs/text.md`: no
+/// zero-width or right-to-left characters that make one name look like another).
 pub fn validate_full_name(bytes: &[u8]) -> Result<&str, NameError> {
     if bytes.is_empty() {
         return Err(NameError::Empty);
@@ -52,7 +55,7 @@ pub fn validate_full_name(bytes: &[u8]) -> Result<&str, NameError> {
         return Err(NameError::TooLong);
     }
     let name = std::str::from_utf8(bytes).map_err(|_| NameError::NotUtf8)?;
-    if name.chars().any(char::is_control) {
+    if name.chars().any(crate::is_hidden) {
         return Err(NameError::ControlCharacter);
     }
     Ok(name)

@@ -13,6 +13,7 @@ pub mod canvas;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod new_names;
 mod work;
 
 pub use sessions::{
@@ -163,6 +164,9 @@ pub enum Finished {
         requester_present: Option<bool>,
     },
     Login(LoginOutcome),
+    /// A REGISTER refused: its address registered `--max-new-names-per-minute` names in the
+    /// last minute.
+    TooManyNewNames,
     Broadcast,
     Joined(JoinOutcome),
     /// A room line stored and told to the room.
@@ -291,6 +295,8 @@ pub struct Core {
     sink: Box<dyn DeliverySink>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     settings: Settings,
+    /// Names registered by each address in the last minute.
+    new_names: new_names::NewNames,
     sessions: sessions::Sessions,
     /// What sessions must be told, in order, once the turn is committed.
     notices: Vec<(SessionId, Notice)>,
@@ -382,6 +388,7 @@ impl Core {
             publish_retry: None,
             sink,
             metrics,
+            new_names: new_names::NewNames::new(settings.max_new_names_per_minute),
             settings,
             sessions,
             notices: Vec::new(),
@@ -418,6 +425,12 @@ impl Core {
         // A user in a session (always a registered one) is present already.
         if matches!(&work, Work::Connect { alias, .. } if self.in_a_session_or_logging_in(alias)) {
             return Started::Now(Ok(Finished::Connected(ConnectOutcome::AlreadyConnected)));
+        }
+        if let Work::Register { from, .. } = &work {
+            if !self.new_names.allows(*from, now) {
+                self.metrics.refused("new_names_per_minute");
+                return Started::Now(Ok(Finished::TooManyNewNames));
+            }
         }
         match self.try_beside(work) {
             Ok(ticket) => Started::Later(ticket),
@@ -505,7 +518,12 @@ impl Core {
     fn finished(&mut self, done: Done, now: Instant) -> Finished {
         match done {
             Done::Sent { recipient, stored } => Finished::Sent(self.sent(&recipient, stored)),
-            Done::Registered(registered) => Finished::Registered(registered),
+            Done::Registered { registered, from } => {
+                if registered {
+                    self.new_names.registered(from, now);
+                }
+                Finished::Registered(registered)
+            }
             Done::Unregistered { alias, removed } => {
                 if removed {
                     // A delivery in flight to them is cancelled.
@@ -541,7 +559,14 @@ impl Core {
                 alias,
                 taken,
                 registered,
-            } => Finished::Login(self.logged_in(session, &alias, taken, registered)),
+                refused_new,
+                from,
+            } => {
+                if registered {
+                    self.new_names.registered(from, now);
+                }
+                Finished::Login(self.logged_in(session, &alias, taken, registered, refused_new))
+            }
             // The other nodes heard it with its commit.
             Done::Broadcast { from, text } => {
                 self.tell_broadcast(from.as_str().into(), text.as_str().into());
@@ -605,6 +630,8 @@ impl Core {
 
     /// The storage work of a chat broadcast, keeping this server's `--history`.
     pub fn broadcast_work(&self, from: &str, text: &str) -> Work {
+        // What reaches other users is clean text (docs/text.md), whatever the front-end.
+        let text = wire::clean_text(text);
         Work::Broadcast {
             from: from.to_string(),
             text: text.to_string(),
@@ -627,7 +654,8 @@ impl Core {
         Work::Send {
             sender: sender.to_string(),
             recipient: recipient.to_string(),
-            text: text.to_vec(),
+            // What reaches other users is clean text (docs/text.md), whatever the front-end.
+            text: wire::clean_text_bytes(text).into_owned(),
             attachment: attachment.map(<[u8]>::to_vec),
             max_pending: self.settings.max_pending_per_user,
         }

@@ -33,6 +33,10 @@ pub(super) struct Join {
     heard: Vec<Notice>,
 }
 
+/// How often a room line also prunes the room's stored history (`--room-history-kept`): so a
+/// room holds at most that many lines and this many more.
+const PRUNE_EVERY: u32 = 64;
+
 /// Names a session: unique for the life of the server process.
 pub type SessionId = u64;
 
@@ -47,6 +51,10 @@ pub struct Settings {
     pub max_pending_per_user: Option<usize>,
     /// How long a message may wait before it is dropped. None: for ever.
     pub pending_ttl: Option<Duration>,
+    /// Most names one address may register a minute. None: no limit.
+    pub max_new_names_per_minute: Option<u32>,
+    /// Lines kept in each room's stored history. None: all.
+    pub room_history_kept: Option<usize>,
 }
 
 /// What a session hears about besides its private messages.
@@ -116,9 +124,30 @@ pub enum Notice {
 }
 
 impl Notice {
-    /// True if this notice makes an unwritten earlier one of its kind pointless.
-    pub fn supersedes(&self) -> bool {
-        matches!(self, Notice::CanvasBoard { .. })
+    /// True if `self` and `other` are the same notice told to several sessions (they share
+    /// its text), so one encoding serves them all.
+    pub fn same(&self, other: &Notice) -> bool {
+        use Notice::*;
+        match (self, other) {
+            (Private { text: a, delivery: x, .. }, Private { text: b, delivery: y, .. }) => {
+                Rc::ptr_eq(a, b) && x == y
+            }
+            (UserList(a), UserList(b)) => Rc::ptr_eq(a, b),
+            (Broadcast { from: f, text: a }, Broadcast { from: g, text: b })
+            | (RoomMessage { from: f, text: a }, RoomMessage { from: g, text: b }) => {
+                Rc::ptr_eq(f, g) && Rc::ptr_eq(a, b)
+            }
+            (JoinedRoom { user: a }, JoinedRoom { user: b })
+            | (LeftRoom { user: a }, LeftRoom { user: b })
+            | (LeftChat { user: a }, LeftChat { user: b }) => Rc::ptr_eq(a, b),
+            (CanvasBoard { version: v, pixels: a }, CanvasBoard { version: w, pixels: b }) => {
+                v == w && Rc::ptr_eq(a, b)
+            }
+            (CanvasChanges { changes: a, .. }, CanvasChanges { changes: b, .. }) => {
+                Rc::ptr_eq(a, b)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -130,6 +159,9 @@ pub enum LoginOutcome {
     Taken,
     /// The session ended before its login's storage work was done: nobody hears the answer.
     Gone,
+    /// The name is new, and its address registered `--max-new-names-per-minute` names in the
+    /// last minute.
+    TooManyNewNames,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -167,6 +199,9 @@ pub(super) struct Sessions {
     /// Rooms in creation order, with their members in joining order.
     rooms: Vec<String>,
     members: HashMap<String, Vec<SessionId>>,
+    /// Lines said in each room since the server started (one entry per room at most): every
+    /// [`PRUNE_EVERY`]th line also prunes the room's stored history.
+    lines_said: HashMap<String, u32>,
     /// Rooms this node is creating (their joins' storage work is under way), with how many
     /// joins: they count against `--max-rooms` already.
     being_created: HashMap<String, usize>,
@@ -204,6 +239,16 @@ impl Sessions {
             self.recent_broadcasts.pop_front();
         }
         self.recent_broadcasts.push_back((from, text));
+    }
+
+    /// The history length to prune `room`'s stored lines to with the line said now, every
+    /// [`PRUNE_EVERY`] lines (and with the first after a start), when history is bounded.
+    fn prune_due(&mut self, room: &str, keep: Option<usize>) -> Option<usize> {
+        let keep = keep?;
+        let said = self.lines_said.entry(room.to_string()).or_default();
+        let due = *said % PRUNE_EVERY == 0;
+        *said = said.wrapping_add(1);
+        due.then_some(keep)
     }
 
     /// The users in a session on this node.
@@ -253,6 +298,7 @@ impl Core {
         alias: &str,
         session: SessionId,
         interests: Interests,
+        from: std::net::IpAddr,
         now: Instant,
     ) -> Started {
         if self.in_a_session_or_logging_in(alias) || self.login_of.contains_key(&session) {
@@ -264,6 +310,8 @@ impl Core {
         let work = Work::Login {
             session,
             alias: alias.to_string(),
+            from,
+            may_register: self.new_names.allows(from, now),
         };
         let started = self.start(work, now);
         match &started {
@@ -285,6 +333,7 @@ impl Core {
         alias: &str,
         taken: bool,
         registered: bool,
+        refused_new: bool,
     ) -> LoginOutcome {
         let interests = match self.logging_in.get(alias) {
             Some(&(logging_in, interests)) if logging_in == session => interests,
@@ -292,6 +341,10 @@ impl Core {
         };
         self.logging_in.remove(alias);
         self.login_of.remove(&session);
+        if refused_new {
+            self.metrics.refused("new_names_per_minute");
+            return LoginOutcome::TooManyNewNames;
+        }
         if taken || self.present_in_a_session(alias) || self.present_since.contains_key(alias) {
             return LoginOutcome::Taken;
         }
@@ -562,17 +615,22 @@ impl Core {
     ) -> Option<Started> {
         let state = self.sessions.by_id.get(&session)?;
         let (room, from) = (state.room.clone()?, state.alias.clone());
+        // What reaches other users is clean text (docs/text.md).
+        let cleaned = wire::clean_text(text);
+        let text: &str = &cleaned;
         let announce = self.announcement(BusEvent::RoomMessage {
             room: room.clone(),
             from: from.clone(),
             text: text.to_string(),
         });
+        let prune_to = self.sessions.prune_due(&room, self.settings.room_history_kept);
         let work = Work::RoomMessage {
             session,
             room,
             from,
             text: text.to_string(),
             announce,
+            prune_to,
         };
         Some(self.start(work, now))
     }

@@ -7,6 +7,9 @@ use std::rc::Rc;
 use super::*;
 use crate::storage::SqliteStore;
 
+/// The address the fixture's clients come from.
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 #[derive(Default)]
 struct Recorded {
     started: Vec<Delivery>,
@@ -71,6 +74,8 @@ impl Fixture {
             max_rooms: 100,
             max_pending_per_user: None,
             pending_ttl: None,
+            max_new_names_per_minute: None,
+            room_history_kept: None,
         };
         let core = Core::new(
             Box::new(store),
@@ -92,6 +97,7 @@ impl Fixture {
                 alias: user.into(),
                 full_name: None,
                 birth_date: None,
+                from: LOCALHOST,
             };
             assert_eq!(fixture.run(work), Finished::Registered(true));
         }
@@ -115,7 +121,10 @@ impl Fixture {
 
     /// Logs `session` in as `alias` (in the turn: SQLite has no storage workers).
     fn login(&mut self, alias: &str, session: SessionId, interests: Interests) -> LoginOutcome {
-        match self.core.start_login(alias, session, interests, self.now) {
+        match self
+            .core
+            .start_login(alias, session, interests, LOCALHOST, self.now)
+        {
             Started::Now(Ok(Finished::Login(outcome))) => outcome,
             other => panic!("login of {alias}: {other:?}"),
         }
@@ -670,6 +679,8 @@ fn a_login_that_comes_back_after_its_session_ended_leaves_the_next_login_of_the_
     let login = |session| Work::Login {
         session,
         alias: "zoe".into(),
+        from: LOCALHOST,
+        may_register: true,
     };
     let first = perform(&*f.core.store, &login(1)).unwrap();
     f.commit();

@@ -30,6 +30,8 @@ pub enum Work {
         alias: String,
         full_name: Option<String>,
         birth_date: Option<String>,
+        /// The client's address (`--max-new-names-per-minute` counts by it).
+        from: IpAddr,
     },
     Unregister {
         alias: String,
@@ -55,6 +57,10 @@ pub enum Work {
     Login {
         session: SessionId,
         alias: String,
+        /// The client's address, and whether it may register a new name now
+        /// (`--max-new-names-per-minute`).
+        from: IpAddr,
+        may_register: bool,
     },
     /// A chat broadcast: stored, keeping the last `keep`.
     Broadcast {
@@ -81,6 +87,8 @@ pub enum Work {
         from: String,
         text: String,
         announce: Option<String>,
+        /// Also drop the room's lines but the last this many (`--room-history-kept`).
+        prune_to: Option<usize>,
     },
 }
 
@@ -200,8 +208,8 @@ pub enum Done {
         recipient: String,
         stored: Stored,
     },
-    /// False: the alias was taken.
-    Registered(bool),
+    /// `registered` false: the alias was taken.
+    Registered { registered: bool, from: IpAddr },
     /// False: there was no such user.
     Unregistered {
         alias: String,
@@ -223,11 +231,14 @@ pub enum Done {
     },
     /// `taken`: connected through the messenger; `registered`: the name was new and now is a
     /// user.
+    /// `refused_new`: the name was new but its address may register no more now.
     LoggedIn {
         session: SessionId,
         alias: String,
         taken: bool,
         registered: bool,
+        refused_new: bool,
+        from: IpAddr,
     },
     Broadcast {
         from: String,
@@ -312,11 +323,11 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
             alias,
             full_name,
             birth_date,
-        } => Done::Registered(store.insert_user(
-            alias,
-            full_name.as_deref(),
-            birth_date.as_deref(),
-        )?),
+            from,
+        } => Done::Registered {
+            registered: store.insert_user(alias, full_name.as_deref(), birth_date.as_deref())?,
+            from: *from,
+        },
         Work::Unregister { alias } => Done::Unregistered {
             alias: alias.clone(),
             removed: store.delete_user(alias)?,
@@ -358,15 +369,23 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
                 None => None,
             },
         },
-        Work::Login { session, alias } => {
+        Work::Login {
+            session,
+            alias,
+            from,
+            may_register,
+        } => {
             let user = store.user(alias)?;
+            let new = user.is_none();
             // False too when another node registered the name a moment ago.
-            let registered = user.is_none() && store.insert_user(alias, None, None)?;
+            let registered = new && *may_register && store.insert_user(alias, None, None)?;
             Done::LoggedIn {
                 session: *session,
                 alias: alias.clone(),
                 taken: user.is_some_and(|u| u.connected),
                 registered,
+                refused_new: new && !*may_register,
+                from: *from,
             }
         }
         Work::Broadcast {
@@ -411,8 +430,9 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
             from,
             text,
             announce,
+            prune_to,
         } => {
-            store.add_room_message(room, from, text)?;
+            store.add_room_message(room, from, text, *prune_to)?;
             publish(store, announce)?;
             Done::RoomMessage {
                 session: *session,

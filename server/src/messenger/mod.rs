@@ -212,7 +212,7 @@ impl Frontend for Messenger {
         };
         let fields: Vec<&[u8]> = fields.iter().map(|range| &request[range.clone()]).collect();
         let parsed = match op {
-            Op::Register => register::apply(&fields),
+            Op::Register => register::apply(&fields, caller.peer.ip()),
             Op::Unregister => unregister::apply(&fields),
             Op::Connect => connect::apply(&fields, caller),
             Op::Disconnect => disconnect::apply(&fields, caller),

@@ -9,7 +9,7 @@ use crate::frontend::{Applied, Reply};
 use crate::storage;
 
 /// The storage work REGISTER asks for, or the answer to a request refused at once.
-pub fn apply(fields: &[&[u8]]) -> Parsed {
+pub fn apply(fields: &[&[u8]], from: std::net::IpAddr) -> Parsed {
     let (alias, profile) = match fields {
         [alias] => (*alias, None),
         [full_name, alias, birth_date] => (*alias, Some((*full_name, *birth_date))),
@@ -51,6 +51,7 @@ pub fn apply(fields: &[&[u8]]) -> Parsed {
         alias: alias_str.to_string(),
         full_name: full_name.map(str::to_string),
         birth_date: birth_date.map(str::to_string),
+        from,
     })
 }
 
@@ -68,6 +69,10 @@ pub fn answer(alias: &str, result: storage::Result<Finished>) -> Applied {
             code::ONE,
             format!("REGISTER {alias}: already registered"),
         )),
+        Ok(Finished::TooManyNewNames) => Applied::read_only(fail(format!(
+            "REGISTER {alias} refused: its address registered --max-new-names-per-minute \
+             names in the last minute"
+        ))),
         Ok(other) => Applied::read_only(fail(format!("REGISTER {alias}: {other:?}"))),
         Err(e) => Applied::read_only(fail(format!("REGISTER {alias}: storage: {e}"))),
     }

@@ -7,13 +7,15 @@
 //! queued meanwhile never overtake it: nothing behind a held slot is written.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
+use std::rc::Rc;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
 use crate::core::DeliveryMark;
+use crate::flood::Bucket;
 use crate::frontend::{Mode, Pacing};
 
 /// Most bytes taken from the socket by one read. A chat client of the original framing sends
@@ -25,6 +27,10 @@ pub const READ_CHUNK: usize = 1024;
 /// connection is not read until they are (a client cannot pile up work).
 pub const MAX_UNANSWERED: usize = 16;
 
+/// Most messages gathered into one `writev`: more are written by the next call of the same
+/// flush.
+const MAX_SLICES: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Reading requests (a persistent connection stays here).
@@ -35,13 +41,41 @@ pub enum State {
     Closing,
 }
 
+/// Bytes to write: a connection's own (an answer) or shared with other connections (a notice
+/// encoded once for all its recipients).
+pub enum Bytes {
+    Owned(Vec<u8>),
+    Shared(Rc<[u8]>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Shared(r) => r,
+        }
+    }
+}
+
+/// What may become of a queued message that is not written yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Must be written (an answer, a private message, room news).
+    Kept,
+    /// A newer message of its kind replaces it (a whole canvas board).
+    Superseded,
+    /// May be dropped when the client reads slower than the server writes (a broadcast to a
+    /// client paced one message per write).
+    Droppable,
+}
+
 pub enum Chunk {
-    /// A whole message, the private message it carries, if any, and whether a newer message
-    /// of its kind may replace it before it is written.
+    /// A whole message, the private message it carries, if any, and what may become of it.
     Ready {
-        bytes: Vec<u8>,
+        bytes: Bytes,
         mark: Option<DeliveryMark>,
-        superseding: bool,
+        kind: Kind,
     },
     /// The place of an answer still waiting for its commit.
     Held(u64),
@@ -92,6 +126,21 @@ pub struct Connection {
     pub watched: bool,
     /// `--proxy-protocol`: the PROXY header that names the client has not been read yet.
     pub awaiting_proxy_header: bool,
+    /// Something was queued this turn: the reactor flushes it at the end of the turn.
+    pub dirty: bool,
+    /// Reading or serving stopped with requests possibly left (its share of the turn used, or
+    /// [`MAX_UNANSWERED`] answers out): it goes on in a later turn without any readiness
+    /// event (readiness is edge-triggered, and the bytes may already be buffered).
+    pub runnable: bool,
+    /// Stopped at [`MAX_UNANSWERED`]: releasing an answer makes it runnable.
+    pub stalled: bool,
+    /// Flood control of a session's requests.
+    pub flood: Option<Bucket>,
+    /// Over its flood limit: not read nor served before then.
+    pub throttled_until: Option<Instant>,
+    /// Requests applied in turn `served_turn`.
+    pub served: u32,
+    pub served_turn: u64,
 }
 
 impl Connection {
@@ -127,12 +176,24 @@ impl Connection {
             awaiting_storage: false,
             watched: false,
             awaiting_proxy_header: false,
+            dirty: false,
+            flood: None,
+            throttled_until: None,
+            runnable: false,
+            stalled: false,
+            served: 0,
+            served_turn: 0,
         }
     }
 
     /// When the reactor must look at this connection next.
     pub fn next_wake(&self) -> Option<Instant> {
-        [self.deadline, self.grace_deadline, self.paused_until]
+        [
+            self.deadline,
+            self.grace_deadline,
+            self.paused_until,
+            self.throttled_until,
+        ]
             .into_iter()
             .flatten()
             .min()
@@ -163,6 +224,25 @@ impl Connection {
         }
     }
 
+    /// Counts a request applied in turn `turn`; false if the connection's share of that turn
+    /// was already used.
+    pub fn serve(&mut self, turn: u64, budget: u32) -> bool {
+        if self.served_turn != turn {
+            self.served_turn = turn;
+            self.served = 0;
+        }
+        if self.served >= budget {
+            return false;
+        }
+        self.served += 1;
+        true
+    }
+
+    /// True if the connection used its share of turn `turn`.
+    pub fn served_out(&self, turn: u64, budget: u32) -> bool {
+        self.served_turn == turn && self.served >= budget
+    }
+
     /// Reserves the place of an answer that waits for its commit.
     pub fn hold(&mut self) -> u64 {
         self.next_slot += 1;
@@ -186,75 +266,71 @@ impl Connection {
         } else {
             self.queued += bytes.len();
             self.out[index] = Chunk::Ready {
-                bytes,
+                bytes: Bytes::Owned(bytes),
                 mark: None,
-                superseding: false,
+                kind: Kind::Kept,
             };
         }
     }
 
-    /// Queues a whole message at the back.
-    pub fn push(&mut self, bytes: Vec<u8>, mark: Option<DeliveryMark>) {
-        self.queued += bytes.len();
-        self.out.push_back(Chunk::Ready {
-            bytes,
-            mark,
-            superseding: false,
-        });
-    }
-
-    /// Queues a message that makes an earlier superseding one pointless: if the last queued
-    /// message is such a one and not yet being written, it is replaced. So a client that stops
-    /// reading never has more than one of them waiting.
-    pub fn push_superseding(&mut self, bytes: Vec<u8>) {
-        let writing_front = self.written > 0 && self.out.len() == 1;
-        if let Some(Chunk::Ready {
-            bytes: old,
-            superseding: true,
-            ..
-        }) = self.out.back_mut()
-        {
-            if !writing_front {
-                self.queued = self.queued - old.len() + bytes.len();
-                *old = bytes;
-                return;
+    /// Queues a whole message at the back. A superseded message replaces the last queued
+    /// message of its kind if that is not being written yet, so a client that stops reading
+    /// never has more than one of them waiting.
+    pub fn push(&mut self, bytes: Bytes, mark: Option<DeliveryMark>, kind: Kind) {
+        debug_assert!(mark.is_none() || kind == Kind::Kept, "a private message is kept");
+        if kind == Kind::Superseded {
+            let writing_front = self.written > 0 && self.out.len() == 1;
+            if let Some(Chunk::Ready {
+                bytes: old,
+                kind: Kind::Superseded,
+                ..
+            }) = self.out.back_mut()
+            {
+                if !writing_front {
+                    self.queued = self.queued - old.len() + bytes.len();
+                    *old = bytes;
+                    return;
+                }
             }
         }
         self.queued += bytes.len();
-        self.out.push_back(Chunk::Ready {
-            bytes,
-            mark: None,
-            superseding: true,
-        });
+        self.out.push_back(Chunk::Ready { bytes, mark, kind });
     }
 
-    /// Writes what may be written now. Private messages fully written are added to
-    /// `delivered`. Returns true when nothing is left to write.
+    /// Writes what may be written now: with [`Pacing::Stream`] every ready message up to the
+    /// first held slot, many per `writev`; otherwise the front message alone, then a pause.
+    /// Private messages fully written are added to `delivered`. Returns true when nothing is
+    /// left to write.
     pub fn flush(&mut self, now: Instant, delivered: &mut Vec<DeliveryMark>) -> io::Result<bool> {
         loop {
             if self.paused_until.is_some_and(|at| at > now) {
                 return Ok(false);
             }
             self.paused_until = None;
-            let Some(Chunk::Ready { bytes, mark, .. }) = self.out.front() else {
+            let one = self.pacing == Pacing::OneMessagePerWrite;
+            let mut slices: [IoSlice; MAX_SLICES] = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for chunk in &self.out {
+                let Chunk::Ready { bytes, .. } = chunk else { break };
+                let skip = if count == 0 { self.written } else { 0 };
+                slices[count] = IoSlice::new(&bytes[skip..]);
+                count += 1;
+                if one || count == MAX_SLICES {
+                    break;
+                }
+            }
+            if count == 0 {
                 // Empty, or the front waits for its commit.
                 return Ok(self.out.is_empty());
-            };
-            match self.stream.write(&bytes[self.written..]) {
+            }
+            match self.stream.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.written += n;
                     self.queued -= n;
-                    if self.written == bytes.len() {
-                        if let Some(mark) = mark {
-                            delivered.push(*mark);
-                        }
-                        self.out.pop_front();
-                        self.written = 0;
-                        if self.pacing == Pacing::OneMessagePerWrite {
-                            self.paused_until = Some(now + self.pause);
-                            return Ok(self.out.is_empty());
-                        }
+                    let whole = self.advance(n, delivered);
+                    if one && whole {
+                        self.paused_until = Some(now + self.pause);
+                        return Ok(self.out.is_empty());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -262,6 +338,56 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Takes `n` written bytes off the front of the queue; returns true if the last message
+    /// they touched was written whole.
+    fn advance(&mut self, mut n: usize, delivered: &mut Vec<DeliveryMark>) -> bool {
+        let mut whole = false;
+        while n > 0 {
+            let Some(Chunk::Ready { bytes, mark, .. }) = self.out.front() else {
+                debug_assert!(false, "wrote past the ready messages");
+                return whole;
+            };
+            let left = bytes.len() - self.written;
+            if n < left {
+                self.written += n;
+                return false;
+            }
+            n -= left;
+            if let Some(mark) = mark {
+                delivered.push(*mark);
+            }
+            self.out.pop_front();
+            self.written = 0;
+            whole = true;
+        }
+        whole
+    }
+
+    /// Drops the droppable messages not yet being written; returns how many.
+    pub fn drop_droppable(&mut self) -> usize {
+        let before = self.out.len();
+        let mut queued = self.queued;
+        let writing = self.written > 0;
+        let mut index = 0;
+        self.out.retain(|chunk| {
+            let front = index == 0;
+            index += 1;
+            match chunk {
+                Chunk::Ready {
+                    bytes,
+                    kind: Kind::Droppable,
+                    ..
+                } if !(front && writing) => {
+                    queued -= bytes.len();
+                    false
+                }
+                _ => true,
+            }
+        });
+        self.queued = queued;
+        before - self.out.len()
     }
 
     /// True when the next write waits for the socket buffer to drain (not for a commit, nor

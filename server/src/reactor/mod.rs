@@ -26,12 +26,13 @@ use slab::Slab;
 use crate::beside::Ticket;
 use crate::config::Config;
 use crate::console::{fatal, Console};
+use crate::flood::{Bucket, Verdict};
 use crate::core::{Core, DeliveryMark, Event, Outcome, Report, SessionId};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply};
 use crate::metrics::Metrics;
 use crate::proxy_header::{self, Header};
 use crate::syncer::{Progress, Syncer};
-use connection::{Connection, State, MAX_UNANSWERED};
+use connection::{Bytes, Connection, Kind, State, MAX_UNANSWERED};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -54,6 +55,10 @@ const KEEPALIVE_COUNT: i32 = 3;
 /// notices.
 const SESSION_SEND_BUFFER: i32 = 128 * 1024;
 
+/// Requests one connection may have applied in one turn; the rest wait for a later turn, so
+/// a client's pipelined requests cannot lengthen a turn for everybody else.
+pub const TURN_BUDGET: u32 = 16;
+
 /// A request's result waiting to be sent: `(slab key, generation, held slot, result)`.
 type StagedAnswer = (usize, u64, u64, Applied);
 
@@ -61,6 +66,8 @@ type StagedAnswer = (usize, u64, u64, Applied);
 pub struct Listening {
     pub socket: TcpListener,
     pub frontend: Box<dyn Frontend>,
+    /// Flood limits of each session (persistent front-ends); none: no limit.
+    pub flood: Option<crate::flood::Limits>,
 }
 
 pub struct Reactor {
@@ -92,6 +99,13 @@ pub struct Reactor {
     delivered: Vec<DeliveryMark>,
     metrics: std::sync::Arc<Metrics>,
     doorbell: std::sync::Arc<Doorbell>,
+    /// Counts the loop's turns (for each connection's share of a turn).
+    turn: u64,
+    /// Connections with something queued this turn: each is flushed once, at the end of the
+    /// turn. Bounded by the connections (a connection is listed once while `dirty`).
+    dirty: Vec<usize>,
+    /// Connections to read and serve again next turn (`Connection::runnable`), listed once.
+    runnable: Vec<usize>,
 }
 
 /// Answers that promise durability wait here for the syncer.
@@ -153,6 +167,9 @@ impl Reactor {
             delivered: Vec::new(),
             metrics,
             doorbell,
+            turn: 0,
+            dirty: Vec::new(),
+            runnable: Vec::new(),
         })
     }
 
@@ -167,6 +184,7 @@ impl Reactor {
         // Deliveries owed since before a restart start in the first turn.
         self.end_turn(Instant::now());
         loop {
+            self.turn += 1;
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -190,6 +208,7 @@ impl Reactor {
                     Token(key) => self.on_ready(key),
                 }
             }
+            self.serve_runnable();
             let now = Instant::now();
             if self.accept_retry.is_some_and(|at| at <= now) {
                 self.retry_accept();
@@ -208,8 +227,9 @@ impl Reactor {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        // Work the last turn made for the next one (a written private message's report).
-        if self.core.turn_has_work() {
+        // Work the last turn made for the next one (a written private message's report, a
+        // connection with requests left, answers to commit).
+        if self.core.turn_has_work() || !self.runnable.is_empty() || !self.staged.is_empty() {
             return Some(Duration::ZERO);
         }
         let next = [
@@ -217,6 +237,7 @@ impl Reactor {
             self.core.next_deadline(),
             self.shutdown_deadline,
             self.accept_retry,
+            crate::console::left_out_due(),
         ]
         .into_iter()
         .flatten()
@@ -264,9 +285,13 @@ impl Reactor {
 
     fn admit(&mut self, n: usize, stream: TcpStream, peer: SocketAddr) {
         if self.connections.len() >= self.config.max_connections as usize {
-            log::warn!(
-                "refused connection from {peer}: {} connections open (--max-connections)",
-                self.connections.len()
+            crate::console::log_rate_limited(
+                log::Level::Warn,
+                "refused connections",
+                format_args!(
+                    "refused connection from {peer}: {} connections open (--max-connections)",
+                    self.connections.len()
+                ),
             );
             return;
         }
@@ -287,6 +312,9 @@ impl Reactor {
         conn.pacing = frontend.pacing(generation);
         conn.pause = self.config.chat_pause();
         conn.awaiting_proxy_header = self.config.proxy_protocol;
+        if mode == Mode::Persistent {
+            conn.flood = self.listening[n].flood.map(|limits| Bucket::new(limits, Instant::now()));
+        }
         entry.insert(conn);
         self.schedule(key);
         // Clients write their request right after connecting, so it is often already here:
@@ -335,6 +363,52 @@ impl Reactor {
         }
     }
 
+    /// Lists connection `key` to be read and served again next turn.
+    fn make_runnable(&mut self, key: usize) {
+        let conn = &mut self.connections[key];
+        conn.stalled = false;
+        if !conn.runnable {
+            conn.runnable = true;
+            self.runnable.push(key);
+        }
+    }
+
+    /// Reads and serves the connections that stopped with requests possibly left, each up to
+    /// its share of this turn; those with still more are listed again for the next.
+    fn serve_runnable(&mut self) {
+        for key in std::mem::take(&mut self.runnable) {
+            match self.connections.get_mut(key) {
+                Some(conn) if conn.runnable => conn.runnable = false,
+                _ => continue,
+            }
+            self.try_frame(key);
+            if self.connections.contains(key) {
+                self.read(key);
+            }
+        }
+    }
+
+    /// Notes that connection `key` has something new to write at the end of the turn.
+    fn mark_dirty(&mut self, key: usize) {
+        let conn = &mut self.connections[key];
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Writes every connection that had something queued this turn: once each, many messages
+    /// per write.
+    fn flush_dirty(&mut self) {
+        for key in std::mem::take(&mut self.dirty) {
+            match self.connections.get_mut(key) {
+                Some(conn) if conn.dirty => conn.dirty = false,
+                _ => continue,
+            }
+            self.write(key);
+        }
+    }
+
     fn on_ready(&mut self, key: usize) {
         let Some(conn) = self.connections.get(key) else {
             return;
@@ -354,8 +428,18 @@ impl Reactor {
             let Some(conn) = self.connections.get_mut(key) else {
                 return;
             };
-            if conn.state != State::Reading || conn.held >= MAX_UNANSWERED || conn.awaiting_storage
-            {
+            if conn.state != State::Reading || conn.awaiting_storage {
+                return;
+            }
+            if conn.held >= MAX_UNANSWERED {
+                conn.stalled = true;
+                return;
+            }
+            if conn.throttled_until.is_some() {
+                return;
+            }
+            if conn.served_out(self.turn, TURN_BUDGET) {
+                self.make_runnable(key);
                 return;
             }
             let limit = if conn.awaiting_proxy_header {
@@ -365,7 +449,15 @@ impl Reactor {
             };
             match conn.read_once(limit) {
                 Ok(true) => self.try_frame(key),
-                Ok(false) => return,
+                Ok(false) => {
+                    if conn.buf.is_empty() {
+                        // Everything the client sent is served: it kept to its rate.
+                        if let Some(bucket) = conn.flood.as_mut() {
+                            bucket.caught_up();
+                        }
+                    }
+                    return;
+                }
                 Err(e) => {
                     let peer = conn.peer;
                     self.close(
@@ -419,14 +511,21 @@ impl Reactor {
                 self.close(key, None);
                 return;
             }
-            let frontend = &mut self.listening[conn.frontend].frontend;
             let input = Input {
                 session: conn.generation,
                 buf: &conn.buf,
                 eof: conn.eof,
                 grace_over: conn.grace_deadline.is_some_and(|at| at <= now),
             };
-            match frontend.frame(&input) {
+            let framing = self.listening[conn.frontend].frontend.frame(&input);
+            if matches!(framing, Framing::Complete(_) | Framing::Skip { .. })
+                && !self.may_serve(key, now)
+            {
+                return;
+            }
+            let conn = &mut self.connections[key];
+            let frontend = &mut self.listening[conn.frontend].frontend;
+            match framing {
                 Framing::Incomplete => {
                     if conn.eof && conn.mode == Mode::Persistent {
                         let why = format!(
@@ -511,6 +610,72 @@ impl Reactor {
         }
     }
 
+    /// Whether connection `key` may have one more whole request served now: not with
+    /// [`MAX_UNANSWERED`] answers out (releasing one resumes it), nor past its share of the
+    /// turn (it goes on next turn), nor over its flood limit (it goes on when a token comes
+    /// back; told the first time; disconnected if it never catches up).
+    fn may_serve(&mut self, key: usize, now: Instant) -> bool {
+        let conn = &mut self.connections[key];
+        if conn.held >= MAX_UNANSWERED {
+            conn.stalled = true;
+            return false;
+        }
+        if conn.served_out(self.turn, TURN_BUDGET) {
+            self.make_runnable(key);
+            return false;
+        }
+        let verdict = match conn.flood.as_mut() {
+            Some(bucket) => bucket.take(now),
+            None => Verdict::Serve,
+        };
+        match verdict {
+            Verdict::Serve => {
+                conn.serve(self.turn, TURN_BUDGET);
+                true
+            }
+            Verdict::Wait { until, first } => {
+                conn.throttled_until = Some(until);
+                if first {
+                    self.tell_slowed(key);
+                }
+                self.schedule(key);
+                false
+            }
+            Verdict::Disconnect => {
+                let frontend = &self.listening[conn.frontend].frontend;
+                self.metrics.refused("flood");
+                let why = format!(
+                    "disconnected {} session from {}: over its flood limit for longer than \
+                     --flood-disconnect-secs",
+                    frontend.name(),
+                    conn.peer
+                );
+                self.end_session(key, why);
+                false
+            }
+        }
+    }
+
+    /// Connection `key` went over its flood limit: counted, logged (a few lines a second at
+    /// most) and told.
+    fn tell_slowed(&mut self, key: usize) {
+        let conn = &mut self.connections[key];
+        let frontend = &self.listening[conn.frontend].frontend;
+        self.metrics.rate_limited(frontend.name());
+        crate::console::note_rate_limited(
+            "flood limits",
+            format!(
+                "{} session from {} is over its flood limit: slowed down",
+                frontend.name(),
+                conn.peer
+            ),
+        );
+        if let Some(bytes) = frontend.slow_down(conn.generation) {
+            conn.push(Bytes::Owned(bytes), None, Kind::Kept);
+            self.mark_dirty(key);
+        }
+    }
+
     /// Writes what the connection may write now; reports private messages written; closes a
     /// connection that is done or whose client stopped reading.
     fn write(&mut self, key: usize) {
@@ -570,7 +735,7 @@ impl Reactor {
 
     fn close(&mut self, key: usize, why: Option<String>) {
         if let Some(why) = why {
-            log::info!("{why}");
+            crate::console::note_rate_limited("closed connections", why);
         }
         // Closing the socket removes it from the epoll set; no deregister call is needed.
         let mut conn = self.connections.remove(key);
@@ -629,6 +794,11 @@ impl Reactor {
             self.timers.pop_first();
             let conn = &mut self.connections[key];
             conn.timer = None;
+            if conn.throttled_until.is_some_and(|t| t <= now) {
+                conn.throttled_until = None;
+                self.make_runnable(key);
+            }
+            let conn = &self.connections[key];
             if conn.paused_until.is_some_and(|p| p <= now) {
                 self.write(key);
             }
@@ -672,6 +842,7 @@ impl Reactor {
     fn end_turn(&mut self, now: Instant) {
         self.commit_turn(now);
         self.core.dispatch();
+        self.flush_dirty();
     }
 
     /// Commits the turn's writes, then releases the answers, the console lines and what the
@@ -710,53 +881,62 @@ impl Reactor {
         self.tell_sessions();
     }
 
-    /// Encodes the core's notices and queues them on their sessions' connections.
+    /// Encodes the core's notices and queues them on their sessions' connections, to be
+    /// written at the end of the turn. A client paced one message per write, which the
+    /// server's own pacing may leave behind, loses droppable messages (broadcasts) past half
+    /// its `--session-buffer-bytes`, never a private message; any other client that lets its
+    /// buffer fill is disconnected (`write`).
     fn tell_sessions(&mut self) {
         let notices = self.core.take_notices();
         if notices.is_empty() {
             return;
         }
-        let mut touched = Vec::new();
         let mut lost = Vec::new();
+        let soft_limit = self.config.session_buffer_bytes as usize / 2;
         for (session, notice) in notices {
             let mark = match &notice {
                 crate::core::Notice::Private { delivery, .. } => Some(*delivery),
                 _ => None,
             };
-            let Some(conn) = self
+            let Some(key) = self
                 .sessions
                 .get(&session)
-                .and_then(|&key| self.connections.get_mut(key).map(|c| (key, c)))
+                .copied()
+                .filter(|&key| self.connections.contains(key))
             else {
                 lost.extend(mark);
                 continue;
             };
-            let (key, conn) = conn;
-            match self.listening[conn.frontend]
+            let conn = &mut self.connections[key];
+            let Some(bytes) = self.listening[conn.frontend]
                 .frontend
                 .encode(session, &notice)
-            {
-                Some(bytes) => {
-                    if notice.supersedes() {
-                        conn.push_superseding(bytes);
-                    } else {
-                        conn.push(bytes, mark);
-                    }
-                    if touched.last() != Some(&key) {
-                        touched.push(key);
-                    }
+            else {
+                lost.extend(mark);
+                continue;
+            };
+            let kind = kind_of(&notice);
+            if conn.pacing == Pacing::OneMessagePerWrite && conn.queued > soft_limit {
+                let dropped = conn.drop_droppable() + usize::from(kind == Kind::Droppable);
+                if dropped > 0 {
+                    let name = self.listening[conn.frontend].frontend.name();
+                    self.metrics.broadcasts_dropped(name, dropped as u64);
+                    crate::console::note_rate_limited(
+                        "broadcasts dropped",
+                        format!(
+                            "dropped {dropped} broadcasts to {}: it reads slower than they come",
+                            conn.peer
+                        ),
+                    );
                 }
-                None => lost.extend(mark),
+                if kind == Kind::Droppable {
+                    continue;
+                }
             }
+            conn.push(Bytes::Shared(bytes), mark, kind);
+            self.mark_dirty(key);
         }
         self.undeliverable(lost);
-        touched.sort_unstable();
-        touched.dedup();
-        for key in touched {
-            if self.connections.contains(key) {
-                self.write(key);
-            }
-        }
     }
 
     /// Stages the answers of requests whose storage work beside the reactor is done (the
@@ -868,14 +1048,20 @@ impl Reactor {
                 Event::RemovalPostponed { id, recipient, reason } => log::warn!(
                     "message {id} to {recipient} was delivered but its removal did not commit ({reason}); retrying the removal, it is not delivered again"
                 ),
+                // At most --max-pushes per --push-timeout-ms: one line each.
                 Event::PushFailed { recipient, reason } => {
                     log::warn!("push to {recipient} failed, messages stay pending: {reason}")
                 }
-                Event::AckFailed { sender, id, reason } => {
-                    log::info!("ack of message {id} to {sender} failed: {reason}")
-                }
-                Event::Expired { id, sender, recipient } => log::info!(
-                    "message {id} from {sender} to {recipient} waited longer than --pending-ttl and was dropped"
+                Event::AckFailed { sender, id, reason } => crate::console::note_rate_limited(
+                    "failed acks",
+                    format_args!("ack of message {id} to {sender} failed: {reason}"),
+                ),
+                Event::Expired { id, sender, recipient } => crate::console::note_rate_limited(
+                    "expired messages",
+                    format_args!(
+                        "message {id} from {sender} to {recipient} waited longer than \
+                         --pending-ttl and was dropped"
+                    ),
                 ),
             }
         }
@@ -886,7 +1072,8 @@ impl Reactor {
             self.console.line(line);
         }
         if let Some(text) = &reply.diagnostic {
-            log::info!("{text}");
+            // What clients cause is logged a few lines a second at most, with a count.
+            crate::console::note_rate_limited("answers' diagnostics", text);
         }
         let Some(conn) = self
             .connections
@@ -895,18 +1082,18 @@ impl Reactor {
         else {
             return;
         };
-        let was_throttled = conn.held >= MAX_UNANSWERED;
         conn.fill(slot, reply.answer);
+        let resume = conn.stalled && conn.held < MAX_UNANSWERED;
         if conn.mode == Mode::PerOperation || reply.close {
             conn.state = State::Closing;
             conn.deadline = Some(Instant::now() + self.config.idle_timeout());
             self.schedule(key);
         }
-        self.write(key);
-        if was_throttled && self.connections.contains(key) {
+        self.mark_dirty(key);
+        if resume {
             // Reading stopped at the limit of unanswered requests; readiness is
-            // edge-triggered, so look for what arrived meanwhile.
-            self.read(key);
+            // edge-triggered, so what is buffered or arrived meanwhile is looked at next turn.
+            self.make_runnable(key);
         }
     }
 
@@ -943,6 +1130,18 @@ impl Reactor {
         self.report(events);
         self.console.flush();
         committed.map_err(|e| io::Error::other(format!("final commit: {e}")))
+    }
+}
+
+/// What may become of a notice queued and not yet written: a newer board or user list makes an
+/// older one pointless; a broadcast may be dropped for a client that reads too slowly; the
+/// rest (private messages above all) must be written.
+fn kind_of(notice: &crate::core::Notice) -> Kind {
+    use crate::core::Notice;
+    match notice {
+        Notice::CanvasBoard { .. } | Notice::UserList(_) => Kind::Superseded,
+        Notice::Broadcast { .. } => Kind::Droppable,
+        _ => Kind::Kept,
     }
 }
 

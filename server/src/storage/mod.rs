@@ -123,7 +123,15 @@ pub trait Storage {
     fn rooms(&self) -> Result<Vec<String>>;
     /// Creates a room; false if it exists.
     fn create_room(&self, name: &str) -> Result<bool>;
-    fn add_room_message(&self, room: &str, sender: &str, text: &str) -> Result<()>;
+    /// Stores a line said in `room`; with `prune_to`, also drops the room's lines but the
+    /// last that many.
+    fn add_room_message(
+        &self,
+        room: &str,
+        sender: &str,
+        text: &str,
+        prune_to: Option<usize>,
+    ) -> Result<()>;
     /// The last `limit` messages of `room` as `(sender, text)`, oldest first. An engine
     /// shared by nodes holds the room against new lines until the transaction ends, so that
     /// what is read is exactly what committed before it.

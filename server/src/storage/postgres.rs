@@ -614,12 +614,25 @@ impl Storage for PgStore {
         })
     }
 
-    fn add_room_message(&self, room: &str, sender: &str, text: &str) -> Result<()> {
+    fn add_room_message(
+        &self,
+        room: &str,
+        sender: &str,
+        text: &str,
+        prune_to: Option<usize>,
+    ) -> Result<()> {
         self.write(|db| {
             db.execute(
                 "INSERT INTO room_messages (room, sender, text, sent_at) VALUES ($1, $2, $3, $4)",
                 &[&room, &sender, &text, &unix_now()],
             )?;
+            if let Some(keep) = prune_to {
+                db.execute(
+                    "DELETE FROM room_messages WHERE room = $1 AND seq <= (SELECT seq FROM
+                     room_messages WHERE room = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                    &[&room, &(keep as i64)],
+                )?;
+            }
             Ok(())
         })
     }
