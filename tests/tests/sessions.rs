@@ -479,3 +479,42 @@ fn a_room_keeps_only_its_last_lines() {
     assert_eq!(bea.line(), "Te has unido a la sala sala.");
     assert_eq!(bea.line(), format!("ana: {}", 300 - kept.min(20)));
 }
+
+/// Finding: with 3000 line-framed chat sessions online, each login re-encoded the whole user
+/// list for every session (3.2 to 3.6 GB of lists sent to idle sessions). Now a list is
+/// encoded once per change and a tick writes a bounded number of bytes of lists, those
+/// longest behind first: every session still hears the last list, and a login and the
+/// messenger are answered meanwhile. (How fast is the benchmark's: `chatload`.)
+#[test]
+fn with_3000_sessions_online_a_login_is_answered_and_everybody_hears_the_last_list() {
+    e2e::raise_open_file_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut sessions: Vec<LineConn> = (0..3000)
+        .map(|n| LineConn::chat(&server, &format!("u{n}")))
+        .collect();
+    let mut late = LineConn::chat(&server, "late");
+    let full = |line: &str| {
+        line.strip_prefix("USER_LIST|")
+            .is_some_and(|names| names.split(',').count() == 3001)
+    };
+    // Its first list came before it asked for line framing: one message of the earliest
+    // names and its own.
+    let first = late.line();
+    assert!(
+        first.starts_with("USER_LIST|u0,u1,") && first.ends_with(",late") && first.len() <= 1024,
+        "{first}"
+    );
+    register(&server, "ana");
+    assert_eq!(server.call(&["REGISTER", "ana"]), [1]);
+    for (n, session) in sessions.iter_mut().enumerate() {
+        loop {
+            let line = session.line();
+            assert!(line.starts_with("USER_LIST|"), "{line}");
+            if full(&line) {
+                break;
+            }
+        }
+        assert!(n < 3000);
+    }
+}

@@ -1138,7 +1138,10 @@ impl Core {
     pub fn fire_timers(&mut self, now: Instant) {
         if self.user_list_at.is_some_and(|at| at <= now) {
             self.user_list_at = None;
-            self.tell_user_lists();
+            if self.tell_user_lists() {
+                // The rest hear it at the next tick.
+                self.user_list_at = Some(now + USER_LIST_TICK);
+            }
         }
         if self.canvas.tick_at.is_some_and(|at| at <= now) {
             self.canvas_tick();

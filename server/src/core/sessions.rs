@@ -33,6 +33,9 @@ pub(super) struct Join {
     heard: Vec<Notice>,
 }
 
+/// Bytes of user lists told per tick at most (see `Core::tell_user_lists`): 20 MiB a second.
+const USER_LIST_BYTES_PER_TICK: usize = 1 << 20;
+
 /// How often a room line also prunes the room's stored history (`--room-history-kept`): so a
 /// room holds at most that many lines and this many more.
 const PRUNE_EVERY: u32 = 64;
@@ -196,6 +199,8 @@ pub(super) struct Sessions {
     next_order: u64,
     /// Changes with every change of the online set.
     version: u64,
+    /// The list of everybody online at a version, shared by the sessions told it.
+    list: Option<(u64, Rc<[String]>)>,
     /// Rooms in creation order, with their members in joining order.
     rooms: Vec<String>,
     members: HashMap<String, Vec<SessionId>>,
@@ -1008,28 +1013,53 @@ impl Core {
         }
     }
 
-    /// Tells every user-list listener that has not heard the current list. Called once per
-    /// tick at most: a storm of logins costs each session one list per tick, not one per login.
-    pub(super) fn tell_user_lists(&mut self) {
-        let behind: Vec<SessionId> = self
+    /// Tells user-list listeners that have not heard the current list, those longest behind
+    /// first, up to [`USER_LIST_BYTES_PER_TICK`]: called once per tick at most, so a storm of
+    /// logins costs each session one list per tick at most, and a tick a bounded number of
+    /// bytes whatever the number of sessions (a list of everybody to everybody grows with the
+    /// square of the sessions). Returns true if some are still behind.
+    pub(super) fn tell_user_lists(&mut self) -> bool {
+        let version = self.sessions.version;
+        let mut behind: Vec<(u64, SessionId)> = self
             .sessions
             .by_id
             .iter()
-            .filter(|(_, s)| s.interests.user_list && s.list_version < self.sessions.version)
-            .map(|(id, _)| *id)
+            .filter(|(_, s)| s.interests.user_list && s.list_version < version)
+            .map(|(id, s)| (s.list_version, *id))
             .collect();
         if behind.is_empty() {
-            return;
+            return false;
         }
-        let list: Rc<[String]> = self.online_users().into();
-        for id in behind {
+        let list = self.current_user_list();
+        let bytes = list.iter().map(|name| name.len() + 1).sum::<usize>().max(1);
+        let told = (USER_LIST_BYTES_PER_TICK / bytes).max(1);
+        let left = behind.len() > told;
+        if left {
+            behind.select_nth_unstable(told);
+            behind.truncate(told);
+        }
+        for (_, id) in behind {
             self.tell_list(id, list.clone());
         }
+        left
     }
 
     fn tell_user_list_to(&mut self, session: SessionId) {
-        let list: Rc<[String]> = self.online_users().into();
+        let list = self.current_user_list();
         self.tell_list(session, list);
+    }
+
+    /// Everybody online, made once per change of the online set and shared.
+    fn current_user_list(&mut self) -> Rc<[String]> {
+        let version = self.sessions.version;
+        match &self.sessions.list {
+            Some((made, list)) if *made == version => list.clone(),
+            _ => {
+                let list: Rc<[String]> = self.online_users().into();
+                self.sessions.list = Some((version, list.clone()));
+                list
+            }
+        }
     }
 
     fn tell_list(&mut self, session: SessionId, list: Rc<[String]>) {
