@@ -1,22 +1,35 @@
 //! `--admin-addr`: `GET /metrics` in the Prometheus text format and `GET /` a small HTML status
-//! page, served by one tiny_http thread of its own. It reads the metrics' atomics and, for what
-//! the database knows (pending messages, users online through the messenger, rooms), a
-//! read-only connection of its own: in WAL mode SQLite's readers never block the reactor, and
-//! PostgreSQL's never block anybody's writes.
+//! page, served by the reactor as one more front-end: one request per connection, answered
+//! with `Connection: close`, under the reactor's limits (a request head of 8 KiB at most,
+//! `--idle-timeout-ms` to send it and to read the answer, `--max-connections`). No thread per
+//! connection, nothing a client does (pipelining without reading, an endless header line,
+//! slow connections) holds anybody else's request.
+//!
+//! A request never runs SQL: the metrics are atomics, sessions and rooms are the core's, and
+//! what only the database knows (pending messages, users online through the messenger, each
+//! room's stored lines) is a snapshot that a thread of its own reads again, at most once every
+//! [`SNAPSHOT_EVERY`] and only while somebody looks, on a read-only connection of its own (in
+//! WAL mode SQLite's readers never block the reactor; PostgreSQL's never block anybody's
+//! writes).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::Database;
+use crate::core::Core;
+use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Reply};
 use crate::metrics::{Metrics, SESSION_FRONTENDS};
+use crate::watched::Watched;
 
 /// Rows of the pending-messages table on the status page.
 const PENDING_ROWS: usize = 20;
+
+/// Names of users online shown on the status page.
+const ONLINE_NAMES: usize = 100;
 
 /// Rooms listed on the status page.
 const ROOM_ROWS: usize = 50;
@@ -24,23 +37,181 @@ const ROOM_ROWS: usize = 50;
 /// Request counts kept for the status page's recent rates: one a second, a minute's worth.
 const RATE_SAMPLES: usize = 60;
 
-/// Binds `addr` and serves until the process ends. Returns the bound address.
-pub fn start(addr: SocketAddr, db: Database, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| format!("admin: cannot listen on {addr}: {e}"))?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or("admin: not an IP address")?;
-    std::thread::Builder::new()
-        .name("admin".into())
-        .spawn(move || serve(&server, &db, &metrics))
-        .map_err(|e| format!("admin: {e}"))?;
-    Ok(bound)
+/// Longest request head (request line and headers); longer: 431 and closed.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// How often, at most, the snapshot of what the database knows is read again.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// What the database knows, as last read, and whether somebody looked since.
+#[derive(Default)]
+struct Snapshot {
+    stored: Stored,
+    read_at: Option<Instant>,
+    wanted: bool,
 }
 
-/// What the database says, read at each request.
-#[derive(Default)]
+/// The admin front-end.
+pub struct Admin {
+    metrics: Arc<Metrics>,
+    snapshot: Arc<Watched<Snapshot>>,
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Admin {
+    /// The front-end, and the thread that reads the database's snapshot for it.
+    pub fn start(db: Database, metrics: Arc<Metrics>) -> Result<Admin, String> {
+        let snapshot = Arc::new(Watched::new(Snapshot::default()));
+        let reader = snapshot.clone();
+        std::thread::Builder::new()
+            .name("admin-snapshot".into())
+            .spawn(move || read_snapshots(&db, &reader))
+            .map_err(|e| format!("admin: {e}"))?;
+        Ok(Admin {
+            metrics,
+            snapshot,
+            samples: VecDeque::with_capacity(RATE_SAMPLES + 1),
+        })
+    }
+
+    /// The last snapshot; asks for a newer one.
+    fn stored(&self) -> Stored {
+        self.snapshot.change(|snapshot| {
+            snapshot.wanted = true;
+            snapshot.stored.clone()
+        })
+    }
+
+    fn sample(&mut self) {
+        if self
+            .samples
+            .back()
+            .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.samples
+                .push_back((Instant::now(), self.metrics.requests_total()));
+            if self.samples.len() > RATE_SAMPLES {
+                self.samples.pop_front();
+            }
+        }
+    }
+}
+
+/// Reads the snapshot whenever it is wanted, at most once every [`SNAPSHOT_EVERY`].
+fn read_snapshots(db: &Database, snapshot: &Watched<Snapshot>) {
+    let mut reader: Option<Reader> = None;
+    loop {
+        snapshot.wait_until(|s| s.wanted, |s| s.wanted = false);
+        if reader.is_none() {
+            reader = Reader::open(db)
+                .inspect_err(|e| log::warn!("admin: opening the database: {e}"))
+                .ok();
+        }
+        let stored = match reader.as_mut().map(Reader::stored) {
+            Some(Ok(stored)) => Some(stored),
+            Some(Err(e)) => {
+                log::warn!("admin: reading the database: {e}");
+                // Opened again next time: the connection may be what failed.
+                reader = None;
+                None
+            }
+            None => None,
+        };
+        if let Some(stored) = stored {
+            snapshot.change(|s| {
+                s.stored = stored;
+                s.read_at = Some(Instant::now());
+            });
+        }
+        std::thread::sleep(SNAPSHOT_EVERY);
+    }
+}
+
+/// An HTTP/1.1 response that closes the connection.
+fn response(status: u16, reason: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
+    let mut bytes = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        bytes.extend_from_slice(body.as_bytes());
+    }
+    bytes
+}
+
+impl Frontend for Admin {
+    fn name(&self) -> &'static str {
+        "admin"
+    }
+
+    fn read_limit(&self) -> usize {
+        MAX_HEAD
+    }
+
+    fn frame(&self, input: &Input) -> Framing {
+        match input.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(end) => Framing::Complete(end + 4),
+            None if input.buf.len() >= MAX_HEAD => Framing::Refuse(
+                Reply::bytes(response(
+                    431,
+                    "Request Header Fields Too Large",
+                    "text/plain",
+                    "request head over 8 KiB\n",
+                    false,
+                ))
+                .diagnostic("admin: a request head over 8 KiB refused"),
+            ),
+            None if input.eof => Framing::Close("it ended inside its request".into()),
+            None => Framing::Incomplete,
+        }
+    }
+
+    fn apply(&mut self, request: &[u8], _caller: &Caller, core: &mut Core, _now: Instant) -> Applied {
+        self.sample();
+        let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let mut words = line.split(' ');
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let head_only = method == "HEAD";
+        let answer = match (method, path) {
+            ("GET" | "HEAD", "/metrics") => {
+                let stored = self.stored();
+                response(
+                    200,
+                    "OK",
+                    "text/plain; version=0.0.4",
+                    &self.metrics.render(stored.pending, stored.messenger_online),
+                    head_only,
+                )
+            }
+            ("GET" | "HEAD", "/") => {
+                let stored = self.stored();
+                let page = status_page(&self.metrics, &stored, core, &self.samples);
+                response(200, "OK", "text/html; charset=utf-8", &page, head_only)
+            }
+            ("GET" | "HEAD", _) => response(
+                404,
+                "Not Found",
+                "text/plain",
+                "not found: try / or /metrics\n",
+                head_only,
+            ),
+            _ => response(
+                405,
+                "Method Not Allowed",
+                "text/plain",
+                "only GET and HEAD\n",
+                false,
+            ),
+        };
+        Applied::read_only(Reply::bytes(answer))
+    }
+}
+
+/// What only the database knows.
+#[derive(Default, Clone)]
 struct Stored {
     pending: i64,
     messenger_online: i64,
@@ -130,68 +301,6 @@ impl Reader {
     }
 }
 
-fn serve(server: &tiny_http::Server, db: &Database, metrics: &Metrics) {
-    let mut reader: Option<Reader> = None;
-    let mut samples: VecDeque<(Instant, u64)> = VecDeque::with_capacity(RATE_SAMPLES + 1);
-    loop {
-        let request = match server.recv_timeout(Duration::from_secs(1)) {
-            Ok(request) => request,
-            Err(e) => {
-                log::error!("admin: {e}");
-                return;
-            }
-        };
-        if samples
-            .back()
-            .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(1))
-        {
-            samples.push_back((Instant::now(), metrics.requests_total()));
-            if samples.len() > RATE_SAMPLES {
-                samples.pop_front();
-            }
-        }
-        let Some(request) = request else { continue };
-        if reader.is_none() {
-            reader = Reader::open(db)
-                .inspect_err(|e| log::warn!("admin: opening the database: {e}"))
-                .ok();
-        }
-        let stored = match reader.as_mut().map(Reader::stored) {
-            Some(Ok(stored)) => stored,
-            Some(Err(e)) => {
-                log::warn!("admin: reading the database: {e}");
-                // Opened again at the next request: the connection may be what failed.
-                reader = None;
-                Stored::default()
-            }
-            None => Stored::default(),
-        };
-        let (status, content_type, body) = match (request.method(), request.url()) {
-            (tiny_http::Method::Get, "/metrics") => (
-                200,
-                "text/plain; version=0.0.4",
-                metrics.render(stored.pending, stored.messenger_online),
-            ),
-            (tiny_http::Method::Get, "/") => (
-                200,
-                "text/html; charset=utf-8",
-                status_page(metrics, &stored, &samples),
-            ),
-            _ => (
-                404,
-                "text/plain",
-                "not found: try / or /metrics\n".to_string(),
-            ),
-        };
-        let header =
-            tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid header");
-        let response = tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header);
-        let _ = request.respond(response);
-    }
-}
-
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -214,7 +323,12 @@ fn rate(samples: &VecDeque<(Instant, u64)>, now: (Instant, u64), window: Duratio
     (now.1 - count) as f64 / seconds
 }
 
-fn status_page(metrics: &Metrics, stored: &Stored, samples: &VecDeque<(Instant, u64)>) -> String {
+fn status_page(
+    metrics: &Metrics,
+    stored: &Stored,
+    core: &Core,
+    samples: &VecDeque<(Instant, u64)>,
+) -> String {
     let now = (Instant::now(), metrics.requests_total());
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Messenger status</title>\
@@ -240,9 +354,21 @@ fn status_page(metrics: &Metrics, stored: &Stored, samples: &VecDeque<(Instant, 
             metrics.sessions(frontend)
         );
     }
+    let online = core.online_users();
     let _ = write!(
         page,
-        "</table><h2>Pending messages: {}</h2><table id=\"pending\"><tr><th>recipient</th><th>waiting</th></tr>",
+        "</table><p id=\"names\">{}{}</p>",
+        online
+            .iter()
+            .take(ONLINE_NAMES)
+            .map(|name| escape(name))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if online.len() > ONLINE_NAMES { ", ..." } else { "" }
+    );
+    let _ = write!(
+        page,
+        "<h2>Pending messages: {}</h2><table id=\"pending\"><tr><th>recipient</th><th>waiting</th></tr>",
         stored.pending
     );
     for (recipient, count) in &stored.pending_by_recipient {

@@ -60,6 +60,10 @@ pub fn run(config: Config) -> Result<(), String> {
         .canvas_port
         .map(|port| bind(config.bind, port))
         .transpose()?;
+    let admin = config
+        .admin_addr
+        .map(|addr| bind(addr.ip(), addr.port()).map_err(|e| format!("admin: {e}")))
+        .transpose()?;
     let metrics = Arc::new(metrics::Metrics::default());
     let poller = reactor::Poller::new().map_err(|e| format!("cannot create the poller: {e}"))?;
     let wake: Arc<dyn Fn() + Send + Sync> = {
@@ -102,6 +106,7 @@ pub fn run(config: Config) -> Result<(), String> {
         socket: mio::net::TcpListener::from_std(listener),
         frontend: Box::new(Messenger::new(config.register_form, config.grace())),
         flood: None,
+        proxy_protocol: config.proxy_protocol,
     }];
     let shown_ip = net::display_ip(local.ip());
     let mut init_lines = vec![format!("init server {shown_ip}:{}", local.port())];
@@ -110,6 +115,7 @@ pub fn run(config: Config) -> Result<(), String> {
             socket: mio::net::TcpListener::from_std(socket),
             frontend: Box::new(chat::Chat::default()),
             flood: config.session_flood(),
+            proxy_protocol: config.proxy_protocol,
         });
         init_lines.push(format!("init chat {shown_ip}:{}", local.port()));
     }
@@ -118,6 +124,7 @@ pub fn run(config: Config) -> Result<(), String> {
             socket: mio::net::TcpListener::from_std(socket),
             frontend: Box::new(rooms::Rooms::default()),
             flood: config.session_flood(),
+            proxy_protocol: config.proxy_protocol,
         });
         init_lines.push(format!("init rooms {shown_ip}:{}", local.port()));
     }
@@ -126,12 +133,18 @@ pub fn run(config: Config) -> Result<(), String> {
             socket: mio::net::TcpListener::from_std(socket),
             frontend: Box::new(canvas::Canvas::default()),
             flood: config.canvas_flood(),
+            proxy_protocol: config.proxy_protocol,
         });
         init_lines.push(format!("init canvas {shown_ip}:{}", local.port()));
     }
 
-    if let Some(addr) = config.admin_addr {
-        let bound = admin::start(addr, config.db.clone(), metrics.clone())?;
+    if let Some((socket, bound)) = admin {
+        listening.push(Listening {
+            socket: mio::net::TcpListener::from_std(socket),
+            frontend: Box::new(admin::Admin::start(config.db.clone(), metrics.clone())?),
+            flood: None,
+            proxy_protocol: false,
+        });
         init_lines.push(format!(
             "init admin {}:{}",
             net::display_ip(bound.ip()),

@@ -273,6 +273,13 @@ impl Server {
         self.request(&bytes)
     }
 
+    /// The server's threads, as /proc counts them.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.process.child.id()))
+            .expect("the server's /proc entry")
+            .count()
+    }
+
     pub fn signal(&self, signal: i32) {
         self.process.signal(signal);
     }
@@ -574,6 +581,13 @@ impl Formatter {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's threads, as /proc counts them.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.process.child.id()))
+            .expect("the server's /proc entry")
+            .count()
     }
 
     pub fn signal(&self, signal: i32) {

@@ -38,11 +38,12 @@ fn metrics_count_what_happened_and_the_status_page_shows_it() {
         r#"messenger_requests_total{op="REGISTER",result="1"} 1"#,
         r#"messenger_requests_total{op="SEND",result="0"} 1"#,
         r#"messenger_requests_total{op="SEND",result="1"} 1"#,
-        "messenger_pending_messages 1",
-        r#"messenger_online_users{frontend="messenger"} 0"#,
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
+    // What only the database knows is a snapshot, read again beside the reactor.
+    wait_metric(&server, "messenger_pending_messages 1");
+    wait_metric(&server, r#"messenger_online_users{frontend="messenger"} 0"#);
     // Three writes were answered durably: at least one sync (an fsync of SQLite's WAL, or
     // PostgreSQL's barrier commit), all in the +Inf bucket.
     let fsyncs: u64 = text
@@ -75,7 +76,16 @@ fn metrics_count_what_happened_and_the_status_page_shows_it() {
     register(&server, "eva");
     assert_eq!(server.call(&["SEND", "ana", "eva", "espera"]), sent(2));
 
-    // The status page, rendered by a real browser.
+    // The status page, rendered by a real browser, once its snapshot of the database has
+    // caught up.
+    let start = Instant::now();
+    while !http(server.admin_port.unwrap(), "GET", "/", None, b"")
+        .text()
+        .contains("<td>eva</td><td>1</td>")
+    {
+        assert!(start.elapsed() < PATIENCE, "the page's snapshot never caught up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{}/", server.admin_port.unwrap());
     let out = Command::new("chromium")
@@ -117,4 +127,88 @@ fn other_paths_are_not_found() {
     let server = Server::start(dir.path(), &["--admin-addr", "127.0.0.1:0"]);
     let answer = http(server.admin_port.unwrap(), "GET", "/nada", None, b"");
     assert_eq!(answer.status, 404);
+}
+
+/// Finding: one connection pipelining 3000 `GET`s without reading froze `/metrics` for
+/// everyone until it closed. Now each connection gets one answer and is closed; everybody
+/// else is answered meanwhile.
+#[test]
+fn a_pipelining_client_that_never_reads_freezes_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--admin-addr", "127.0.0.1:0"]);
+    let port = server.admin_port.unwrap();
+    let mut hog = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    hog.set_write_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let many = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3000);
+    // The server takes one request and closes: the rest may not even be accepted.
+    let _ = std::io::Write::write_all(&mut hog, many.as_bytes());
+    for _ in 0..20 {
+        assert_eq!(http(port, "GET", "/metrics", None, b"").status, 200);
+    }
+    drop(hog);
+}
+
+/// Finding: one endless header line grew the server by 62 to 80 MB. Now a request head is
+/// at most 8 KiB: past it the answer is 431 and the connection is closed.
+#[test]
+fn an_endless_header_line_is_cut_at_8_kib() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--admin-addr", "127.0.0.1:0"]);
+    let port = server.admin_port.unwrap();
+    let mut endless = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    endless
+        .set_write_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    endless
+        .set_read_timeout(Some(PATIENCE))
+        .unwrap();
+    let mut written = 0usize;
+    let chunk = vec![b'a'; 64 * 1024];
+    let _ = std::io::Write::write_all(&mut endless, b"GET / HTTP/1.1\r\nX-Endless: ");
+    while written < 64 << 20 {
+        match std::io::Write::write(&mut endless, &chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    assert!(written < 64 << 20, "the server kept reading {written} bytes");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut endless, &mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431 "),
+        "{answer}"
+    );
+    assert_eq!(http(port, "GET", "/metrics", None, b"").status, 200);
+}
+
+/// Finding: every admin connection got a thread (300 slowloris connections: 309 threads).
+/// Now the reactor serves them: no thread is added, and they are closed at the idle timeout.
+#[test]
+fn slow_connections_add_no_thread_and_delay_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--admin-addr", "127.0.0.1:0", "--idle-timeout-ms", "1000"],
+    );
+    let port = server.admin_port.unwrap();
+    assert_eq!(http(port, "GET", "/metrics", None, b"").status, 200);
+    let threads = server.threads();
+    let slow: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            std::io::Write::write_all(&mut conn, b"GET / HTTP/1.1\r\nX-Slow: ").unwrap();
+            conn
+        })
+        .collect();
+    assert_eq!(http(port, "GET", "/metrics", None, b"").status, 200);
+    assert_eq!(server.threads(), threads, "no thread per connection");
+    // Each is closed at its deadline.
+    for mut conn in slow {
+        conn.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn, &mut rest);
+    }
+    assert_eq!(http(port, "GET", "/", None, b"").status, 200);
 }

@@ -68,6 +68,9 @@ pub struct Listening {
     pub frontend: Box<dyn Frontend>,
     /// Flood limits of each session (persistent front-ends); none: no limit.
     pub flood: Option<crate::flood::Limits>,
+    /// Its connections begin with a PROXY protocol header (`--proxy-protocol`, the protocol
+    /// ports only).
+    pub proxy_protocol: bool,
 }
 
 pub struct Reactor {
@@ -311,7 +314,7 @@ impl Reactor {
         let mut conn = Connection::new(stream, n, mode, peer, deadline, generation);
         conn.pacing = frontend.pacing(generation);
         conn.pause = self.config.chat_pause();
-        conn.awaiting_proxy_header = self.config.proxy_protocol;
+        conn.awaiting_proxy_header = self.listening[n].proxy_protocol;
         if mode == Mode::Persistent {
             conn.flood = self.listening[n].flood.map(|limits| Bucket::new(limits, Instant::now()));
         }
