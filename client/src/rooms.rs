@@ -156,10 +156,11 @@ pub fn run(host: &str, port: u16) -> io::Result<()> {
     }
 }
 
-/// The room's prompt loop; false when the user quits or input ends.
+/// The room's loop: each line typed is sent, then shown as `Tú: <text>` as the original
+/// shows one's own messages (no prompt before it); false when the user quits or input ends.
 fn in_room(client: &mut Client, room: &str) -> io::Result<bool> {
     loop {
-        let Some(text) = ask("Tú: ")? else {
+        let Some(text) = ask("")? else {
             return Ok(false);
         };
         let message = match text.as_str() {
@@ -176,5 +177,6 @@ fn in_room(client: &mut Client, room: &str) -> io::Result<bool> {
             text => text,
         };
         client.send(&format!("MESSAGE {message}"))?;
+        print(&format!("Tú: {message}\n"));
     }
 }
