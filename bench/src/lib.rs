@@ -288,6 +288,21 @@ pub fn closed_loop_spread(
     }
 }
 
+/// The server's per-client limits, lifted: one generator plays thousands of clients from one
+/// address, each as fast as it can, and the benchmark measures throughput, not the limits.
+pub const LIMITS_LIFTED: [&str; 10] = [
+    "--flood-rate",
+    "0",
+    "--canvas-flood-rate",
+    "0",
+    "--max-new-names-per-minute",
+    "0",
+    "--max-pending-per-user",
+    "0",
+    "--max-db-pages",
+    "0",
+];
+
 /// Starts the messaging server on `db`: a SQLite file or a PostgreSQL URL.
 pub fn start_server(binary: &Path, db: impl AsRef<std::ffi::OsStr>, extra: &[&str]) -> Process {
     let mut command = Command::new(binary);
@@ -302,6 +317,7 @@ pub fn start_server(binary: &Path, db: impl AsRef<std::ffi::OsStr>, extra: &[&st
             "--db",
         ])
         .arg(db)
+        .args(LIMITS_LIFTED)
         .args(extra);
     Process::spawn(command)
 }
