@@ -288,19 +288,15 @@ pub fn closed_loop_spread(
     }
 }
 
-/// The server's per-client limits, lifted: one generator plays thousands of clients from one
-/// address, each as fast as it can, and the benchmark measures throughput, not the limits.
-pub const LIMITS_LIFTED: [&str; 10] = [
-    "--flood-rate",
-    "0",
-    "--canvas-flood-rate",
-    "0",
-    "--max-new-names-per-minute",
-    "0",
-    "--max-pending-per-user",
-    "0",
-    "--max-db-pages",
-    "0",
+/// The server's per-client limits, lifted (unless `extra` sets one): one generator plays
+/// thousands of clients from one address, each as fast as it can, and the benchmark measures
+/// throughput, not the limits.
+pub const LIMITS_LIFTED: [(&str, &str); 5] = [
+    ("--flood-rate", "0"),
+    ("--canvas-flood-rate", "0"),
+    ("--max-new-names-per-minute", "0"),
+    ("--max-pending-per-user", "0"),
+    ("--max-db-pages", "0"),
 ];
 
 /// Starts the messaging server on `db`: a SQLite file or a PostgreSQL URL.
@@ -317,7 +313,12 @@ pub fn start_server(binary: &Path, db: impl AsRef<std::ffi::OsStr>, extra: &[&st
             "--db",
         ])
         .arg(db)
-        .args(LIMITS_LIFTED)
+        .args(
+            LIMITS_LIFTED
+                .iter()
+                .filter(|(flag, _)| !extra.contains(flag))
+                .flat_map(|(flag, value)| [flag, value]),
+        )
         .args(extra);
     Process::spawn(command)
 }

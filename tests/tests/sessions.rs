@@ -394,10 +394,24 @@ fn a_mailbox_is_bounded_by_default_and_refusals_are_logged_a_few_lines_a_second(
         &["--flood-rate", "0", "--durability", "normal"],
     );
     register(&server, "offline");
-    let mut sender = LineConn::chat(&server, "sender");
-    for _ in 0..10 {
-        pipeline(&mut sender, "MESSAGE|offline|x", 1000);
+    register(&server, "sender");
+    // Sixteen messenger clients fill the mailbox (on PostgreSQL one session's requests run
+    // one at a time; many connections run on every storage worker).
+    let addr = server.addr();
+    let fillers: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..625 {
+                    let answer = e2e::request(addr, &[b"SEND", b"sender", b"offline", b"x"]);
+                    assert_eq!(answer[0], 0);
+                }
+            })
+        })
+        .collect();
+    for filler in fillers {
+        filler.join().unwrap();
     }
+    let mut sender = LineConn::chat(&server, "sender");
     pipeline(&mut sender, "MESSAGE|offline|x", 300);
     expect_lines(&mut sender, "ERROR|507|Buzón del destinatario lleno", 300);
     assert_eq!(e2e::pending_count(&server.db), 10_000, "the default bound");

@@ -1,5 +1,6 @@
 //! Load for the chat front-ends, run by `scripts/bench`: fan-out to a room of many members,
-//! private messages between many connected sessions, and memory per idle session.
+//! private messages between many connected sessions, memory per idle session, fresh logins
+//! with thousands of sessions online (presence), and a room's latency under a flooder.
 //!
 //! One thread reads every session through a mio `Poll`; each message carries its send time, so
 //! every delivery gives a latency. The fan-out runs against our server and against the seed's
@@ -317,6 +318,282 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64) -> Crowd {
     }
 }
 
+/// A chat session with line framing, logged in as `name`; how long its `CONNECT_ACK|OK`
+/// took.
+fn chat_login(addr: SocketAddr, name: &str) -> (TcpStream, Duration) {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .write_all(format!("CONNECT|{name}").as_bytes())
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.starts_with(b"CONNECT_ACK|OK") {
+        stream.read_exact(&mut byte).unwrap();
+        seen.push(byte[0]);
+        assert!(!seen.starts_with(b"CONNECT_ACK|FAIL"), "login of {name} refused");
+    }
+    let took = start.elapsed();
+    stream.write_all(b"HELLO|lines\n").unwrap();
+    while !seen.ends_with(b"HELLO|lines\n") {
+        stream.read_exact(&mut byte).unwrap();
+        seen.push(byte[0]);
+    }
+    (stream, took)
+}
+
+/// Reads and drops everything `streams` receive on a thread of its own until `stop`; the
+/// thread's result is the bytes read.
+fn drain(
+    streams: Vec<TcpStream>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut poll = Poll::new().unwrap();
+        let mut streams: Vec<mio::net::TcpStream> = streams
+            .into_iter()
+            .enumerate()
+            .map(|(n, stream)| {
+                stream.set_nonblocking(true).unwrap();
+                let mut stream = mio::net::TcpStream::from_std(stream);
+                poll.registry()
+                    .register(&mut stream, Token(n), Interest::READABLE)
+                    .unwrap();
+                stream
+            })
+            .collect();
+        let mut events = Events::with_capacity(1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut bytes = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(20))) {
+                assert_eq!(e.kind(), io::ErrorKind::Interrupted, "poll: {e}");
+                continue;
+            }
+            for event in events.iter() {
+                let stream = &mut streams[event.token().0];
+                while let Ok(n) = stream.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    bytes += n as u64;
+                }
+            }
+        }
+        bytes
+    })
+}
+
+/// Messenger REGISTERs of fresh names, one connection each, every 5 ms on a thread of its
+/// own until `stop`: the latencies, sorted.
+fn messenger_prober(
+    addr: SocketAddr,
+    prefix: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Duration>> {
+    std::thread::spawn(move || {
+        let mut latencies = Vec::new();
+        let mut k = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let name = format!("{prefix}{k}");
+            k += 1;
+            let start = Instant::now();
+            let answer = bench::request(addr, &bench::fields(&[b"REGISTER", name.as_bytes()]));
+            latencies.push(start.elapsed());
+            assert_eq!(answer.ok().as_deref(), Some(&[0u8][..]), "REGISTER {name}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        latencies.sort_unstable();
+        latencies
+    })
+}
+
+struct Presence {
+    each: usize,
+    login_p50_ms: f64,
+    login_p99_ms: f64,
+    messenger_p99_ms: f64,
+    messenger_max_ms: f64,
+    user_list_mib: f64,
+}
+
+/// `each` sessions on each of the chat (line framing, read all the time), the rooms and the
+/// canvas; then fresh chat logins one after another, each staying online, while messenger
+/// requests go on: how long a login and a messenger request wait, and the bytes of user
+/// lists the sessions received meanwhile.
+fn presence(binary: &Path, dir: &Path, each: usize, logins: usize) -> Presence {
+    let limit = (3 * each + 1000).to_string();
+    let server = server(
+        binary,
+        dir,
+        "presence",
+        &["--canvas-port", "0", "--max-connections", &limit],
+    );
+    let mut rooms = Sessions::open(server.front_end("rooms"), each, |n| format!("JOIN r{n}\n"));
+    rooms.await_each("OK", Duration::from_secs(120));
+    let nuevo = {
+        let body = br#"{"comando": "nuevo"}"#;
+        let mut frame = (body.len() as u64).to_le_bytes()[..5].to_vec();
+        frame.extend_from_slice(body);
+        frame
+    };
+    let canvas: Vec<TcpStream> = (0..each)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.front_end("canvas")).unwrap();
+            stream.write_all(&nuevo).unwrap();
+            stream
+        })
+        .collect();
+    let chat = server.front_end("chat");
+    let sessions: Vec<TcpStream> = (0..each).map(|n| chat_login(chat, &format!("c{n}")).0).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drained = drain(sessions, stop.clone());
+    let canvas_drained = drain(canvas, stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let prober = messenger_prober(server.addr, "m", stop.clone());
+    let mut late = Vec::with_capacity(logins);
+    let mut took = Vec::with_capacity(logins);
+    for n in 0..logins {
+        let (stream, login) = chat_login(chat, &format!("late{n}"));
+        took.push(login);
+        late.push(stream);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let late_drained = drain(late, stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let messenger = prober.join().unwrap();
+    let bytes = drained.join().unwrap();
+    canvas_drained.join().unwrap();
+    late_drained.join().unwrap();
+    server.stop();
+    took.sort_unstable();
+    Presence {
+        each,
+        login_p50_ms: percentile(&took, 0.5) / 1000.0,
+        login_p99_ms: percentile(&took, 0.99) / 1000.0,
+        messenger_p99_ms: percentile(&messenger, 0.99) / 1000.0,
+        messenger_max_ms: messenger.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        user_list_mib: bytes as f64 / (1 << 20) as f64,
+    }
+}
+
+struct Flood {
+    members: usize,
+    quiet_p99_ms: f64,
+    flooded_p99_ms: f64,
+    messenger_quiet_p99_ms: f64,
+    messenger_flooded_p99_ms: f64,
+    flooder_lines_written: usize,
+    flooder_lines_heard: usize,
+}
+
+/// A room of `members` on a server with the default flood limits: one member says a stamped
+/// line every 100 ms for 3 s, first alone, then while another floods the room as fast as it
+/// can write; the other members' latency of the speaker's lines and a messenger request's.
+fn flood(binary: &Path, dir: &Path, members: usize) -> Flood {
+    let server = server(
+        binary,
+        dir,
+        "flood",
+        &["--flood-rate", "10", "--canvas-flood-rate", "200"],
+    );
+    let rooms = server.front_end("rooms");
+    let mut sessions = Sessions::open(rooms, members, |n| format!("JOIN v{n}\nROOM Flood\n"));
+    sessions.await_each("Te has unido a la sala Flood.", Duration::from_secs(60));
+    let expected_notices = members * (members - 1) / 2;
+    let mut notices = 0;
+    sessions.read_until(Duration::from_secs(60), |_, line| {
+        notices += usize::from(line.ends_with("se ha unido a la sala."));
+        notices >= expected_notices
+    });
+    let base = Instant::now();
+    let run = |sessions: &mut Sessions, flooding: bool| {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flooder = flooding.then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(rooms).unwrap();
+                stream.write_all(b"JOIN flooder\nROOM Flood\n").unwrap();
+                let mut reader = stream.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let mut sink = [0u8; 4096];
+                    while reader.read(&mut sink).is_ok_and(|n| n > 0) {}
+                });
+                stream
+                    .set_write_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                let lines = b"MESSAGE y\n".repeat(100);
+                let mut written = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match stream.write(&lines) {
+                        Ok(n) => written += n / 10,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                        Err(_) => break,
+                    }
+                }
+                written
+            })
+        });
+        let prober = messenger_prober(server.addr, if flooding { "mf" } else { "mq" }, stop.clone());
+        let count = 30;
+        let mut latencies = Vec::new();
+        let mut heard = 0;
+        let mut next = Instant::now();
+        for seq in 0..count {
+            sessions.write(0, &format!("MESSAGE {seq} {}\n", stamp(base)));
+            next += Duration::from_millis(100);
+            sessions.read_until(next.saturating_duration_since(Instant::now()), |_, line| {
+                if line.starts_with("flooder: ") {
+                    heard += 1;
+                } else if line.starts_with("v0: ") {
+                    if let Some(l) = latency(base, line) {
+                        latencies.push(l);
+                    }
+                }
+                false
+            });
+        }
+        let total = count * (members - 1);
+        sessions.read_until(Duration::from_secs(30), |_, line| {
+            if line.starts_with("flooder: ") {
+                heard += 1;
+            } else if line.starts_with("v0: ") {
+                if let Some(l) = latency(base, line) {
+                    latencies.push(l);
+                }
+            }
+            latencies.len() >= total
+        });
+        assert_eq!(latencies.len(), total, "the speaker's lines all arrived");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let written = flooder.map_or(0, |f| f.join().unwrap());
+        let messenger = prober.join().unwrap();
+        latencies.sort_unstable();
+        (
+            percentile(&latencies, 0.99) / 1000.0,
+            percentile(&messenger, 0.99) / 1000.0,
+            written,
+            heard / (members - 1).max(1),
+        )
+    };
+    let (quiet_p99_ms, messenger_quiet_p99_ms, _, _) = run(&mut sessions, false);
+    let (flooded_p99_ms, messenger_flooded_p99_ms, flooder_lines_written, flooder_lines_heard) =
+        run(&mut sessions, true);
+    server.stop();
+    Flood {
+        members,
+        quiet_p99_ms,
+        flooded_p99_ms,
+        messenger_quiet_p99_ms,
+        messenger_flooded_p99_ms,
+        flooder_lines_written,
+        flooder_lines_heard,
+    }
+}
+
 fn raise_open_file_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -354,6 +631,9 @@ fn main() {
         (10_000, 10_000.0)
     };
     let crowd = crowd(&binary, &dir, count, rate);
+    let (each, logins) = if quick { (1000, 20) } else { (3000, 50) };
+    let presence = presence(&binary, &dir, each, logins);
+    let flood = flood(&binary, &dir, if quick { 50 } else { 200 });
     let _ = std::fs::remove_dir_all(&dir);
 
     println!("\n## Chat front-ends (rooms and chat sessions on one reactor)\n");
@@ -391,6 +671,26 @@ fn main() {
         crowd.sessions, crowd.private_target_rate, crowd.private_rate, crowd.private_p99_ms
     );
     println!(
+        "| {} fresh chat logins with {} sessions on each of chat, rooms and canvas | login p50 {:.1} ms, p99 {:.1} ms; messenger p99 {:.1} ms (max {:.1} ms); {:.0} MiB of user lists to the chat sessions |",
+        logins,
+        presence.each,
+        presence.login_p50_ms,
+        presence.login_p99_ms,
+        presence.messenger_p99_ms,
+        presence.messenger_max_ms,
+        presence.user_list_mib
+    );
+    println!(
+        "| a room of {}: one member speaks 10 lines/s, alone / while another floods (default flood limits) | members' p99 {:.1} ms / {:.1} ms; messenger p99 {:.1} ms / {:.1} ms; the flooder wrote {} lines, the room heard {} |",
+        flood.members,
+        flood.quiet_p99_ms,
+        flood.flooded_p99_ms,
+        flood.messenger_quiet_p99_ms,
+        flood.messenger_flooded_p99_ms,
+        flood.flooder_lines_written,
+        flood.flooder_lines_heard
+    );
+    println!(
         "\n(generator CPU for these runs: {:.1} s)",
         own_cpu().saturating_sub(cpu0).as_secs_f64()
     );
@@ -408,6 +708,25 @@ fn main() {
         crowd.sessions,
         crowd.rss_mib,
         verdict(crowd.rss_mib <= 64.0)
+    );
+    println!(
+        "| with {} sessions on each front-end, a fresh login ≤ 100 ms and no messenger request over 100 ms | login p99 {:.1} ms, messenger max {:.1} ms | {} |",
+        presence.each,
+        presence.login_p99_ms,
+        presence.messenger_max_ms,
+        verdict(presence.login_p99_ms <= 100.0 && presence.messenger_max_ms <= 100.0)
+    );
+    println!(
+        "| a flooder changes nobody's p99 by more than 2 × (or 5 ms) | members {:.1} → {:.1} ms, messenger {:.1} → {:.1} ms | {} |",
+        flood.quiet_p99_ms,
+        flood.flooded_p99_ms,
+        flood.messenger_quiet_p99_ms,
+        flood.messenger_flooded_p99_ms,
+        verdict(
+            flood.flooded_p99_ms <= (2.0 * flood.quiet_p99_ms).max(flood.quiet_p99_ms + 5.0)
+                && flood.messenger_flooded_p99_ms
+                    <= (2.0 * flood.messenger_quiet_p99_ms).max(flood.messenger_quiet_p99_ms + 5.0)
+        )
     );
     println!(
         "| private p99 ≤ 5 ms at {:.0} msgs/s | {:.1} ms at {:.0} msgs/s | {} |",

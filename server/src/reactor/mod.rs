@@ -368,22 +368,14 @@ impl Reactor {
 
     /// Lists connection `key` to be read and served again next turn.
     fn make_runnable(&mut self, key: usize) {
-        let conn = &mut self.connections[key];
-        conn.stalled = false;
-        if !conn.runnable {
-            conn.runnable = true;
-            self.runnable.push(key);
-        }
+        self.connections[key].stalled = false;
+        list_once(&mut self.connections, &mut self.runnable, key, |c| &mut c.runnable);
     }
 
     /// Reads and serves the connections that stopped with requests possibly left, each up to
     /// its share of this turn; those with still more are listed again for the next.
     fn serve_runnable(&mut self) {
-        for key in std::mem::take(&mut self.runnable) {
-            match self.connections.get_mut(key) {
-                Some(conn) if conn.runnable => conn.runnable = false,
-                _ => continue,
-            }
+        for key in take_listed(&mut self.connections, &mut self.runnable, |c| &mut c.runnable) {
             self.try_frame(key);
             if self.connections.contains(key) {
                 self.read(key);
@@ -393,21 +385,13 @@ impl Reactor {
 
     /// Notes that connection `key` has something new to write at the end of the turn.
     fn mark_dirty(&mut self, key: usize) {
-        let conn = &mut self.connections[key];
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
+        list_once(&mut self.connections, &mut self.dirty, key, |c| &mut c.dirty);
     }
 
     /// Writes every connection that had something queued this turn: once each, many messages
     /// per write.
     fn flush_dirty(&mut self) {
-        for key in std::mem::take(&mut self.dirty) {
-            match self.connections.get_mut(key) {
-                Some(conn) if conn.dirty => conn.dirty = false,
-                _ => continue,
-            }
+        for key in take_listed(&mut self.connections, &mut self.dirty, |c| &mut c.dirty) {
             self.write(key);
         }
     }
@@ -1134,6 +1118,38 @@ impl Reactor {
         self.console.flush();
         committed.map_err(|e| io::Error::other(format!("final commit: {e}")))
     }
+}
+
+/// Lists connection `key` in `list` unless its `flag` says it is listed already: so a list
+/// holds each connection once, and is bounded by the connections.
+fn list_once(
+    connections: &mut Slab<Connection>,
+    list: &mut Vec<usize>,
+    key: usize,
+    flag: fn(&mut Connection) -> &mut bool,
+) {
+    let listed = flag(&mut connections[key]);
+    if !*listed {
+        *listed = true;
+        list.push(key);
+    }
+}
+
+/// Empties `list`, returning the connections still listed (their `flag` set, which is
+/// cleared): a key whose connection closed meanwhile, or was reused by a new one, is skipped.
+fn take_listed(
+    connections: &mut Slab<Connection>,
+    list: &mut Vec<usize>,
+    flag: fn(&mut Connection) -> &mut bool,
+) -> Vec<usize> {
+    let mut listed = std::mem::take(list);
+    listed.retain(|&key| {
+        connections
+            .get_mut(key)
+            .map(flag)
+            .is_some_and(|flag| std::mem::take(flag))
+    });
+    listed
 }
 
 /// What may become of a notice queued and not yet written: a newer board or user list makes an
