@@ -5,9 +5,14 @@
 //! the reactor then applies what the work means for presence and deliveries, and holds the
 //! answer for the syncer's durability barrier, as for a write of its own turn.
 //!
-//! The request workers' queue is bounded: when it is full, the request is refused (the
+//! The request workers' queues are bounded: when one is full, the request is refused (the
 //! reactor never runs it itself), so a burst never queues without limit. A sender's SENDs
 //! stay in order across workers: the sender's row lock orders their ids and commits.
+//!
+//! Requests that write mailboxes (SEND, and UNREGISTER, which deletes one) have request
+//! workers of their own, apart from the others' (REGISTER, CONNECT, the user lists, logins):
+//! so a locked `pending_messages` (an operator's `LOCK TABLE`, a long vacuum) holds up only
+//! the requests that need it, and a REGISTER never queues behind SENDs that wait for it.
 //!
 //! Work that must run in order goes to one ordered worker chosen by its key ([`Router`]),
 //! which runs a key's work in the order it was asked for:
@@ -59,10 +64,12 @@ pub enum TaskDone {
 }
 
 /// A finished job: committed, or failed and rolled back.
-pub type Report = (Ticket, storage::Result<TaskDone>);
+/// `(ticket, the server's epoch the job committed in, what it did)`.
+pub type Report = (Ticket, storage::Epoch, storage::Result<TaskDone>);
 
 pub struct Beside {
-    /// The request workers' queue.
+    /// The request workers' queues: mailbox work's, and the other requests'.
+    mail_jobs: Option<Sender<Job>>,
     jobs: Option<Sender<Job>>,
     /// Each ordered worker's queue.
     keyed: Vec<Sender<Job>>,
@@ -74,8 +81,8 @@ pub struct Beside {
 }
 
 impl Beside {
-    /// Starts `workers` request workers and as many ordered workers, each a thread with a
-    /// connection to `url`.
+    /// Starts `workers` request workers for mailbox work, as many for the other requests,
+    /// and as many ordered workers, each a thread with a connection to `url`.
     pub fn start(
         url: &str,
         workers: usize,
@@ -85,21 +92,28 @@ impl Beside {
             workers > 0,
             "storage work beside the reactor needs a worker"
         );
+        let (mail_jobs, mail_queue) = crossbeam_channel::bounded::<Job>(QUEUE);
         let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUE);
+        let others = workers;
         // Room for every job queued or in hand: a worker never waits to report.
-        let (report, done) = crossbeam_channel::bounded(QUEUE + workers * (KEYED_QUEUE + 2));
-        let mut handles = Vec::with_capacity(2 * workers);
+        let (report, done) = crossbeam_channel::bounded(
+            2 * QUEUE + workers * (KEYED_QUEUE + 2) + workers + others,
+        );
+        let mut handles = Vec::with_capacity(2 * workers + others);
         let mut keyed = Vec::with_capacity(workers);
         let stopping = Arc::new(AtomicBool::new(false));
-        for n in 0..2 * workers {
+        for n in 0..2 * workers + others {
+            let ordered = (workers..2 * workers).contains(&n);
             let store = PgStore::open_worker(url)
                 .map_err(|e| format!("storage worker {n}: cannot connect: {e}"))?;
             let (name, queue) = if n < workers {
-                (format!("storage-{n}"), queue.clone())
-            } else {
+                (format!("storage-mail-{n}"), mail_queue.clone())
+            } else if ordered {
                 let (own, own_queue) = crossbeam_channel::bounded::<Job>(KEYED_QUEUE);
                 keyed.push(own);
                 (format!("ordered-{}", n - workers), own_queue)
+            } else {
+                (format!("storage-{}", n - 2 * workers), queue.clone())
             };
             let (report, wake) = (report.clone(), wake.clone());
             let stopping = stopping.clone();
@@ -110,6 +124,7 @@ impl Beside {
             handles.push(handle);
         }
         Ok(Beside {
+            mail_jobs: Some(mail_jobs),
             jobs: Some(jobs),
             router: Router::new(keyed.len()),
             keyed,
@@ -124,6 +139,18 @@ impl Beside {
     /// back if the queue is full.
     pub fn try_start(&mut self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let key = work.order_key().map(|key| Key::Ordered(key.to_string()));
+        if key.is_none() && work.writes_mailboxes() {
+            let jobs = self.mail_jobs.as_ref().expect("jobs are taken only on drop");
+            return jobs
+                .try_send(Job {
+                    ticket,
+                    task: Task::Request(work),
+                })
+                .map_err(|e| match e.into_inner().task {
+                    Task::Request(work) => work,
+                    Task::Chore(_) => unreachable!("a request was queued"),
+                });
+        }
         self.offer(ticket, key, Task::Request(work))
             .map_err(|task| match task {
                 Task::Request(work) => work,
@@ -254,6 +281,7 @@ impl Drop for Beside {
     /// their answers), and stop.
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.mail_jobs = None;
         self.jobs = None;
         self.keyed.clear();
         for worker in self.workers.drain(..) {
@@ -285,7 +313,7 @@ fn run(
             (Err(e), _) => Err(e),
             (Ok(_), Err(why)) => Err(storage::Error(why)),
         };
-        if report.send((job.ticket, result)).is_err() {
+        if report.send((job.ticket, store.epoch(), result)).is_err() {
             return;
         }
         wake();

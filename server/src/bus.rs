@@ -32,8 +32,10 @@ pub const CHANNEL: &str = "messenger_sessions";
 /// Events waiting for the reactor; past it the listening thread waits.
 const QUEUE: usize = 4096;
 
-/// How long the listening thread waits before connecting again after losing its connection.
-const RECONNECT: Duration = Duration::from_secs(1);
+/// How long the listening thread waits before connecting again after losing its connection:
+/// the first wait, doubled after each failed try up to the most.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MOST: Duration = Duration::from_secs(2);
 
 /// A node: the backend process id of its reactor's storage connection.
 pub type NodeId = i32;
@@ -175,7 +177,7 @@ fn forward(
                 Err(why) => log::warn!("session bus: ignored an event: {why}"),
             },
             Ok(None) => return Some("the connection closed".into()),
-            Err(e) => return Some(e.to_string()),
+            Err(e) => return Some(crate::storage::Error::from(e).to_string()),
         }
     }
 }
@@ -198,12 +200,14 @@ fn run(
             "session bus: lost the connection ({lost}); other nodes' session events are \
              missed until it is back"
         );
+        let mut wait = RECONNECT_FIRST;
         client = loop {
-            std::thread::sleep(RECONNECT);
+            std::thread::sleep(wait);
             match listen(url) {
                 Ok(client) => break client,
                 Err(e) => log::error!("session bus: cannot connect again: {e}"),
             }
+            wait = (wait * 2).min(RECONNECT_MOST);
         };
         log::warn!("session bus: connected again");
     }

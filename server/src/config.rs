@@ -219,7 +219,8 @@ pub struct Config {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_pages: u32,
 
-    /// PostgreSQL only: storage workers for requests, and as many for work that runs in
+    /// PostgreSQL only: storage workers for requests that write mailboxes (SEND,
+    /// UNREGISTER), as many for the other requests, and as many for work that runs in
     /// order (deliveries, broadcasts, rooms, the session bus and the canvas), each with a
     /// connection of its own: all storage work runs on them, beside the event loop, which
     /// never waits on the database's round trips.

@@ -127,6 +127,9 @@ pub struct Applied {
     /// The answer reports a write committed beside the reactor: it waits for the syncer's
     /// durability barrier whatever becomes of the reactor's own turn.
     pub stored_beside: bool,
+    /// The database server's life the write was committed in (see `storage::Epoch`): only a
+    /// barrier of the same one confirms it.
+    pub epoch: crate::storage::Epoch,
 }
 
 impl Applied {
@@ -138,6 +141,7 @@ impl Applied {
             counted_as: None,
             later: None,
             stored_beside: false,
+            epoch: 0,
         }
     }
 
@@ -157,15 +161,12 @@ impl Applied {
     }
 
     /// The answer to a request whose writes were committed beside the reactor: a written
-    /// answer then waits only for the durability barrier.
+    /// answer then waits only for the durability barrier (and is answered
+    /// `if_not_committed` if no barrier can confirm it).
     pub fn stored_beside(self) -> Applied {
-        match self.if_not_committed {
-            Some(_) => Applied {
-                if_not_committed: None,
-                stored_beside: true,
-                ..self
-            },
-            None => self,
+        Applied {
+            stored_beside: self.if_not_committed.is_some(),
+            ..self
         }
     }
 

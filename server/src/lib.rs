@@ -39,7 +39,7 @@ use crate::deliverer::Pool;
 use crate::messenger::push::ListenerPushes;
 use crate::messenger::Messenger;
 use crate::reactor::{Listening, Reactor, SyncGate};
-use crate::storage::{PgStore, SqliteStore, Storage};
+use crate::storage::{PgBarrier, PgStore, SqliteStore, Storage};
 use crate::syncer::{Barrier, Syncer};
 
 /// Opens the database, binds, prints `s> init server ip:port` and serves until SIGINT/SIGTERM.
@@ -220,7 +220,7 @@ fn open_store(
             let bus = Bus::start(url, wake.clone())
                 .map_err(|e| format!("cannot listen on {}: {e}", config.db))?;
             let sync_gate = if full {
-                let barrier = Barrier::Postgres(Box::new(PgStore::barrier(url).map_err(cannot)?));
+                let barrier = Barrier::Postgres(PgBarrier::open(url).map_err(cannot)?);
                 let syncer = Syncer::start(barrier, wake.clone(), metrics)
                     .map_err(|e| format!("cannot start the syncer: {e}"))?;
                 Some(SyncGate::new(syncer))

@@ -12,14 +12,29 @@
 //! words whatever the load. A failed fsync is final: the kernel may have dropped the dirty pages,
 //! and a later "successful" fsync would not bring them back. The syncer records the failure and
 //! the reactor stops the server (see `console::fatal`); a restart re-reads what is on disk.
+//!
+//! PostgreSQL's barrier is another matter: a barrier that fails because its connection was lost
+//! (a restart, a failover, a terminated backend) says nothing about the disk. The commits it
+//! covered may or may not be durable, so their answers get their error codes (`lost`); the
+//! barrier connects again (with backoff) and later commits are confirmed by barriers on the
+//! new connection. Each confirmation names the server's *epoch* (its postmaster's start
+//! time): a commit made on a server that restarted since (or on the old primary of a
+//! failover) is never confirmed by a barrier on the new one, whose WAL may not hold it.
 
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use crate::storage::Epoch;
 use crate::watched::Watched;
+
+/// First wait before connecting the barrier again; doubled at each failure up to
+/// [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
 /// What makes every commit made so far durable, run on the syncer thread.
 pub enum Barrier {
@@ -28,8 +43,18 @@ pub enum Barrier {
     /// A transaction that writes WAL and commits with `synchronous_commit = on` on a
     /// connection of its own: PostgreSQL returns from its COMMIT only once the WAL is flushed
     /// up to its commit record, which comes after the commit records of every transaction
-    /// committed before it.
-    Postgres(Box<postgres::Client>),
+    /// committed before it. The connection is made again when it is lost.
+    Postgres(crate::storage::PgBarrier),
+}
+
+/// Why a barrier did not confirm its commits.
+#[derive(Debug)]
+enum Failure {
+    /// The disk may have lost what it held: the server must stop.
+    Fatal(String),
+    /// The commits' fate is unknown (PostgreSQL's connection was lost, or it refused the
+    /// barrier, as a standby does): their answers get their error codes, and barriers go on.
+    Lost(String),
 }
 
 impl Barrier {
@@ -42,48 +67,53 @@ impl Barrier {
         }
     }
 
-    fn run(&mut self) -> Result<(), String> {
+    /// Makes every earlier commit durable; the epoch it was made durable in.
+    fn run(&mut self) -> Result<Epoch, Failure> {
         match self {
-            Barrier::SqliteWal { path, file } => sync(path, file).map_err(|e| e.to_string()),
-            // It must write WAL of its own: PostgreSQL commits a transaction that wrote none
-            // asynchronously whatever `synchronous_commit` says (an xid alone is not enough).
-            // A transactional logical message is the smallest such write, needs no table and
-            // no privilege, and never conflicts with another node's barrier.
-            Barrier::Postgres(client) => client
-                .batch_execute(
-                    "BEGIN; SELECT pg_logical_emit_message(true, 'messenger', 'barrier'); COMMIT",
-                )
-                .map_err(|e| crate::storage::Error::from(e).0),
+            Barrier::SqliteWal { path, file } => sync(path, file)
+                .map(|()| 0)
+                .map_err(|e| Failure::Fatal(e.to_string())),
+            Barrier::Postgres(barrier) => barrier.run().map_err(|e| Failure::Lost(e.0)),
         }
     }
 }
 
 #[derive(Default)]
 struct State {
-    /// Highest commit number asked for.
     requested: u64,
-    /// Highest commit number known to be on disk.
+    /// Commits up to this one are durable (in `epoch`).
     synced: u64,
-    /// Set once an fsync failed; nothing is synced after that.
+    epoch: Epoch,
+    /// Commits up to this one were covered by a barrier that failed without a verdict.
+    lost: u64,
     failure: Option<String>,
     stop: bool,
 }
 
+/// The syncer thread and what it has published.
 pub struct Syncer {
     shared: Arc<Watched<State>>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// What the reactor learns when it looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
-    /// Every commit up to this number is on disk.
-    Synced(u64),
+    /// Commits up to `synced` are durable, made durable in `epoch`; those up to `lost` were
+    /// covered by a barrier that failed without a verdict (a commit covered by both counts
+    /// as lost: a barrier that failed after a good one is rare, and an error answer to a
+    /// durable write is the safe mistake).
+    Synced {
+        synced: u64,
+        epoch: Epoch,
+        lost: u64,
+    },
+    /// A barrier failed for good (a failed fsync): the reason.
     Failed(String),
 }
 
 impl Syncer {
-    /// Starts the thread that runs `barrier`; `wake` is called after each sync, whose
-    /// duration goes to `metrics`.
+    /// Starts the thread. `wake` is called after each barrier so the reactor looks.
     pub fn start(
         barrier: Barrier,
         wake: Arc<dyn Fn() + Send + Sync>,
@@ -100,7 +130,7 @@ impl Syncer {
         })
     }
 
-    /// Asks for commit number `commit` (and all before it) to be made durable.
+    /// Asks for commit number `commit` (and everything before it) to be made durable.
     pub fn request(&self, commit: u64) {
         self.shared
             .change(|state| state.requested = state.requested.max(commit));
@@ -109,7 +139,11 @@ impl Syncer {
     pub fn progress(&self) -> Progress {
         self.shared.with(|state| match &state.failure {
             Some(why) => Progress::Failed(why.clone()),
-            None => Progress::Synced(state.synced),
+            None => Progress::Synced {
+                synced: state.synced,
+                epoch: state.epoch,
+                lost: state.lost,
+            },
         })
     }
 }
@@ -129,29 +163,47 @@ fn run(
     wake: &(dyn Fn() + Send + Sync),
     metrics: &crate::metrics::Metrics,
 ) {
+    let mut backoff = RECONNECT_FIRST;
     loop {
         let asked = shared.wait_until(
-            |state| state.requested > state.synced || state.stop,
-            // Everything asked for so far is covered by the one sync below.
+            |state| state.requested > state.synced.max(state.lost) || state.stop,
             |state| (!state.stop).then_some(state.requested),
         );
         let Some(upto) = asked else { return };
         let started = std::time::Instant::now();
         let result = barrier.run();
         metrics.observe_fsync(started.elapsed());
-        let failed = shared.with(|state| {
-            match result {
-                Ok(()) => state.synced = upto,
-                Err(e) => {
-                    state.failure = Some(format!("{} failed: {e}", barrier.describe()));
-                    state.stop = true;
-                }
+        let (fatal, lost) = shared.with(|state| match result {
+            Ok(epoch) => {
+                state.synced = upto;
+                state.epoch = epoch;
+                (false, false)
             }
-            state.failure.is_some()
+            Err(Failure::Lost(why)) => {
+                log::error!(
+                    "{} failed: {why}; the {} commits it covered are answered as failed \
+                     (they may or may not be durable), and the barrier connects again",
+                    barrier.describe(),
+                    upto - state.synced.max(state.lost)
+                );
+                state.lost = upto;
+                (false, true)
+            }
+            Err(Failure::Fatal(why)) => {
+                state.failure = Some(format!("{} failed: {why}", barrier.describe()));
+                state.stop = true;
+                (true, false)
+            }
         });
         wake();
-        if failed {
+        if fatal {
             return;
+        }
+        if lost {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+        } else {
+            backoff = RECONNECT_FIRST;
         }
     }
 }
@@ -191,8 +243,8 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match syncer.progress() {
-                Progress::Synced(upto) if upto >= commit => return,
-                Progress::Synced(_) => {}
+                Progress::Synced { synced, .. } if synced >= commit => return,
+                Progress::Synced { .. } => {}
                 Progress::Failed(why) => panic!("sync failed: {why}"),
             }
             let left = deadline.saturating_duration_since(Instant::now());

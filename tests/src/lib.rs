@@ -875,6 +875,12 @@ impl LineConn {
 
     /// A chat session logged in as `name` with line framing.
     pub fn chat(server: &Server, name: &str) -> LineConn {
+        LineConn::try_chat(server, name).unwrap_or_else(|| panic!("login of {name} refused"))
+    }
+
+    /// A chat session logged in as `name` with line framing, or None if the login was
+    /// refused (`CONNECT_ACK|FAIL`).
+    pub fn try_chat(server: &Server, name: &str) -> Option<LineConn> {
         let mut conn = LineConn::connect(server.chat_addr());
         conn.stream
             .write_all(format!("CONNECT|{name}").as_bytes())
@@ -884,6 +890,10 @@ impl LineConn {
         read_until(&mut conn.reader, &mut seen, |seen| {
             seen.starts_with(b"CONNECT_ACK|") && seen.len() >= b"CONNECT_ACK|OK".len()
         });
+        // (`CONNECT_ACK|FA`: as long as the OK, the rest of FAIL may follow.)
+        if seen.starts_with(b"CONNECT_ACK|F") {
+            return None;
+        }
         conn.send("HELLO|lines");
         // Unframed until the HELLO answer: the ack, the user list, the history.
         read_until(&mut conn.reader, &mut seen, |seen| {
@@ -894,7 +904,7 @@ impl LineConn {
         let mut messages = client::chat::split_glued(unframed).into_iter();
         assert_eq!(messages.next(), Some("CONNECT_ACK|OK"), "login of {name}");
         conn.backlog.extend(messages.map(str::to_string));
-        conn
+        Some(conn)
     }
 
     /// A rooms session joined as `name`.
@@ -924,6 +934,32 @@ impl LineConn {
             .expect("a line within PATIENCE");
         assert!(n > 0, "connection closed while waiting for a line");
         line.trim_end_matches('\n').to_string()
+    }
+
+    /// The next line if one comes within `wait`.
+    pub fn line_within(&mut self, wait: Duration) -> Option<String> {
+        if let Some(line) = self.backlog.pop_front() {
+            return Some(line);
+        }
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut line = String::new();
+        let read = self.reader.read_line(&mut line);
+        self.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        match read {
+            Ok(0) => panic!("connection closed while waiting for a line"),
+            Ok(_) => Some(line.trim_end_matches('\n').to_string()),
+            Err(_) => None,
+        }
+    }
+
+    /// Reads lines until one starts with `prefix`, and returns it.
+    pub fn until_prefix(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.line();
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
     }
 
     /// Reads lines until one equals `expected`; returns those before it.

@@ -244,25 +244,7 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64) -> Crowd {
     const SENDERS: usize = 16;
     let chat = server.front_end("chat");
     let mut senders: Vec<TcpStream> = (0..SENDERS)
-        .map(|s| {
-            let mut stream = TcpStream::connect(chat).unwrap();
-            stream.set_nodelay(true).unwrap();
-            stream
-                .write_all(format!("CONNECT|c{s}").as_bytes())
-                .unwrap();
-            let mut seen = Vec::new();
-            let mut byte = [0u8; 1];
-            while !seen.starts_with(b"CONNECT_ACK|OK") {
-                stream.read_exact(&mut byte).unwrap();
-                seen.push(byte[0]);
-            }
-            stream.write_all(b"HELLO|lines\n").unwrap();
-            while !seen.ends_with(b"HELLO|lines\n") {
-                stream.read_exact(&mut byte).unwrap();
-                seen.push(byte[0]);
-            }
-            stream
-        })
+        .map(|s| chat_login(chat, &format!("c{s}")).0)
         .collect();
     // Nothing more is sent to the senders; keep their receive side drained anyway.
     for sender in &senders {

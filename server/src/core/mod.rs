@@ -306,6 +306,9 @@ pub struct Core {
     canvas: canvas::Canvas,
     /// The next sweep for expired messages (with `--pending-ttl`).
     expiry_at: Option<Instant>,
+    /// Background scans (the sweep, the expiry) in flight, by [`scan_key`]: one of each at
+    /// a time.
+    scanning: HashSet<&'static str>,
     /// On a shared database: when to look for present users with messages that no node is
     /// delivering (accepted while their claim was held by a node that died since).
     sweep_at: Option<Instant>,
@@ -393,6 +396,7 @@ impl Core {
             sessions,
             notices: Vec::new(),
             user_list_changed: false,
+            scanning: HashSet::new(),
             user_list_at: None,
             canvas,
             expiry_at,
@@ -460,7 +464,10 @@ impl Core {
     /// The requests whose storage work beside the reactor has finished (a worker rang the
     /// waker): each committed, or failed and rolled back. Deliveries' storage work that
     /// finished is applied here.
-    pub fn collect_beside(&mut self, now: Instant) -> Vec<(Ticket, storage::Result<Finished>)> {
+    pub fn collect_beside(
+        &mut self,
+        now: Instant,
+    ) -> Vec<(Ticket, storage::Epoch, storage::Result<Finished>)> {
         let Some(beside) = &self.beside else {
             return Vec::new();
         };
@@ -477,16 +484,18 @@ impl Core {
     /// Applies a report of storage work beside the reactor; a request's is returned.
     fn apply_beside(
         &mut self,
-        (ticket, result): crate::beside::Report,
+        (ticket, epoch, result): crate::beside::Report,
         now: Instant,
-    ) -> Option<(Ticket, storage::Result<Finished>)> {
+    ) -> Option<(Ticket, storage::Epoch, storage::Result<Finished>)> {
         if let Some(beside) = &mut self.beside {
             beside.reported(ticket);
         }
         let login = self.login_tickets.remove(&ticket);
         let join = self.join_tickets.remove(&ticket);
         match (self.chores.remove(&ticket), result) {
-            (None, Ok(TaskDone::Request(done))) => Some((ticket, Ok(self.finished(done, now)))),
+            (None, Ok(TaskDone::Request(done))) => {
+                Some((ticket, epoch, Ok(self.finished(done, now))))
+            }
             (None, Err(e)) => {
                 if let Some(session) = login {
                     self.cancel_login(session);
@@ -494,7 +503,7 @@ impl Core {
                 if let Some((alias, room, create)) = join {
                     self.join_failed(&alias, &room, create);
                 }
-                Some((ticket, Err(e)))
+                Some((ticket, epoch, Err(e)))
             }
             (Some(chore), Ok(TaskDone::Chore(done))) => {
                 self.chore_ended(&chore);
@@ -804,9 +813,12 @@ impl Core {
             return;
         };
         let ticket = self.next_ticket + 1;
-        // A recipient's steps stay on the worker whose connection holds their claim.
+        // A recipient's steps stay on the worker whose connection holds their claim; the
+        // background scans go to an ordered worker, never to the request workers.
         let key = key.map(|key| match chore {
-            Chore::Publish { .. } => Key::Ordered(key.to_string()),
+            Chore::Publish { .. } | Chore::Sweep { .. } | Chore::Expire { .. } => {
+                Key::Ordered(key.to_string())
+            }
             _ => Key::Pinned(key.to_string()),
         });
         match beside.try_start_chore(ticket, key, chore.clone()) {
@@ -820,6 +832,9 @@ impl Core {
                         *self.removing.entry(recipient.clone()).or_default() += 1;
                     }
                     Chore::Publish { .. } => self.publishing = true,
+                    Chore::Sweep { .. } | Chore::Expire { .. } => {
+                        self.scanning.insert(scan_key(&chore));
+                    }
                     _ => {}
                 }
                 self.chores.insert(ticket, chore);
@@ -868,6 +883,9 @@ impl Core {
                 }
             }
             Chore::Publish { .. } => self.publishing = false,
+            Chore::Sweep { .. } | Chore::Expire { .. } => {
+                self.scanning.remove(scan_key(chore));
+            }
             _ => {}
         }
     }
@@ -1166,7 +1184,11 @@ impl Core {
                 nodes: self.nodes_to_look_at(),
                 own: self.store.node(),
             };
-            self.chore(None, sweep, now);
+            // One at a time: a sweep that waits (a locked table) is not joined by another
+            // every second.
+            if !self.scanning.contains(scan_key(&sweep)) {
+                self.chore(Some(scan_key(&sweep)), sweep, now);
+            }
         }
         while let Some((at, _)) = self.retries.first() {
             if *at > now {
@@ -1361,12 +1383,23 @@ impl Core {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let before = since_epoch.saturating_sub(ttl).as_secs() as i64;
-        self.chore(None, Chore::Expire { before }, now);
+        let expire = Chore::Expire { before };
+        if !self.scanning.contains(scan_key(&expire)) {
+            self.chore(Some(scan_key(&expire)), expire, now);
+        }
     }
 
     /// What sessions must be told, in order; the reactor takes them after each commit.
     pub fn take_notices(&mut self) -> Vec<(SessionId, Notice)> {
         std::mem::take(&mut self.notices)
+    }
+}
+
+/// The ordered worker's key of a background scan (NUL is in no user's name, and no room's).
+fn scan_key(chore: &Chore) -> &'static str {
+    match chore {
+        Chore::Expire { .. } => "\0expiry",
+        _ => "\0sweep",
     }
 }
 

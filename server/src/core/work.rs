@@ -92,6 +92,14 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// True for the requests that write mailboxes (`pending_messages`): they have request
+    /// workers of their own (see `beside.rs`).
+    pub fn writes_mailboxes(&self) -> bool {
+        matches!(self, Work::Send { .. } | Work::Unregister { .. })
+    }
+}
+
 /// The key of broadcasts' storage work: one storage worker stores them all, in the order they
 /// were made (NUL is in no user's name, and no room's).
 const BROADCASTS: &str = "\0broadcasts";
@@ -502,6 +510,7 @@ pub fn perform_chore(store: &dyn Storage, chore: &Chore) -> storage::Result<Chor
             nodes,
             own,
         } => {
+            store.background()?;
             let mut with_pending = store.connected_with_pending()?;
             if !sessions.is_empty() {
                 with_pending.extend(store.with_pending(sessions)?);
@@ -521,9 +530,12 @@ pub fn perform_chore(store: &dyn Storage, chore: &Chore) -> storage::Result<Chor
                 own_lost,
             }
         }
-        Chore::Expire { before } => ChoreDone::Expired {
-            expired: store.expire_pending(*before)?,
-        },
+        Chore::Expire { before } => {
+            store.background()?;
+            ChoreDone::Expired {
+                expired: store.expire_pending(*before)?,
+            }
+        }
         Chore::Publish {
             events,
             paints,

@@ -929,7 +929,7 @@ impl Reactor {
     /// Stages the answers of requests whose storage work beside the reactor is done (the
     /// front-end forgets each, even when its connection has gone meanwhile).
     fn collect_beside(&mut self) {
-        for (ticket, outcome) in self.core.collect_beside(Instant::now()) {
+        for (ticket, epoch, outcome) in self.core.collect_beside(Instant::now()) {
             let Some((key, generation, slot, frontend)) = self.later.remove(&ticket) else {
                 debug_assert!(
                     false,
@@ -937,7 +937,8 @@ impl Reactor {
                 );
                 continue;
             };
-            let applied = self.listening[frontend].frontend.finish(ticket, outcome);
+            let mut applied = self.listening[frontend].frontend.finish(ticket, outcome);
+            applied.epoch = epoch;
             self.staged.push((key, generation, slot, applied));
             // A login answered beside the reactor.
             self.note_established(key, generation);
@@ -981,15 +982,21 @@ impl Reactor {
         self.schedule(key);
     }
 
-    /// Releases answers whose commits the syncer has made durable. A failed sync stops the
-    /// server: the answers it covered are never sent, and nothing written after it can be
-    /// promised either.
+    /// Releases answers whose commits the syncer has made durable, and answers with their
+    /// error codes those whose barrier failed without a verdict (PostgreSQL's connection was
+    /// lost) or that were committed in another epoch of the server than the barrier's (it
+    /// restarted, or failed over, since). A failed fsync stops the server: the answers it
+    /// covered are never sent, and nothing written after it can be promised either.
     fn collect_synced(&mut self) {
         let Some(gate) = self.sync_gate.as_mut() else {
             return;
         };
-        let upto = match gate.syncer.progress() {
-            Progress::Synced(upto) => upto,
+        let (synced, epoch, lost) = match gate.syncer.progress() {
+            Progress::Synced {
+                synced,
+                epoch,
+                lost,
+            } => (synced, epoch, lost),
             Progress::Failed(why) => {
                 self.console.flush();
                 fatal(&format!(
@@ -1002,13 +1009,23 @@ impl Reactor {
         while gate
             .waiting
             .front()
-            .is_some_and(|(commit, _)| *commit <= upto)
+            .is_some_and(|(commit, _)| *commit <= synced.max(lost))
         {
-            let (_, answers) = gate.waiting.pop_front().expect("checked front");
-            ready.extend(answers);
+            let (commit, answers) = gate.waiting.pop_front().expect("checked front");
+            ready.extend(answers.into_iter().map(|answer| (commit, answer)));
         }
-        for (key, generation, slot, applied) in ready {
-            self.resolve(key, generation, slot, applied, true);
+        let mut unconfirmed = 0;
+        for (commit, (key, generation, slot, applied)) in ready {
+            let durable = commit > lost && applied.epoch == epoch;
+            unconfirmed += usize::from(!durable);
+            self.resolve(key, generation, slot, applied, durable);
+        }
+        if unconfirmed > 0 {
+            log::warn!(
+                "{unconfirmed} writes answered with their error codes: no durability barrier \
+                 of the database server's current life covered them (they may or may not be \
+                 stored)"
+            );
         }
     }
 

@@ -15,7 +15,7 @@ mod migrations {
 
 use std::fmt;
 
-pub use postgres::{open_client as open_postgres, PgStore};
+pub use postgres::{open_client as open_postgres, PgBarrier, PgStore};
 pub use sqlite::SqliteStore;
 
 /// A storage failure, with the engine's own words for it.
@@ -31,6 +31,11 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which life of the database server a commit was made in: PostgreSQL's postmaster start time
+/// in microseconds (a restart or a failover starts a new one); 0 for SQLite. A durability
+/// barrier confirms only commits of its own epoch.
+pub type Epoch = i64;
 
 /// Now, in unix seconds, as the tables record times.
 fn unix_now() -> i64 {
@@ -180,6 +185,12 @@ pub trait Storage {
     /// This connection's backend was found gone: notice it and connect again (a network
     /// engine learns of a closed connection only when it uses it).
     fn reconnect_if_lost(&self) {}
+    /// What follows in this transaction is a background scan: it gives up quickly on a lock
+    /// somebody else holds (a locked table), rather than hold its worker for as long as any
+    /// statement may run.
+    fn background(&self) -> Result<()> {
+        Ok(())
+    }
     /// True while the turn has writes that are not yet committed (or a failed one).
     fn has_uncommitted(&self) -> bool;
     /// Commits the turn's writes. If any write failed, or the commit itself does, everything

@@ -17,10 +17,11 @@
 //! each step once and the others see it done.
 //!
 //! A lost connection (the server restarted, a failover, a terminated backend) fails the turn
-//! that finds it; the next storage call outside a turn's transaction connects again, at most
-//! once per `RECONNECT_EVERY`. The new connection takes back the delivery claims the old one
-//! held (where another node has not taken them meanwhile) and has a new backend process id,
-//! which is the node's new name on the session bus.
+//! that finds it; the next storage call outside a turn's transaction connects again (after a
+//! failed try, with backoff: `RECONNECT_FIRST` doubling to `RECONNECT_MOST`). The new
+//! connection takes back the delivery claims the old one held (where another node has not
+//! taken them meanwhile) and has a new backend process id, which is the node's new name on
+//! the session bus, and the server's epoch (see `storage::Epoch`).
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::collections::{HashMap, HashSet};
@@ -29,14 +30,27 @@ use std::time::{Duration, Instant};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
-use super::{migrations, unix_now, Error, Pending, Result, Storage, User};
+use super::{migrations, unix_now, Epoch, Error, Pending, Result, Storage, User};
 
 /// How long a write waits for a row another node's turn holds.
 const LOCK_TIMEOUT: &str = "250ms";
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// TCP keepalive of every connection: a server that vanished is found after about
+/// `idle + retries * interval`.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long a background scan (the sweep, the expiry) waits for a lock.
+const BACKGROUND_LOCK_WAIT: &str = "100ms";
 /// Longest any statement may run.
 const STATEMENT_TIMEOUT: &str = "5s";
-/// How often, at most, a node whose connection was lost tries to connect again.
-const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// How soon a connection that was lost is tried again after a failed try: doubled at each
+/// failure from the first to the most.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MOST: Duration = Duration::from_secs(2);
+/// How long a node waits for another node's migration step, and a step may run.
+const MIGRATION_WAIT: &str = "10min";
 /// Advisory-lock key (`pg_advisory_xact_lock(MIGRATION_LOCK)`) of the migrations: "msgr" in
 /// ASCII, unlikely to meet another application's keys in a shared database.
 const MIGRATION_LOCK: i64 = 0x6d73_6772;
@@ -46,11 +60,39 @@ const MIGRATION_LOCK: i64 = 0x6d73_6772;
 const DELIVERY_LOCKS: i32 = 0x6d73;
 
 impl From<postgres::Error> for Error {
+    /// The error with its whole chain of causes: a database error's severity, message and
+    /// detail; any other's sources (the socket's error under "error connecting to server").
     fn from(e: postgres::Error) -> Error {
-        match e.as_db_error() {
-            Some(db) => Error(format!("{}: {}", db.severity(), db.message())),
-            None => Error(e.to_string()),
+        use std::fmt::Write as _;
+        if let Some(db) = e.as_db_error() {
+            let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                let _ = write!(text, "; {detail}");
+            }
+            return Error(text);
         }
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let _ = write!(text, ": {cause}");
+            source = cause.source();
+        }
+        Error(text)
+    }
+}
+
+/// Where `url` points, for error lines: the socket directory or host and the port.
+fn server_of(url: &str) -> String {
+    let Ok(config) = url.parse::<postgres::Config>() else {
+        return "the database".into();
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match config.get_hosts().first() {
+        Some(postgres::config::Host::Unix(dir)) => {
+            format!("the socket {}/.s.PGSQL.{port}", dir.display())
+        }
+        Some(postgres::config::Host::Tcp(host)) => format!("{host}:{port}"),
+        None => format!("localhost:{port}"),
     }
 }
 
@@ -70,11 +112,14 @@ pub struct PgStore {
     claimed: RefCell<HashSet<String>>,
     /// The backend process id of this connection: the node's name on the session bus.
     backend: Cell<i32>,
+    /// The server's life this connection was made in.
+    epoch: Cell<Epoch>,
     role: Role,
     /// To connect again after the connection is lost.
     url: String,
-    /// The last try to connect again.
+    /// The last failed try to connect again, and how long to wait after it.
     reconnected_at: Cell<Option<Instant>>,
+    reconnect_wait: Cell<Duration>,
 }
 
 impl PgStore {
@@ -92,12 +137,14 @@ impl PgStore {
     }
 
     fn connect(url: &str, role: Role) -> std::result::Result<PgStore, Error> {
-        let (client, backend) = connect(url, role)?;
+        let (client, backend, epoch) = connect(url, role)?;
         Ok(PgStore {
             role,
             backend: Cell::new(backend),
+            epoch: Cell::new(epoch),
             url: url.to_string(),
             reconnected_at: Cell::new(None),
+            reconnect_wait: Cell::new(RECONNECT_FIRST),
             client: RefCell::new(client),
             statements: RefCell::default(),
             in_transaction: Cell::new(false),
@@ -107,14 +154,9 @@ impl PgStore {
         })
     }
 
-    /// The syncer's connection: its commits wait for the WAL flush.
-    pub fn barrier(url: &str) -> std::result::Result<Client, Error> {
-        let mut client = open_client(url)?;
-        client.batch_execute(
-            "SET synchronous_commit = on; SET application_name = 'messenger syncer';
-             SET client_min_messages = warning",
-        )?;
-        Ok(client)
+    /// The server's life this connection's commits are made in (see [`Epoch`]).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch.get()
     }
 
     /// The connection; a lost one is made again first, unless a turn's transaction was open
@@ -125,7 +167,7 @@ impl PgStore {
         let due = self
             .reconnected_at
             .get()
-            .is_none_or(|at| at.elapsed() >= RECONNECT_EVERY);
+            .is_none_or(|at| at.elapsed() >= self.reconnect_wait.get());
         if lost && between_turns && due {
             self.reconnect();
         }
@@ -133,14 +175,22 @@ impl PgStore {
     }
 
     fn reconnect(&self) {
-        self.reconnected_at.set(Some(Instant::now()));
-        let (mut client, backend) = match connect(&self.url, self.role) {
+        let (mut client, backend, epoch) = match connect(&self.url, self.role) {
             Ok(connected) => connected,
             Err(e) => {
-                log::error!("the database connection is lost and cannot be made again: {e}");
+                let wait = self.reconnect_wait.get();
+                log::error!(
+                    "the database connection is lost and cannot be made again: {e}; next try \
+                     in {} ms",
+                    wait.as_millis()
+                );
+                self.reconnected_at.set(Some(Instant::now()));
+                self.reconnect_wait.set((wait * 2).min(RECONNECT_MOST));
                 return;
             }
         };
+        self.reconnected_at.set(None);
+        self.reconnect_wait.set(RECONNECT_FIRST);
         // Claims went with the old connection; take back those nobody took meanwhile.
         self.claimed.borrow_mut().retain(|recipient| {
             let got = client.query_one(
@@ -156,6 +206,7 @@ impl PgStore {
         );
         self.statements.borrow_mut().clear();
         self.backend.set(backend);
+        self.epoch.set(epoch);
         *self.client.borrow_mut() = client;
     }
 
@@ -247,8 +298,23 @@ enum Role {
 /// reconnection when descriptors run out fails like any lost connection instead of killing
 /// its thread.
 pub fn open_client(url: &str) -> std::result::Result<Client, Error> {
-    match std::panic::catch_unwind(|| Client::connect(url, NoTls)) {
-        Ok(connected) => Ok(connected?),
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| Error(format!("{url} is not a PostgreSQL URL: {}", Error::from(e))))?;
+    // A server that does not answer (a failover in progress) fails the connection in
+    // seconds, and a peer that vanished without closing is found by keepalives in well under
+    // a minute, not the system's two hours.
+    config
+        .connect_timeout(CONNECT_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    // (The config is not used after a panic.)
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.connect(NoTls))) {
+        Ok(connected) => {
+            connected.map_err(|e| Error(format!("connecting to {}: {}", server_of(url), Error::from(e))))
+        }
         Err(panic) => {
             let why = panic
                 .downcast_ref::<String>()
@@ -260,8 +326,62 @@ pub fn open_client(url: &str) -> std::result::Result<Client, Error> {
     }
 }
 
-/// A connection set up for `role`, and its backend process id.
-fn connect(url: &str, role: Role) -> std::result::Result<(Client, i32), Error> {
+/// The postmaster's start time, in microseconds: the server's [`Epoch`].
+const EPOCH_SQL: &str = "(extract(epoch from pg_postmaster_start_time()) * 1000000)::bigint";
+
+/// The syncer's connection to PostgreSQL: its commits wait for the WAL flush. A lost one is
+/// made again at the next barrier.
+pub struct PgBarrier {
+    url: String,
+    connected: Option<(Client, Epoch)>,
+}
+
+impl PgBarrier {
+    /// Connects once at start-up, so that a wrong URL stops the server at once.
+    pub fn open(url: &str) -> std::result::Result<PgBarrier, Error> {
+        let mut barrier = PgBarrier {
+            url: url.to_string(),
+            connected: None,
+        };
+        barrier.connection()?;
+        Ok(barrier)
+    }
+
+    fn connection(&mut self) -> std::result::Result<&mut (Client, Epoch), Error> {
+        if self.connected.as_ref().is_some_and(|(client, _)| client.is_closed()) {
+            self.connected = None;
+        }
+        if self.connected.is_none() {
+            let mut client = open_client(&self.url)?;
+            client.batch_execute(
+                "SET synchronous_commit = on; SET application_name = 'messenger syncer';
+                 SET client_min_messages = warning",
+            )?;
+            let epoch = client.query_one(&format!("SELECT {EPOCH_SQL}"), &[])?.get(0);
+            self.connected = Some((client, epoch));
+        }
+        Ok(self.connected.as_mut().expect("connected above"))
+    }
+
+    /// Makes every commit made so far on the server durable; the server's epoch. On an error
+    /// the connection is dropped, and the next barrier connects again.
+    pub fn run(&mut self) -> std::result::Result<Epoch, Error> {
+        let (client, epoch) = self.connection()?;
+        let epoch = *epoch;
+        match client.batch_execute(
+            "BEGIN; SELECT pg_logical_emit_message(true, 'messenger', 'barrier'); COMMIT",
+        ) {
+            Ok(()) => Ok(epoch),
+            Err(e) => {
+                self.connected = None;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// A connection set up for `role`, its backend process id and the server's epoch.
+fn connect(url: &str, role: Role) -> std::result::Result<(Client, i32, Epoch), Error> {
     let (name, lock_timeout) = match role {
         Role::Reactor => ("messenger", LOCK_TIMEOUT),
         Role::Worker => ("messenger worker", STATEMENT_TIMEOUT),
@@ -272,8 +392,8 @@ fn connect(url: &str, role: Role) -> std::result::Result<(Client, i32), Error> {
          SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET application_name = '{name}';
          SET client_min_messages = warning; SET standard_conforming_strings = on"
     ))?;
-    let backend = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
-    Ok((client, backend))
+    let row = client.query_one(&format!("SELECT pg_backend_pid(), {EPOCH_SQL}"), &[])?;
+    Ok((client, row.get(0), row.get(1)))
 }
 
 /// Applies the steps not applied yet, each in a transaction of its own that first takes the
@@ -283,6 +403,13 @@ fn migrate(client: &mut Client) -> std::result::Result<(), Error> {
     for (index, (name, sql)) in migrations::POSTGRES.iter().enumerate() {
         let version = index as i32 + 1;
         let mut tx = client.transaction()?;
+        // Another node's migration may hold the lock for as long as its step takes: wait
+        // for it (the connection's own timeouts are for requests, and would make a node
+        // that starts beside another exit).
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{MIGRATION_WAIT}'; \
+             SET LOCAL statement_timeout = '{MIGRATION_WAIT}'"
+        ))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -375,6 +502,14 @@ impl Storage for PgStore {
             .iter()
             .map(|row| row.get(0))
             .collect())
+    }
+
+    fn background(&self) -> Result<()> {
+        self.write(|db| {
+            db.client()
+                .batch_execute(&format!("SET LOCAL lock_timeout = '{BACKGROUND_LOCK_WAIT}'"))?;
+            Ok(())
+        })
     }
 
     fn reconnect_if_lost(&self) {

@@ -29,8 +29,19 @@ pub enum Durability {
 pub struct Cluster {
     /// The temporary directory: the data directory, the socket and `postgres.log`.
     pub dir: PathBuf,
-    postmaster: u32,
+    /// The running postmaster's process id (0 while it is shut down).
+    postmaster: AtomicU32,
+    fsync: &'static str,
     databases: AtomicU32,
+}
+
+/// How [`Cluster::shut_down`] stops the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGINT: sessions are ended, the WAL is flushed by a checkpoint, then the server exits.
+    Fast,
+    /// SIGQUIT: the server exits at once, as after a crash; recovery replays the WAL on start.
+    Immediate,
 }
 
 /// `(uid, gid)` of `nobody` when we are root.
@@ -102,12 +113,32 @@ impl Cluster {
             Durability::Fsync => "fsync=on",
             Durability::NoFsync => "fsync=off",
         };
-        // A thread that lives as long as the process starts the postmaster, so that the
-        // parent-death signal fires only when the process ends.
+        let cluster = Cluster {
+            dir,
+            postmaster: AtomicU32::new(0),
+            fsync,
+            databases: AtomicU32::new(0),
+        };
+        cluster.spawn_postmaster();
+        let mut admin = cluster.wait_ready();
+        admin
+            .batch_execute("CREATE ROLE messenger LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+            .unwrap();
+        cluster
+    }
+
+    /// Starts the postmaster on the cluster's data directory. A thread that lives as long as
+    /// the process starts it, so that the parent-death signal fires only when the process
+    /// ends.
+    fn spawn_postmaster(&self) {
         let (started, pid) = std::sync::mpsc::channel();
-        let (data_dir, socket_dir) = (data.clone(), dir.clone());
+        let (data_dir, socket_dir, fsync) = (self.dir.join("data"), self.dir.clone(), self.fsync);
         std::thread::spawn(move || {
-            let log = std::fs::File::create(socket_dir.join("postgres.log")).unwrap();
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(socket_dir.join("postgres.log"))
+                .unwrap();
             let mut child = as_postgres_user(
                 Command::new(format!("{PG_BIN}/postgres"))
                     .arg("-D")
@@ -126,29 +157,56 @@ impl Cluster {
             started.send(child.id()).unwrap();
             let _ = child.wait();
         });
-        let cluster = Cluster {
-            dir,
-            postmaster: pid.recv().expect("postgres started"),
-            databases: AtomicU32::new(0),
+        self.postmaster
+            .store(pid.recv().expect("postgres started"), Ordering::SeqCst);
+    }
+
+    /// Stops the server (`mode`) and waits until it is gone; the data stays.
+    pub fn shut_down(&self, mode: Shutdown) {
+        let pid = self.postmaster.swap(0, Ordering::SeqCst);
+        assert!(pid != 0, "the cluster is not running");
+        let signal = match mode {
+            Shutdown::Fast => libc::SIGINT,
+            Shutdown::Immediate => libc::SIGQUIT,
         };
+        // SAFETY: signalling the postmaster we started.
+        unsafe { libc::kill(pid as i32, signal) };
+        let pid_file = self.dir.join("data/postmaster.pid");
         let start = Instant::now();
-        let mut admin = loop {
-            match postgres::Client::connect(&cluster.admin_url(), postgres::NoTls) {
-                Ok(client) => break client,
+        while pid_file.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "postgres did not stop; see {}/postgres.log",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again on the same data after [`Cluster::shut_down`], and waits until
+    /// it takes connections.
+    pub fn start_again(&self) {
+        assert_eq!(self.postmaster.load(Ordering::SeqCst), 0, "still running");
+        self.spawn_postmaster();
+        self.wait_ready();
+    }
+
+    /// Waits until the server takes connections; a connection of the superuser.
+    fn wait_ready(&self) -> postgres::Client {
+        let start = Instant::now();
+        loop {
+            match postgres::Client::connect(&self.admin_url(), postgres::NoTls) {
+                Ok(client) => return client,
                 Err(e) => {
                     assert!(
                         start.elapsed() < Duration::from_secs(30),
                         "postgres did not start: {e}; see {}/postgres.log",
-                        cluster.dir.display()
+                        self.dir.display()
                     );
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
-        };
-        admin
-            .batch_execute("CREATE ROLE messenger LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
-            .unwrap();
-        cluster
+        }
     }
 
     fn url(&self, user: &str, database: &str) -> String {
@@ -173,12 +231,15 @@ impl Cluster {
 
     /// Stops the postmaster at once and removes the directory.
     pub fn stop(&self) {
-        // SAFETY: signalling the postmaster we started.
-        unsafe { libc::kill(self.postmaster as i32, libc::SIGQUIT) };
-        let pid_file = self.dir.join("data/postmaster.pid");
-        let start = Instant::now();
-        while pid_file.exists() && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
+        let pid = self.postmaster.swap(0, Ordering::SeqCst);
+        if pid != 0 {
+            // SAFETY: signalling the postmaster we started.
+            unsafe { libc::kill(pid as i32, libc::SIGQUIT) };
+            let pid_file = self.dir.join("data/postmaster.pid");
+            let start = Instant::now();
+            while pid_file.exists() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
