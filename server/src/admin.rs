@@ -5,6 +5,10 @@
 //! connection, nothing a client does (pipelining without reading, an endless header line,
 //! slow connections) holds anybody else's request.
 //!
+//! On any address but a loopback one the server refuses to start without a token
+//! (`--admin-token-file`), which every request must then carry: the page names people and
+//! their addresses.
+//!
 //! A request never runs SQL: the metrics are atomics, sessions and rooms are the core's, and
 //! what only the database knows (pending messages, users online through the messenger, each
 //! room's stored lines) is a snapshot that a thread of its own reads again, at most once every
@@ -51,16 +55,85 @@ struct Snapshot {
     wanted: bool,
 }
 
+/// The token `--admin-token-file` names, if any; an error if `addr` is not a loopback address
+/// and there is none, or if the file cannot be read or is empty.
+pub fn token(
+    addr: Option<std::net::SocketAddr>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let Some(file) = file else {
+        if addr.ip().is_loopback() {
+            return Ok(None);
+        }
+        return Err(format!(
+            "admin: --admin-addr {addr} is not a loopback address, and the status page names \
+             users and their addresses: give --admin-token-file"
+        ));
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("admin: --admin-token-file {}: {e}", file.display()))?;
+    match text.lines().next().map(str::trim) {
+        Some(token) if !token.is_empty() => Ok(Some(token.to_string())),
+        _ => Err(format!(
+            "admin: --admin-token-file {}: the first line is empty",
+            file.display()
+        )),
+    }
+}
+
+/// Whether the request head `head` carries `token`: `Authorization: Bearer TOKEN`, or basic
+/// auth whose password is the token (any user name). Compared in constant time.
+fn authorized(head: &str, token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(value) = head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("authorization")
+            .then(|| value.trim())
+    }) else {
+        return false;
+    };
+    let given = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim().to_string(),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => {
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
+                return false;
+            };
+            let decoded = String::from_utf8_lossy(&decoded).into_owned();
+            match decoded.split_once(':') {
+                Some((_, password)) => password.to_string(),
+                None => return false,
+            }
+        }
+        _ => return false,
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
 /// The admin front-end.
 pub struct Admin {
     metrics: Arc<Metrics>,
+    /// `--admin-token-file`: what every request must carry.
+    token: Option<String>,
     snapshot: Arc<Watched<Snapshot>>,
     samples: VecDeque<(Instant, u64)>,
 }
 
 impl Admin {
     /// The front-end, and the thread that reads the database's snapshot for it.
-    pub fn start(db: Database, metrics: Arc<Metrics>) -> Result<Admin, String> {
+    pub fn start(
+        db: Database,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+    ) -> Result<Admin, String> {
         let snapshot = Arc::new(Watched::new(Snapshot::default()));
         let reader = snapshot.clone();
         std::thread::Builder::new()
@@ -69,6 +142,7 @@ impl Admin {
             .map_err(|e| format!("admin: {e}"))?;
         Ok(Admin {
             metrics,
+            token,
             snapshot,
             samples: VecDeque::with_capacity(RATE_SAMPLES + 1),
         })
@@ -129,8 +203,13 @@ fn read_snapshots(db: &Database, snapshot: &Watched<Snapshot>) {
 
 /// An HTTP/1.1 response that closes the connection.
 fn response(status: u16, reason: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
+    let challenge = if status == 401 {
+        "WWW-Authenticate: Basic realm=\"messenger admin\"\r\n"
+    } else {
+        ""
+    };
     let mut bytes = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n\
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{challenge}\
          Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     )
@@ -168,13 +247,28 @@ impl Frontend for Admin {
         }
     }
 
-    fn apply(&mut self, request: &[u8], _caller: &Caller, core: &mut Core, _now: Instant) -> Applied {
+    fn apply(&mut self, request: &[u8], caller: &Caller, core: &mut Core, _now: Instant) -> Applied {
         self.sample();
         let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
         let line = String::from_utf8_lossy(line);
         let mut words = line.split(' ');
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let head_only = method == "HEAD";
+        if let Some(token) = &self.token {
+            if !authorized(&String::from_utf8_lossy(request), token) {
+                let answer = response(
+                    401,
+                    "Unauthorized",
+                    "text/plain",
+                    "this page needs the admin token\n",
+                    head_only,
+                );
+                return Applied::read_only(Reply::bytes(answer).diagnostic(format!(
+                    "admin: a request from {} without the token",
+                    caller.peer
+                )));
+            }
+        }
         let answer = match (method, path) {
             ("GET" | "HEAD", "/metrics") => {
                 let stored = self.stored();
@@ -394,4 +488,38 @@ fn status_page(
         rate(samples, now, Duration::from_secs(60)),
     );
     page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_carries_the_token_as_a_bearer_or_a_basic_password() {
+        let with = |header: &str| format!("GET / HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n");
+        assert!(authorized(&with("Authorization: Bearer s3cret"), "s3cret"));
+        assert!(authorized(&with("authorization: bearer s3cret"), "s3cret"));
+        // "op:s3cret"
+        assert!(authorized(&with("Authorization: Basic b3A6czNjcmV0"), "s3cret"));
+        assert!(!authorized(&with("Authorization: Bearer s3cre"), "s3cret"));
+        assert!(!authorized(&with("Authorization: Bearer s3cretx"), "s3cret"));
+        assert!(!authorized(&with("Authorization: Basic !!!"), "s3cret"));
+        assert!(!authorized(&with("X-Other: Bearer s3cret"), "s3cret"));
+        assert!(!authorized("GET /?Authorization: Bearer s3cret HTTP/1.1\r\n\r\n", "s3cret"));
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_a_token_file() {
+        let open: std::net::SocketAddr = "0.0.0.0:9100".parse().unwrap();
+        let loopback: std::net::SocketAddr = "127.0.0.1:9100".parse().unwrap();
+        assert!(token(Some(open), None).unwrap_err().contains("--admin-token-file"));
+        assert_eq!(token(Some(loopback), None), Ok(None));
+        assert_eq!(token(None, None), Ok(None));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        assert_eq!(token(Some(open), Some(&file)), Ok(Some("s3cret".into())));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(token(Some(open), Some(&file)).is_err());
+    }
 }

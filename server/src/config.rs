@@ -147,6 +147,13 @@ pub struct Config {
     #[arg(long, value_parser = parse_admin_addr)]
     pub admin_addr: Option<std::net::SocketAddr>,
 
+    /// A file whose first line is the token every `--admin-addr` request must carry
+    /// (`Authorization: Bearer TOKEN`, or basic auth with the token as the password, for
+    /// browsers). Required when `--admin-addr` is not a loopback address: the status page
+    /// names users and their addresses.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+
     /// Port for the shared canvas of seed 002 (DrawColorCanvas); none if absent.
     #[arg(long)]
     pub canvas_port: Option<u16>,

@@ -46,6 +46,7 @@ use crate::syncer::{Barrier, Syncer};
 pub fn run(config: Config) -> Result<(), String> {
     console::init_logging(config.log_filter());
     net::raise_open_file_limit();
+    let admin_token = admin::token(config.admin_addr, config.admin_token_file.as_deref())?;
     // Bind before touching the database, so that a port in use leaves no file behind.
     let (listener, local) = bind(config.bind, config.port)?;
     let chat = config
@@ -141,7 +142,11 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Some((socket, bound)) = admin {
         listening.push(Listening {
             socket: mio::net::TcpListener::from_std(socket),
-            frontend: Box::new(admin::Admin::start(config.db.clone(), metrics.clone())?),
+            frontend: Box::new(admin::Admin::start(
+                config.db.clone(),
+                metrics.clone(),
+                admin_token.clone(),
+            )?),
             flood: None,
             proxy_protocol: false,
         });
@@ -220,7 +225,7 @@ fn open_store(
             let bus = Bus::start(url, wake.clone())
                 .map_err(|e| format!("cannot listen on {}: {e}", config.db))?;
             let sync_gate = if full {
-                let barrier = Barrier::Postgres(PgBarrier::open(url).map_err(cannot)?);
+                let barrier = Barrier::Postgres(Box::new(PgBarrier::open(url).map_err(cannot)?));
                 let syncer = Syncer::start(barrier, wake.clone(), metrics)
                     .map_err(|e| format!("cannot start the syncer: {e}"))?;
                 Some(SyncGate::new(syncer))

@@ -44,7 +44,7 @@ pub enum Barrier {
     /// connection of its own: PostgreSQL returns from its COMMIT only once the WAL is flushed
     /// up to its commit record, which comes after the commit records of every transaction
     /// committed before it. The connection is made again when it is lost.
-    Postgres(crate::storage::PgBarrier),
+    Postgres(Box<crate::storage::PgBarrier>),
 }
 
 /// Why a barrier did not confirm its commits.

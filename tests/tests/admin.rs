@@ -217,3 +217,44 @@ fn slow_connections_add_no_thread_and_delay_nobody() {
     }
     assert_eq!(http(port, "GET", "/", None, b"").status, 200);
 }
+
+/// The status page names users and their addresses: on a non-loopback address the server
+/// refuses to start without `--admin-token-file`, and with a token every request must carry
+/// it (a bearer token, or basic auth for browsers).
+#[test]
+fn the_admin_token_is_required_off_loopback_and_checked_on_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let (code, stderr) = e2e::run_server_to_exit(
+        &["-p", "0", "--bind", "127.0.0.1", "--db", db.to_str().unwrap(), "--admin-addr", "0.0.0.0:0"],
+        |_| {},
+    );
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+    assert!(!db.exists(), "refused before the database was made");
+
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--admin-addr", "127.0.0.1:0", "--admin-token-file", token.to_str().unwrap()],
+    );
+    let port = server.admin_port.unwrap();
+    let get = |auth: Option<&str>| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let header = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        std::io::Write::write_all(
+            &mut stream,
+            format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{header}\r\n").as_bytes(),
+        )
+        .unwrap();
+        String::from_utf8(e2e::read_to_close(&mut stream)).unwrap()
+    };
+    let refused = get(None);
+    assert!(refused.starts_with("HTTP/1.1 401 "), "{refused}");
+    assert!(refused.contains("WWW-Authenticate: Basic"), "{refused}");
+    assert!(get(Some("Bearer wrong")).starts_with("HTTP/1.1 401 "));
+    assert!(get(Some("Bearer s3cret")).starts_with("HTTP/1.1 200 "));
+    // "admin:s3cret", as a browser sends it.
+    assert!(get(Some("Basic YWRtaW46czNjcmV0")).starts_with("HTTP/1.1 200 "));
+}

@@ -251,7 +251,7 @@ impl Sessions {
     fn prune_due(&mut self, room: &str, keep: Option<usize>) -> Option<usize> {
         let keep = keep?;
         let said = self.lines_said.entry(room.to_string()).or_default();
-        let due = *said % PRUNE_EVERY == 0;
+        let due = said.is_multiple_of(PRUNE_EVERY);
         *said = said.wrapping_add(1);
         due.then_some(keep)
     }

@@ -1164,7 +1164,7 @@ fn take_listed(
         connections
             .get_mut(key)
             .map(flag)
-            .is_some_and(|flag| std::mem::take(flag))
+            .is_some_and(std::mem::take)
     });
     listed
 }
