@@ -126,7 +126,7 @@ fn stamp(base: Instant) -> u128 {
 
 /// The latency of a received `... <seq> <stamp>` line.
 fn latency(base: Instant, line: &str) -> Option<Duration> {
-    let sent: u64 = line.rsplit(' ').next()?.parse().ok()?;
+    let sent: u64 = line.trim_end_matches('\r').rsplit(' ').next()?.parse().ok()?;
     Some(base.elapsed().saturating_sub(Duration::from_micros(sent)))
 }
 
@@ -144,16 +144,138 @@ struct FanOut {
     server_cpu_per_delivery_us: f64,
 }
 
-/// `members` rooms sessions in one room of the rooms server at `rooms` (whose process is
-/// `server`); one more sends. First a burst (saturation), then a paced run below it.
-fn fan_out(server: &Process, rooms: SocketAddr, members: usize, burst: usize) -> FanOut {
-    let mut sessions = Sessions::open(rooms, members + 1, |n| format!("JOIN f{n}\nROOM Fan\n"));
-    sessions.await_each("Te has unido a la sala Fan.", Duration::from_secs(60));
-    // Let the join notices drain: every member is told of each later one.
-    let expected_notices = members * (members + 1) / 2;
+/// The protocol a fan-out speaks: the rooms' (ours and the seed's design), or IRC's (the
+/// reference people would pick instead: InspIRCd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Wassop,
+    Irc,
+}
+
+impl Room {
+    /// Session `n`'s login, and the line that says it is done (an IRC server refuses a
+    /// JOIN before registration ends).
+    fn login(self, n: usize) -> String {
+        match self {
+            Room::Wassop => format!("JOIN f{n}\n"),
+            Room::Irc => format!("NICK f{n}\r\nUSER f{n} 0 * :f{n}\r\n"),
+        }
+    }
+
+    fn logged_in(self) -> &'static str {
+        match self {
+            Room::Wassop => "OK",
+            Room::Irc => ":bench.local 001 ",
+        }
+    }
+
+    /// Entering the room.
+    fn enter(self) -> &'static str {
+        match self {
+            Room::Wassop => "ROOM Fan\n",
+            Room::Irc => "JOIN #fan\r\n",
+        }
+    }
+
+    /// The line that ends a session's own entry.
+    fn entered(self) -> &'static str {
+        match self {
+            Room::Wassop => "Te has unido a la sala Fan.",
+            // RPL_ENDOFNAMES after the JOIN.
+            Room::Irc => ":bench.local 366 ",
+        }
+    }
+
+    /// A line telling of somebody's entry, and how many every session hears: each member of
+    /// the rooms is told of each later one; on IRC of its own JOIN too.
+    fn entry_notice(self, line: &str, sessions: usize) -> (bool, usize) {
+        match self {
+            Room::Wassop => (
+                line.ends_with("se ha unido a la sala."),
+                sessions * (sessions - 1) / 2,
+            ),
+            Room::Irc => (line.ends_with(" JOIN :#fan"), sessions * (sessions + 1) / 2),
+        }
+    }
+
+    /// A line said in the room, carrying its send time.
+    fn say(self, seq: usize, stamp: u128) -> String {
+        match self {
+            Room::Wassop => format!("MESSAGE {seq} {stamp}\n"),
+            Room::Irc => format!("PRIVMSG #fan :{seq} {stamp}\r\n"),
+        }
+    }
+}
+
+/// The config of an InspIRCd for the fan-out: loopback only, flood limits off (no penalty,
+/// no fakelag, queues larger than a burst), no DNS or ident look-ups, as many clients from
+/// one address as the run opens.
+fn inspircd_config(dir: &Path, port: u16) -> PathBuf {
+    let config = dir.join("inspircd.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<server name="bench.local" description="bench" network="bench">
+<admin name="bench" nick="bench" email="bench@localhost">
+<bind address="127.0.0.1" port="{port}" type="clients">
+<connect allow="*" timeout="60" threshold="1000000000" commandrate="1000000000" fakelag="no" pingfreq="600" hardsendq="67108864" softsendq="8388608" recvq="8388608" localmax="100000" globalmax="100000" maxchans="100" limit="100000" resolvehostnames="no" useident="no">
+<pid file="{}">
+<performance netbuffersize="10240" somaxconn="4096" softlimit="100000" clonesonconnect="no" quietbursts="yes">
+<channels users="100" opers="100">
+"#,
+            dir.join("inspircd.pid").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// InspIRCd (Debian's `inspircd` package, which `scripts/bench` installs; its service is
+/// never started) on a free loopback port with [`inspircd_config`], once it takes clients.
+fn start_inspircd(dir: &Path) -> Option<Process> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let config = inspircd_config(dir, port);
+    let child = Command::new("/usr/sbin/inspircd")
+        .args(["--nofork", "--runasroot", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Process {
+        child,
+        addr,
+        ports: Vec::new(),
+    })
+}
+
+/// `members` sessions in one room of the server at `addr` (whose process is `server`),
+/// speaking `room`'s protocol; one more sends. First a burst (saturation), then a paced run
+/// below it.
+fn fan_out(server: &Process, addr: SocketAddr, room: Room, members: usize, burst: usize) -> FanOut {
+    let mut sessions = Sessions::open(addr, members + 1, |n| room.login(n));
+    sessions.await_each(room.logged_in(), Duration::from_secs(60));
+    for n in 0..=members {
+        sessions.write(n, room.enter());
+    }
+    sessions.await_each(room.entered(), Duration::from_secs(60));
+    // Let the entry notices drain.
+    let (_, expected_notices) = room.entry_notice("", members + 1);
     let mut notices = 0;
     sessions.read_until(Duration::from_secs(60), |_, line| {
-        notices += usize::from(line.ends_with("se ha unido a la sala."));
+        notices += usize::from(room.entry_notice(line, members + 1).0);
         notices >= expected_notices
     });
     let base = Instant::now();
@@ -167,7 +289,7 @@ fn fan_out(server: &Process, rooms: SocketAddr, members: usize, burst: usize) ->
         while latencies.len() < total {
             // Interleave sending (paced or not) with reading, from this one thread.
             while sent < count && Instant::now() >= next_send {
-                let line = format!("MESSAGE {sent} {}\n", stamp(base));
+                let line = room.say(sent, stamp(base));
                 sessions.write(members, &line);
                 sent += 1;
                 next_send += pause;
@@ -602,10 +724,15 @@ fn main() {
     let cpu0 = own_cpu();
     let (members, burst) = if quick { (200, 50) } else { (1000, 200) };
     let ours = server(&binary, &dir, "fanout", &[]);
-    let fan = fan_out(&ours, ours.front_end("rooms"), members, burst);
+    let fan = fan_out(&ours, ours.front_end("rooms"), Room::Wassop, members, burst);
     ours.stop();
     let reference = Process::spawn(Command::new(&reference_binary));
-    let fan_reference = fan_out(&reference, reference.addr, members, burst);
+    let fan_reference = fan_out(&reference, reference.addr, Room::Wassop, members, burst);
+    let fan_irc = start_inspircd(&dir).map(|inspircd| {
+        let fan = fan_out(&inspircd, inspircd.addr, Room::Irc, members, burst);
+        inspircd.stop();
+        fan
+    });
     reference.stop();
     let (count, rate) = if quick {
         (2000, 2000.0)
@@ -644,6 +771,27 @@ fn main() {
         fan.deliveries_per_s / fan_reference.deliveries_per_s,
         fan.server_cpu_per_delivery_us / fan_reference.server_cpu_per_delivery_us
     );
+    match &fan_irc {
+        Some(irc) => {
+            println!(
+                "| the same fan-out, InspIRCd 3.15 (Debian's package, flood limits off) | {:.0} deliveries/s, p99 {:.1} ms, server {:.2} µs CPU per delivery |",
+                irc.deliveries_per_s, irc.burst_p99_ms, irc.server_cpu_per_delivery_us
+            );
+            println!(
+                "| its paced run | {:.0} deliveries/s, p99 {:.1} ms |",
+                irc.paced_rate, irc.paced_p99_ms
+            );
+            println!(
+                "| fan-out, ours against InspIRCd | {:.2} × the deliveries/s, {:.2} × the CPU per delivery, {:.2} × the burst p99 |",
+                fan.deliveries_per_s / irc.deliveries_per_s,
+                fan.server_cpu_per_delivery_us / irc.server_cpu_per_delivery_us,
+                fan.burst_p99_ms / irc.burst_p99_ms
+            );
+        }
+        None => println!(
+            "| the same fan-out, InspIRCd | not run: /usr/sbin/inspircd missing or not starting (`apt-get install inspircd`) |"
+        ),
+    }
     println!(
         "| {} idle sessions | RSS {:.1} MiB, {:.1} KiB per session |",
         crowd.sessions, crowd.rss_mib, crowd.kib_per_session
@@ -685,6 +833,19 @@ fn main() {
         fan.deliveries_per_s,
         verdict(fan.deliveries_per_s >= 100_000.0)
     );
+    if let Some(irc) = &fan_irc {
+        println!(
+            "| fan-out ≥ InspIRCd's deliveries/s, ≤ its CPU per delivery, ≤ its burst p99 | {:.2} ×, {:.2} ×, {:.2} × | {} |",
+            fan.deliveries_per_s / irc.deliveries_per_s,
+            fan.server_cpu_per_delivery_us / irc.server_cpu_per_delivery_us,
+            fan.burst_p99_ms / irc.burst_p99_ms,
+            verdict(
+                fan.deliveries_per_s >= irc.deliveries_per_s
+                    && fan.server_cpu_per_delivery_us <= irc.server_cpu_per_delivery_us
+                    && fan.burst_p99_ms <= irc.burst_p99_ms
+            )
+        );
+    }
     println!(
         "| {} idle sessions ≤ 64 MiB RSS | {:.1} MiB | {} |",
         crowd.sessions,
