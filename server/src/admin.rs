@@ -247,7 +247,13 @@ impl Frontend for Admin {
         }
     }
 
-    fn apply(&mut self, request: &[u8], caller: &Caller, core: &mut Core, _now: Instant) -> Applied {
+    fn apply(
+        &mut self,
+        request: &[u8],
+        caller: &Caller,
+        core: &mut Core,
+        _now: Instant,
+    ) -> Applied {
         self.sample();
         let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
         let line = String::from_utf8_lossy(line);
@@ -458,7 +464,11 @@ fn status_page(
             .map(|name| escape(name))
             .collect::<Vec<_>>()
             .join(", "),
-        if online.len() > ONLINE_NAMES { ", ..." } else { "" }
+        if online.len() > ONLINE_NAMES {
+            ", ..."
+        } else {
+            ""
+        }
     );
     let _ = write!(
         page,
@@ -500,19 +510,30 @@ mod tests {
         assert!(authorized(&with("Authorization: Bearer s3cret"), "s3cret"));
         assert!(authorized(&with("authorization: bearer s3cret"), "s3cret"));
         // "op:s3cret"
-        assert!(authorized(&with("Authorization: Basic b3A6czNjcmV0"), "s3cret"));
+        assert!(authorized(
+            &with("Authorization: Basic b3A6czNjcmV0"),
+            "s3cret"
+        ));
         assert!(!authorized(&with("Authorization: Bearer s3cre"), "s3cret"));
-        assert!(!authorized(&with("Authorization: Bearer s3cretx"), "s3cret"));
+        assert!(!authorized(
+            &with("Authorization: Bearer s3cretx"),
+            "s3cret"
+        ));
         assert!(!authorized(&with("Authorization: Basic !!!"), "s3cret"));
         assert!(!authorized(&with("X-Other: Bearer s3cret"), "s3cret"));
-        assert!(!authorized("GET /?Authorization: Bearer s3cret HTTP/1.1\r\n\r\n", "s3cret"));
+        assert!(!authorized(
+            "GET /?Authorization: Bearer s3cret HTTP/1.1\r\n\r\n",
+            "s3cret"
+        ));
     }
 
     #[test]
     fn a_non_loopback_address_needs_a_token_file() {
         let open: std::net::SocketAddr = "0.0.0.0:9100".parse().unwrap();
         let loopback: std::net::SocketAddr = "127.0.0.1:9100".parse().unwrap();
-        assert!(token(Some(open), None).unwrap_err().contains("--admin-token-file"));
+        assert!(token(Some(open), None)
+            .unwrap_err()
+            .contains("--admin-token-file"));
         assert_eq!(token(Some(loopback), None), Ok(None));
         assert_eq!(token(None, None), Ok(None));
         let dir = tempfile::tempdir().unwrap();

@@ -96,9 +96,8 @@ impl Beside {
         let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUE);
         let others = workers;
         // Room for every job queued or in hand: a worker never waits to report.
-        let (report, done) = crossbeam_channel::bounded(
-            2 * QUEUE + workers * (KEYED_QUEUE + 2) + workers + others,
-        );
+        let (report, done) =
+            crossbeam_channel::bounded(2 * QUEUE + workers * (KEYED_QUEUE + 2) + workers + others);
         let mut handles = Vec::with_capacity(2 * workers + others);
         let mut keyed = Vec::with_capacity(workers);
         let stopping = Arc::new(AtomicBool::new(false));
@@ -140,7 +139,10 @@ impl Beside {
     pub fn try_start(&mut self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let key = work.order_key().map(|key| Key::Ordered(key.to_string()));
         if key.is_none() && work.writes_mailboxes() {
-            let jobs = self.mail_jobs.as_ref().expect("jobs are taken only on drop");
+            let jobs = self
+                .mail_jobs
+                .as_ref()
+                .expect("jobs are taken only on drop");
             return jobs
                 .try_send(Job {
                     ticket,

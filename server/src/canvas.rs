@@ -16,9 +16,7 @@ use serde_json::Value;
 
 use crate::core::canvas::{Change, COLOURS, SIDE};
 use crate::core::{Core, Notice, SessionId};
-use crate::frontend::{
-    Applied, Caller, EncodeMemo, Framing, Frontend, Input, Mode, Reply, Shared,
-};
+use crate::frontend::{Applied, Caller, EncodeMemo, Framing, Frontend, Input, Mode, Reply, Shared};
 
 /// The goodbye, to a `cerrar` and when the server closes on its own.
 const CERRAR: &str = "{\"cerrar\": true}";
@@ -231,10 +229,11 @@ impl Frontend for Canvas {
                     board_frame(cache, compact, *version, pixels)
                 }))
             }
-            Notice::CanvasChanges { from, to, changes } => Some(
-                self.memo
-                    .get_or(notice, 0, || frame(&changes_json(*from, *to, changes))),
-            ),
+            Notice::CanvasChanges { from, to, changes } => Some(self.memo.get_or(
+                notice,
+                0,
+                || frame(&changes_json(*from, *to, changes)),
+            )),
             _ => None,
         }
     }

@@ -146,14 +146,14 @@ impl Chat {
             Ok(Finished::Login(LoginOutcome::Taken)) => {
                 Applied::read_only(self.login_failed(caller, name, format!("{name} is online")))
             }
-            Ok(Finished::Login(LoginOutcome::TooManyNewNames)) => {
-                Applied::read_only(self.login_failed(
+            Ok(Finished::Login(LoginOutcome::TooManyNewNames)) => Applied::read_only(
+                self.login_failed(
                     caller,
                     name,
                     "its address registered --max-new-names-per-minute names in the last minute"
                         .into(),
-                ))
-            }
+                ),
+            ),
             Ok(Finished::Login(LoginOutcome::Gone)) => Applied::read_only(Reply::default()),
             Ok(other) => Applied::read_only(self.login_failed(
                 caller,
@@ -361,11 +361,9 @@ impl Frontend for Chat {
                 let text = String::from_utf8_lossy(text);
                 encode(&["MESSAGE", from, &text], lines).into()
             }
-            Notice::Broadcast { from, text } => self
-                .memo
-                .get_or(notice, u8::from(lines), || {
-                    encode(&["BROADCAST", from, text], lines)
-                }),
+            Notice::Broadcast { from, text } => self.memo.get_or(notice, u8::from(lines), || {
+                encode(&["BROADCAST", from, text], lines)
+            }),
             Notice::UserList(users) if lines => self
                 .memo
                 .get_or(notice, 1, || encode(&["USER_LIST", &users.join(",")], true)),

@@ -240,7 +240,8 @@ impl EncodeMemo {
         if self.recent.len() == MEMO_ENTRIES {
             self.recent.pop_front();
         }
-        self.recent.push_back((notice.clone(), format, bytes.clone()));
+        self.recent
+            .push_back((notice.clone(), format, bytes.clone()));
         bytes
     }
 }

@@ -191,14 +191,15 @@ fn open_store(
     let full = config.durability == Durability::Full;
     match &config.db {
         Database::Sqlite(path) => {
-            let store = SqliteStore::open(path, nonzero(config.max_db_pages), config.checkpoint_pages)
-                .map_err(|e| {
-                    format!(
-                        "cannot open database {}: {}",
-                        path.display(),
-                        why_unopenable(path).unwrap_or_else(|| e.to_string())
-                    )
-                })?;
+            let store =
+                SqliteStore::open(path, nonzero(config.max_db_pages), config.checkpoint_pages)
+                    .map_err(|e| {
+                        format!(
+                            "cannot open database {}: {}",
+                            path.display(),
+                            why_unopenable(path).unwrap_or_else(|| e.to_string())
+                        )
+                    })?;
             let sync_gate = if full {
                 let wal = PathBuf::from(format!("{}-wal", path.display()));
                 let barrier = Barrier::SqliteWal {

@@ -15,8 +15,8 @@ use crate::core::{
     Core, Finished, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Started,
 };
 use crate::frontend::{
-    frame_line, strip_line_end, Applied, Caller, EncodeMemo, Framing, Frontend, Input, Mode,
-    Reply, Shared,
+    frame_line, strip_line_end, Applied, Caller, EncodeMemo, Framing, Frontend, Input, Mode, Reply,
+    Shared,
 };
 use crate::storage;
 
@@ -115,7 +115,13 @@ impl Rooms {
                 "Nombre de usuario no válido.",
             ));
         }
-        match core.start_login(name, caller.session, Interests::ROOMS, caller.peer.ip(), now) {
+        match core.start_login(
+            name,
+            caller.session,
+            Interests::ROOMS,
+            caller.peer.ip(),
+            now,
+        ) {
             Started::Later(ticket) => self.wait(
                 ticket,
                 Waiting::Login {
@@ -160,8 +166,7 @@ impl Rooms {
             Ok(Finished::Login(LoginOutcome::TooManyNewNames)) => Applied::read_only(join_failed(
                 caller,
                 name,
-                "its address registered --max-new-names-per-minute names in the last minute"
-                    .into(),
+                "its address registered --max-new-names-per-minute names in the last minute".into(),
                 "Demasiados nombres nuevos desde tu dirección; espera un minuto.",
             )),
             Ok(Finished::Login(LoginOutcome::Gone)) => Applied::read_only(Reply::default()),

@@ -83,7 +83,10 @@ fn metrics_count_what_happened_and_the_status_page_shows_it() {
         .text()
         .contains("<td>eva</td><td>1</td>")
     {
-        assert!(start.elapsed() < PATIENCE, "the page's snapshot never caught up");
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the page's snapshot never caught up"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let profile = tempfile::tempdir().unwrap();
@@ -160,9 +163,7 @@ fn an_endless_header_line_is_cut_at_8_kib() {
     endless
         .set_write_timeout(Some(std::time::Duration::from_secs(2)))
         .unwrap();
-    endless
-        .set_read_timeout(Some(PATIENCE))
-        .unwrap();
+    endless.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut written = 0usize;
     let chunk = vec![b'a'; 64 * 1024];
     let _ = std::io::Write::write_all(&mut endless, b"GET / HTTP/1.1\r\nX-Endless: ");
@@ -172,7 +173,10 @@ fn an_endless_header_line_is_cut_at_8_kib() {
             Err(_) => break,
         }
     }
-    assert!(written < 64 << 20, "the server kept reading {written} bytes");
+    assert!(
+        written < 64 << 20,
+        "the server kept reading {written} bytes"
+    );
     let mut answer = Vec::new();
     let _ = std::io::Read::read_to_end(&mut endless, &mut answer);
     let answer = String::from_utf8_lossy(&answer);
@@ -226,7 +230,16 @@ fn the_admin_token_is_required_off_loopback_and_checked_on_every_request() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");
     let (code, stderr) = e2e::run_server_to_exit(
-        &["-p", "0", "--bind", "127.0.0.1", "--db", db.to_str().unwrap(), "--admin-addr", "0.0.0.0:0"],
+        &[
+            "-p",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--db",
+            db.to_str().unwrap(),
+            "--admin-addr",
+            "0.0.0.0:0",
+        ],
         |_| {},
     );
     assert_ne!(code, Some(0));
@@ -237,7 +250,12 @@ fn the_admin_token_is_required_off_loopback_and_checked_on_every_request() {
     std::fs::write(&token, "s3cret\n").unwrap();
     let server = Server::start(
         dir.path(),
-        &["--admin-addr", "127.0.0.1:0", "--admin-token-file", token.to_str().unwrap()],
+        &[
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            token.to_str().unwrap(),
+        ],
     );
     let port = server.admin_port.unwrap();
     let get = |auth: Option<&str>| {

@@ -60,7 +60,10 @@ fn nothing_acknowledged_lost(db: &Db, acknowledged: &[String]) {
         .into_iter()
         .map(|row| row[0].clone().unwrap())
         .collect();
-    let lost: Vec<&String> = acknowledged.iter().filter(|t| !stored.contains(*t)).collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|t| !stored.contains(*t))
+        .collect();
     assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
 }
 
@@ -93,8 +96,14 @@ fn cross_node_chat(from: &Server, to: &Server, tag: &str) {
     };
     let start = Instant::now();
     for (request, expected) in [
-        (format!("MESSAGE|dani{tag}|hola"), format!("MESSAGE|carla{tag}|hola")),
-        ("BROADCAST|a todos".to_string(), format!("BROADCAST|carla{tag}|a todos")),
+        (
+            format!("MESSAGE|dani{tag}|hola"),
+            format!("MESSAGE|carla{tag}|hola"),
+        ),
+        (
+            "BROADCAST|a todos".to_string(),
+            format!("BROADCAST|carla{tag}|a todos"),
+        ),
     ] {
         loop {
             carla.send(&request);
@@ -117,7 +126,10 @@ fn login_again(node: &Server, name: &str) -> LineConn {
         if let Some(conn) = LineConn::try_chat(node, name) {
             return conn;
         }
-        assert!(start.elapsed() < 2 * PATIENCE, "{name} could never log in again");
+        assert!(
+            start.elapsed() < 2 * PATIENCE,
+            "{name} could never log in again"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -131,10 +143,7 @@ fn no_node_died(nodes: &mut [Server]) {
             node.stderr.snapshot()
         );
         let stderr = node.stderr.snapshot();
-        assert!(
-            !stderr.iter().any(|l| l.contains("fatal")),
-            "{stderr:?}"
-        );
+        assert!(!stderr.iter().any(|l| l.contains("fatal")), "{stderr:?}");
     }
 }
 
@@ -238,7 +247,10 @@ fn a_15_second_outage_is_survived_and_everything_works_again() {
         if session.until_prefix("") != "ERROR|500|No se pudo difundir" {
             break;
         }
-        assert!(start.elapsed() < 2 * PATIENCE, "broadcasts never worked again");
+        assert!(
+            start.elapsed() < 2 * PATIENCE,
+            "broadcasts never worked again"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     cross_node_chat(&nodes[0], &nodes[1], "1");
@@ -284,7 +296,9 @@ fn a_locked_table_delays_only_the_requests_that_need_it() {
     register(node, "bea");
     // bea is connected through the messenger, so the sweep looks at her mailbox.
     let _bea = e2e::connect(node, "bea");
-    let Db::Postgres(url) = &db else { unreachable!() };
+    let Db::Postgres(url) = &db else {
+        unreachable!()
+    };
     let mut locker = postgres::Client::connect(url, postgres::NoTls).unwrap();
     let mut lock = locker.transaction().unwrap();
     lock.batch_execute("LOCK TABLE pending_messages").unwrap();
@@ -348,7 +362,9 @@ fn a_locked_table_delays_only_the_requests_that_need_it() {
 #[test]
 fn a_node_started_while_a_migration_lock_is_held_waits_for_it() {
     let (_cluster, db) = private_cluster();
-    let Db::Postgres(url) = &db else { unreachable!() };
+    let Db::Postgres(url) = &db else {
+        unreachable!()
+    };
     let mut holder = postgres::Client::connect(url, postgres::NoTls).unwrap();
     holder
         .execute("SELECT pg_advisory_lock($1)", &[&0x6d73_6772_i64])
@@ -371,7 +387,10 @@ fn a_node_started_while_a_migration_lock_is_held_waits_for_it() {
         if waiting > 0 {
             break;
         }
-        assert!(start.elapsed() < PATIENCE, "the node never waited for the lock");
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the node never waited for the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Longer than the old lock timeout.
@@ -379,6 +398,8 @@ fn a_node_started_while_a_migration_lock_is_held_waits_for_it() {
     holder
         .execute("SELECT pg_advisory_unlock($1)", &[&0x6d73_6772_i64])
         .unwrap();
-    let node = starting.join().expect("the node started once the lock was free");
+    let node = starting
+        .join()
+        .expect("the node started once the lock was free");
     register(&node, "ana");
 }

@@ -218,9 +218,15 @@ fn the_console_rooms_client_through_stdin() {
     assert!(stdout.contains("bea: hola ana\n"), "{stdout}");
     // One's own lines as the original shows them: `Tú: <text>` once sent, no prompt before.
     for own in ["hola bea", "❤️❤️❤️", "👍", "👎"] {
-        assert!(stdout.contains(&format!("\nTú: {own}\n")), "{own} in {stdout}");
+        assert!(
+            stdout.contains(&format!("\nTú: {own}\n")),
+            "{own} in {stdout}"
+        );
     }
-    assert!(!stdout.contains("Tú: \n") && !stdout.contains("Tú: Tú:"), "{stdout}");
+    assert!(
+        !stdout.contains("Tú: \n") && !stdout.contains("Tú: Tú:"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("Has salido de la sala Sala1.\n"),
         "{stdout}"

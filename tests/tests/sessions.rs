@@ -88,7 +88,8 @@ fn a_flooder_is_slowed_told_and_then_disconnected() {
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));
     let mut out = flooder.stream.try_clone().unwrap();
-    out.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+    out.set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let writer = {
         let (stop, written) = (stop.clone(), written.clone());
         std::thread::spawn(move || {
@@ -129,10 +130,16 @@ fn a_flooder_is_slowed_told_and_then_disconnected() {
         heard.len(),
         written.load(Ordering::Relaxed)
     );
-    assert!(written.load(Ordering::Relaxed) > heard.len() * 2, "it did flood");
+    assert!(
+        written.load(Ordering::Relaxed) > heard.len() * 2,
+        "it did flood"
+    );
     // The victim is still served at once.
     victim.send("LIST_ROOMS");
-    assert_eq!(victim.until("sala (1)"), ["Salas disponibles:", "Sala1 (0)"]);
+    assert_eq!(
+        victim.until("sala (1)"),
+        ["Salas disponibles:", "Sala1 (0)"]
+    );
 }
 
 /// Finding: one flooder in a room of 200 made every member's p99 287 to 402 ms and an unrelated
@@ -247,7 +254,10 @@ fn original_framing_bystanders_lose_broadcasts_not_their_session_nor_a_private_m
     out.write_all(burst.as_bytes()).unwrap();
     assert!(echo.join().unwrap() >= 3000);
     for reader in line_framed {
-        assert!(reader.join().unwrap() >= 3000, "a line-framed reader heard them all");
+        assert!(
+            reader.join().unwrap() >= 3000,
+            "a line-framed reader heard them all"
+        );
     }
     let mut heard = Vec::new();
     for (n, bystander) in bystanders.into_iter().enumerate() {
@@ -287,18 +297,30 @@ fn names_with_hidden_characters_are_refused_everywhere_and_never_forge_a_console
     for name in hostile {
         let mut chat = TcpStream::connect(server.chat_addr()).unwrap();
         chat.set_read_timeout(Some(PATIENCE)).unwrap();
-        chat.write_all(format!("CONNECT|{name}").as_bytes()).unwrap();
+        chat.write_all(format!("CONNECT|{name}").as_bytes())
+            .unwrap();
         let mut seen = Vec::new();
         read_until(&mut chat, &mut seen, |s| s.ends_with(b"CONNECT_ACK|FAIL"));
 
         let mut rooms = LineConn::connect(server.rooms_addr());
-        rooms.stream.write_all(format!("JOIN {name}\n").as_bytes()).unwrap();
+        rooms
+            .stream
+            .write_all(format!("JOIN {name}\n").as_bytes())
+            .unwrap();
         if !name.contains('\n') {
-            assert_eq!(rooms.line(), "ERROR: Nombre de usuario no válido.", "{name:?}");
+            assert_eq!(
+                rooms.line(),
+                "ERROR: Nombre de usuario no válido.",
+                "{name:?}"
+            );
         }
         assert_eq!(server.call(&["REGISTER", name]), [2], "{name:?}");
         // The full name of the three-field REGISTER follows the same rule.
-        assert_eq!(server.call(&["REGISTER", "ok", name, "01/01/2000"]), [2], "{name:?}");
+        assert_eq!(
+            server.call(&["REGISTER", "ok", name, "01/01/2000"]),
+            [2],
+            "{name:?}"
+        );
     }
     // Every console line the server printed is one line of its own making.
     server.stdout.wait_for("s> CHAT LOGIN esc\\x1b[31m FAIL");
@@ -308,17 +330,23 @@ fn names_with_hidden_characters_are_refused_everywhere_and_never_forge_a_console
     let stdout = server.stdout.snapshot();
     assert!(stdout.iter().all(|l| l.starts_with("s>")), "{stdout:?}");
     assert!(
-        stdout.iter().all(|l| !l.contains('\u{1b}') && !l.contains('\u{202E}')),
+        stdout
+            .iter()
+            .all(|l| !l.contains('\u{1b}') && !l.contains('\u{202E}')),
         "{stdout:?}"
     );
     let stderr = server.stderr.snapshot();
     assert!(
-        stderr.iter().all(|l| !l.contains('\u{1b}') && !l.contains('\u{200B}')),
+        stderr
+            .iter()
+            .all(|l| !l.contains('\u{1b}') && !l.contains('\u{200B}')),
         "{stderr:?}"
     );
     // (The rooms' line framing took `JOIN forged` as a line of its own: a plain name.)
     assert_eq!(
-        server.db.int("SELECT count(*) FROM users WHERE alias <> 'forged'"),
+        server
+            .db
+            .int("SELECT count(*) FROM users WHERE alias <> 'forged'"),
         0
     );
 }
@@ -339,7 +367,8 @@ fn texts_reach_other_users_without_controls_or_delimiters() {
     let mut seen = Vec::new();
     read_until(&mut ana, &mut seen, |s| s.starts_with(b"CONNECT_ACK|OK"));
     bea.until("USER_LIST|bea,ana");
-    ana.write_all(b"BROADCAST|hello\nMESSAGE|admin|pwned").unwrap();
+    ana.write_all(b"BROADCAST|hello\nMESSAGE|admin|pwned")
+        .unwrap();
     assert_eq!(bea.line(), "BROADCAST|ana|hello MESSAGE|admin|pwned");
     std::thread::sleep(Duration::from_millis(50));
     ana.write_all("BROADCAST|\u{1b}[2Jrojo\u{7}\r\0 \u{202E}al revés\u{9b}\tfin".as_bytes())
@@ -389,10 +418,7 @@ fn texts_reach_other_users_without_controls_or_delimiters() {
 fn a_mailbox_is_bounded_by_default_and_refusals_are_logged_a_few_lines_a_second() {
     let dir = tempfile::tempdir().unwrap();
     // Only the flood limit is lifted (one session sends them all) and the fsyncs skipped.
-    let server = Server::start_all(
-        dir.path(),
-        &["--flood-rate", "0", "--durability", "normal"],
-    );
+    let server = Server::start_all(dir.path(), &["--flood-rate", "0", "--durability", "normal"]);
     register(&server, "offline");
     register(&server, "sender");
     // Sixteen messenger clients fill the mailbox (on PostgreSQL one session's requests run
@@ -463,7 +489,9 @@ fn an_address_registers_a_bounded_number_of_new_names_a_minute() {
     let mut elsewhere = e2e::connect_from([127, 0, 0, 2].into(), server.chat_addr());
     elsewhere.write_all(b"CONNECT|elsewhere").unwrap();
     let mut seen = Vec::new();
-    read_until(&mut elsewhere, &mut seen, |s| s.starts_with(b"CONNECT_ACK|OK"));
+    read_until(&mut elsewhere, &mut seen, |s| {
+        s.starts_with(b"CONNECT_ACK|OK")
+    });
     assert_eq!(server.db.int("SELECT count(*) FROM users"), 21);
 }
 

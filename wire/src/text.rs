@@ -107,8 +107,19 @@ mod tests {
     #[test]
     fn hidden_characters_are_controls_formats_and_separators() {
         for c in [
-            '\0', '\n', '\x1b', '\x7f', '\u{85}', '\u{9b}', '\u{200b}', '\u{202e}', '\u{2066}',
-            '\u{feff}', '\u{2028}', '\u{2029}', '\u{e0041}',
+            '\0',
+            '\n',
+            '\x1b',
+            '\x7f',
+            '\u{85}',
+            '\u{9b}',
+            '\u{200b}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{feff}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{e0041}',
         ] {
             assert!(is_hidden(c), "{c:?}");
         }
@@ -147,6 +158,9 @@ mod tests {
             "x\\x0aUNREGISTER forged OK"
         );
         assert_eq!(escape_controls("\x1b[31m"), "\\x1b[31m");
-        assert_eq!(escape_controls("b\u{200b}ob\u{202e}"), "b\\u{200b}ob\\u{202e}");
+        assert_eq!(
+            escape_controls("b\u{200b}ob\u{202e}"),
+            "b\\u{200b}ob\\u{202e}"
+        );
     }
 }

@@ -126,7 +126,12 @@ fn stamp(base: Instant) -> u128 {
 
 /// The latency of a received `... <seq> <stamp>` line.
 fn latency(base: Instant, line: &str) -> Option<Duration> {
-    let sent: u64 = line.trim_end_matches('\r').rsplit(' ').next()?.parse().ok()?;
+    let sent: u64 = line
+        .trim_end_matches('\r')
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()?;
     Some(base.elapsed().saturating_sub(Duration::from_micros(sent)))
 }
 
@@ -436,7 +441,10 @@ fn chat_login(addr: SocketAddr, name: &str) -> (TcpStream, Duration) {
     while !seen.starts_with(b"CONNECT_ACK|OK") {
         stream.read_exact(&mut byte).unwrap();
         seen.push(byte[0]);
-        assert!(!seen.starts_with(b"CONNECT_ACK|FAIL"), "login of {name} refused");
+        assert!(
+            !seen.starts_with(b"CONNECT_ACK|FAIL"),
+            "login of {name} refused"
+        );
     }
     let took = start.elapsed();
     stream.write_all(b"HELLO|lines\n").unwrap();
@@ -550,7 +558,9 @@ fn presence(binary: &Path, dir: &Path, each: usize, logins: usize) -> Presence {
         })
         .collect();
     let chat = server.front_end("chat");
-    let sessions: Vec<TcpStream> = (0..each).map(|n| chat_login(chat, &format!("c{n}")).0).collect();
+    let sessions: Vec<TcpStream> = (0..each)
+        .map(|n| chat_login(chat, &format!("c{n}")).0)
+        .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let drained = drain(sessions, stop.clone());
     let canvas_drained = drain(canvas, stop.clone());
@@ -641,7 +651,11 @@ fn flood(binary: &Path, dir: &Path, members: usize) -> Flood {
                 written
             })
         });
-        let prober = messenger_prober(server.addr, if flooding { "mf" } else { "mq" }, stop.clone());
+        let prober = messenger_prober(
+            server.addr,
+            if flooding { "mf" } else { "mq" },
+            stop.clone(),
+        );
         let count = 30;
         let mut latencies = Vec::new();
         let mut heard = 0;

@@ -10,10 +10,10 @@
 //! cancelled when its recipient unregisters or disconnects.
 
 pub mod canvas;
+mod new_names;
 mod sessions;
 #[cfg(test)]
 mod tests;
-mod new_names;
 mod work;
 
 pub use sessions::{

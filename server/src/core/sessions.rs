@@ -132,9 +132,18 @@ impl Notice {
     pub fn same(&self, other: &Notice) -> bool {
         use Notice::*;
         match (self, other) {
-            (Private { text: a, delivery: x, .. }, Private { text: b, delivery: y, .. }) => {
-                Rc::ptr_eq(a, b) && x == y
-            }
+            (
+                Private {
+                    text: a,
+                    delivery: x,
+                    ..
+                },
+                Private {
+                    text: b,
+                    delivery: y,
+                    ..
+                },
+            ) => Rc::ptr_eq(a, b) && x == y,
             (UserList(a), UserList(b)) => Rc::ptr_eq(a, b),
             (Broadcast { from: f, text: a }, Broadcast { from: g, text: b })
             | (RoomMessage { from: f, text: a }, RoomMessage { from: g, text: b }) => {
@@ -143,9 +152,16 @@ impl Notice {
             (JoinedRoom { user: a }, JoinedRoom { user: b })
             | (LeftRoom { user: a }, LeftRoom { user: b })
             | (LeftChat { user: a }, LeftChat { user: b }) => Rc::ptr_eq(a, b),
-            (CanvasBoard { version: v, pixels: a }, CanvasBoard { version: w, pixels: b }) => {
-                v == w && Rc::ptr_eq(a, b)
-            }
+            (
+                CanvasBoard {
+                    version: v,
+                    pixels: a,
+                },
+                CanvasBoard {
+                    version: w,
+                    pixels: b,
+                },
+            ) => v == w && Rc::ptr_eq(a, b),
             (CanvasChanges { changes: a, .. }, CanvasChanges { changes: b, .. }) => {
                 Rc::ptr_eq(a, b)
             }
@@ -628,7 +644,9 @@ impl Core {
             from: from.clone(),
             text: text.to_string(),
         });
-        let prune_to = self.sessions.prune_due(&room, self.settings.room_history_kept);
+        let prune_to = self
+            .sessions
+            .prune_due(&room, self.settings.room_history_kept);
         let work = Work::RoomMessage {
             session,
             room,

@@ -217,7 +217,10 @@ pub enum Done {
         stored: Stored,
     },
     /// `registered` false: the alias was taken.
-    Registered { registered: bool, from: IpAddr },
+    Registered {
+        registered: bool,
+        from: IpAddr,
+    },
     /// False: there was no such user.
     Unregistered {
         alias: String,

@@ -8,8 +8,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::rc::Rc;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -194,9 +194,9 @@ impl Connection {
             self.paused_until,
             self.throttled_until,
         ]
-            .into_iter()
-            .flatten()
-            .min()
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Reads once, at most [`READ_CHUNK`] bytes and never past `limit` buffered. Ok(true) if
@@ -277,7 +277,10 @@ impl Connection {
     /// message of its kind if that is not being written yet, so a client that stops reading
     /// never has more than one of them waiting.
     pub fn push(&mut self, bytes: Bytes, mark: Option<DeliveryMark>, kind: Kind) {
-        debug_assert!(mark.is_none() || kind == Kind::Kept, "a private message is kept");
+        debug_assert!(
+            mark.is_none() || kind == Kind::Kept,
+            "a private message is kept"
+        );
         if kind == Kind::Superseded {
             let writing_front = self.written > 0 && self.out.len() == 1;
             if let Some(Chunk::Ready {
@@ -311,7 +314,9 @@ impl Connection {
             let mut slices: [IoSlice; MAX_SLICES] = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
             for chunk in &self.out {
-                let Chunk::Ready { bytes, .. } = chunk else { break };
+                let Chunk::Ready { bytes, .. } = chunk else {
+                    break;
+                };
                 let skip = if count == 0 { self.written } else { 0 };
                 slices[count] = IoSlice::new(&bytes[skip..]);
                 count += 1;

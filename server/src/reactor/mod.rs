@@ -26,8 +26,8 @@ use slab::Slab;
 use crate::beside::Ticket;
 use crate::config::Config;
 use crate::console::{fatal, Console};
-use crate::flood::{Bucket, Verdict};
 use crate::core::{Core, DeliveryMark, Event, Outcome, Report, SessionId};
+use crate::flood::{Bucket, Verdict};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Pacing, Reply};
 use crate::metrics::Metrics;
 use crate::proxy_header::{self, Header};
@@ -316,7 +316,9 @@ impl Reactor {
         conn.pause = self.config.chat_pause();
         conn.awaiting_proxy_header = self.listening[n].proxy_protocol;
         if mode == Mode::Persistent {
-            conn.flood = self.listening[n].flood.map(|limits| Bucket::new(limits, Instant::now()));
+            conn.flood = self.listening[n]
+                .flood
+                .map(|limits| Bucket::new(limits, Instant::now()));
         }
         entry.insert(conn);
         self.schedule(key);
@@ -369,13 +371,17 @@ impl Reactor {
     /// Lists connection `key` to be read and served again next turn.
     fn make_runnable(&mut self, key: usize) {
         self.connections[key].stalled = false;
-        list_once(&mut self.connections, &mut self.runnable, key, |c| &mut c.runnable);
+        list_once(&mut self.connections, &mut self.runnable, key, |c| {
+            &mut c.runnable
+        });
     }
 
     /// Reads and serves the connections that stopped with requests possibly left, each up to
     /// its share of this turn; those with still more are listed again for the next.
     fn serve_runnable(&mut self) {
-        for key in take_listed(&mut self.connections, &mut self.runnable, |c| &mut c.runnable) {
+        for key in take_listed(&mut self.connections, &mut self.runnable, |c| {
+            &mut c.runnable
+        }) {
             self.try_frame(key);
             if self.connections.contains(key) {
                 self.read(key);
@@ -385,7 +391,9 @@ impl Reactor {
 
     /// Notes that connection `key` has something new to write at the end of the turn.
     fn mark_dirty(&mut self, key: usize) {
-        list_once(&mut self.connections, &mut self.dirty, key, |c| &mut c.dirty);
+        list_once(&mut self.connections, &mut self.dirty, key, |c| {
+            &mut c.dirty
+        });
     }
 
     /// Writes every connection that had something queued this turn: once each, many messages

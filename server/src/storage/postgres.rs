@@ -65,7 +65,12 @@ impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Error {
         use std::fmt::Write as _;
         if let Some(db) = e.as_db_error() {
-            let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            let mut text = format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
             if let Some(detail) = db.detail() {
                 let _ = write!(text, "; {detail}");
             }
@@ -312,9 +317,13 @@ pub fn open_client(url: &str) -> std::result::Result<Client, Error> {
         .keepalives_retries(KEEPALIVE_RETRIES);
     // (The config is not used after a panic.)
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.connect(NoTls))) {
-        Ok(connected) => {
-            connected.map_err(|e| Error(format!("connecting to {}: {}", server_of(url), Error::from(e))))
-        }
+        Ok(connected) => connected.map_err(|e| {
+            Error(format!(
+                "connecting to {}: {}",
+                server_of(url),
+                Error::from(e)
+            ))
+        }),
         Err(panic) => {
             let why = panic
                 .downcast_ref::<String>()
@@ -348,7 +357,11 @@ impl PgBarrier {
     }
 
     fn connection(&mut self) -> std::result::Result<&mut (Client, Epoch), Error> {
-        if self.connected.as_ref().is_some_and(|(client, _)| client.is_closed()) {
+        if self
+            .connected
+            .as_ref()
+            .is_some_and(|(client, _)| client.is_closed())
+        {
             self.connected = None;
         }
         if self.connected.is_none() {
@@ -357,7 +370,9 @@ impl PgBarrier {
                 "SET synchronous_commit = on; SET application_name = 'messenger syncer';
                  SET client_min_messages = warning",
             )?;
-            let epoch = client.query_one(&format!("SELECT {EPOCH_SQL}"), &[])?.get(0);
+            let epoch = client
+                .query_one(&format!("SELECT {EPOCH_SQL}"), &[])?
+                .get(0);
             self.connected = Some((client, epoch));
         }
         Ok(self.connected.as_mut().expect("connected above"))
@@ -506,8 +521,9 @@ impl Storage for PgStore {
 
     fn background(&self) -> Result<()> {
         self.write(|db| {
-            db.client()
-                .batch_execute(&format!("SET LOCAL lock_timeout = '{BACKGROUND_LOCK_WAIT}'"))?;
+            db.client().batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{BACKGROUND_LOCK_WAIT}'"
+            ))?;
             Ok(())
         })
     }
