@@ -138,21 +138,6 @@ impl Beside {
     /// back if the queue is full.
     pub fn try_start(&mut self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let key = work.order_key().map(|key| Key::Ordered(key.to_string()));
-        if key.is_none() && work.writes_mailboxes() {
-            let jobs = self
-                .mail_jobs
-                .as_ref()
-                .expect("jobs are taken only on drop");
-            return jobs
-                .try_send(Job {
-                    ticket,
-                    task: Task::Request(work),
-                })
-                .map_err(|e| match e.into_inner().task {
-                    Task::Request(work) => work,
-                    Task::Chore(_) => unreachable!("a request was queued"),
-                });
-        }
         self.offer(ticket, key, Task::Request(work))
             .map_err(|task| match task {
                 Task::Request(work) => work,
@@ -175,12 +160,14 @@ impl Beside {
             })
     }
 
-    /// Queues `task` under `ticket`, by `key` on an ordered worker or else on the request
-    /// workers' queue; gives it back if the queue is full (or, should every worker have
-    /// died, closed).
+    /// Queues `task` under `ticket`, by `key` on an ordered worker or else on its pool of
+    /// request workers (mailbox writes apart); gives it back if the queue is full (or, should
+    /// every worker have died, closed).
     fn offer(&mut self, ticket: Ticket, key: Option<Key>, task: Task) -> Result<(), Task> {
         let Some(key) = key else {
-            let jobs = self.jobs.as_ref().expect("jobs are taken only on drop");
+            let mail = matches!(&task, Task::Request(work) if work.writes_mailboxes());
+            let jobs = if mail { &self.mail_jobs } else { &self.jobs };
+            let jobs = jobs.as_ref().expect("jobs are taken only on drop");
             return jobs
                 .try_send(Job { ticket, task })
                 .map_err(|e| e.into_inner().task);

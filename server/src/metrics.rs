@@ -30,13 +30,7 @@ const FSYNC_BUCKETS: [f64; 10] = [
 ];
 
 /// Why a request was refused, as the refusals counter labels it.
-pub const REFUSALS: [&str; 5] = [
-    "mailbox_full",
-    "database_full",
-    "new_names_per_minute",
-    "flood",
-    "invalid_name",
-];
+pub const REFUSALS: [&str; 3] = ["mailbox_full", "new_names_per_minute", "flood"];
 
 #[derive(Default)]
 pub struct Metrics {

@@ -53,6 +53,21 @@ fn send_traffic(
     })
 }
 
+/// Stops `traffic`, then checks that no node died and that nothing it had acknowledged is
+/// lost; what it had acknowledged.
+fn end_traffic(
+    stop: &AtomicBool,
+    traffic: std::thread::JoinHandle<Vec<String>>,
+    nodes: &mut [Server],
+    db: &Db,
+) -> Vec<String> {
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = traffic.join().unwrap();
+    no_node_died(nodes);
+    nothing_acknowledged_lost(db, &acknowledged);
+    acknowledged
+}
+
 /// Every acknowledged text is waiting for bea.
 fn nothing_acknowledged_lost(db: &Db, acknowledged: &[String]) {
     let stored: std::collections::HashSet<String> = db
@@ -167,11 +182,8 @@ fn a_postgresql_restart_under_traffic_kills_no_node_and_loses_nothing_acknowledg
     for (n, node) in nodes.iter().enumerate() {
         serves_again(node, &format!("after{n}"));
     }
-    stop.store(true, Ordering::Relaxed);
-    let acknowledged = traffic.join().unwrap();
+    let acknowledged = end_traffic(&stop, traffic, &mut nodes, &db);
     assert!(!acknowledged.is_empty());
-    no_node_died(&mut nodes);
-    nothing_acknowledged_lost(&db, &acknowledged);
     cross_node_chat(&nodes[0], &nodes[1], "1");
     cross_node_chat(&nodes[2], &nodes[0], "2");
     // Pushes work again: bea connects through one node and gets every message, in order.
@@ -204,10 +216,7 @@ fn a_postgresql_crash_loses_nothing_acknowledged() {
     for (n, node) in nodes.iter().enumerate() {
         serves_again(node, &format!("after{n}"));
     }
-    stop.store(true, Ordering::Relaxed);
-    let acknowledged = traffic.join().unwrap();
-    no_node_died(&mut nodes);
-    nothing_acknowledged_lost(&db, &acknowledged);
+    end_traffic(&stop, traffic, &mut nodes, &db);
 }
 
 /// Finding: with PostgreSQL stopped for 15 s, requests failed fast, but the nodes died on the
@@ -274,10 +283,7 @@ fn a_nodes_backends_terminated_it_connects_again_and_serves() {
     );
     assert!(terminated >= 3, "the node's connections: {terminated}");
     serves_again(&nodes[0], "after");
-    stop.store(true, Ordering::Relaxed);
-    let acknowledged = traffic.join().unwrap();
-    no_node_died(&mut nodes);
-    nothing_acknowledged_lost(&db, &acknowledged);
+    end_traffic(&stop, traffic, &mut nodes, &db);
 }
 
 /// Finding: `LOCK TABLE pending_messages` held for 8 s made 51 of 64 REGISTER and USERS

@@ -675,7 +675,10 @@ impl Core {
         let (id, connected) = match stored {
             Stored::Accepted { id, connected } => (id, connected),
             Stored::NoSuchUser => return SendOutcome::NoSuchUser,
-            Stored::MailboxFull => return SendOutcome::MailboxFull,
+            Stored::MailboxFull => {
+                self.metrics.refused("mailbox_full");
+                return SendOutcome::MailboxFull;
+            }
         };
         let local_session = self.sessions.session_of(recipient).is_some();
         let online = connected || self.present_in_a_session(recipient);
