@@ -34,6 +34,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::accounts::Policy;
 use crate::core::{perform, perform_chore, Chore, ChoreDone, Done, Work};
 use crate::storage::{self, PgStore, Storage};
 
@@ -86,6 +87,7 @@ impl Beside {
     pub fn start(
         url: &str,
         workers: usize,
+        policy: Policy,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Beside, String> {
         assert!(
@@ -118,7 +120,7 @@ impl Beside {
             let stopping = stopping.clone();
             let handle = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || run(&store, &queue, &report, &*wake, &stopping))
+                .spawn(move || run(&store, &queue, &report, &*wake, &stopping, policy))
                 .map_err(|e| format!("cannot start storage worker {n}: {e}"))?;
             handles.push(handle);
         }
@@ -286,13 +288,14 @@ fn run(
     report: &Sender<Report>,
     wake: &(dyn Fn() + Send + Sync),
     stopping: &AtomicBool,
+    policy: Policy,
 ) {
     while let Ok(job) = queue.recv() {
         if stopping.load(Ordering::Relaxed) {
             continue;
         }
         let done = match &job.task {
-            Task::Request(work) => perform(store, work).map(TaskDone::Request),
+            Task::Request(work) => perform(store, work, policy).map(TaskDone::Request),
             Task::Chore(chore) => perform_chore(store, chore).map(TaskDone::Chore),
         };
         // The commit also rolls back a failed one and clears the way for the next job.

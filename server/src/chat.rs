@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use wire::validate_name;
 
+use crate::accounts::{password, Denial, NewSecret, Proof, Secret};
 use crate::beside::Ticket;
 use crate::core::{
-    Core, Finished, Interests, LoginOutcome, Notice, SendOutcome, SessionId, Started,
+    Core, Ending, Finished, Interests, LoginOutcome, Notice, SendOutcome, SessionId, Started,
 };
 use crate::frontend::{
     frame_line, strip_line_end, Applied, Caller, EncodeMemo, Framing, Frontend, Input, Mode,
@@ -49,6 +50,12 @@ enum Waiting {
     Login {
         caller: Caller,
         name: String,
+        /// The login came with a password field: the client speaks our extension, and a
+        /// failure says why.
+        extended: bool,
+    },
+    Password {
+        caller: Caller,
     },
     Private {
         caller: Caller,
@@ -62,9 +69,19 @@ enum Waiting {
 
 /// A parsed request.
 enum Request<'a> {
-    Connect(&'a str),
+    /// `CONNECT|name`, or ours `CONNECT|name|password` (names hold no `|`, so everything
+    /// after the second is the password).
+    Connect {
+        name: &'a str,
+        password: Option<&'a str>,
+    },
+    /// Ours: `PASSWORD|new` sets the session's user's password; `PASSWORD|` removes it.
+    Password(&'a str),
     Hello(&'a str),
-    Message { to: &'a str, text: &'a str },
+    Message {
+        to: &'a str,
+        text: &'a str,
+    },
     Broadcast(&'a str),
     Disconnect,
 }
@@ -75,7 +92,17 @@ fn parse(message: &str) -> Result<Request<'_>, &'static str> {
         None => (message, None),
     };
     match (command, rest) {
-        ("CONNECT", Some(name)) => Ok(Request::Connect(name)),
+        ("CONNECT", Some(rest)) => Ok(match rest.split_once('|') {
+            Some((name, password)) => Request::Connect {
+                name,
+                password: Some(password),
+            },
+            None => Request::Connect {
+                name: rest,
+                password: None,
+            },
+        }),
+        ("PASSWORD", Some(new)) => Ok(Request::Password(new)),
         ("HELLO", Some(framing)) => Ok(Request::Hello(framing)),
         ("MESSAGE", Some(rest)) => match rest.split_once('|') {
             Some((to, text)) => Ok(Request::Message { to, text }),
@@ -83,7 +110,7 @@ fn parse(message: &str) -> Result<Request<'_>, &'static str> {
         },
         ("BROADCAST", Some(text)) => Ok(Request::Broadcast(text)),
         ("DISCONNECT", None | Some("")) => Ok(Request::Disconnect),
-        ("CONNECT" | "HELLO" | "MESSAGE" | "BROADCAST" | "DISCONNECT", _) => {
+        ("CONNECT" | "HELLO" | "MESSAGE" | "BROADCAST" | "DISCONNECT" | "PASSWORD", _) => {
             Err("Mensaje mal formado")
         }
         _ => Err("Comando desconocido"),
@@ -107,22 +134,102 @@ impl Chat {
             .diagnostic(format!("chat: ERROR {code} {reason} to {}", caller.peer))
     }
 
-    fn connect(&mut self, name: &str, caller: &Caller, core: &mut Core, now: Instant) -> Applied {
+    fn connect(
+        &mut self,
+        name: &str,
+        password: Option<&str>,
+        caller: &Caller,
+        core: &mut Core,
+        now: Instant,
+    ) -> Applied {
         let session = caller.session;
         if let Some(alias) = &self.session(session).alias {
             let why = format!("Ya conectado como {alias}");
             return Applied::read_only(self.error(caller, 400, &why));
         }
+        let extended = password.is_some();
         if let Err(e) = validate_name(name.as_bytes()) {
-            return Applied::read_only(self.login_failed(caller, name, e.to_string()));
+            let why = e.to_string();
+            return Applied::read_only(self.login_failed(caller, name, extended, None, why));
         }
-        match core.start_login(name, session, Interests::CHAT, caller.peer.ip(), now) {
+        let proof = match password {
+            None | Some("") => Proof::None,
+            Some(password) => Proof::Given(Secret::new(password.to_string())),
+        };
+        match core.start_login(name, session, Interests::CHAT, caller.peer.ip(), proof, now) {
             Started::Later(ticket) => {
                 let caller = caller.clone();
                 let name = name.to_string();
-                self.wait(ticket, Waiting::Login { caller, name })
+                self.wait(
+                    ticket,
+                    Waiting::Login {
+                        caller,
+                        name,
+                        extended,
+                    },
+                )
             }
-            Started::Now(result) => self.logged_in(caller, name, result),
+            Started::Now(result) => self.logged_in(caller, name, extended, result),
+        }
+    }
+
+    /// `PASSWORD|new`: the session's user's password is set (or, empty, removed).
+    fn set_password(
+        &mut self,
+        new: &str,
+        caller: &Caller,
+        core: &mut Core,
+        now: Instant,
+    ) -> Applied {
+        let new = match new {
+            "" => None,
+            new => match password::acceptable(new) {
+                Ok(()) => Some(NewSecret::Plain(Secret::new(new.to_string()))),
+                Err(why) => {
+                    let reply = self.password_answer(caller, Err(Denial::NotPresent));
+                    return Applied::read_only(reply.diagnostic(format!("chat PASSWORD: {why}")));
+                }
+            },
+        };
+        match core.start_set_password(caller.session, new, now) {
+            Some(Started::Later(ticket)) => {
+                let caller = caller.clone();
+                self.wait(ticket, Waiting::Password { caller })
+            }
+            Some(Started::Now(result)) => self.password_set(caller, result),
+            None => Applied::read_only(self.error(caller, 400, "Primero CONNECT")),
+        }
+    }
+
+    /// The answer to `PASSWORD` once its storage work is done.
+    fn password_set(&self, caller: &Caller, result: storage::Result<Finished>) -> Applied {
+        match result {
+            Ok(Finished::PasswordSet(true)) => {
+                let ok = self.password_answer(caller, Ok(()));
+                let failed = self.error(caller, 500, "No se pudo guardar la contraseña");
+                Applied::written(ok, failed)
+            }
+            Ok(Finished::Denied(denial)) => {
+                Applied::read_only(self.password_answer(caller, Err(denial)))
+            }
+            Ok(other) => Applied::read_only(
+                self.error(caller, 500, "No se pudo guardar la contraseña")
+                    .diagnostic(format!("chat PASSWORD: unexpected outcome {other:?}")),
+            ),
+            Err(e) => Applied::read_only(
+                self.error(caller, 500, "No se pudo guardar la contraseña")
+                    .diagnostic(format!("chat PASSWORD: storage: {e}")),
+            ),
+        }
+    }
+
+    /// `PASSWORD_ACK|OK`, or `PASSWORD_ACK|FAIL|why`.
+    fn password_answer(&self, caller: &Caller, result: Result<(), Denial>) -> Reply {
+        match result {
+            Ok(()) => Reply::bytes(self.message(caller.session, &["PASSWORD_ACK", "OK"])),
+            Err(denial) => Reply::bytes(
+                self.message(caller.session, &["PASSWORD_ACK", "FAIL", denial.reason()]),
+            ),
         }
     }
 
@@ -131,41 +238,52 @@ impl Chat {
         &mut self,
         caller: &Caller,
         name: &str,
+        extended: bool,
         result: storage::Result<Finished>,
     ) -> Applied {
+        let failed = |chat: &Chat, denial: Option<Denial>, why: String| {
+            Applied::read_only(chat.login_failed(caller, name, extended, denial, why))
+        };
         let session = caller.session;
         match result {
             Ok(Finished::Login(LoginOutcome::LoggedIn { registered })) => {
                 self.session(session).alias = Some(name.to_string());
                 let ok = Reply::bytes(self.message(session, &["CONNECT_ACK", "OK"]))
                     .console(format!("CHAT LOGIN {name} OK"));
-                let not_stored =
-                    self.login_failed(caller, name, "registering the name did not commit".into());
+                let why = "registering the name did not commit".into();
+                let not_stored = self.login_failed(caller, name, extended, None, why);
                 Applied::login(ok, registered, not_stored)
             }
             Ok(Finished::Login(LoginOutcome::Taken)) => {
-                Applied::read_only(self.login_failed(caller, name, format!("{name} is online")))
+                failed(self, None, format!("{name} is online"))
             }
-            Ok(Finished::Login(LoginOutcome::TooManyNewNames)) => Applied::read_only(
-                self.login_failed(
-                    caller,
-                    name,
-                    "its address registered --max-new-names-per-minute names in the last minute"
-                        .into(),
-                ),
+            Ok(Finished::Login(LoginOutcome::TooManyNewNames)) => failed(
+                self,
+                None,
+                "its address registered --max-new-names-per-minute names in the last minute".into(),
             ),
             Ok(Finished::Login(LoginOutcome::Gone)) => Applied::read_only(Reply::default()),
-            Ok(other) => Applied::read_only(self.login_failed(
-                caller,
-                name,
-                format!("unexpected outcome {other:?}"),
-            )),
-            Err(e) => Applied::read_only(self.login_failed(caller, name, format!("storage: {e}"))),
+            Ok(Finished::Denied(denial)) => failed(self, Some(denial), denial.label().into()),
+            Ok(other) => failed(self, None, format!("unexpected outcome {other:?}")),
+            Err(e) => failed(self, None, format!("storage: {e}")),
         }
     }
 
-    fn login_failed(&self, caller: &Caller, name: &str, why: String) -> Reply {
-        Reply::bytes(self.message(caller.session, &["CONNECT_ACK", "FAIL"]))
+    /// `CONNECT_ACK|FAIL`, as the original clients know it; to a client that sent a
+    /// password field (ours), with the accounts' reason after it.
+    fn login_failed(
+        &self,
+        caller: &Caller,
+        name: &str,
+        extended: bool,
+        denial: Option<Denial>,
+        why: String,
+    ) -> Reply {
+        let fields: &[&str] = match denial {
+            Some(denial) if extended => &["CONNECT_ACK", "FAIL", denial.reason()],
+            _ => &["CONNECT_ACK", "FAIL"],
+        };
+        Reply::bytes(self.message(caller.session, fields))
             .console(format!("CHAT LOGIN {name} FAIL"))
             .diagnostic(format!("chat login from {} refused: {why}", caller.peer))
     }
@@ -189,7 +307,8 @@ impl Chat {
         if validate_name(to.as_bytes()).is_err() {
             return Applied::read_only(not_found(self));
         }
-        let work = core.send_work(&from, to, text.as_bytes(), None);
+        let sender = (from.as_str(), Proof::Session, caller.peer.ip());
+        let work = core.send_work(sender, to, text.as_bytes(), None);
         match core.start(work, now) {
             Started::Later(ticket) => {
                 let (caller, to) = (caller.clone(), to.to_string());
@@ -296,7 +415,7 @@ impl Frontend for Chat {
         };
         let logged_in = self.session(session).alias.is_some();
         match request {
-            Request::Connect(name) => self.connect(name, caller, core, now),
+            Request::Connect { name, password } => self.connect(name, password, caller, core, now),
             _ if !logged_in => Applied::read_only(self.error(caller, 400, "Primero CONNECT")),
             Request::Hello("lines") => {
                 self.session(session).lines = true;
@@ -306,6 +425,7 @@ impl Frontend for Chat {
                 Applied::read_only(self.error(caller, 400, "Solo se ofrece HELLO|lines"))
             }
             Request::Message { to, text } => self.private(to, text, caller, core, now),
+            Request::Password(new) => self.set_password(new, caller, core, now),
             Request::Broadcast(text) => {
                 let from = self.session(session).alias.clone().unwrap_or_default();
                 let work = core.broadcast_work(&from, text);
@@ -323,14 +443,19 @@ impl Frontend for Chat {
 
     fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
         let applied = match self.waiting.remove(&ticket) {
-            Some(Waiting::Login { caller, name }) => self.logged_in(&caller, &name, result),
+            Some(Waiting::Login {
+                caller,
+                name,
+                extended,
+            }) => self.logged_in(&caller, &name, extended, result),
+            Some(Waiting::Password { caller }) => self.password_set(&caller, result),
             Some(Waiting::Private { caller, from, to }) => self.stored(&caller, &from, &to, result),
             Some(Waiting::Broadcast { caller }) => self.broadcasted(&caller, result),
             None => Applied::read_only(
                 Reply::default().diagnostic(format!("chat: no request waits for ticket {ticket}")),
             ),
         };
-        applied.stored_beside()
+        applied
     }
 
     fn slow_down(&self, session: SessionId) -> Option<Vec<u8>> {
@@ -372,6 +497,13 @@ impl Frontend for Chat {
                 let own = state.alias.clone().unwrap_or_default();
                 let earliest = self.memo.get_or(notice, 0, || earliest_users(users));
                 with_own_name(earliest, &own)
+            }
+            Notice::Ended(why) => {
+                let why = match why {
+                    Ending::Unregistered => "Usuario dado de baja",
+                    Ending::Disconnected => "Desconectado desde el messenger",
+                };
+                encode(&["ERROR", "410", why], lines).into()
             }
             _ => return None,
         })

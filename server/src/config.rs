@@ -216,6 +216,22 @@ pub struct Config {
     #[arg(long, default_value_t = 20)]
     pub max_new_names_per_minute: u32,
 
+    /// No name without a password may log in, register, connect or send: the original
+    /// clients, which never send one, get their protocols' failure answers
+    /// (docs/accounts.md). Operators set passwords with `server account set-password`.
+    #[arg(long)]
+    pub require_passwords: bool,
+
+    /// Threads that check and hash passwords and room keys, off the event loop (argon2id:
+    /// tens of milliseconds and 19 MiB each while it runs).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub password_workers: u16,
+
+    /// Password checks that may wait for those threads; past it (or past 4 from one client
+    /// address) a login with a password is refused at once with its protocol's failure.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_password_checks: u32,
+
     /// Lines kept in each room's stored history (what a newcomer can be shown); older ones
     /// are deleted as new ones come. 0: all kept.
     #[arg(long, default_value_t = 1000)]
@@ -273,7 +289,7 @@ impl std::fmt::Display for Database {
 }
 
 /// `postgres://...` or `postgresql://...` is PostgreSQL; anything else a SQLite file.
-fn parse_database(text: &str) -> Result<Database, String> {
+pub(crate) fn parse_database(text: &str) -> Result<Database, String> {
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
         text.parse::<postgres::Config>()
             .map_err(|e| format!("{text}: not a PostgreSQL URL: {e}"))?;
@@ -342,6 +358,13 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
+    /// What the accounts enforce.
+    pub fn policy(&self) -> crate::accounts::Policy {
+        crate::accounts::Policy {
+            require_passwords: self.require_passwords,
+        }
+    }
+
     /// The flood limits of chat and rooms sessions.
     pub fn session_flood(&self) -> Option<crate::flood::Limits> {
         crate::flood::Limits::new(

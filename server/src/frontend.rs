@@ -125,7 +125,8 @@ pub struct Applied {
     /// and [`Frontend::finish`] makes the answer when it is done.
     pub later: Option<Ticket>,
     /// The answer reports a write committed beside the reactor: it waits for the syncer's
-    /// durability barrier whatever becomes of the reactor's own turn.
+    /// durability barrier whatever becomes of the reactor's own turn. Set by the reactor,
+    /// which knows where a deferred request's work committed.
     pub stored_beside: bool,
     /// The database server's life the write was committed in (see `storage::Epoch`): only a
     /// barrier of the same one confirms it.
@@ -157,16 +158,6 @@ impl Applied {
         Applied {
             later: Some(ticket),
             ..Applied::read_only(Reply::default())
-        }
-    }
-
-    /// The answer to a request whose writes were committed beside the reactor: a written
-    /// answer then waits only for the durability barrier (and is answered
-    /// `if_not_committed` if no barrier can confirm it).
-    pub fn stored_beside(self) -> Applied {
-        Applied {
-            stored_beside: self.if_not_committed.is_some(),
-            ..self
         }
     }
 

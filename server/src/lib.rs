@@ -1,6 +1,7 @@
 //! The messaging server. `main` parses arguments and calls [`run`]; see ARCHITECTURE.md for the
 //! bird's-eye view.
 
+pub mod accounts;
 mod admin;
 mod beside;
 mod bus;
@@ -77,6 +78,12 @@ pub fn run(config: Config) -> Result<(), String> {
         bus,
         beside,
     } = open_store(&config, wake.clone(), metrics.clone())?;
+    let checker = accounts::Checker::start(
+        config.password_workers.into(),
+        config.max_password_checks as usize,
+        wake.clone(),
+    )?;
+    let accounts = accounts::Accounts::new(config.policy(), checker, metrics.clone());
     let pool = Pool::start(
         config.deliverers.into(),
         (config.max_pushes as usize).max(config.deliverers.into()),
@@ -98,6 +105,7 @@ pub fn run(config: Config) -> Result<(), String> {
         Box::new(pushes),
         bus,
         beside,
+        accounts,
         settings,
         metrics.clone(),
     )
@@ -233,7 +241,8 @@ fn open_store(
             } else {
                 None
             };
-            let beside = Beside::start(url, config.db_workers.into(), wake.clone())?;
+            let beside =
+                Beside::start(url, config.db_workers.into(), config.policy(), wake.clone())?;
             Ok(Opened {
                 store: Box::new(store),
                 sync_gate,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The messenger's operations, as the requests counter labels them.
-pub const OPS: [&str; 8] = [
+pub const OPS: [&str; 9] = [
     "REGISTER",
     "UNREGISTER",
     "CONNECT",
@@ -15,6 +15,7 @@ pub const OPS: [&str; 8] = [
     "SENDATTACH",
     "CONNECTEDUSERS",
     "USERS",
+    "SETPASSWORD",
 ];
 
 /// Front-ends with sessions, as the online gauge labels them (the messenger's online users
@@ -30,13 +31,19 @@ const FSYNC_BUCKETS: [f64; 10] = [
 ];
 
 /// Why a request was refused, as the refusals counter labels it.
-pub const REFUSALS: [&str; 3] = ["mailbox_full", "new_names_per_minute", "flood"];
+pub const REFUSALS: [&str; 4] = [
+    "mailbox_full",
+    "new_names_per_minute",
+    "flood",
+    "password_checks_busy",
+];
 
 #[derive(Default)]
 pub struct Metrics {
     broadcasts_dropped: [AtomicU64; SESSION_FRONTENDS.len()],
     rate_limited: [AtomicU64; SESSION_FRONTENDS.len()],
     refusals: [AtomicU64; REFUSALS.len()],
+    auth_failures: [AtomicU64; crate::accounts::DENIALS.len()],
     requests: [[AtomicU64; 4]; OPS.len()],
     pushes: [AtomicU64; PUSH_RESULTS.len()],
     sessions: [AtomicI64; SESSION_FRONTENDS.len()],
@@ -89,6 +96,14 @@ impl Metrics {
         debug_assert!(REFUSALS.contains(&reason), "unknown refusal {reason}");
         if let Some(n) = REFUSALS.iter().position(|r| *r == reason) {
             self.refusals[n].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request was refused on the accounts' account (`accounts::Denial::label`).
+    pub fn auth_failure(&self, reason: &str) {
+        let labels = crate::accounts::DENIALS.map(crate::accounts::Denial::label);
+        if let Some(n) = labels.iter().position(|r| *r == reason) {
+            self.auth_failures[n].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -220,6 +235,21 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "messenger_refusals_total{{reason=\"{reason}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP messenger_auth_failures_total Requests refused by the accounts: a missing \
+             or wrong password or room key, a throttled address, a busy password checker, an \
+             address that may not act for the user, by reason."
+        );
+        let _ = writeln!(out, "# TYPE messenger_auth_failures_total counter");
+        for (denial, counter) in crate::accounts::DENIALS.iter().zip(&self.auth_failures) {
+            let _ = writeln!(
+                out,
+                "messenger_auth_failures_total{{reason=\"{}\"}} {}",
+                denial.label(),
                 counter.load(Ordering::Relaxed)
             );
         }

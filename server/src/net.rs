@@ -54,3 +54,16 @@ pub fn raise_open_file_limit() {
         }
     }
 }
+
+/// The key a client address is followed by (new names, password throttling): IPv6
+/// addresses by their /64, which one client usually holds whole.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+        v4 => v4,
+    }
+}

@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use wire::validate_name;
 
+use crate::accounts::{password, NewSecret, Proof, Secret};
 use crate::beside::Ticket;
 use crate::core::{
-    Core, Finished, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Started,
+    Core, Ending, Finished, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Started,
 };
 use crate::frontend::{
     frame_line, strip_line_end, Applied, Caller, EncodeMemo, Framing, Frontend, Input, Mode, Reply,
@@ -52,11 +53,32 @@ enum Waiting {
         caller: Caller,
         alias: String,
     },
+    Password {
+        caller: Caller,
+        removed: bool,
+    },
+    Key {
+        caller: Caller,
+        room: String,
+    },
 }
 
 enum Request<'a> {
-    Join(&'a str),
-    Room(&'a str),
+    /// `JOIN name`, or ours `JOIN name password` (names hold no white space).
+    Join {
+        name: &'a str,
+        password: Option<&'a str>,
+    },
+    /// `ROOM room` (a room's name may hold spaces), or ours `ROOM_KEY key room`.
+    Room {
+        room: &'a str,
+        key: Option<&'a str>,
+    },
+    /// Ours: `PASSWORD new` sets the user's password; `PASSWORD` alone removes it.
+    Password(&'a str),
+    /// Ours: `KEY key` sets the key of the room the user created and is in; `KEY` alone
+    /// removes it.
+    Key(&'a str),
     ListRooms,
     Message(&'a str),
     Exit,
@@ -67,8 +89,30 @@ fn parse(line: &str) -> Option<Request<'_>> {
     let (command, argument) = line.split_once(' ').unwrap_or((line, ""));
     let argument = argument.trim();
     Some(match command {
-        "JOIN" => Request::Join(argument),
-        "ROOM" => Request::Room(argument),
+        "JOIN" => match argument.split_once(' ') {
+            Some((name, password)) => Request::Join {
+                name,
+                password: Some(password.trim_start()),
+            },
+            None => Request::Join {
+                name: argument,
+                password: None,
+            },
+        },
+        "ROOM" => Request::Room {
+            room: argument,
+            key: None,
+        },
+        // A key holds no white space, so the room's name is everything after it.
+        "ROOM_KEY" => {
+            let (key, room) = argument.split_once(' ').unwrap_or((argument, ""));
+            Request::Room {
+                room: room.trim_start(),
+                key: Some(key),
+            }
+        }
+        "PASSWORD" => Request::Password(argument),
+        "KEY" => Request::Key(argument),
         "LIST_ROOMS" => Request::ListRooms,
         "MESSAGE" => Request::Message(argument),
         // `EXIT r` names the room; the current one is left either way.
@@ -105,8 +149,32 @@ fn valid_room(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_ROOM_NAME && !name.chars().any(wire::is_hidden)
 }
 
+/// A secret as a request proves itself with: none, or the one given.
+fn proof(secret: Option<&str>) -> Proof {
+    match secret {
+        None | Some("") => Proof::None,
+        Some(secret) => Proof::Given(Secret::new(secret.to_string())),
+    }
+}
+
+/// A new password or key as a request gives it: None removes it.
+fn new_secret(secret: &str) -> Result<Option<NewSecret>, &'static str> {
+    match secret {
+        "" => Ok(None),
+        secret => password::acceptable(secret)
+            .map(|()| Some(NewSecret::Plain(Secret::new(secret.to_string())))),
+    }
+}
+
 impl Rooms {
-    fn join(&mut self, name: &str, caller: &Caller, core: &mut Core, now: Instant) -> Applied {
+    fn join(
+        &mut self,
+        name: &str,
+        password: Option<&str>,
+        caller: &Caller,
+        core: &mut Core,
+        now: Instant,
+    ) -> Applied {
         if let Err(e) = validate_name(name.as_bytes()) {
             return Applied::read_only(join_failed(
                 caller,
@@ -120,6 +188,7 @@ impl Rooms {
             caller.session,
             Interests::ROOMS,
             caller.peer.ip(),
+            proof(password),
             now,
         ) {
             Started::Later(ticket) => self.wait(
@@ -170,6 +239,12 @@ impl Rooms {
                 "Demasiados nombres nuevos desde tu dirección; espera un minuto.",
             )),
             Ok(Finished::Login(LoginOutcome::Gone)) => Applied::read_only(Reply::default()),
+            Ok(Finished::Denied(denial)) => Applied::read_only(join_failed(
+                caller,
+                name,
+                denial.label().into(),
+                &format!("{}.", denial.reason()),
+            )),
             Ok(other) => Applied::read_only(join_failed(
                 caller,
                 name,
@@ -188,7 +263,7 @@ impl Rooms {
     fn room(
         &mut self,
         alias: &str,
-        room: &str,
+        (room, key): (&str, Option<&str>),
         core: &mut Core,
         caller: &Caller,
         now: Instant,
@@ -198,7 +273,7 @@ impl Rooms {
             return Applied::read_only(error(caller, "Nombre de sala no válido."));
         }
         let left = core.room_of(session).map(str::to_string);
-        match core.start_join_room(session, room, now) {
+        match core.start_join_room(session, room, proof(key), now) {
             Started::Later(ticket) => {
                 let waiting = Waiting::Room {
                     caller: caller.clone(),
@@ -232,6 +307,89 @@ impl Rooms {
             None => Applied::read_only(error(caller, "No estás en ninguna sala.")),
         }
     }
+
+    /// `PASSWORD new`: the user's password is set (or, with nothing, removed).
+    fn password(&mut self, new: &str, core: &mut Core, caller: &Caller, now: Instant) -> Applied {
+        let new = match new_secret(new) {
+            Ok(new) => new,
+            Err(why) => {
+                return Applied::read_only(error(caller, "Contraseña no válida.").diagnostic(why))
+            }
+        };
+        let removed = new.is_none();
+        match core.start_set_password(caller.session, new, now) {
+            Some(Started::Later(ticket)) => {
+                let caller = caller.clone();
+                self.wait(ticket, Waiting::Password { caller, removed })
+            }
+            Some(Started::Now(result)) => password_set(caller, removed, result),
+            None => Applied::read_only(error(caller, "Primero JOIN <nombre>.")),
+        }
+    }
+
+    /// `KEY key`: the key of the room the user is in (and created) is set, or removed.
+    fn key(&mut self, key: &str, core: &mut Core, caller: &Caller, now: Instant) -> Applied {
+        if key.contains(char::is_whitespace) {
+            return Applied::read_only(error(caller, "La clave no puede tener espacios."));
+        }
+        let new = match new_secret(key) {
+            Ok(new) => new,
+            Err(why) => {
+                return Applied::read_only(error(caller, "Clave no válida.").diagnostic(why))
+            }
+        };
+        let Some(room) = core.room_of(caller.session).map(str::to_string) else {
+            return Applied::read_only(error(caller, "No estás en ninguna sala."));
+        };
+        match core.start_set_room_key(caller.session, new, now) {
+            Some(Started::Later(ticket)) => {
+                let caller = caller.clone();
+                self.wait(ticket, Waiting::Key { caller, room })
+            }
+            Some(Started::Now(result)) => key_set(caller, &room, result),
+            None => Applied::read_only(error(caller, "No estás en ninguna sala.")),
+        }
+    }
+}
+
+/// The answer to `PASSWORD` once its storage work is done.
+fn password_set(caller: &Caller, removed: bool, result: storage::Result<Finished>) -> Applied {
+    let failed = || error(caller, "No se pudo guardar la contraseña.");
+    match result {
+        Ok(Finished::PasswordSet(true)) => {
+            let done = if removed {
+                "Contraseña retirada."
+            } else {
+                "Contraseña guardada."
+            };
+            Applied::written(Reply::bytes(line(done)), failed())
+        }
+        Ok(Finished::Denied(denial)) => {
+            Applied::read_only(error(caller, &format!("{}.", denial.reason())))
+        }
+        Ok(other) => Applied::read_only(failed().diagnostic(format!("PASSWORD: {other:?}"))),
+        Err(e) => Applied::read_only(failed().diagnostic(format!("PASSWORD: storage: {e}"))),
+    }
+}
+
+/// The answer to `KEY` in `room` once its storage work is done.
+fn key_set(caller: &Caller, room: &str, result: storage::Result<Finished>) -> Applied {
+    let failed = || error(caller, "No se pudo guardar la clave.");
+    match result {
+        Ok(Finished::RoomKeySet(keyed)) => {
+            let done = if keyed {
+                format!("La sala {room} tiene clave.")
+            } else {
+                format!("La sala {room} ya no tiene clave.")
+            };
+            Applied::written(Reply::bytes(line(&done)), failed())
+        }
+        Ok(Finished::Denied(denial)) => {
+            Applied::read_only(error(caller, &format!("{}.", denial.reason())))
+        }
+        Ok(other) => Applied::read_only(failed().diagnostic(format!("KEY: {other:?}"))),
+        Err(e) => Applied::read_only(failed().diagnostic(format!("KEY: storage: {e}"))),
+    }
 }
 
 /// The answer to `alias`'s `ROOM room` (out of `left`) once its storage work is done.
@@ -262,6 +420,9 @@ fn entered(
             "Hay demasiadas salas; únete a una existente.",
         )),
         Ok(Finished::Joined(JoinOutcome::Gone)) => Applied::read_only(Reply::default()),
+        Ok(Finished::Denied(denial)) => {
+            Applied::read_only(error(caller, &format!("{}.", denial.reason())))
+        }
         Ok(other) => Applied::read_only(
             error(caller, "No se pudo entrar en la sala.")
                 .diagnostic(format!("ROOM {room}: unexpected outcome {other:?}")),
@@ -319,17 +480,24 @@ impl Frontend for Rooms {
         let alias = self.users.get(&session).cloned();
         match (parse(text), alias) {
             (None, _) => Applied::read_only(error(caller, "Comando desconocido.")),
-            (Some(Request::Join(name)), None) => self.join(name, caller, core, now),
-            (Some(Request::Join(_)), Some(alias)) => {
+            (Some(Request::Join { name, password }), None) => {
+                self.join(name, password, caller, core, now)
+            }
+            (Some(Request::Join { .. }), Some(alias)) => {
                 Applied::read_only(error(caller, &format!("Ya te uniste como {alias}.")))
             }
             (Some(Request::Quit), _) => Applied::read_only(Reply::default().then_close()),
             (Some(_), None) => Applied::read_only(error(caller, "Primero JOIN <nombre>.")),
-            (Some(Request::Room(room)), Some(alias)) => self.room(&alias, room, core, caller, now),
+            (Some(Request::Room { room, key }), Some(alias)) => {
+                self.room(&alias, (room, key), core, caller, now)
+            }
+            (Some(Request::Password(new)), Some(_)) => self.password(new, core, caller, now),
+            (Some(Request::Key(key)), Some(_)) => self.key(key, core, caller, now),
             (Some(Request::ListRooms), Some(_)) => {
                 let mut answer = line("Salas disponibles:");
-                for (room, members) in core.room_list() {
-                    answer.extend(line(&format!("{room} ({members})")));
+                for (room, members, keyed) in core.room_list() {
+                    let mark = if keyed { " [clave]" } else { "" };
+                    answer.extend(line(&format!("{room} ({members}){mark}")));
                 }
                 Applied::read_only(Reply::bytes(answer))
             }
@@ -359,6 +527,13 @@ impl Frontend for Rooms {
     fn encode(&mut self, _session: SessionId, notice: &Notice) -> Option<Shared> {
         match notice {
             Notice::Private { .. } => notice_line(notice).map(Into::into),
+            Notice::Ended(why) => Some(
+                line(match why {
+                    Ending::Unregistered => "ERROR: Usuario dado de baja.",
+                    Ending::Disconnected => "ERROR: Desconectado desde el messenger.",
+                })
+                .into(),
+            ),
             Notice::RoomMessage { .. }
             | Notice::JoinedRoom { .. }
             | Notice::LeftRoom { .. }
@@ -372,9 +547,9 @@ impl Frontend for Rooms {
 
     fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
         match self.waiting.remove(&ticket) {
-            Some(Waiting::Login { caller, name }) => {
-                self.joined(&caller, &name, result).stored_beside()
-            }
+            Some(Waiting::Login { caller, name }) => self.joined(&caller, &name, result),
+            Some(Waiting::Password { caller, removed }) => password_set(&caller, removed, result),
+            Some(Waiting::Key { caller, room }) => key_set(&caller, &room, result),
             Some(Waiting::Room {
                 caller,
                 alias,
@@ -407,6 +582,7 @@ fn notice_line(notice: &Notice) -> Option<Vec<u8>> {
         Notice::LeftRoom { user } => format!("{user} ha salido de la sala."),
         Notice::LeftChat { user } => format!("{user} ha salido del chat."),
         Notice::UserList(_)
+        | Notice::Ended(_)
         | Notice::Broadcast { .. }
         | Notice::CanvasBoard { .. }
         | Notice::CanvasChanges { .. } => return None,

@@ -17,7 +17,7 @@ pub use names::{
     format_user_entry, looks_like_birth_date, parse_user_entry, validate_full_name, validate_name,
     NameError,
 };
-pub use ops::{FieldCount, Op};
+pub use ops::{FieldCount, Op, AUTH};
 pub use push::{Push, PushKind, PushStyle, GET_FILE, GET_FILE_UNDERSCORE};
 pub use text::{clean_text, clean_text_bytes, escape_controls, is_hidden};
 

@@ -13,7 +13,14 @@ pub enum Op {
     ConnectedUsers,
     /// The later edition's name; answers `alias::IP::port` entries.
     Users,
+    /// Ours, not the seeds' (docs/accounts.md): `SETPASSWORD alias new` sets the user's
+    /// password (an empty one removes it).
+    SetPassword,
 }
+
+/// Ours, not the seeds' (docs/accounts.md): `AUTH alias password` before any operation
+/// proves that the caller is `alias`. No original client sends it.
+pub const AUTH: &str = "AUTH";
 
 /// How many fields follow the op name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +44,7 @@ impl FieldCount {
 }
 
 impl Op {
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 9] = [
         Op::Register,
         Op::Unregister,
         Op::Connect,
@@ -46,6 +53,7 @@ impl Op {
         Op::SendAttach,
         Op::ConnectedUsers,
         Op::Users,
+        Op::SetPassword,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +66,7 @@ impl Op {
             Op::SendAttach => "SENDATTACH",
             Op::ConnectedUsers => "CONNECTEDUSERS",
             Op::Users => "USERS",
+            Op::SetPassword => "SETPASSWORD",
         }
     }
 
@@ -69,7 +78,7 @@ impl Op {
         match self {
             Op::Register => FieldCount::OneOrThree,
             Op::Unregister | Op::Disconnect => FieldCount::Exactly(1),
-            Op::Connect => FieldCount::Exactly(2),
+            Op::Connect | Op::SetPassword => FieldCount::Exactly(2),
             Op::Send => FieldCount::Exactly(3),
             Op::SendAttach => FieldCount::Exactly(4),
             Op::ConnectedUsers | Op::Users => FieldCount::ZeroOrOne,

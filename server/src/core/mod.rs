@@ -17,7 +17,7 @@ mod tests;
 mod work;
 
 pub use sessions::{
-    DeliveryMark, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Settings,
+    DeliveryMark, Ending, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Settings,
 };
 use work::{listener_address, Gathered, Removal, Stored};
 pub use work::{perform, perform_chore, Chore, ChoreDone, Done, Work};
@@ -26,6 +26,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::accounts::{Accounts, Denial, Step};
 use crate::beside::{Beside, Key, TaskDone, Ticket};
 use crate::bus::{Bus, Event as BusEvent, NodeId};
 use crate::storage::{self, Pending, Storage};
@@ -164,6 +165,12 @@ pub enum Finished {
         requester_present: Option<bool>,
     },
     Login(LoginOutcome),
+    /// Refused by the accounts: a missing or wrong password or key, a throttled address, ...
+    Denied(Denial),
+    /// The password was set or removed; false: there is no such user.
+    PasswordSet(bool),
+    /// The room's key was set (true) or removed.
+    RoomKeySet(bool),
     /// A REGISTER refused: its address registered `--max-new-names-per-minute` names in the
     /// last minute.
     TooManyNewNames,
@@ -171,6 +178,18 @@ pub enum Finished {
     Joined(JoinOutcome),
     /// A room line stored and told to the room.
     RoomMessage,
+}
+
+/// A request's answer that was deferred under `ticket`: its storage work is done.
+#[derive(Debug)]
+pub struct Answer {
+    pub ticket: Ticket,
+    /// The database server's life the work committed in.
+    pub epoch: storage::Epoch,
+    pub result: storage::Result<Finished>,
+    /// Committed beside the reactor (PostgreSQL), rather than in the reactor's turn (whose
+    /// commit it then waits for).
+    pub beside: bool,
 }
 
 /// Where a request's storage work runs.
@@ -244,6 +263,11 @@ enum Job {
 
 pub struct Core {
     store: Box<dyn Storage>,
+    /// Passwords and room keys: the checker, the throttle, the policy.
+    accounts: Accounts,
+    /// Answers to deferred requests that were made in this turn (after their secrets were
+    /// checked), for the reactor to collect.
+    answered: Vec<Answer>,
     /// Storage workers that run SENDs and deliveries' storage work beside the reactor
     /// (PostgreSQL), and the last ticket.
     beside: Option<Beside>,
@@ -348,6 +372,7 @@ impl Core {
         sink: Box<dyn DeliverySink>,
         bus: Option<Bus>,
         beside: Option<Beside>,
+        accounts: Accounts,
         settings: Settings,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> storage::Result<Core> {
@@ -366,6 +391,8 @@ impl Core {
             .pending_ttl
             .map(|ttl| Instant::now() + expiry_period(ttl));
         Ok(Core {
+            accounts,
+            answered: Vec::new(),
             beside,
             next_ticket: 0,
             chores: HashMap::new(),
@@ -424,7 +451,8 @@ impl Core {
     /// Runs `work`'s storage steps beside the reactor when there are storage workers
     /// (PostgreSQL), else in this turn. When the workers' queue is full the request is
     /// refused: the reactor never waits on the database's round trips, and run now it would
-    /// overtake the work queued before it.
+    /// overtake the work queued before it. A request whose caller's secret must be checked
+    /// first is answered later, on either engine.
     pub fn start(&mut self, work: Work, now: Instant) -> Started {
         // A user in a session (always a registered one) is present already.
         if matches!(&work, Work::Connect { alias, .. } if self.in_a_session_or_logging_in(alias)) {
@@ -436,43 +464,156 @@ impl Core {
                 return Started::Now(Ok(Finished::TooManyNewNames));
             }
         }
+        let denial = self
+            .accounts
+            .throttled(&work, now)
+            .or_else(|| self.session_elsewhere(&work));
+        if let Some(denial) = denial {
+            return Started::Now(Ok(self.refused(&work, denial, now)));
+        }
         match self.try_beside(work) {
             Ok(ticket) => Started::Later(ticket),
             Err(_) if self.beside.is_some() => Started::Now(Err(storage::Error(
                 "the storage workers are busy; nothing was stored".into(),
             ))),
-            Err(work) => Started::Now(self.perform_now(work, now)),
+            Err(work) => {
+                let ticket = self.new_ticket();
+                match self.run_in_turn(ticket, work, now) {
+                    Some(answer) => Started::Now(answer.result),
+                    None => Started::Later(ticket),
+                }
+            }
         }
     }
 
-    fn try_beside(&mut self, work: Work) -> Result<Ticket, Work> {
-        let Some(beside) = &mut self.beside else {
-            return Err(work);
+    /// Refuses DISCONNECT and UNREGISTER of a user in a session from another address than
+    /// the session's, or in a session on another node (whose address this one cannot check).
+    fn session_elsewhere(&self, work: &Work) -> Option<Denial> {
+        let (Work::Unregister { alias, from, .. } | Work::Disconnect { alias, from, .. }) = work
+        else {
+            return None;
         };
+        if self.remote.contains_key(alias) {
+            return Some(Denial::OnAnotherNode);
+        }
+        let session = self.sessions.session_of(alias)?;
+        let came_from = self.sessions.address_of(session)?;
+        (came_from.to_canonical() != from.to_canonical()).then_some(Denial::NotFromThere)
+    }
+
+    fn new_ticket(&mut self) -> Ticket {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    fn try_beside(&mut self, work: Work) -> Result<Ticket, Work> {
         let ticket = self.next_ticket + 1;
-        beside.try_start(ticket, work)?;
+        self.try_beside_as(ticket, work)?;
         self.next_ticket = ticket;
         Ok(ticket)
     }
 
-    /// Runs `work`'s storage steps in this turn and applies what they mean.
-    fn perform_now(&mut self, work: Work, now: Instant) -> storage::Result<Finished> {
-        let done = perform(&*self.store, &work)?;
-        Ok(self.finished(done, now))
+    fn try_beside_as(&mut self, ticket: Ticket, work: Work) -> Result<(), Work> {
+        let Some(beside) = &mut self.beside else {
+            return Err(work);
+        };
+        beside.try_start(ticket, work)
+    }
+
+    /// Runs `work`'s storage steps in this turn under `ticket`: its answer, or None while its
+    /// secrets are being checked.
+    fn run_in_turn(&mut self, ticket: Ticket, work: Work, now: Instant) -> Option<Answer> {
+        let done = perform(&*self.store, &work, self.accounts.policy);
+        self.request_done(ticket, 0, done, false, now)
+    }
+
+    /// A request's storage work came back (from this turn, or from a worker beside the
+    /// reactor): its answer, or None if it must wait for its secrets to be checked.
+    fn request_done(
+        &mut self,
+        ticket: Ticket,
+        epoch: storage::Epoch,
+        done: storage::Result<Done>,
+        beside: bool,
+        now: Instant,
+    ) -> Option<Answer> {
+        let result = match done {
+            Ok(Done::Proving { work, proving }) => {
+                match self.accounts.prove(ticket, *work, proving, now) {
+                    Step::Checking => return None,
+                    Step::Again(work) => return self.run_again(ticket, work, now),
+                    Step::Refused(work, denial) => Ok(Done::Denied {
+                        work: Box::new(work),
+                        denial,
+                    }),
+                }
+            }
+            other => other,
+        };
+        let login = self.login_tickets.remove(&ticket);
+        let join = self.join_tickets.remove(&ticket);
+        let result = match result {
+            Ok(done) => Ok(self.finished(done, now)),
+            Err(e) => {
+                if let Some(session) = login {
+                    self.cancel_login(session);
+                }
+                if let Some((alias, room, create)) = join {
+                    self.join_failed(&alias, &room, create);
+                }
+                Err(e)
+            }
+        };
+        Some(Answer {
+            ticket,
+            epoch,
+            result,
+            beside,
+        })
+    }
+
+    /// Runs a request again under its ticket, now that its secrets are proved.
+    fn run_again(&mut self, ticket: Ticket, work: Work, now: Instant) -> Option<Answer> {
+        match self.try_beside_as(ticket, work) {
+            Ok(()) => None,
+            Err(_) if self.beside.is_some() => self.request_done(
+                ticket,
+                0,
+                Err(storage::Error(
+                    "the storage workers are busy; nothing was stored".into(),
+                )),
+                true,
+                now,
+            ),
+            Err(work) => self.run_in_turn(ticket, work, now),
+        }
     }
 
     /// The requests whose storage work beside the reactor has finished (a worker rang the
-    /// waker): each committed, or failed and rolled back. Deliveries' storage work that
-    /// finished is applied here.
-    pub fn collect_beside(
-        &mut self,
-        now: Instant,
-    ) -> Vec<(Ticket, storage::Epoch, storage::Result<Finished>)> {
+    /// waker), and those whose secrets were checked since: each committed, or failed and
+    /// rolled back, or refused. Deliveries' storage work that finished is applied here.
+    pub fn collect_beside(&mut self, now: Instant) -> Vec<Answer> {
+        for (ticket, checked) in self.accounts.checked(now) {
+            let answer = match checked {
+                Ok(work) => {
+                    self.accounts.succeeded(&work);
+                    self.run_again(ticket, work, now)
+                }
+                Err((work, denial)) => {
+                    let denied = Done::Denied {
+                        work: Box::new(work),
+                        denial,
+                    };
+                    self.request_done(ticket, 0, Ok(denied), self.beside.is_some(), now)
+                }
+            };
+            self.answered.extend(answer);
+        }
+        let mut answers = std::mem::take(&mut self.answered);
         let Some(beside) = &self.beside else {
-            return Vec::new();
+            return answers;
         };
         let reports: Vec<_> = beside.done.try_iter().collect();
-        let mut answers = Vec::new();
         for report in reports {
             if let Some(answer) = self.apply_beside(report, now) {
                 answers.push(answer);
@@ -481,30 +622,20 @@ impl Core {
         answers
     }
 
-    /// Applies a report of storage work beside the reactor; a request's is returned.
+    /// Applies a report of storage work beside the reactor; a request's answer is returned.
     fn apply_beside(
         &mut self,
         (ticket, epoch, result): crate::beside::Report,
         now: Instant,
-    ) -> Option<(Ticket, storage::Epoch, storage::Result<Finished>)> {
+    ) -> Option<Answer> {
         if let Some(beside) = &mut self.beside {
             beside.reported(ticket);
         }
-        let login = self.login_tickets.remove(&ticket);
-        let join = self.join_tickets.remove(&ticket);
         match (self.chores.remove(&ticket), result) {
             (None, Ok(TaskDone::Request(done))) => {
-                Some((ticket, epoch, Ok(self.finished(done, now))))
+                self.request_done(ticket, epoch, Ok(done), true, now)
             }
-            (None, Err(e)) => {
-                if let Some(session) = login {
-                    self.cancel_login(session);
-                }
-                if let Some((alias, room, create)) = join {
-                    self.join_failed(&alias, &room, create);
-                }
-                Some((ticket, epoch, Err(e)))
-            }
+            (None, Err(e)) => self.request_done(ticket, epoch, Err(e), true, now),
             (Some(chore), Ok(TaskDone::Chore(done))) => {
                 self.chore_ended(&chore);
                 self.chore_done(chore, Ok(done), true, now);
@@ -523,9 +654,43 @@ impl Core {
         }
     }
 
+    /// A request refused on the accounts' account: noted (failed guesses count towards the
+    /// throttle), and what it had reserved (a login's name, a room it was creating) is let
+    /// go.
+    fn refused(&mut self, work: &Work, denial: Denial, now: Instant) -> Finished {
+        self.accounts.refused(work, denial, now);
+        match work {
+            Work::Login { session, .. } => self.cancel_login(*session),
+            Work::JoinRoom {
+                alias,
+                room,
+                create,
+                ..
+            } => self.join_failed(alias, room, *create),
+            _ => {}
+        }
+        Finished::Denied(denial)
+    }
+
     /// What finished storage work means for presence and deliveries.
     fn finished(&mut self, done: Done, now: Instant) -> Finished {
         match done {
+            Done::Proving { work, .. } => {
+                debug_assert!(false, "a work to prove reached `finished`: {work:?}");
+                Finished::Denied(Denial::Busy)
+            }
+            Done::Denied { work, denial } => self.refused(&work, denial, now),
+            Done::PasswordSet { alias, set } => {
+                if set {
+                    self.accounts.forget(&alias);
+                }
+                Finished::PasswordSet(set)
+            }
+            Done::RoomKeySet { room, keyed } => {
+                self.accounts.forget(&format!("room:{room}"));
+                self.room_keyed(&room, keyed);
+                Finished::RoomKeySet(keyed)
+            }
             Done::Sent { recipient, stored } => Finished::Sent(self.sent(&recipient, stored)),
             Done::Registered { registered, from } => {
                 if registered {
@@ -538,7 +703,10 @@ impl Core {
                     // A delivery in flight to them is cancelled.
                     self.leave(&alias);
                     self.unremoved.remove(&alias);
-                    self.went_offline(&alias);
+                    // A session goes offline when its connection closes.
+                    if !self.end_session_of(&alias, Ending::Unregistered) {
+                        self.went_offline(&alias);
+                    }
                 }
                 Finished::Unregistered(removed)
             }
@@ -557,6 +725,12 @@ impl Core {
                 Finished::Connected(outcome)
             }
             Done::Disconnected { alias, outcome } => {
+                // A user in a session here (from the caller's address, as `start` checked).
+                if outcome == DisconnectOutcome::NotConnected
+                    && self.end_session_of(&alias, Ending::Disconnected)
+                {
+                    return Finished::Disconnected(DisconnectOutcome::Disconnected);
+                }
                 if outcome == DisconnectOutcome::Disconnected {
                     self.leave(&alias);
                     self.went_offline(&alias);
@@ -574,7 +748,8 @@ impl Core {
                 if registered {
                     self.new_names.registered(from, now);
                 }
-                Finished::Login(self.logged_in(session, &alias, taken, registered, refused_new))
+                let outcome = self.logged_in(session, &alias, taken, registered, refused_new, from);
+                Finished::Login(outcome)
             }
             // The other nodes heard it with its commit.
             Done::Broadcast { from, text } => {
@@ -587,7 +762,11 @@ impl Core {
                 room,
                 created,
                 history,
-            } => Finished::Joined(self.joined_room(session, alias, &room, created, history)),
+                keyed,
+            } => {
+                self.room_keyed(&room, keyed);
+                Finished::Joined(self.joined_room(session, alias, &room, created, history))
+            }
             Done::RoomMessage {
                 session,
                 room,
@@ -653,14 +832,17 @@ impl Core {
     }
 
     /// The storage work of a SEND, with this server's mailbox limit.
+    /// A SEND from `sender`, whose caller at `from` proves itself with `proof`.
     pub fn send_work(
         &self,
-        sender: &str,
+        (sender, proof, from): (&str, crate::accounts::Proof, std::net::IpAddr),
         recipient: &str,
         text: &[u8],
         attachment: Option<&[u8]>,
     ) -> Work {
         Work::Send {
+            proof,
+            from,
             sender: sender.to_string(),
             recipient: recipient.to_string(),
             // What reaches other users is clean text (docs/text.md), whatever the front-end.

@@ -20,17 +20,7 @@ pub struct NewNames {
     windows: HashMap<IpAddr, (Instant, u32)>,
 }
 
-/// The key of an address: IPv6 addresses by their /64, which one client usually holds whole.
-fn key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::V6(octets.into())
-        }
-        v4 => v4,
-    }
-}
+use crate::net::client_key as key;
 
 impl NewNames {
     /// No limit when `limit` is None.

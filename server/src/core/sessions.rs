@@ -6,11 +6,12 @@
 //! ends with its connection). The order users came online is kept for the chat's user list.
 //! Everything said to a session is a [`Notice`]; front-ends encode them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::{Core, Finished, JobId, Started, Work};
+use crate::accounts::{NewSecret, Proof};
 use crate::bus::{Event as BusEvent, NodeId};
 use crate::storage::{self, Storage};
 
@@ -112,6 +113,9 @@ pub enum Notice {
     LeftChat {
         user: Rc<str>,
     },
+    /// The session ends: its user was unregistered, or disconnected through the messenger.
+    /// The connection closes once this is written.
+    Ended(Ending),
     /// The whole canvas (colour indexes, row by row) at `version`. A newer one supersedes an
     /// older one not yet written.
     CanvasBoard {
@@ -124,6 +128,13 @@ pub enum Notice {
         to: u64,
         changes: Rc<[super::canvas::Change]>,
     },
+}
+
+/// Why the server ends a session on its user's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Unregistered,
+    Disconnected,
 }
 
 impl Notice {
@@ -199,6 +210,8 @@ pub enum JoinOutcome {
 
 struct Session {
     alias: String,
+    /// The client's address: only from there may the messenger disconnect or unregister it.
+    from: std::net::IpAddr,
     interests: Interests,
     room: Option<String>,
     /// The version of the online set this session was last told.
@@ -220,6 +233,8 @@ pub(super) struct Sessions {
     /// Rooms in creation order, with their members in joining order.
     rooms: Vec<String>,
     members: HashMap<String, Vec<SessionId>>,
+    /// Rooms with a key, as this node last saw them (set here, or found by a join).
+    keyed: HashSet<String>,
     /// Lines said in each room since the server started (one entry per room at most): every
     /// [`PRUNE_EVERY`]th line also prunes the room's stored history.
     lines_said: HashMap<String, u32>,
@@ -241,7 +256,10 @@ impl Sessions {
         for (from, text) in store.broadcast_history(history)? {
             sessions.heard_broadcast(from.into(), text.into(), history);
         }
-        for room in store.rooms()? {
+        for (room, keyed) in store.rooms()? {
+            if keyed {
+                sessions.keyed.insert(room.clone());
+            }
             sessions.members.insert(room.clone(), Vec::new());
             sessions.rooms.push(room);
         }
@@ -279,6 +297,11 @@ impl Sessions {
 
     pub(super) fn session_of(&self, alias: &str) -> Option<SessionId> {
         self.by_alias.get(alias).copied()
+    }
+
+    /// The client address of a session.
+    pub(super) fn address_of(&self, session: SessionId) -> Option<std::net::IpAddr> {
+        self.by_id.get(&session).map(|s| s.from)
     }
 
     /// True if private messages may be written to the session now: a rooms session only while
@@ -320,6 +343,7 @@ impl Core {
         session: SessionId,
         interests: Interests,
         from: std::net::IpAddr,
+        proof: Proof,
         now: Instant,
     ) -> Started {
         if self.in_a_session_or_logging_in(alias) || self.login_of.contains_key(&session) {
@@ -333,6 +357,7 @@ impl Core {
             alias: alias.to_string(),
             from,
             may_register: self.new_names.allows(from, now),
+            proof,
         };
         let started = self.start(work, now);
         match &started {
@@ -355,6 +380,7 @@ impl Core {
         taken: bool,
         registered: bool,
         refused_new: bool,
+        from: std::net::IpAddr,
     ) -> LoginOutcome {
         let interests = match self.logging_in.get(alias) {
             Some(&(logging_in, interests)) if logging_in == session => interests,
@@ -373,6 +399,7 @@ impl Core {
             session,
             Session {
                 alias: alias.to_string(),
+                from,
                 interests,
                 room: None,
                 list_version: 0,
@@ -471,8 +498,17 @@ impl Core {
     /// Starts moving a logged-in session into `room` (created if missing), out of the room it
     /// was in: in this turn, or beside the reactor, when [`Finished::Joined`] comes back
     /// under the ticket. Work on one room runs in order (`Work::order_key`).
-    pub fn start_join_room(&mut self, session: SessionId, room: &str, now: Instant) -> Started {
-        let Some(alias) = self.session_alias(session).map(str::to_string) else {
+    pub fn start_join_room(
+        &mut self,
+        session: SessionId,
+        room: &str,
+        key: Proof,
+        now: Instant,
+    ) -> Started {
+        let (Some(alias), Some(from)) = (
+            self.session_alias(session).map(str::to_string),
+            self.sessions.address_of(session),
+        ) else {
             return Started::Now(Ok(Finished::Joined(JoinOutcome::Gone)));
         };
         let exists = self.sessions.members.contains_key(room);
@@ -502,6 +538,8 @@ impl Core {
             create: !exists,
             history: self.settings.history,
             announce,
+            key,
+            from,
         };
         let started = self.start(work, now);
         match &started {
@@ -677,16 +715,78 @@ impl Core {
         );
     }
 
-    /// Rooms in creation order with how many are in each now.
-    pub fn room_list(&self) -> Vec<(String, usize)> {
+    /// Rooms in creation order with how many are in each now, and whether each has a key.
+    pub fn room_list(&self) -> Vec<(String, usize, bool)> {
         self.sessions
             .rooms
             .iter()
             .map(|room| {
                 let remote = self.remote_members.get(room).map_or(0, Vec::len);
-                (room.clone(), self.sessions.members[room].len() + remote)
+                let keyed = self.sessions.keyed.contains(room);
+                (
+                    room.clone(),
+                    self.sessions.members[room].len() + remote,
+                    keyed,
+                )
             })
             .collect()
+    }
+
+    /// Notes whether `room` has a key (for the room list).
+    pub(super) fn room_keyed(&mut self, room: &str, keyed: bool) {
+        if keyed {
+            self.sessions.keyed.insert(room.to_string());
+        } else {
+            self.sessions.keyed.remove(room);
+        }
+    }
+
+    /// Starts setting (or removing) the key of the room `session` is in: only its creator
+    /// may.
+    pub fn start_set_room_key(
+        &mut self,
+        session: SessionId,
+        new: Option<NewSecret>,
+        now: Instant,
+    ) -> Option<Started> {
+        let alias = self.session_alias(session)?.to_string();
+        let room = self.room_of(session)?.to_string();
+        let work = Work::SetRoomKey {
+            session,
+            alias,
+            room,
+            new,
+        };
+        Some(self.start(work, now))
+    }
+
+    /// Starts setting (or removing) the password of the user of `session`.
+    pub fn start_set_password(
+        &mut self,
+        session: SessionId,
+        new: Option<NewSecret>,
+        now: Instant,
+    ) -> Option<Started> {
+        let alias = self.session_alias(session)?.to_string();
+        let from = self.sessions.address_of(session)?;
+        let work = Work::SetPassword {
+            alias,
+            from,
+            proof: Proof::Session,
+            new,
+        };
+        Some(self.start(work, now))
+    }
+
+    /// Ends the session of `alias` here, if there is one: it is told why, then closed.
+    pub(super) fn end_session_of(&mut self, alias: &str, why: Ending) -> bool {
+        match self.sessions.session_of(alias) {
+            Some(session) => {
+                self.notices.push((session, Notice::Ended(why)));
+                true
+            }
+            None => false,
+        }
     }
 
     fn remove_member(&mut self, session: SessionId, room: &str) {

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 
 use super::*;
+use crate::accounts::Proof;
 use crate::storage::SqliteStore;
 
 /// The address the fixture's clients come from.
@@ -77,13 +78,17 @@ impl Fixture {
             max_new_names_per_minute: None,
             room_history_kept: None,
         };
+        let metrics: std::sync::Arc<crate::metrics::Metrics> = Default::default();
+        let checker = crate::accounts::Checker::start(1, 16, std::sync::Arc::new(|| {})).unwrap();
+        let accounts = crate::accounts::Accounts::new(Default::default(), checker, metrics.clone());
         let core = Core::new(
             Box::new(store),
             Box::new(FakeSink(sink.clone())),
             bus,
             None,
+            accounts,
             settings,
-            Default::default(),
+            metrics,
         )
         .unwrap();
         let mut fixture = Fixture {
@@ -98,6 +103,7 @@ impl Fixture {
                 full_name: None,
                 birth_date: None,
                 from: LOCALHOST,
+                proof: Proof::None,
             };
             assert_eq!(fixture.run(work), Finished::Registered(true));
         }
@@ -112,7 +118,8 @@ impl Fixture {
     }
 
     fn send(&mut self, to: &str, text: &str) -> u32 {
-        let work = self.core.send_work("ana", to, text.as_bytes(), None);
+        let sender = ("ana", Proof::None, LOCALHOST);
+        let work = self.core.send_work(sender, to, text.as_bytes(), None);
         match self.run(work) {
             Finished::Sent(SendOutcome::Accepted { id, .. }) => id,
             other => panic!("{other:?}"),
@@ -123,7 +130,7 @@ impl Fixture {
     fn login(&mut self, alias: &str, session: SessionId, interests: Interests) -> LoginOutcome {
         match self
             .core
-            .start_login(alias, session, interests, LOCALHOST, self.now)
+            .start_login(alias, session, interests, LOCALHOST, Proof::None, self.now)
         {
             Started::Now(Ok(Finished::Login(outcome))) => outcome,
             other => panic!("login of {alias}: {other:?}"),
@@ -132,7 +139,10 @@ impl Fixture {
 
     /// Moves `session` into `room` (in the turn: SQLite has no storage workers).
     fn join(&mut self, session: SessionId, room: &str) -> JoinOutcome {
-        match self.core.start_join_room(session, room, self.now) {
+        match self
+            .core
+            .start_join_room(session, room, Proof::None, self.now)
+        {
             Started::Now(Ok(Finished::Joined(outcome))) => outcome,
             other => panic!("join of {room}: {other:?}"),
         }
@@ -151,6 +161,7 @@ impl Fixture {
             alias: alias.into(),
             ip: LOCAL,
             port,
+            proof: Proof::None,
         }
     }
 
@@ -256,7 +267,9 @@ fn unregister_cancels_the_job_in_flight_and_nothing_of_it_counts_as_delivered() 
     assert_eq!(texts.len(), 5);
     assert_eq!(
         f.run(Work::Unregister {
-            alias: "bea".into()
+            alias: "bea".into(),
+            from: LOCAL,
+            proof: Proof::None,
         }),
         Finished::Unregistered(true)
     );
@@ -286,6 +299,7 @@ fn disconnect_cancels_too() {
     let work = Work::Disconnect {
         alias: "bea".into(),
         from: LOCAL,
+        proof: Proof::None,
     };
     assert_eq!(
         f.run(work),
@@ -459,7 +473,7 @@ fn another_nodes_room_events_reach_this_nodes_members_and_count_in_the_room_list
         ],
         "a member said as state (yan) is nobody's news"
     );
-    assert_eq!(f.core.room_list(), [("Sala1".to_string(), 3)]);
+    assert_eq!(f.core.room_list(), [("Sala1".to_string(), 3, false)]);
     event(BusEvent::LeftChat {
         room: "Sala1".into(),
         user: "zoe".into(),
@@ -469,7 +483,7 @@ fn another_nodes_room_events_reach_this_nodes_members_and_count_in_the_room_list
         f.core.take_notices(),
         [(1, Notice::LeftChat { user: "zoe".into() })]
     );
-    assert_eq!(f.core.room_list(), [("Sala1".to_string(), 2)]);
+    assert_eq!(f.core.room_list(), [("Sala1".to_string(), 2, false)]);
 }
 
 /// On PostgreSQL a join's storage work publishes it and comes back on the worker's report,
@@ -492,8 +506,10 @@ fn another_nodes_room_events_after_a_join_that_came_back_through_the_bus_first_f
         create: false,
         history: 20,
         announce: None,
+        key: Proof::None,
+        from: LOCALHOST,
     };
-    let done = perform(&*f.core.store, &work).unwrap();
+    let done = perform(&*f.core.store, &work, Default::default()).unwrap();
     f.commit();
     let event = |node, e| bus.send((node, e)).unwrap();
     // Before ana's join in the bus's order: neither in her history nor news to her.
@@ -604,7 +620,7 @@ fn another_nodes_room_events_from_before_a_members_join_are_not_news_to_them() {
     );
     assert_eq!(
         f.core.room_list(),
-        [("Sala1".to_string(), 2)],
+        [("Sala1".to_string(), 2, false)],
         "zoe is a member all the same"
     );
 }
@@ -681,8 +697,9 @@ fn a_login_that_comes_back_after_its_session_ended_leaves_the_next_login_of_the_
         alias: "zoe".into(),
         from: LOCALHOST,
         may_register: true,
+        proof: Proof::None,
     };
-    let first = perform(&*f.core.store, &login(1)).unwrap();
+    let first = perform(&*f.core.store, &login(1), Default::default()).unwrap();
     f.commit();
     // ...its session ends, and session 2 starts a login of the name, beside too (what
     // `start_login` notes then).
@@ -696,7 +713,7 @@ fn a_login_that_comes_back_after_its_session_ended_leaves_the_next_login_of_the_
         Finished::Login(LoginOutcome::Gone)
     );
     assert_eq!(f.core.session_alias(2), None);
-    let second = perform(&*f.core.store, &login(2)).unwrap();
+    let second = perform(&*f.core.store, &login(2), Default::default()).unwrap();
     f.commit();
     assert_eq!(
         f.core.finished(second, f.now),
@@ -713,7 +730,12 @@ fn a_connect_that_ran_beside_while_the_user_logged_in_to_a_session_gives_way() {
         LoginOutcome::LoggedIn { registered: false }
     );
     // A storage worker runs the CONNECT's steps, which know nothing of the session.
-    let done = perform(&*f.core.store, &Fixture::connect_work("bea", 4000)).unwrap();
+    let done = perform(
+        &*f.core.store,
+        &Fixture::connect_work("bea", 4000),
+        Default::default(),
+    )
+    .unwrap();
     f.commit();
     let finished = f.core.finished(done, f.now);
     f.commit();

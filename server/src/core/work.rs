@@ -7,6 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{ConnectOutcome, DisconnectOutcome, SessionId};
+use crate::accounts::{self, Denial, Kind, NewSecret, Policy, Proof, Proving, Subject, Verdict};
 use crate::bus::NodeId;
 use crate::storage::{self, Pending, Storage, User};
 
@@ -25,26 +26,45 @@ pub enum Work {
         attachment: Option<Vec<u8>>,
         /// `--max-pending-per-user`.
         max_pending: Option<usize>,
+        /// That the caller may act as the sender, and the caller's address.
+        proof: Proof,
+        from: IpAddr,
     },
+    /// With a password (`proof`), a new name is claimed: it gets that password.
     Register {
         alias: String,
         full_name: Option<String>,
         birth_date: Option<String>,
         /// The client's address (`--max-new-names-per-minute` counts by it).
         from: IpAddr,
+        proof: Proof,
     },
+    /// A connected user only from the address it connected from.
     Unregister {
         alias: String,
+        from: IpAddr,
+        proof: Proof,
     },
     Connect {
         alias: String,
         ip: IpAddr,
         port: u16,
+        proof: Proof,
     },
     /// Only from the address the user connected from (seed 000 section 8.4).
     Disconnect {
         alias: String,
         from: IpAddr,
+        proof: Proof,
+    },
+    /// Sets `alias`'s password (`new`), or removes it (None). A name with a password needs
+    /// it (or the session logged in with it); a name without one needs its user present:
+    /// connected from `from`, or the session itself.
+    SetPassword {
+        alias: String,
+        from: IpAddr,
+        proof: Proof,
+        new: Option<NewSecret>,
     },
     /// USERS and CONNECTEDUSERS: who is connected, and the requester, named or else found by
     /// the address it asks `from`.
@@ -61,6 +81,8 @@ pub enum Work {
         /// (`--max-new-names-per-minute`).
         from: IpAddr,
         may_register: bool,
+        /// A new name is claimed with a given password.
+        proof: Proof,
     },
     /// A chat broadcast: stored, keeping the last `keep`.
     Broadcast {
@@ -79,6 +101,17 @@ pub enum Work {
         create: bool,
         history: usize,
         announce: Option<String>,
+        /// The room's key, if it has one.
+        key: Proof,
+        /// The session's client address (failed keys are throttled by it).
+        from: IpAddr,
+    },
+    /// The creator of `room`, in it, sets its key (`new`) or removes it (None).
+    SetRoomKey {
+        session: SessionId,
+        alias: String,
+        room: String,
+        new: Option<NewSecret>,
     },
     /// `session`, as `from`, says `text` in `room`.
     RoomMessage {
@@ -93,6 +126,65 @@ pub enum Work {
 }
 
 impl Work {
+    /// Who the secrets of this work are about, for the throttle and the verified passwords:
+    /// a user's name, or `room:` and a room's name (no user name holds a `:`).
+    pub fn subject(&self) -> Option<(String, Kind)> {
+        match self {
+            Work::Send { sender: alias, .. }
+            | Work::Register { alias, .. }
+            | Work::Unregister { alias, .. }
+            | Work::Connect { alias, .. }
+            | Work::Disconnect { alias, .. }
+            | Work::SetPassword { alias, .. }
+            | Work::Login { alias, .. } => Some((alias.clone(), Kind::User)),
+            Work::JoinRoom { room, .. } | Work::SetRoomKey { room, .. } => {
+                Some((format!("room:{room}"), Kind::RoomKey))
+            }
+            Work::ListUsers { .. } | Work::Broadcast { .. } | Work::RoomMessage { .. } => None,
+        }
+    }
+
+    /// The caller's proof, where the work acts as somebody.
+    pub fn proof_mut(&mut self) -> Option<&mut Proof> {
+        match self {
+            Work::Send { proof, .. }
+            | Work::Register { proof, .. }
+            | Work::Unregister { proof, .. }
+            | Work::Connect { proof, .. }
+            | Work::Disconnect { proof, .. }
+            | Work::SetPassword { proof, .. }
+            | Work::Login { proof, .. }
+            | Work::JoinRoom { key: proof, .. } => Some(proof),
+            Work::SetRoomKey { .. }
+            | Work::ListUsers { .. }
+            | Work::Broadcast { .. }
+            | Work::RoomMessage { .. } => None,
+        }
+    }
+
+    /// The new password or key the work stores.
+    pub fn new_secret_mut(&mut self) -> Option<&mut NewSecret> {
+        match self {
+            Work::SetPassword { new, .. } | Work::SetRoomKey { new, .. } => new.as_mut(),
+            _ => None,
+        }
+    }
+
+    /// The client address the work came from, where it is known.
+    pub fn from(&self) -> Option<IpAddr> {
+        match self {
+            Work::Register { from, .. }
+            | Work::Unregister { from, .. }
+            | Work::Disconnect { from, .. }
+            | Work::SetPassword { from, .. }
+            | Work::JoinRoom { from, .. }
+            | Work::Send { from, .. }
+            | Work::Login { from, .. } => Some(*from),
+            Work::Connect { ip, .. } => Some(*ip),
+            _ => None,
+        }
+    }
+
     /// True for the requests that write mailboxes (`pending_messages`): they have request
     /// workers of their own (see `beside.rs`).
     pub fn writes_mailboxes(&self) -> bool {
@@ -212,6 +304,27 @@ pub enum Stored {
 /// What the storage steps of a [`Work`] did (committed with the turn, or by the worker).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Done {
+    /// Nothing written: the caller's secret must be checked (or hashed) first, then `work`
+    /// runs again with the result as its proof.
+    Proving {
+        work: Box<Work>,
+        proving: Proving,
+    },
+    /// Nothing written: refused on the accounts' account.
+    Denied {
+        work: Box<Work>,
+        denial: Denial,
+    },
+    /// `alias`'s password was set (or removed); false: there is no such user.
+    PasswordSet {
+        alias: String,
+        set: bool,
+    },
+    /// `room`'s key was set (`keyed`) or removed.
+    RoomKeySet {
+        room: String,
+        keyed: bool,
+    },
     Sent {
         recipient: String,
         stored: Stored,
@@ -263,6 +376,8 @@ pub enum Done {
         room: String,
         created: Option<bool>,
         history: Vec<(String, String)>,
+        /// The room has a key.
+        keyed: bool,
     },
     RoomMessage {
         session: SessionId,
@@ -311,7 +426,89 @@ pub enum ChoreDone {
 }
 
 /// Runs the storage steps of `work` in `store`'s current transaction.
-pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
+pub fn perform(store: &dyn Storage, work: &Work, policy: Policy) -> storage::Result<Done> {
+    match steps(store, work, policy) {
+        Ok(done) => Ok(done),
+        Err(Stop::Storage(e)) => Err(e),
+        Err(Stop::Prove(proving)) => Ok(Done::Proving {
+            work: Box::new(work.clone()),
+            proving,
+        }),
+        Err(Stop::Deny(denial)) => Ok(Done::Denied {
+            work: Box::new(work.clone()),
+            denial,
+        }),
+    }
+}
+
+/// Why a work's steps stopped before writing anything.
+enum Stop {
+    Storage(storage::Error),
+    /// A secret must be checked (or hashed) first.
+    Prove(Proving),
+    Deny(Denial),
+}
+
+impl From<storage::Error> for Stop {
+    fn from(e: storage::Error) -> Stop {
+        Stop::Storage(e)
+    }
+}
+
+/// The gate for a user: the claim's hash if a new name is claimed, or a stop.
+fn admit(
+    user: Option<&User>,
+    proof: &Proof,
+    may_claim: bool,
+    new: Option<&NewSecret>,
+    policy: Policy,
+) -> Result<Option<String>, Stop> {
+    let subject = match user {
+        None => Subject::Absent,
+        Some(user) => Subject::Present(user.password.as_deref()),
+    };
+    passed(
+        accounts::gate(subject, proof, Kind::User, may_claim, policy),
+        new,
+    )
+}
+
+/// Goes on after a `verdict` that lets a work through, unless a new secret is still to be
+/// hashed: then that is to be proved first, with whatever the verdict asked.
+fn passed(verdict: Verdict, new: Option<&NewSecret>) -> Result<Option<String>, Stop> {
+    let hash_new = matches!(new, Some(NewSecret::Plain(_)));
+    match verdict {
+        Verdict::Pass { .. } if hash_new => Err(Stop::Prove(Proving {
+            verify: None,
+            claim: false,
+            new: true,
+        })),
+        Verdict::Pass { claim } => Ok(claim),
+        Verdict::Prove(proving) => Err(Stop::Prove(Proving {
+            new: hash_new,
+            ..proving
+        })),
+        Verdict::Deny(denial) => Err(Stop::Deny(denial)),
+    }
+}
+
+/// True if `user` listens through the messenger at an address other than `from`.
+fn listens_elsewhere(user: &User, from: IpAddr) -> bool {
+    user.listener()
+        .and_then(|(ip, _)| ip.parse::<IpAddr>().ok())
+        .is_some_and(|ip| ip.to_canonical() != from.to_canonical())
+}
+
+/// A new secret as stored: its hash (the checker made it before the work ran again).
+fn stored_secret(new: &Option<NewSecret>) -> Option<&str> {
+    match new {
+        Some(NewSecret::Hashed(hash)) => Some(hash),
+        // `passed` sent a plain one to the checker first.
+        Some(NewSecret::Plain(_)) | None => None,
+    }
+}
+
+fn steps(store: &dyn Storage, work: &Work, policy: Policy) -> Result<Done, Stop> {
     Ok(match work {
         Work::Send {
             sender,
@@ -319,60 +516,137 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
             text,
             attachment,
             max_pending,
-        } => Done::Sent {
-            recipient: recipient.clone(),
-            stored: store_message(
-                store,
-                sender,
-                recipient,
-                text,
-                attachment.as_deref(),
-                *max_pending,
-            )?,
-        },
+            proof,
+            ..
+        } => {
+            let Some(user) = store.user(sender)? else {
+                return Ok(Done::Sent {
+                    recipient: recipient.clone(),
+                    stored: Stored::NoSuchUser,
+                });
+            };
+            admit(Some(&user), proof, false, None, policy)?;
+            Done::Sent {
+                recipient: recipient.clone(),
+                stored: store_message(
+                    store,
+                    sender,
+                    recipient,
+                    text,
+                    attachment.as_deref(),
+                    *max_pending,
+                )?,
+            }
+        }
         Work::Register {
             alias,
             full_name,
             birth_date,
             from,
-        } => Done::Registered {
-            registered: store.insert_user(alias, full_name.as_deref(), birth_date.as_deref())?,
-            from: *from,
-        },
-        Work::Unregister { alias } => Done::Unregistered {
-            alias: alias.clone(),
-            removed: store.delete_user(alias)?,
-        },
-        Work::Connect { alias, ip, port } => Done::Connected {
+            proof,
+        } => {
+            let existing = store.user(alias)?;
+            let registered = match existing {
+                Some(_) => false,
+                None => {
+                    let claim = admit(None, proof, true, None, policy)?;
+                    let inserted =
+                        store.insert_user(alias, full_name.as_deref(), birth_date.as_deref())?;
+                    if inserted && claim.is_some() {
+                        store.set_password(alias, claim.as_deref())?;
+                    }
+                    inserted
+                }
+            };
+            Done::Registered {
+                registered,
+                from: *from,
+            }
+        }
+        Work::Unregister { alias, from, proof } => {
+            let removed = match store.user(alias)? {
+                None => false,
+                Some(user) => {
+                    admit(Some(&user), proof, false, None, policy)?;
+                    if listens_elsewhere(&user, *from) {
+                        return Err(Stop::Deny(Denial::NotFromThere));
+                    }
+                    store.delete_user(alias)?
+                }
+            };
+            Done::Unregistered {
+                alias: alias.clone(),
+                removed,
+            }
+        }
+        Work::Connect {
+            alias,
+            ip,
+            port,
+            proof,
+        } => Done::Connected {
             alias: alias.clone(),
             outcome: match store.user(alias)? {
                 None => ConnectOutcome::NoSuchUser,
-                Some(user) if user.connected => ConnectOutcome::AlreadyConnected,
-                Some(_) => {
-                    store.set_connected(alias, &ip.to_canonical().to_string(), *port)?;
-                    ConnectOutcome::Connected
+                Some(user) => {
+                    admit(Some(&user), proof, false, None, policy)?;
+                    if user.connected {
+                        ConnectOutcome::AlreadyConnected
+                    } else {
+                        store.set_connected(alias, &ip.to_canonical().to_string(), *port)?;
+                        ConnectOutcome::Connected
+                    }
                 }
             },
         },
-        Work::Disconnect { alias, from } => Done::Disconnected {
+        Work::Disconnect { alias, from, proof } => Done::Disconnected {
             alias: alias.clone(),
             outcome: match store.user(alias)? {
                 None => DisconnectOutcome::NoSuchUser,
-                Some(user) if !user.connected => DisconnectOutcome::NotConnected,
-                Some(user)
-                    if user
-                        .listener()
-                        .and_then(|(ip, _)| ip.parse::<IpAddr>().ok())
-                        .is_some_and(|ip| ip.to_canonical() != from.to_canonical()) =>
-                {
-                    DisconnectOutcome::NotFromThere
-                }
-                Some(_) => {
-                    store.set_disconnected(alias)?;
-                    DisconnectOutcome::Disconnected
+                Some(user) => {
+                    admit(Some(&user), proof, false, None, policy)?;
+                    if !user.connected {
+                        DisconnectOutcome::NotConnected
+                    } else if listens_elsewhere(&user, *from) {
+                        DisconnectOutcome::NotFromThere
+                    } else {
+                        store.set_disconnected(alias)?;
+                        DisconnectOutcome::Disconnected
+                    }
                 }
             },
         },
+        Work::SetPassword {
+            alias,
+            from,
+            proof,
+            new,
+        } => {
+            let Some(user) = store.user(alias)? else {
+                return Ok(Done::PasswordSet {
+                    alias: alias.clone(),
+                    set: false,
+                });
+            };
+            // A name without a password is claimed only by its user, present now.
+            let present = *proof == Proof::Session
+                || user
+                    .listener()
+                    .and_then(|(ip, _)| ip.parse::<IpAddr>().ok())
+                    .is_some_and(|ip| ip.to_canonical() == from.to_canonical());
+            if user.password.is_none() && !present {
+                return Err(Stop::Deny(Denial::NotPresent));
+            }
+            // Passwords being required does not stop their user from setting one.
+            let open = Policy {
+                require_passwords: false,
+            };
+            admit(Some(&user), proof, false, new.as_ref(), open)?;
+            Done::PasswordSet {
+                alias: alias.clone(),
+                set: store.set_password(alias, stored_secret(new))?,
+            }
+        }
         Work::ListUsers { requester, .. } => Done::Listed {
             users: store.connected_users()?,
             requester: match requester {
@@ -385,11 +659,16 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
             alias,
             from,
             may_register,
+            proof,
         } => {
             let user = store.user(alias)?;
             let new = user.is_none();
+            let claim = admit(user.as_ref(), proof, *may_register, None, policy)?;
             // False too when another node registered the name a moment ago.
             let registered = new && *may_register && store.insert_user(alias, None, None)?;
+            if registered && claim.is_some() {
+                store.set_password(alias, claim.as_deref())?;
+            }
             Done::LoggedIn {
                 session: *session,
                 alias: alias.clone(),
@@ -419,9 +698,19 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
             create,
             history,
             announce,
+            key,
+            ..
         } => {
+            let access = store.room_access(room)?;
+            if let Some(access) = &access {
+                let subject = Subject::Present(access.key.as_deref());
+                passed(
+                    accounts::gate(subject, key, Kind::RoomKey, false, policy),
+                    None,
+                )?;
+            }
             let created = if *create {
-                Some(store.create_room(room)?)
+                Some(store.create_room(room, alias)?)
             } else {
                 None
             };
@@ -433,6 +722,22 @@ pub fn perform(store: &dyn Storage, work: &Work) -> storage::Result<Done> {
                 room: room.clone(),
                 created,
                 history,
+                keyed: access.is_some_and(|a| a.key.is_some()),
+            }
+        }
+        Work::SetRoomKey {
+            alias, room, new, ..
+        } => {
+            let creator = store.room_access(room)?.and_then(|a| a.creator);
+            if creator.as_deref() != Some(alias.as_str()) {
+                return Err(Stop::Deny(Denial::NotCreator));
+            }
+            let open = Verdict::Pass { claim: None };
+            passed(open, new.as_ref())?;
+            store.set_room_key(room, stored_secret(new))?;
+            Done::RoomKeySet {
+                room: room.clone(),
+                keyed: new.is_some(),
             }
         }
         Work::RoomMessage {

@@ -30,6 +30,7 @@ pub fn apply(fields: &[&[u8]], caller: &Caller) -> Parsed {
             alias: alias.to_string(),
             ip: caller.peer.ip(),
             port,
+            proof: crate::accounts::Proof::None,
         }),
         _ => {
             let why = format!(

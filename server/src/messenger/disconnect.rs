@@ -22,6 +22,7 @@ pub fn apply(fields: &[&[u8]], caller: &Caller) -> Parsed {
         Ok(alias) => Parsed::Work(Work::Disconnect {
             alias: alias.to_string(),
             from: caller.peer.ip(),
+            proof: crate::accounts::Proof::None,
         }),
         Err(e) => Applied::read_only(fail(
             &shown(alias),

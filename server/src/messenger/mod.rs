@@ -6,6 +6,7 @@
 
 mod connect;
 mod disconnect;
+mod password;
 pub mod push;
 mod register;
 mod send;
@@ -16,16 +17,20 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use wire::{scan_fields, FieldCount, Op, ScanError, MAX_FIELD_LEN, MAX_OP_LEN};
+use wire::{scan_fields, FieldCount, Op, ScanError, AUTH, MAX_FIELD_LEN, MAX_OP_LEN};
 
+use crate::accounts::{Proof, Secret};
 use crate::beside::Ticket;
 use crate::core::{Core, Finished, Started, Work};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Reply};
 use crate::storage;
 
-/// Enough for the longest request (a 32-byte op name and four 255-byte fields with their NULs)
-/// plus slack; whatever a client sends beyond it is never read.
+/// Enough for the longest request (`AUTH` and two 255-byte fields, a 32-byte op name and four
+/// 255-byte fields, with their NULs) plus slack; whatever a client sends beyond it is never
+/// read.
 pub const READ_LIMIT: usize = 2048;
+
+const _: () = assert!(READ_LIMIT > AUTH.len() + 1 + 2 * 256 + MAX_OP_LEN + 1 + 4 * 256);
 
 /// Which REGISTER form to expect; `auto` waits a grace period after the first field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,8 +50,14 @@ pub enum Shape {
     /// The request is whole in its short form, but the long form may still be arriving: wait
     /// for the grace period before deciding.
     AwaitGrace,
-    /// A whole request: the op and the byte ranges of its fields after the op name.
-    Complete { op: Op, fields: Vec<Range<usize>> },
+    /// A whole request: the op, the byte ranges of its fields after the op name, those of
+    /// the name and password of an `AUTH` before it, and the request's length.
+    Complete {
+        op: Op,
+        fields: Vec<Range<usize>>,
+        auth: Option<(Range<usize>, Range<usize>)>,
+        len: usize,
+    },
     /// A request the server will not serve.
     Reject(Rejection),
 }
@@ -64,6 +75,38 @@ pub enum Rejection {
 /// The cheap "is a whole request buffered?" check. `eof` means the client will send nothing
 /// more; `grace_over` that the grace period of `AwaitGrace` has passed.
 pub fn shape(buf: &[u8], eof: bool, grace_over: bool, register_form: RegisterForm) -> Shape {
+    let authenticated = matches!(
+        scan_fields(buf, 1, MAX_OP_LEN, MAX_FIELD_LEN),
+        Ok(scan) if scan.fields.first().is_some_and(|f| &buf[f.clone()] == AUTH.as_bytes())
+    );
+    if !authenticated {
+        return shape_op(buf, eof, grace_over, register_form);
+    }
+    // `AUTH alias password`, then the operation as usual.
+    let scan = match scan_fields(buf, 3, MAX_OP_LEN, MAX_FIELD_LEN) {
+        Err(ScanError::Oversized { .. }) => return Shape::Reject(Rejection::UnknownOp),
+        Ok(scan) if scan.fields.len() < 3 => return incomplete(eof),
+        Ok(scan) => scan,
+    };
+    let offset = scan.fields[2].end + 1;
+    match shape_op(&buf[offset..], eof, grace_over, register_form) {
+        Shape::Complete {
+            op, fields, len, ..
+        } => Shape::Complete {
+            op,
+            fields: fields
+                .into_iter()
+                .map(|f| f.start + offset..f.end + offset)
+                .collect(),
+            auth: Some((scan.fields[1].clone(), scan.fields[2].clone())),
+            len: offset + len,
+        },
+        other => other,
+    }
+}
+
+/// [`shape`] of a request without `AUTH`.
+fn shape_op(buf: &[u8], eof: bool, grace_over: bool, register_form: RegisterForm) -> Shape {
     let op = match scan_fields(buf, 1, MAX_OP_LEN, MAX_FIELD_LEN) {
         Err(ScanError::Oversized { .. }) => return Shape::Reject(Rejection::UnknownOp),
         Ok(scan) if scan.fields.is_empty() => return incomplete(eof),
@@ -81,6 +124,8 @@ pub fn shape(buf: &[u8], eof: bool, grace_over: bool, register_form: RegisterFor
     let complete = Shape::Complete {
         op,
         fields: fields.clone(),
+        auth: None,
+        len: fields.last().map_or(op.name().len(), |f| f.end) + 1,
     };
     let short_form_done = !arriving && (eof || grace_over);
     match (op.fields(), fields.len()) {
@@ -142,9 +187,10 @@ fn answer(op: Op, work: &Work, result: storage::Result<Finished>) -> Applied {
             sender, recipient, ..
         } => send::answer(op.name(), sender, recipient, result),
         Work::Register { alias, .. } => register::answer(alias, result),
-        Work::Unregister { alias } => unregister::answer(alias, result),
+        Work::Unregister { alias, .. } => unregister::answer(alias, result),
         Work::Connect { alias, .. } => connect::answer(alias, result),
-        Work::Disconnect { alias, from } => disconnect::answer(alias, *from, result),
+        Work::Disconnect { alias, from, .. } => disconnect::answer(alias, *from, result),
+        Work::SetPassword { alias, .. } => password::answer(alias, result),
         Work::ListUsers { requester, from } => {
             users::answer(op, requester.as_deref(), *from, result)
         }
@@ -152,6 +198,7 @@ fn answer(op: Op, work: &Work, result: storage::Result<Finished>) -> Applied {
         Work::Login { .. }
         | Work::Broadcast { .. }
         | Work::JoinRoom { .. }
+        | Work::SetRoomKey { .. }
         | Work::RoomMessage { .. } => {
             debug_assert!(false, "the messenger got the result of {work:?}");
             Applied::read_only(
@@ -185,10 +232,7 @@ impl Frontend for Messenger {
         match shape(input.buf, input.eof, input.grace_over, self.register_form) {
             Shape::Incomplete => Framing::Incomplete,
             Shape::AwaitGrace => Framing::AwaitGrace(self.grace),
-            Shape::Complete { op, fields } => {
-                let end = fields.last().map_or(op.name().len(), |f| f.end) + 1;
-                Framing::Complete(end)
-            }
+            Shape::Complete { len, .. } => Framing::Complete(len),
             Shape::Reject(Rejection::Oversized(op)) => {
                 Framing::Refuse(Reply::code(op.error_code()).diagnostic(format!(
                     "{} rejected: a field is over {MAX_FIELD_LEN} bytes",
@@ -207,17 +251,28 @@ impl Frontend for Messenger {
 
     fn apply(&mut self, request: &[u8], caller: &Caller, core: &mut Core, now: Instant) -> Applied {
         // The request is whole: its shape is final whatever comes after it.
-        let Shape::Complete { op, fields } = shape(request, true, true, self.register_form) else {
+        let Shape::Complete {
+            op, fields, auth, ..
+        } = shape(request, true, true, self.register_form)
+        else {
             unreachable!("apply is only called with a request frame() found whole")
         };
         let fields: Vec<&[u8]> = fields.iter().map(|range| &request[range.clone()]).collect();
+        let from = caller.peer.ip();
         let parsed = match op {
-            Op::Register => register::apply(&fields, caller.peer.ip()),
-            Op::Unregister => unregister::apply(&fields),
+            Op::Register => register::apply(&fields, from),
+            Op::Unregister => unregister::apply(&fields, from),
             Op::Connect => connect::apply(&fields, caller),
             Op::Disconnect => disconnect::apply(&fields, caller),
-            Op::Send | Op::SendAttach => send::apply(&fields, core),
+            Op::Send | Op::SendAttach => send::apply(&fields, core, from),
             Op::ConnectedUsers | Op::Users => users::apply(op, &fields, caller),
+            Op::SetPassword => password::apply(&fields, from),
+        };
+        let parsed = match (parsed, auth) {
+            (Parsed::Work(work), Some((alias, secret))) => {
+                authenticated(op, work, &request[alias], &request[secret])
+            }
+            (parsed, _) => parsed,
         };
         let applied = match parsed {
             Parsed::Answer(applied) => applied,
@@ -237,15 +292,43 @@ impl Frontend for Messenger {
 
     fn finish(&mut self, ticket: Ticket, result: storage::Result<Finished>) -> Applied {
         match self.waiting.remove(&ticket) {
-            Some((op, work)) => answer(op, &work, result)
-                .stored_beside()
-                .counted_as(op.name()),
+            Some((op, work)) => answer(op, &work, result).counted_as(op.name()),
             None => Applied::read_only(
                 Reply::default()
                     .diagnostic(format!("no request waits for storage ticket {ticket}")),
             ),
         }
     }
+}
+
+/// `work` with the password of an `AUTH alias password` before it as its proof; refused if
+/// `alias` is not the user the operation acts as. An empty password proves nothing (a client
+/// may say so to learn whether the name needs one). The user lists ignore `AUTH`.
+fn authenticated(op: Op, mut work: Work, alias: &[u8], secret: &[u8]) -> Parsed {
+    let Some((acting_as, _)) = work.subject() else {
+        return Parsed::Work(work);
+    };
+    let refuse = |why: String| {
+        let reply = failure(op, &acting_as, op.error_code(), why);
+        Parsed::Answer(Applied::read_only(reply))
+    };
+    if alias != acting_as.as_bytes() {
+        return refuse(format!(
+            "{} {acting_as} rejected: AUTH names {:?}",
+            op.name(),
+            shown(alias)
+        ));
+    }
+    let Ok(secret) = std::str::from_utf8(secret) else {
+        return refuse(format!(
+            "{} {acting_as} rejected: the password is not UTF-8",
+            op.name()
+        ));
+    };
+    if let (Some(proof), false) = (work.proof_mut(), secret.is_empty()) {
+        *proof = Proof::Given(Secret::new(secret.to_string()));
+    }
+    Parsed::Work(work)
 }
 
 /// The start of an unknown request, for the log.
@@ -278,7 +361,9 @@ mod tests {
             ranges(b"SEND\0a\0b\0hi\0"),
             Shape::Complete {
                 op: Op::Send,
-                fields: vec![5..6, 7..8, 9..11]
+                fields: vec![5..6, 7..8, 9..11],
+                auth: None,
+                len: 12,
             }
         );
         assert_eq!(
@@ -294,6 +379,8 @@ mod tests {
         let one = Shape::Complete {
             op: Op::Register,
             fields: vec![Range { start: 9, end: 12 }],
+            auth: None,
+            len: 13,
         };
         assert_eq!(
             shape(b"REGISTER\0ana\0", false, true, RegisterForm::Auto),
@@ -324,7 +411,9 @@ mod tests {
             shape(b"USERS\0", false, true, RegisterForm::Auto),
             Shape::Complete {
                 op: Op::Users,
-                fields: vec![]
+                fields: vec![],
+                auth: None,
+                len: 6,
             }
         );
         assert!(matches!(
@@ -338,21 +427,45 @@ mod tests {
         // request must name fields that lie inside the buffer and hold no NUL.
         #[test]
         fn shape_never_panics_on_arbitrary_bytes(
-            prefix in proptest::sample::select(vec![&b""[..], b"REGISTER\0", b"SEND\0", b"SENDATTACH\0", b"USERS\0", b"CONNECT\0"]),
+            prefix in proptest::sample::select(vec![&b""[..], b"REGISTER\0", b"SEND\0", b"SENDATTACH\0", b"USERS\0", b"CONNECT\0", b"AUTH\0a\0pw\0", b"AUTH\0a\0pw\0USERS\0"]),
             tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1200),
             eof: bool,
             grace_over: bool,
         ) {
             let buf = [prefix, tail.as_slice()].concat();
             for form in [RegisterForm::Auto, RegisterForm::One, RegisterForm::Three] {
-                if let Shape::Complete { op, fields } = shape(&buf, eof, grace_over, form) {
+                if let Shape::Complete { op, fields, auth, len } = shape(&buf, eof, grace_over, form) {
                     proptest::prop_assert!(fields.len() <= op.fields().max());
-                    for range in fields {
-                        proptest::prop_assert!(range.end < buf.len() && !buf[range].contains(&0));
+                    proptest::prop_assert!(len <= buf.len());
+                    let auth = auth.into_iter().flat_map(|(a, b)| [a, b]);
+                    for range in fields.into_iter().chain(auth) {
+                        proptest::prop_assert!(range.end < len && !buf[range].contains(&0));
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_auth_prefix_names_the_user_and_password_before_the_operation() {
+        let request = b"AUTH\0bob\0pw\0CONNECT\0bob\x004000\0";
+        assert_eq!(
+            ranges(request),
+            Shape::Complete {
+                op: Op::Connect,
+                fields: vec![20..23, 24..28],
+                auth: Some((5..8, 9..11)),
+                len: request.len(),
+            }
+        );
+        assert_eq!(ranges(b"AUTH\0bob\0pw\0CONN"), Shape::Incomplete);
+        assert_eq!(ranges(b"AUTH\0bob\0"), Shape::Incomplete);
+        assert_eq!(
+            ranges(b"AUTH\0bob\0pw\0AUTH\0"),
+            Shape::Reject(Rejection::UnknownOp)
+        );
+        // USERS without an alias waits for its grace period after an AUTH too.
+        assert_eq!(ranges(b"AUTH\0bob\0pw\0USERS\0"), Shape::AwaitGrace);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub fn apply(fields: &[&[u8]], from: std::net::IpAddr) -> Parsed {
         full_name: full_name.map(str::to_string),
         birth_date: birth_date.map(str::to_string),
         from,
+        proof: crate::accounts::Proof::None,
     })
 }
 

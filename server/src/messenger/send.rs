@@ -9,7 +9,7 @@ use crate::frontend::{Applied, Reply};
 use crate::storage;
 
 /// The storage work SEND asks for, or the answer to a request refused at once.
-pub fn apply(fields: &[&[u8]], core: &Core) -> Parsed {
+pub fn apply(fields: &[&[u8]], core: &Core, from: std::net::IpAddr) -> Parsed {
     let (sender, recipient, text, attachment) = match fields {
         [sender, recipient, text] => (*sender, *recipient, *text, None),
         [sender, recipient, text, file] => (*sender, *recipient, *text, Some(*file)),
@@ -32,7 +32,8 @@ pub fn apply(fields: &[&[u8]], core: &Core) -> Parsed {
         )))
         .into();
     }
-    Parsed::Work(core.send_work(sender, recipient, text, attachment))
+    let caller = (sender, crate::accounts::Proof::None, from);
+    Parsed::Work(core.send_work(caller, recipient, text, attachment))
 }
 
 fn fail(why: String) -> Reply {

@@ -6,18 +6,21 @@ use wire::{code, validate_name};
 use wire::Op;
 
 use super::{failure, shown, Parsed};
+use crate::accounts::Proof;
 use crate::core::{Finished, Work};
 use crate::frontend::{Applied, Reply};
 use crate::storage;
 
 /// The storage work UNREGISTER asks for, or the answer to a request refused at once.
-pub fn apply(fields: &[&[u8]]) -> Parsed {
+pub fn apply(fields: &[&[u8]], from: std::net::IpAddr) -> Parsed {
     let [alias] = fields else {
         unreachable!("the framing passes UNREGISTER one field")
     };
     match validate_name(alias) {
         Ok(alias) => Parsed::Work(Work::Unregister {
             alias: alias.to_string(),
+            from,
+            proof: Proof::None,
         }),
         Err(e) => Applied::read_only(fail(
             &shown(alias),

@@ -929,6 +929,12 @@ impl Reactor {
                 }
             }
             conn.push(Bytes::Shared(bytes), mark, kind);
+            if matches!(notice, crate::core::Notice::Ended(_)) {
+                // Told why; closed once that is written (or at its deadline).
+                conn.state = State::Closing;
+                conn.deadline = Some(Instant::now() + self.config.idle_timeout());
+                self.schedule(key);
+            }
             self.mark_dirty(key);
         }
         self.undeliverable(lost);
@@ -937,7 +943,8 @@ impl Reactor {
     /// Stages the answers of requests whose storage work beside the reactor is done (the
     /// front-end forgets each, even when its connection has gone meanwhile).
     fn collect_beside(&mut self) {
-        for (ticket, epoch, outcome) in self.core.collect_beside(Instant::now()) {
+        for answer in self.core.collect_beside(Instant::now()) {
+            let ticket = answer.ticket;
             let Some((key, generation, slot, frontend)) = self.later.remove(&ticket) else {
                 debug_assert!(
                     false,
@@ -945,8 +952,13 @@ impl Reactor {
                 );
                 continue;
             };
-            let mut applied = self.listening[frontend].frontend.finish(ticket, outcome);
-            applied.epoch = epoch;
+            let mut applied = self.listening[frontend]
+                .frontend
+                .finish(ticket, answer.result);
+            applied.epoch = answer.epoch;
+            // Committed by a storage worker: only the durability barrier concerns it. Made in
+            // this turn (after its secrets were checked): the turn's commit does too.
+            applied.stored_beside = answer.beside && applied.if_not_committed.is_some();
             self.staged.push((key, generation, slot, applied));
             // A login answered beside the reactor.
             self.note_established(key, generation);

@@ -51,6 +51,8 @@ pub struct User {
     pub ip: Option<String>,
     pub port: Option<u16>,
     pub last_id: u32,
+    /// The password's argon2id hash (PHC string form), if the name has one.
+    pub password: Option<String>,
 }
 
 impl User {
@@ -61,6 +63,14 @@ impl User {
             _ => None,
         }
     }
+}
+
+/// Who may enter a room, and who may say so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomAccess {
+    pub creator: Option<String>,
+    /// The key's argon2id hash, if the room has one.
+    pub key: Option<String>,
 }
 
 /// A message waiting for its recipient.
@@ -86,6 +96,8 @@ pub trait Storage {
         full_name: Option<&str>,
         birth_date: Option<&str>,
     ) -> Result<bool>;
+    /// Sets (or with None removes) a user's password hash; false if there is no such user.
+    fn set_password(&self, alias: &str, hash: Option<&str>) -> Result<bool>;
     /// Deletes a user and every message waiting for them; false if there was no such user.
     fn delete_user(&self, alias: &str) -> Result<bool>;
     fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()>;
@@ -124,10 +136,14 @@ pub trait Storage {
         }
         Ok(waiting)
     }
-    /// Rooms in creation order.
-    fn rooms(&self) -> Result<Vec<String>>;
-    /// Creates a room; false if it exists.
-    fn create_room(&self, name: &str) -> Result<bool>;
+    /// Rooms in creation order, each with whether it has a key.
+    fn rooms(&self) -> Result<Vec<(String, bool)>>;
+    /// Creates a room, made by `creator`; false if it exists.
+    fn create_room(&self, name: &str, creator: &str) -> Result<bool>;
+    /// Who created `room` and its key's hash; None if there is no such room.
+    fn room_access(&self, room: &str) -> Result<Option<RoomAccess>>;
+    /// Sets (or with None removes) a room's key hash.
+    fn set_room_key(&self, room: &str, hash: Option<&str>) -> Result<()>;
     /// Stores a line said in `room`; with `prune_to`, also drops the room's lines but the
     /// last that many.
     fn add_room_message(

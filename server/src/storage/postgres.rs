@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
-use super::{migrations, unix_now, Epoch, Error, Pending, Result, Storage, User};
+use super::{migrations, unix_now, Epoch, Error, Pending, Result, RoomAccess, Storage, User};
 
 /// How long a write waits for a row another node's turn holds.
 const LOCK_TIMEOUT: &str = "250ms";
@@ -579,7 +579,7 @@ impl Storage for PgStore {
 
     fn user(&self, alias: &str) -> Result<Option<User>> {
         let rows = self.query(
-            "SELECT alias, connected, ip, port, last_id FROM users WHERE alias = $1",
+            "SELECT alias, connected, ip, port, last_id, password_hash FROM users WHERE alias = $1",
             &[&alias],
         )?;
         Ok(rows.first().map(|row| User {
@@ -590,6 +590,7 @@ impl Storage for PgStore {
                 .get::<_, Option<i32>>(3)
                 .and_then(|p| u16::try_from(p).ok()),
             last_id: u32_of(row.get(4)),
+            password: row.get(5),
         }))
     }
 
@@ -606,6 +607,15 @@ impl Storage for PgStore {
                 &[&alias, &full_name, &birth_date, &unix_now()],
             )?;
             Ok(inserted == 1)
+        })
+    }
+
+    fn set_password(&self, alias: &str, hash: Option<&str>) -> Result<bool> {
+        self.write(|db| {
+            Ok(db.execute(
+                "UPDATE users SET password_hash = $2 WHERE alias = $1",
+                &[&alias, &hash],
+            )? == 1)
         })
     }
 
@@ -748,20 +758,45 @@ impl Storage for PgStore {
             .collect())
     }
 
-    fn rooms(&self) -> Result<Vec<String>> {
+    fn rooms(&self) -> Result<Vec<(String, bool)>> {
         Ok(self
-            .query("SELECT name FROM rooms ORDER BY seq", &[])?
+            .query(
+                "SELECT name, key_hash IS NOT NULL FROM rooms ORDER BY seq",
+                &[],
+            )?
             .iter()
-            .map(|row| row.get(0))
+            .map(|row| (row.get(0), row.get(1)))
             .collect())
     }
 
-    fn create_room(&self, name: &str) -> Result<bool> {
+    fn create_room(&self, name: &str, creator: &str) -> Result<bool> {
         self.write(|db| {
             Ok(db.execute(
-                "INSERT INTO rooms (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                &[&name, &unix_now()],
+                "INSERT INTO rooms (name, created_at, creator) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &unix_now(), &creator],
             )? == 1)
+        })
+    }
+
+    fn room_access(&self, room: &str) -> Result<Option<RoomAccess>> {
+        let rows = self.query(
+            "SELECT creator, key_hash FROM rooms WHERE name = $1",
+            &[&room],
+        )?;
+        Ok(rows.first().map(|row| RoomAccess {
+            creator: row.get(0),
+            key: row.get(1),
+        }))
+    }
+
+    fn set_room_key(&self, room: &str, hash: Option<&str>) -> Result<()> {
+        self.write(|db| {
+            db.execute(
+                "UPDATE rooms SET key_hash = $2 WHERE name = $1",
+                &[&room, &hash],
+            )?;
+            Ok(())
         })
     }
 

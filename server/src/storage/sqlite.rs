@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
-use super::{migrations, unix_now, Error, Pending, Result, Storage, User};
+use super::{migrations, unix_now, Error, Pending, Result, RoomAccess, Storage, User};
 use crate::watched::Watched;
 
 impl From<rusqlite::Error> for Error {
@@ -42,6 +42,9 @@ pub struct SqliteStore {
     /// through this store and updates its entry after the SQL succeeded, and a rollback
     /// forgets them all. SEND looks up two users; served from here, that is no SQL at all.
     users: std::cell::RefCell<HashMap<String, User>>,
+    /// SQLite's count of commits by other connections when the cache was last good: an
+    /// operator's `server account` run against the live file changes users behind it.
+    data_version: std::cell::Cell<i64>,
     /// Declared after `conn` so that it stops after the reactor's connection has closed.
     _checkpointer: Checkpointer,
 }
@@ -95,6 +98,7 @@ impl SqliteStore {
             conn,
             poisoned: Default::default(),
             users: Default::default(),
+            data_version: Default::default(),
             _checkpointer: checkpointer,
         })
     }
@@ -120,7 +124,7 @@ impl SqliteStore {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT alias, connected, ip, port, last_id FROM users WHERE alias = ?1",
+                "SELECT alias, connected, ip, port, last_id, password_hash FROM users WHERE alias = ?1",
             )?
             .query_row([alias], |row| {
                 Ok(User {
@@ -129,9 +133,28 @@ impl SqliteStore {
                     ip: row.get(2)?,
                     port: row.get(3)?,
                     last_id: row.get(4)?,
+                    password: row.get(5)?,
                 })
             })
             .optional()?)
+    }
+
+    /// Forgets the cached users if another connection committed since they were read.
+    fn forget_if_changed_elsewhere(&self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?;
+        if version != self.data_version.replace(version) {
+            self.users.borrow_mut().clear();
+        }
+        Ok(())
+    }
+
+    /// Makes this connection wait up to `timeout` for a lock held by another (the server's),
+    /// as an operator's command may; the server's own connection never waits.
+    pub fn wait_for_locks(&self, timeout: Duration) -> Result<()> {
+        Ok(self.conn.busy_timeout(timeout)?)
     }
 
     /// Applies a committed-or-to-be-committed change to a cached user.
@@ -187,6 +210,7 @@ impl Storage for SqliteStore {
     }
 
     fn user(&self, alias: &str) -> Result<Option<User>> {
+        self.forget_if_changed_elsewhere()?;
         if let Some(user) = self.users.borrow().get(alias) {
             return Ok(Some(user.clone()));
         }
@@ -216,6 +240,17 @@ impl Storage for SqliteStore {
                 .execute(params![alias, full_name, birth_date, unix_now()])?;
             Ok(inserted == 1)
         })
+    }
+
+    fn set_password(&self, alias: &str, hash: Option<&str>) -> Result<bool> {
+        let changed = self.write(|conn| {
+            Ok(conn
+                .prepare_cached("UPDATE users SET password_hash = ?2 WHERE alias = ?1")?
+                .execute(params![alias, hash])?
+                == 1)
+        })?;
+        self.cached(alias, |user| user.password = hash.map(str::to_string));
+        Ok(changed)
     }
 
     fn delete_user(&self, alias: &str) -> Result<bool> {
@@ -348,22 +383,44 @@ impl Storage for SqliteStore {
         })
     }
 
-    fn rooms(&self) -> Result<Vec<String>> {
+    fn rooms(&self) -> Result<Vec<(String, bool)>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT name FROM rooms ORDER BY seq")?;
-        let rows = stmt.query_map([], |row| row.get(0))?;
+            .prepare_cached("SELECT name, key_hash IS NOT NULL FROM rooms ORDER BY seq")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn create_room(&self, name: &str) -> Result<bool> {
+    fn create_room(&self, name: &str, creator: &str) -> Result<bool> {
         self.write(|conn| {
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO rooms (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                    "INSERT INTO rooms (name, created_at, creator) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO NOTHING",
                 )?
-                .execute(params![name, unix_now()])?;
+                .execute(params![name, unix_now(), creator])?;
             Ok(inserted == 1)
+        })
+    }
+
+    fn room_access(&self, room: &str) -> Result<Option<RoomAccess>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT creator, key_hash FROM rooms WHERE name = ?1")?
+            .query_row([room], |row| {
+                Ok(RoomAccess {
+                    creator: row.get(0)?,
+                    key: row.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn set_room_key(&self, room: &str, hash: Option<&str>) -> Result<()> {
+        self.write(|conn| {
+            conn.prepare_cached("UPDATE rooms SET key_hash = ?2 WHERE name = ?1")?
+                .execute(params![room, hash])?;
+            Ok(())
         })
     }
 
