@@ -129,6 +129,18 @@ impl Db {
         }
     }
 
+    /// The bytes of the SQLite file and its WAL (None on PostgreSQL, whose files are the
+    /// cluster's): to look for what must never be stored.
+    pub fn file_bytes(&self) -> Option<Vec<u8>> {
+        let Db::Sqlite(path) = self else {
+            return None;
+        };
+        let mut bytes = std::fs::read(path).unwrap_or_default();
+        let wal = format!("{}-wal", path.display());
+        bytes.extend(std::fs::read(wal).unwrap_or_default());
+        Some(bytes)
+    }
+
     /// The one value of `sql`, as text.
     pub fn text(&self, sql: &str) -> String {
         let rows = self.rows(sql);

@@ -353,6 +353,13 @@ pub fn request(addr: SocketAddr, fields: &[&[u8]]) -> Vec<u8> {
     try_request(addr, fields).expect("request answered")
 }
 
+/// One request from the local address `source` (any of 127.0.0.0/8).
+pub fn request_from(source: std::net::Ipv4Addr, addr: SocketAddr, fields: &[&[u8]]) -> Vec<u8> {
+    let mut stream = connect_from(source, addr);
+    stream.write_all(&encode(fields)).unwrap();
+    read_to_close(&mut stream)
+}
+
 /// Like [`request`], but returns I/O errors (a refused or reset connection) instead of failing.
 pub fn try_request(addr: SocketAddr, fields: &[&[u8]]) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(addr)?;
@@ -862,7 +869,11 @@ pub struct LineConn {
 
 impl LineConn {
     pub fn connect(addr: SocketAddr) -> LineConn {
-        let stream = TcpStream::connect(addr).expect("connect");
+        LineConn::over(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A line connection over `stream` (one made with [`connect_from`], for instance).
+    pub fn over(stream: TcpStream) -> LineConn {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
@@ -881,18 +892,30 @@ impl LineConn {
     /// A chat session logged in as `name` with line framing, or None if the login was
     /// refused (`CONNECT_ACK|FAIL`).
     pub fn try_chat(server: &Server, name: &str) -> Option<LineConn> {
-        let mut conn = LineConn::connect(server.chat_addr());
-        conn.stream
-            .write_all(format!("CONNECT|{name}").as_bytes())
-            .unwrap();
+        LineConn::chat_login(LineConn::connect(server.chat_addr()), &format!("CONNECT|{name}"))
+            .ok()
+    }
+
+    /// Sends `connect` (a chat `CONNECT|...`) on `conn`: the session with line framing, or
+    /// the failure the server answered (`CONNECT_ACK|FAIL`, and a reason if it gave one).
+    pub fn chat_login(mut conn: LineConn, connect: &str) -> Result<LineConn, String> {
+        conn.stream.write_all(connect.as_bytes()).unwrap();
         // HELLO only after the ack, or it would reach the server glued to the CONNECT.
         let mut seen = Vec::new();
         read_until(&mut conn.reader, &mut seen, |seen| {
             seen.starts_with(b"CONNECT_ACK|") && seen.len() >= b"CONNECT_ACK|OK".len()
         });
-        // (`CONNECT_ACK|FA`: as long as the OK, the rest of FAIL may follow.)
+        // (`CONNECT_ACK|FA`: as long as the OK, the rest of FAIL may follow: the server
+        // writes a message in one write, so it is all there a moment later.)
         if seen.starts_with(b"CONNECT_ACK|F") {
-            return None;
+            conn.stream
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut rest = [0u8; 1024];
+            if let Ok(n) = conn.reader.read(&mut rest) {
+                seen.extend_from_slice(&rest[..n]);
+            }
+            return Err(String::from_utf8_lossy(&seen).into_owned());
         }
         conn.send("HELLO|lines");
         // Unframed until the HELLO answer: the ack, the user list, the history.
@@ -902,9 +925,9 @@ impl LineConn {
         let seen = String::from_utf8(seen).unwrap();
         let unframed = seen.strip_suffix("HELLO|lines\n").unwrap();
         let mut messages = client::chat::split_glued(unframed).into_iter();
-        assert_eq!(messages.next(), Some("CONNECT_ACK|OK"), "login of {name}");
+        assert_eq!(messages.next(), Some("CONNECT_ACK|OK"), "{connect}");
         conn.backlog.extend(messages.map(str::to_string));
-        Some(conn)
+        Ok(conn)
     }
 
     /// A rooms session joined as `name`.
