@@ -7,6 +7,11 @@
 //! `\n`. An original server ignores the offer: then the client writes one message per write
 //! with a pause between two, as the original client does, and splits what the server glued
 //! together (`CONNECT_ACK|OKUSER_LIST|a`) before each known command name.
+//!
+//! A password (docs/accounts.md) comes from `MESSENGER_PASSWORD` and is sent with the login as
+//! `CONNECT|name|password`; without one, after a failed login the client asks for one on the
+//! terminal (the original server's failure cannot say why). `/password` sets or removes the
+//! password of the name logged in.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
@@ -23,8 +28,9 @@ const HELLO_WAIT: Duration = Duration::from_millis(500);
 const UNFRAMED_PAUSE: Duration = Duration::from_millis(50);
 
 /// Every command a server sends, for splitting glued messages.
-const COMMANDS: [&str; 6] = [
+const COMMANDS: [&str; 7] = [
     "CONNECT_ACK|",
+    "PASSWORD_ACK|",
     "USER_LIST|",
     "MESSAGE|",
     "BROADCAST|",
@@ -66,7 +72,15 @@ pub fn shown(message: &str) -> Option<String> {
     let rest = parts.next().unwrap_or("");
     Some(match command {
         "CONNECT_ACK" if first == "OK" => "Conectado exitosamente".to_string(),
-        "CONNECT_ACK" => "Conexión fallida".to_string(),
+        "CONNECT_ACK" => {
+            // Our server's reason, to a client that sent a password: for stderr.
+            if !rest.is_empty() {
+                eprintln!("chat: {rest}");
+            }
+            "Conexión fallida".to_string()
+        }
+        "PASSWORD_ACK" if first == "OK" => "Contraseña guardada".to_string(),
+        "PASSWORD_ACK" => format!("Contraseña no guardada: {rest}"),
         "USER_LIST" => format!(
             "Usuarios conectados: {}",
             first.split(',').collect::<Vec<_>>().join(", ")
@@ -165,9 +179,9 @@ impl Writer {
     }
 }
 
-/// Runs the chat client against `host:port` until `/logout` or the end of input.
-pub fn run(host: &str, port: u16) -> io::Result<()> {
-    let stream = TcpStream::connect((host, port))?;
+/// Runs the chat client against `server` until `/logout` or the end of input.
+pub fn run(server: &crate::protocol::ServerLink) -> io::Result<()> {
+    let stream = TcpStream::connect((server.host.as_str(), server.port))?;
     stream.set_nodelay(true)?;
     let (heard_tx, heard) = mpsc::channel();
     let reader = stream.try_clone()?;
@@ -179,21 +193,30 @@ pub fn run(host: &str, port: u16) -> io::Result<()> {
     let stdin = io::stdin();
     let mut input = String::new();
     // The user name, until the server accepts one.
+    let mut password = server.password.clone();
+    let mut asked = false;
     loop {
         input.clear();
         if stdin.lock().read_line(&mut input)? == 0 {
             return Ok(());
         }
-        let name = input.trim();
+        let name = input.trim().to_string();
         if name.is_empty() {
             continue;
         }
-        writer.send(&format!("CONNECT|{name}"))?;
-        match heard.recv() {
-            Ok(Heard::ConnectAck(true)) => break,
-            Ok(Heard::ConnectAck(false)) => continue,
-            Ok(Heard::Lines) => continue,
-            Ok(Heard::Closed) | Err(_) => {
+        let mut accepted = login(&mut writer, &heard, &name, password.as_deref())?;
+        // Refused without a password: perhaps the name has one (the terminal says).
+        if accepted == Some(false) && password.is_none() && !asked {
+            asked = true;
+            password = crate::secret::ask(&format!("Contraseña de {name} (Intro si no tiene): "));
+            if password.is_some() {
+                accepted = login(&mut writer, &heard, &name, password.as_deref())?;
+            }
+        }
+        match accepted {
+            Some(true) => break,
+            Some(false) => continue,
+            None => {
                 print("Desconectado del servidor");
                 return Ok(());
             }
@@ -229,6 +252,11 @@ pub fn run(host: &str, port: u16) -> io::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
+        if line == "/password" {
+            let new = crate::secret::ask("Nueva contraseña (Intro para quitarla): ");
+            writer.send(&format!("PASSWORD|{}", new.unwrap_or_default()))?;
+            continue;
+        }
         let message = match line.strip_prefix('@').and_then(|rest| rest.split_once(' ')) {
             Some((to, text)) => format!("MESSAGE|{to}|{text}"),
             None => format!("BROADCAST|{line}"),
@@ -241,6 +269,27 @@ pub fn run(host: &str, port: u16) -> io::Result<()> {
             print("Desconectado del servidor");
             return Ok(());
         }
+    }
+}
+
+/// Sends a login as `name` (with `password`, if any): Some(accepted), or None if the server
+/// went away.
+fn login(
+    writer: &mut Writer,
+    heard: &mpsc::Receiver<Heard>,
+    name: &str,
+    password: Option<&str>,
+) -> io::Result<Option<bool>> {
+    match password {
+        Some(password) => writer.send(&format!("CONNECT|{name}|{password}"))?,
+        None => writer.send(&format!("CONNECT|{name}"))?,
+    }
+    loop {
+        return Ok(match heard.recv() {
+            Ok(Heard::ConnectAck(ok)) => Some(ok),
+            Ok(Heard::Lines) => continue,
+            Ok(Heard::Closed) | Err(_) => None,
+        });
     }
 }
 

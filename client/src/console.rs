@@ -56,6 +56,7 @@ pub fn run(endpoints: Endpoints) -> io::Result<()> {
             let _ = writeln!(io::stderr().lock(), "{text}");
         }),
         progress: Arc::new(progress_bar()),
+        ask_password: Arc::new(crate::secret::ask),
     };
     let mut session = Session::new(endpoints.server, endpoints.formatter_url, sinks);
     let stdin = io::stdin();

@@ -34,6 +34,9 @@ pub enum UiMsg {
     Note(String),
     /// A file transfer's progress: `(bytes so far, bytes in all)`.
     Progress(u64, u64),
+    /// The server refused a name that may need a password: ask for it (the answer goes back
+    /// to the session's thread, which waits for it).
+    AskPassword(String, std::sync::mpsc::Sender<Option<String>>),
 }
 
 /// The REGISTER dialog: full name, alias and a birth date picked in a calendar ("Select
@@ -438,6 +441,11 @@ impl Gui {
                     }
                 }
                 UiMsg::Note(text) => self.status.set_label(&text),
+                UiMsg::AskPassword(prompt, answer) => {
+                    let password =
+                        fltk::dialog::password_default(&prompt, "").filter(|p| !p.is_empty());
+                    let _ = answer.send(password);
+                }
                 UiMsg::Progress(done, all) => {
                     let percent = if all == 0 {
                         100.0
@@ -520,6 +528,11 @@ fn spawn_worker(endpoints: Endpoints, ui: app::Sender<UiMsg>) -> mpsc::Sender<Co
         incoming: Arc::new(move |lines| ui.send(UiMsg::Incoming(lines))),
         note: Arc::new(move |text| ui.send(UiMsg::Note(text))),
         progress: Arc::new(move |done, all| ui.send(UiMsg::Progress(done, all))),
+        ask_password: Arc::new(move |prompt| {
+            let (answer, answered) = std::sync::mpsc::channel();
+            ui.send(UiMsg::AskPassword(prompt.to_string(), answer));
+            answered.recv().ok().flatten()
+        }),
     };
     std::thread::spawn(move || {
         let mut session = Session::new(endpoints.server, endpoints.formatter_url, sinks);

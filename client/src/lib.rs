@@ -11,6 +11,7 @@ pub mod gui;
 pub mod listener;
 pub mod protocol;
 pub mod rooms;
+pub mod secret;
 pub mod session;
 
 /// Where the client's servers are.

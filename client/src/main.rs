@@ -36,15 +36,14 @@ fn main() -> std::process::ExitCode {
         server: ServerLink {
             host: args.server,
             port: args.port,
+            password: client::secret::from_env(),
         },
         formatter_url: args.formatter,
     };
     let result = if args.chat {
-        client::chat::run(&endpoints.server.host, endpoints.server.port)
-            .map_err(|e| format!("chat: {e}"))
+        client::chat::run(&endpoints.server).map_err(|e| format!("chat: {e}"))
     } else if args.rooms {
-        client::rooms::run(&endpoints.server.host, endpoints.server.port)
-            .map_err(|e| format!("rooms: {e}"))
+        client::rooms::run(&endpoints.server).map_err(|e| format!("rooms: {e}"))
     } else if args.canvas {
         client::canvas::run(&endpoints.server.host, endpoints.server.port)
     } else if args.console {

@@ -15,6 +15,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ServerLink {
     pub host: String,
     pub port: u16,
+    /// The user's password: every operation that acts as the user proves it with an `AUTH`
+    /// before it (docs/accounts.md); without one, requests are the seeds' own.
+    pub password: Option<String>,
 }
 
 /// A code the protocol does not define for the operation: the server is not speaking it.
@@ -61,8 +64,33 @@ impl ServerLink {
         Ok((code[0], reader))
     }
 
+    /// `fields` acting as `alias`: behind `AUTH alias password` when there is a password.
+    fn code_as(
+        &self,
+        alias: &str,
+        fields: &[&[u8]],
+        max_code: u8,
+    ) -> io::Result<(u8, BufReader<TcpStream>)> {
+        match &self.password {
+            Some(password) => {
+                let mut authed: Vec<&[u8]> =
+                    vec![wire::AUTH.as_bytes(), alias.as_bytes(), password.as_bytes()];
+                authed.extend_from_slice(fields);
+                self.code(&authed, max_code)
+            }
+            None => self.code(fields, max_code),
+        }
+    }
+
+    /// REGISTER; with a password, a new name is claimed with it.
     pub fn register(&self, alias: &str) -> io::Result<u8> {
-        Ok(self.code(&[b"REGISTER", alias.as_bytes()], 2)?.0)
+        Ok(self.code_as(alias, &[b"REGISTER", alias.as_bytes()], 2)?.0)
+    }
+
+    /// SETPASSWORD (ours): sets `alias`'s password to `new` (empty: removes it).
+    pub fn set_password(&self, alias: &str, new: &str) -> io::Result<u8> {
+        let fields: [&[u8]; 3] = [b"SETPASSWORD", alias.as_bytes(), new.as_bytes()];
+        Ok(self.code_as(alias, &fields, 2)?.0)
     }
 
     /// The 2022-23 form: full name, alias, DD/MM/YYYY.
@@ -78,24 +106,26 @@ impl ServerLink {
             alias.as_bytes(),
             birth_date.as_bytes(),
         ];
-        Ok(self.code(&fields, 2)?.0)
+        Ok(self.code_as(alias, &fields, 2)?.0)
     }
 
     pub fn unregister(&self, alias: &str) -> io::Result<u8> {
-        Ok(self.code(&[b"UNREGISTER", alias.as_bytes()], 2)?.0)
+        Ok(self
+            .code_as(alias, &[b"UNREGISTER", alias.as_bytes()], 2)?
+            .0)
     }
 
     pub fn connect(&self, alias: &str, port: u16) -> io::Result<u8> {
+        let port = port.to_string();
         Ok(self
-            .code(
-                &[b"CONNECT", alias.as_bytes(), port.to_string().as_bytes()],
-                3,
-            )?
+            .code_as(alias, &[b"CONNECT", alias.as_bytes(), port.as_bytes()], 3)?
             .0)
     }
 
     pub fn disconnect(&self, alias: &str) -> io::Result<u8> {
-        Ok(self.code(&[b"DISCONNECT", alias.as_bytes()], 3)?.0)
+        Ok(self
+            .code_as(alias, &[b"DISCONNECT", alias.as_bytes()], 3)?
+            .0)
     }
 
     /// SEND or SENDATTACH: the message id, or the failure code.
@@ -116,7 +146,7 @@ impl ServerLink {
             fields[0] = b"SENDATTACH";
             fields.push(file.as_bytes());
         }
-        let (code, mut reader) = self.code(&fields, 2)?;
+        let (code, mut reader) = self.code_as(sender, &fields, 2)?;
         if code != 0 {
             return Ok(Err(code));
         }

@@ -89,14 +89,28 @@ impl Client {
         }
     }
 
+    /// `JOIN name` (with the password, if any) and its answer; None if the server went away.
+    fn join(&mut self, name: &str, password: Option<&str>) -> io::Result<Option<String>> {
+        match password {
+            Some(password) => self.send(&format!("JOIN {name} {password}"))?,
+            None => self.send(&format!("JOIN {name}"))?,
+        }
+        Ok(self.answer())
+    }
+
     fn quit(self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
 
-/// Runs the rooms client against `host:port` until QUIT or the end of input.
-pub fn run(host: &str, port: u16) -> io::Result<()> {
-    let stream = TcpStream::connect((host, port))?;
+/// What the server answers to a JOIN of a name with a password, sent without one.
+const PASSWORD_NEEDED: &str = "ERROR: Se necesita contraseña.";
+
+/// Runs the rooms client against `server` until QUIT or the end of input. A password comes
+/// from `MESSENGER_PASSWORD` (`JOIN name password`, docs/accounts.md), or is asked for on the
+/// terminal when the server says the name needs one.
+pub fn run(server: &crate::protocol::ServerLink) -> io::Result<()> {
+    let stream = TcpStream::connect((server.host.as_str(), server.port))?;
     let (heard_tx, heard) = mpsc::channel();
     let reader = stream.try_clone()?;
     std::thread::spawn(move || read_server(reader, heard_tx));
@@ -107,10 +121,18 @@ pub fn run(host: &str, port: u16) -> io::Result<()> {
             client.quit();
             return Ok(());
         };
-        client.send(&format!("JOIN {name}"))?;
-        let Some(answer) = client.answer() else {
+        let password = server.password.clone();
+        let Some(mut answer) = client.join(&name, password.as_deref())? else {
             return Ok(());
         };
+        if answer.trim_end() == PASSWORD_NEEDED && password.is_none() {
+            if let Some(password) = crate::secret::ask(&format!("Contraseña de {name}: ")) {
+                let Some(again) = client.join(&name, Some(&password))? else {
+                    return Ok(());
+                };
+                answer = again;
+            }
+        }
         if answer.trim_end() == "OK" {
             break name;
         }

@@ -187,7 +187,12 @@ pub struct Sinks {
     pub note: Arc<dyn Fn(String) + Send + Sync>,
     /// A file transfer's progress: `(bytes so far, bytes in all)`.
     pub progress: Arc<dyn Fn(u64, u64) + Send + Sync>,
+    /// Asks the user for a password (without echo) with this prompt; None if they give none.
+    pub ask_password: PasswordPrompt,
 }
+
+/// Asks the user for a password with a prompt: the console's terminal, the window's dialog.
+pub type PasswordPrompt = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 pub struct Session {
     server: ServerLink,
@@ -308,7 +313,17 @@ impl Session {
             }
         };
         // The listener is up before the server hears of it, so the first pushes find it.
-        match self.code("CONNECT", self.server.connect(&alias, listener.port)) {
+        let mut code = self.code("CONNECT", self.server.connect(&alias, listener.port));
+        // Refused without a password: perhaps the name has one (the protocol's error code
+        // cannot say), so the user is asked once; a password given is kept for the session.
+        if code == Some(3) && self.server.password.is_none() {
+            let prompt = format!("Contraseña de {alias} (Intro si no tiene): ");
+            if let Some(password) = (self.sinks.ask_password)(&prompt) {
+                self.server.password = Some(password);
+                code = self.code("CONNECT", self.server.connect(&alias, listener.port));
+            }
+        }
+        match code {
             Some(0) => {
                 self.connected = Some((alias, listener));
                 "CONNECT OK"

@@ -138,6 +138,9 @@ impl Beside {
     /// Queues a request's storage work under `ticket`: work with an order key to the ordered
     /// worker that runs that key's work, in the order queued ([`Work::order_key`]); gives it
     /// back if the queue is full.
+    // The work comes back only when no worker takes it: moving it back is cheaper than
+    // boxing every request.
+    #[allow(clippy::result_large_err)]
     pub fn try_start(&mut self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let key = work.order_key().map(|key| Key::Ordered(key.to_string()));
         self.offer(ticket, key, Task::Request(work))
@@ -165,6 +168,7 @@ impl Beside {
     /// Queues `task` under `ticket`, by `key` on an ordered worker or else on its pool of
     /// request workers (mailbox writes apart); gives it back if the queue is full (or, should
     /// every worker have died, closed).
+    #[allow(clippy::result_large_err)] // As `try_start`.
     fn offer(&mut self, ticket: Ticket, key: Option<Key>, task: Task) -> Result<(), Task> {
         let Some(key) = key else {
             let mail = matches!(&task, Task::Request(work) if work.writes_mailboxes());

@@ -691,7 +691,17 @@ pub struct ConsoleClient {
 
 impl ConsoleClient {
     pub fn start(server_port: u16, formatter_url: &str) -> ConsoleClient {
+        ConsoleClient::start_with(server_port, formatter_url, &[])
+    }
+
+    /// [`ConsoleClient::start`] with environment variables (`MESSENGER_PASSWORD`).
+    pub fn start_with(
+        server_port: u16,
+        formatter_url: &str,
+        env: &[(&str, &str)],
+    ) -> ConsoleClient {
         let mut child = Command::new(bin("client"))
+            .envs(env.iter().copied())
             .args([
                 "--console",
                 "-s",
@@ -892,8 +902,11 @@ impl LineConn {
     /// A chat session logged in as `name` with line framing, or None if the login was
     /// refused (`CONNECT_ACK|FAIL`).
     pub fn try_chat(server: &Server, name: &str) -> Option<LineConn> {
-        LineConn::chat_login(LineConn::connect(server.chat_addr()), &format!("CONNECT|{name}"))
-            .ok()
+        LineConn::chat_login(
+            LineConn::connect(server.chat_addr()),
+            &format!("CONNECT|{name}"),
+        )
+        .ok()
     }
 
     /// Sends `connect` (a chat `CONNECT|...`) on `conn`: the session with line framing, or
@@ -1033,8 +1046,14 @@ pub fn raise_open_file_limit() {
 
 /// A `client` process with `args` and piped stdio, for the console clients.
 pub fn spawn_client(args: &[&str]) -> Child {
+    spawn_client_with(args, &[])
+}
+
+/// [`spawn_client`] with environment variables (`MESSENGER_PASSWORD`).
+pub fn spawn_client_with(args: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(bin("client"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

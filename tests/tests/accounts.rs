@@ -7,7 +7,9 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use e2e::{register, request_from, sent, LineConn, Listener, Server};
+use std::io::Write;
+
+use e2e::{register, request_from, sent, ConsoleClient, Formatter, LineConn, Listener, Server};
 
 const ELSEWHERE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const HOME: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -22,7 +24,11 @@ fn with_auth<'a>(alias: &'a str, password: &'a str, request: &[&'a str]) -> Vec<
 /// Registers `alias` through the messenger with `password` (a claim in one step).
 fn register_with_password(server: &Server, alias: &str, password: &str) {
     let fields = with_auth(alias, password, &["REGISTER", alias]);
-    assert_eq!(server.call(&fields), [0], "REGISTER {alias} with a password");
+    assert_eq!(
+        server.call(&fields),
+        [0],
+        "REGISTER {alias} with a password"
+    );
 }
 
 fn chat_attempt(server: &Server, connect: &str) -> Result<LineConn, String> {
@@ -80,21 +86,41 @@ fn a_protected_name_is_refused_everywhere_without_its_password_and_its_mail_wait
     let port = listener.port_field();
     let call = |fields: &[&str]| call_from(ELSEWHERE, &server, fields);
     assert_eq!(call(&["CONNECT", "bob", &port]), [3]);
-    assert_eq!(call(&with_auth("bob", "adivino", &["CONNECT", "bob", &port])), [3]);
+    assert_eq!(
+        call(&with_auth("bob", "adivino", &["CONNECT", "bob", &port])),
+        [3]
+    );
     assert_eq!(call(&["SEND", "bob", "ana", "soy bob"]), [2]);
     assert_eq!(call(&["UNREGISTER", "bob"]), [2]);
     assert_eq!(call(&["DISCONNECT", "bob"]), [3]);
     // AUTH for another name than the one acted as proves nothing.
     register_with_password(&server, "eve", "de eve");
-    assert_eq!(call(&with_auth("eve", "de eve", &["SEND", "bob", "ana", "x"])), [2]);
+    assert_eq!(
+        call(&with_auth("eve", "de eve", &["SEND", "bob", "ana", "x"])),
+        [2]
+    );
     listener.expect_none(Duration::from_millis(300));
 
     // The real bob, with his password, gets what waited for him, in the chat.
     let mut bob = chat_attempt(&server, "CONNECT|bob|s3creto largo").expect("bob's login");
     assert_eq!(bob.until_prefix("MESSAGE|"), "MESSAGE|ana|para bob");
     // Acting as himself in the messenger needs it each time (a verified one is remembered).
-    assert_eq!(server.call(&with_auth("bob", "s3creto largo", &["SEND", "bob", "ana", "hola"])), sent(1));
-    assert_eq!(server.call(&with_auth("bob", "s3creto largo", &["SEND", "bob", "ana", "otra"])), sent(2));
+    assert_eq!(
+        server.call(&with_auth(
+            "bob",
+            "s3creto largo",
+            &["SEND", "bob", "ana", "hola"]
+        )),
+        sent(1)
+    );
+    assert_eq!(
+        server.call(&with_auth(
+            "bob",
+            "s3creto largo",
+            &["SEND", "bob", "ana", "otra"]
+        )),
+        sent(2)
+    );
     assert!(server
         .stderr
         .snapshot()
@@ -111,15 +137,24 @@ fn a_new_name_is_claimed_by_its_first_password_which_is_stored_only_as_a_hash() 
     let password = "contraseña-única-7f3a";
     let chat = chat_attempt(&server, &format!("CONNECT|neo|{password}")).expect("claim");
     drop(chat);
-    assert_eq!(rooms_attempt(&server, &format!("JOIN trin {password}x")), "OK");
+    assert_eq!(
+        rooms_attempt(&server, &format!("JOIN trin {password}x")),
+        "OK"
+    );
     // The claimed names now need their passwords.
-    assert_eq!(rooms_attempt(&server, "JOIN neo"), "ERROR: Se necesita contraseña.");
+    assert_eq!(
+        rooms_attempt(&server, "JOIN neo"),
+        "ERROR: Se necesita contraseña."
+    );
     assert!(chat_attempt(&server, "CONNECT|trin").is_err());
     let stored = format!(
         "{:?}",
         server.db.rows("SELECT alias, password_hash FROM users")
     );
-    assert!(stored.contains("$argon2id$v=19$m=19456,t=2,p=1$"), "hashes are stored");
+    assert!(
+        stored.contains("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "hashes are stored"
+    );
     assert!(!stored.contains("contraseña-única"), "no password in clear");
     if let Some(bytes) = server.db.file_bytes() {
         let needle = password.as_bytes();
@@ -162,13 +197,26 @@ fn an_existing_name_is_claimed_only_by_its_user_present() {
     // A messenger user connected from an address claims the name from that address.
     register(&server, "ana");
     let listener = Listener::start();
-    assert_eq!(server.call(&["CONNECT", "ana", &listener.port_field()]), [0]);
+    assert_eq!(
+        server.call(&["CONNECT", "ana", &listener.port_field()]),
+        [0]
+    );
     assert_eq!(server.call(&["SETPASSWORD", "ana", "de ana"]), [0]);
-    assert_eq!(server.call(&["DISCONNECT", "ana"]), [3], "now it takes the password");
-    assert_eq!(server.call(&with_auth("ana", "de ana", &["DISCONNECT", "ana"])), [0]);
+    assert_eq!(
+        server.call(&["DISCONNECT", "ana"]),
+        [3],
+        "now it takes the password"
+    );
+    assert_eq!(
+        server.call(&with_auth("ana", "de ana", &["DISCONNECT", "ana"])),
+        [0]
+    );
     // Changing it takes the current one.
     assert_eq!(server.call(&["SETPASSWORD", "ana", "otra"]), [2]);
-    assert_eq!(server.call(&with_auth("ana", "de ana", &["SETPASSWORD", "ana", "otra"])), [0]);
+    assert_eq!(
+        server.call(&with_auth("ana", "de ana", &["SETPASSWORD", "ana", "otra"])),
+        [0]
+    );
     assert_eq!(rooms_attempt(&server, "JOIN ana otra"), "OK");
 }
 
@@ -179,14 +227,27 @@ fn required_passwords_refuse_every_name_without_one() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_all(dir.path(), &["--require-passwords"]);
     assert_eq!(server.call(&["REGISTER", "ana"]), [2]);
-    assert_eq!(chat_attempt(&server, "CONNECT|ana").err().as_deref(), Some("CONNECT_ACK|FAIL"));
-    assert_eq!(rooms_attempt(&server, "JOIN ana"), "ERROR: Se necesita contraseña.");
+    assert_eq!(
+        chat_attempt(&server, "CONNECT|ana").err().as_deref(),
+        Some("CONNECT_ACK|FAIL")
+    );
+    assert_eq!(
+        rooms_attempt(&server, "JOIN ana"),
+        "ERROR: Se necesita contraseña."
+    );
     register_with_password(&server, "bea", "de bea");
     assert_eq!(rooms_attempt(&server, "JOIN bea de bea"), "OK");
-    assert_eq!(rooms_attempt(&server, "JOIN cid de cid"), "OK", "a claim in one step");
+    assert_eq!(
+        rooms_attempt(&server, "JOIN cid de cid"),
+        "OK",
+        "a claim in one step"
+    );
     let listener = Listener::start();
     let port = listener.port_field();
-    assert_eq!(server.call(&with_auth("bea", "de bea", &["CONNECT", "bea", &port])), [0]);
+    assert_eq!(
+        server.call(&with_auth("bea", "de bea", &["CONNECT", "bea", &port])),
+        [0]
+    );
 }
 
 /// Guessing: after five failures in a row for a name from one address, that address waits
@@ -227,7 +288,10 @@ fn guessing_is_throttled_per_address_without_slowing_anyone_else() {
         }
     }
     let metrics = server.stderr.snapshot().join("\n");
-    assert!(metrics.contains("(5 in a row)"), "failures are logged with their count");
+    assert!(
+        metrics.contains("(5 in a row)"),
+        "failures are logged with their count"
+    );
 }
 
 /// Finding: `UNREGISTER bob` from an address bob never used deleted him; a chat session
@@ -239,16 +303,31 @@ fn unregister_and_disconnect_of_a_present_user_only_from_its_address_ending_its_
     // A messenger user connected from 127.0.0.1.
     register(&server, "ana");
     let listener = Listener::start();
-    assert_eq!(server.call(&["CONNECT", "ana", &listener.port_field()]), [0]);
-    assert_eq!(request_from(ELSEWHERE, server.addr(), &[b"UNREGISTER", b"ana"]), [2]);
-    assert_eq!(request_from(ELSEWHERE, server.addr(), &[b"DISCONNECT", b"ana"]), [3]);
+    assert_eq!(
+        server.call(&["CONNECT", "ana", &listener.port_field()]),
+        [0]
+    );
+    assert_eq!(
+        request_from(ELSEWHERE, server.addr(), &[b"UNREGISTER", b"ana"]),
+        [2]
+    );
+    assert_eq!(
+        request_from(ELSEWHERE, server.addr(), &[b"DISCONNECT", b"ana"]),
+        [3]
+    );
     // A chat user, and a rooms user in a room.
     let mut bob = chat_attempt(&server, "CONNECT|bob").unwrap();
     let mut cid = LineConn::rooms(&server, "cid");
     cid.send("ROOM Sala1");
     cid.until_prefix("Te has unido");
-    assert_eq!(request_from(ELSEWHERE, server.addr(), &[b"UNREGISTER", b"bob"]), [2]);
-    assert_eq!(request_from(ELSEWHERE, server.addr(), &[b"DISCONNECT", b"cid"]), [3]);
+    assert_eq!(
+        request_from(ELSEWHERE, server.addr(), &[b"UNREGISTER", b"bob"]),
+        [2]
+    );
+    assert_eq!(
+        request_from(ELSEWHERE, server.addr(), &[b"DISCONNECT", b"cid"]),
+        [3]
+    );
     bob.send("BROADCAST|sigo aquí");
     assert_eq!(bob.until_prefix("BROADCAST|"), "BROADCAST|bob|sigo aquí");
     // From their own address: done, and the sessions end with a word on why.
@@ -256,14 +335,20 @@ fn unregister_and_disconnect_of_a_present_user_only_from_its_address_ending_its_
     assert_eq!(bob.until_prefix("ERROR|"), "ERROR|410|Usuario dado de baja");
     assert!(bob.closed());
     assert_eq!(server.call(&["DISCONNECT", "cid"]), [0]);
-    assert_eq!(cid.until_prefix("ERROR"), "ERROR: Desconectado desde el messenger.");
+    assert_eq!(
+        cid.until_prefix("ERROR"),
+        "ERROR: Desconectado desde el messenger."
+    );
     assert!(cid.closed());
     assert_eq!(server.call(&["UNREGISTER", "ana"]), [0]);
     // A protected user in a session: with the password only.
     drop(chat_attempt(&server, "CONNECT|dan|de dan").unwrap());
     let mut dan = chat_attempt(&server, "CONNECT|dan|de dan").unwrap();
     assert_eq!(server.call(&["UNREGISTER", "dan"]), [2]);
-    assert_eq!(server.call(&with_auth("dan", "de dan", &["UNREGISTER", "dan"])), [0]);
+    assert_eq!(
+        server.call(&with_auth("dan", "de dan", &["UNREGISTER", "dan"])),
+        [0]
+    );
     assert_eq!(dan.until_prefix("ERROR|"), "ERROR|410|Usuario dado de baja");
 }
 
@@ -295,7 +380,10 @@ fn a_room_with_a_key_admits_only_who_has_it() {
     assert_eq!(ana.line(), "bea se ha unido a la sala.");
     // Only the creator sets or removes it.
     bea.send("KEY");
-    assert_eq!(bea.line(), "ERROR: Solo quien creó la sala puede ponerle clave.");
+    assert_eq!(
+        bea.line(),
+        "ERROR: Solo quien creó la sala puede ponerle clave."
+    );
     ana.send("KEY");
     assert_eq!(ana.line(), "La sala Sala Secreta ya no tiene clave.");
     let mut cid = LineConn::rooms(&server, "cid");
@@ -313,19 +401,39 @@ fn the_operator_sets_and_removes_passwords_from_the_command_line() {
     drop(chat_attempt(&server, "CONNECT|bob").expect("open"));
     let account = |args: &[&str], stdin: &str| {
         let mut command = std::process::Command::new(e2e::bin("server"));
-        command.arg("account").args(args).arg("--db").arg(server.db.arg());
-        command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        command
+            .arg("account")
+            .args(args)
+            .arg("--db")
+            .arg(server.db.arg());
+        command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
         command.stderr(std::process::Stdio::piped());
         let mut child = command.spawn().unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
-    assert_eq!(account(&["set-password", "bob"], "del operador\n"), (true, "bob: password set\n".into()));
+    assert_eq!(
+        account(&["set-password", "bob"], "del operador\n"),
+        (true, "bob: password set\n".into())
+    );
     assert!(chat_attempt(&server, "CONNECT|bob").is_err());
     drop(chat_attempt(&server, "CONNECT|bob|del operador").expect("with it"));
-    assert_eq!(account(&["remove-password", "bob"], ""), (true, "bob: password removed\n".into()));
+    assert_eq!(
+        account(&["remove-password", "bob"], ""),
+        (true, "bob: password removed\n".into())
+    );
     drop(chat_attempt(&server, "CONNECT|bob").expect("open again"));
     assert!(!account(&["remove-password", "nadie"], "").0);
     assert_eq!(
@@ -333,4 +441,65 @@ fn the_operator_sets_and_removes_passwords_from_the_command_line() {
         (true, "nuevo: registered, with the password given\n".into())
     );
     assert_eq!(rooms_attempt(&server, "JOIN nuevo suya"), "OK");
+}
+
+/// Our clients take the password from `MESSENGER_PASSWORD`: a new name is claimed with it in
+/// one step, and it proves the name afterwards; a wrong one gets the protocol's failure.
+#[test]
+fn our_clients_log_in_with_messenger_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let formatter = Formatter::start();
+    let right = [("MESSENGER_PASSWORD", "la de ana")];
+    let wrong = [("MESSENGER_PASSWORD", "otra")];
+
+    // The messenger console: REGISTER claims, CONNECT and SEND prove it.
+    let mut ana = ConsoleClient::start_with(server.port, &formatter.url(), &right);
+    ana.run("REGISTER ana", "REGISTER OK");
+    register(&server, "bea");
+    ana.run("CONNECT ana", "CONNECT OK");
+    ana.run("SEND bea hola", "SEND OK - MESSAGE 1");
+    assert_eq!(
+        server.call(&["SEND", "ana", "bea", "soy ana"]),
+        [2],
+        "not without it"
+    );
+    ana.run("DISCONNECT ana", "DISCONNECT OK");
+    assert_eq!(ana.finish(), Some(0));
+    let mut impostor = ConsoleClient::start_with(server.port, &formatter.url(), &wrong);
+    impostor.run("CONNECT ana", "CONNECT FAIL");
+    assert_eq!(impostor.finish(), Some(0));
+
+    // The chat console claims cid, and logs in as cid again.
+    let port = server.chat_port.unwrap().to_string();
+    let chat_args = ["--chat", "-s", "127.0.0.1", "-p", &port];
+    for _ in 0..2 {
+        let mut chat = e2e::spawn_client_with(&chat_args, &[("MESSENGER_PASSWORD", "la de cid")]);
+        writeln!(chat.stdin.take().unwrap(), "cid").unwrap();
+        let out = chat.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("Conectado exitosamente\n"), "{stdout}");
+    }
+    assert_eq!(
+        chat_attempt(&server, "CONNECT|cid").err().as_deref(),
+        Some("CONNECT_ACK|FAIL")
+    );
+    let mut chat = e2e::spawn_client_with(&chat_args, &[("MESSENGER_PASSWORD", "otra")]);
+    writeln!(chat.stdin.take().unwrap(), "cid").unwrap();
+    let out = chat.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Conexión fallida\n"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Contraseña incorrecta"));
+
+    // The rooms console claims dan.
+    let port = server.rooms_port.unwrap().to_string();
+    let rooms_args = ["--rooms", "-s", "127.0.0.1", "-p", &port];
+    let mut rooms = e2e::spawn_client_with(&rooms_args, &[("MESSENGER_PASSWORD", "la de dan")]);
+    writeln!(rooms.stdin.take().unwrap(), "dan\nQUIT").unwrap();
+    let out = rooms.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Te has unido como dan."));
+    assert_eq!(
+        rooms_attempt(&server, "JOIN dan"),
+        "ERROR: Se necesita contraseña."
+    );
+    assert_eq!(rooms_attempt(&server, "JOIN dan la de dan"), "OK");
 }

@@ -55,6 +55,7 @@ fn the_desktop_client_end_to_end() {
         server: ServerLink {
             host: "127.0.0.1".into(),
             port: server.port,
+            password: None,
         },
         formatter_url: formatter.url(),
     };

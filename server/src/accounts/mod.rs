@@ -235,6 +235,13 @@ pub struct Accounts {
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
+/// A request whose secrets the checker has looked at.
+pub enum Proved {
+    /// Its proof is the checker's finding: it runs again.
+    Ready(Work),
+    Refused(Work, Denial),
+}
+
 /// What became of a request sent to be proved.
 pub enum Step {
     /// Its secrets are being checked; [`Accounts::checked`] gives it back.
@@ -330,7 +337,7 @@ impl Accounts {
 
     /// The requests whose secrets were checked since the last call: each to run again with
     /// its proof, or refused.
-    pub fn checked(&mut self, now: Instant) -> Vec<(Ticket, Result<Work, (Work, Denial)>)> {
+    pub fn checked(&mut self, now: Instant) -> Vec<(Ticket, Proved)> {
         let mut out = Vec::new();
         for checked in self.checker.finished() {
             let Some((work, verified_against)) = self.proving.remove(&checked.ticket) else {
@@ -350,14 +357,14 @@ impl Accounts {
         verified_against: Option<String>,
         checked: Checked,
         now: Instant,
-    ) -> Result<Work, (Work, Denial)> {
+    ) -> Proved {
         let (subject, kind) = work.subject().expect("a work proved has a subject");
         let wrong = match kind {
             Kind::User => Denial::WrongPassword,
             Kind::RoomKey => Denial::WrongKey,
         };
         if checked.verified == Some(false) {
-            return Err((work, wrong));
+            return Proved::Refused(work, wrong);
         }
         let hashed = |result: Option<Result<String, String>>| match result {
             Some(Ok(hash)) => Ok(Some(hash)),
@@ -369,7 +376,7 @@ impl Accounts {
         };
         let (claim, new) = match (hashed(checked.claim), hashed(checked.new)) {
             (Ok(claim), Ok(new)) => (claim, new),
-            (Err(denial), _) | (_, Err(denial)) => return Err((work, denial)),
+            (Err(denial), _) | (_, Err(denial)) => return Proved::Refused(work, denial),
         };
         let proof = work.proof_mut();
         if let Some(proof @ Proof::Given(_)) = proof {
@@ -383,7 +390,7 @@ impl Accounts {
         if let (Some(hash), Some(target)) = (new, work.new_secret_mut()) {
             *target = NewSecret::Hashed(hash);
         }
-        Ok(work)
+        Proved::Ready(work)
     }
 
     /// Notes a refusal: failed guesses count towards the throttle, and every refusal is

@@ -26,7 +26,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::accounts::{Accounts, Denial, Step};
+use crate::accounts::{Accounts, Denial, Proved, Step};
 use crate::beside::{Beside, Key, TaskDone, Ticket};
 use crate::bus::{Bus, Event as BusEvent, NodeId};
 use crate::storage::{self, Pending, Storage};
@@ -506,6 +506,9 @@ impl Core {
         self.next_ticket
     }
 
+    // The work comes back only when no worker takes it: moving it back is cheaper than
+    // boxing every request.
+    #[allow(clippy::result_large_err)]
     fn try_beside(&mut self, work: Work) -> Result<Ticket, Work> {
         let ticket = self.next_ticket + 1;
         self.try_beside_as(ticket, work)?;
@@ -513,6 +516,7 @@ impl Core {
         Ok(ticket)
     }
 
+    #[allow(clippy::result_large_err)] // As `try_beside`.
     fn try_beside_as(&mut self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let Some(beside) = &mut self.beside else {
             return Err(work);
@@ -595,11 +599,11 @@ impl Core {
     pub fn collect_beside(&mut self, now: Instant) -> Vec<Answer> {
         for (ticket, checked) in self.accounts.checked(now) {
             let answer = match checked {
-                Ok(work) => {
+                Proved::Ready(work) => {
                     self.accounts.succeeded(&work);
                     self.run_again(ticket, work, now)
                 }
-                Err((work, denial)) => {
+                Proved::Refused(work, denial) => {
                     let denied = Done::Denied {
                         work: Box::new(work),
                         denial,
