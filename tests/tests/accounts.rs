@@ -503,3 +503,50 @@ fn our_clients_log_in_with_messenger_password() {
     );
     assert_eq!(rooms_attempt(&server, "JOIN dan la de dan"), "OK");
 }
+
+/// Passwords are hashed off the event loop: while a flood of logins that claim new names
+/// with passwords keeps the checker busy, a login under a name without a password is
+/// answered at once (its answer comes while most of the flood's are still to come).
+#[test]
+fn a_flood_of_password_logins_delays_nobody_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut flood = Vec::new();
+    for n in 0..10u8 {
+        for m in 0..4 {
+            let stream = e2e::connect_from(Ipv4Addr::new(127, 0, 1, n), server.chat_addr());
+            let mut conn = LineConn::over(stream);
+            let connect = format!("CONNECT|flood{n}x{m}|clave de {n} {m}");
+            conn.stream.write_all(connect.as_bytes()).unwrap();
+            flood.push(conn);
+        }
+    }
+    let open = chat_attempt(&server, "CONNECT|zoe");
+    assert!(open.is_ok(), "a login without a password is served");
+    // Each flood connection has its answer or not yet: a look that neither waits nor
+    // consumes.
+    let answered = flood
+        .iter_mut()
+        .filter(|conn| {
+            conn.stream.set_nonblocking(true).unwrap();
+            matches!(conn.stream.peek(&mut [0u8; 1]), Ok(1))
+        })
+        .count();
+    assert!(
+        answered < flood.len(),
+        "every one of the {} password hashes was done before a login that needs none",
+        flood.len()
+    );
+    // They all get their answer in the end: their names, or a busy checker's refusal.
+    for conn in &mut flood {
+        conn.stream.set_nonblocking(false).unwrap();
+    }
+    for conn in flood {
+        if let Err(refused) = LineConn::chat_login(conn, "") {
+            assert_eq!(
+                refused,
+                "CONNECT_ACK|FAIL|Servidor ocupado; inténtalo de nuevo"
+            );
+        }
+    }
+}

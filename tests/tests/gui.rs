@@ -55,7 +55,8 @@ fn the_desktop_client_end_to_end() {
         server: ServerLink {
             host: "127.0.0.1".into(),
             port: server.port,
-            password: None,
+            // What `MESSENGER_PASSWORD` gives the window (docs/accounts.md).
+            password: Some("de la ventana".into()),
         },
         formatter_url: formatter.url(),
     };
@@ -127,6 +128,12 @@ fn the_desktop_client_end_to_end() {
         .db
         .text("SELECT birth_date FROM users WHERE alias='ana'");
     assert_eq!(date, "29/02/2000");
+    // The window's password claimed the name: it now needs it.
+    let hash = server
+        .db
+        .text("SELECT password_hash FROM users WHERE alias='ana'");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert_eq!(server.call(&["SEND", "ana", "nadie", "x"]), [2]);
 
     // CONNECT, then SEND through the formatter to a real listener.
     gui.connect.do_callback();

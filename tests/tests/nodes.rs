@@ -912,3 +912,43 @@ fn a_login_whose_connection_the_node_closes_while_it_waits_leaves_the_name_free(
     assert_eq!(again.line(), "OK");
     assert_eq!(db.int("SELECT count(*) FROM users WHERE alias = 'zoe'"), 1);
 }
+
+/// Accounts are shared: a password set through one node holds on the others at once, a key
+/// set on a room through one node guards it on the others, and a DISCONNECT through a node
+/// that cannot see the session's address is refused.
+#[test]
+fn passwords_and_room_keys_hold_on_every_node() {
+    let db = Db::postgres();
+    let all = ["--chat-port", "0", "--rooms-port", "0"];
+    let n1 = Server::start_on(&db, &all);
+    let n2 = Server::start_on(&db, &all);
+    let mut watcher = e2e::LineConn::chat(&n2, "watcher");
+    let mut bob = e2e::LineConn::chat(&n1, "bob");
+    bob.send("PASSWORD|de bob");
+    assert_eq!(bob.until_prefix("PASSWORD_ACK|"), "PASSWORD_ACK|OK");
+    watcher.until("USER_LIST|watcher,bob");
+    assert_eq!(
+        n2.call(&["DISCONNECT", "bob"]),
+        [3],
+        "in a session on another node"
+    );
+    drop(bob);
+    // Node 2 hears that bob left before he logs in there.
+    watcher.until("USER_LIST|watcher");
+    let login = |node: &Server, connect: &str| {
+        e2e::LineConn::chat_login(e2e::LineConn::connect(node.chat_addr()), connect)
+    };
+    assert!(login(&n2, "CONNECT|bob").is_err());
+    drop(login(&n2, "CONNECT|bob|de bob").expect("the password, through the other node"));
+
+    let mut ana = e2e::LineConn::rooms(&n1, "ana");
+    ana.send("ROOM cerrada");
+    ana.until_prefix("Te has unido");
+    ana.send("KEY llave");
+    assert_eq!(ana.line(), "La sala cerrada tiene clave.");
+    let mut cid = e2e::LineConn::rooms(&n2, "cid");
+    cid.send("ROOM cerrada");
+    assert_eq!(cid.line(), "ERROR: La sala tiene clave.");
+    cid.send("ROOM_KEY llave cerrada");
+    assert_eq!(cid.line(), "Te has unido a la sala cerrada.");
+}

@@ -55,6 +55,11 @@ impl Throttle {
         }
     }
 
+    /// True if no failure is followed.
+    pub fn is_empty(&self) -> bool {
+        self.failures.is_empty()
+    }
+
     /// Records a failed attempt; returns how many in a row.
     pub fn failed(&mut self, subject: &str, from: IpAddr, now: Instant) -> u32 {
         if self.failures.len() >= MAX_ENTRIES {

@@ -162,6 +162,20 @@ impl Work {
         }
     }
 
+    /// True if the work's caller is the session logged in as the user it acts as.
+    pub fn from_a_session(&self) -> bool {
+        matches!(
+            self,
+            Work::Send {
+                proof: Proof::Session,
+                ..
+            } | Work::SetPassword {
+                proof: Proof::Session,
+                ..
+            }
+        )
+    }
+
     /// The new password or key the work stores.
     pub fn new_secret_mut(&mut self) -> Option<&mut NewSecret> {
         match self {
@@ -920,8 +934,8 @@ fn release(store: &dyn Storage, alias: &str, present: bool) -> storage::Result<b
     Ok(present && store.shared() && store.pending_count(alias, 1)? == 1)
 }
 
-/// A SEND's storage steps: both users exist, the recipient's mailbox has room, then the
-/// message is accepted.
+/// A SEND's storage steps once its sender is known to exist: the recipient exists, their
+/// mailbox has room, then the message is accepted.
 fn store_message(
     store: &dyn Storage,
     sender: &str,
@@ -930,7 +944,7 @@ fn store_message(
     attachment: Option<&[u8]>,
     max_pending: Option<usize>,
 ) -> storage::Result<Stored> {
-    let (Some(_), Some(to)) = (store.user(sender)?, store.user(recipient)?) else {
+    let Some(to) = store.user(recipient)? else {
         return Ok(Stored::NoSuchUser);
     };
     if let Some(max) = max_pending {
