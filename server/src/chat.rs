@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use wire::validate_name;
 
-use crate::accounts::{password, Denial, NewSecret, Proof, Secret};
+use crate::accounts::{Denial, NewSecret, Proof};
 use crate::beside::Ticket;
 use crate::core::{
     Core, Ending, Finished, Interests, LoginOutcome, Notice, SendOutcome, SessionId, Started,
@@ -152,10 +152,7 @@ impl Chat {
             let why = e.to_string();
             return Applied::read_only(self.login_failed(caller, name, extended, None, why));
         }
-        let proof = match password {
-            None | Some("") => Proof::None,
-            Some(password) => Proof::Given(Secret::new(password.to_string())),
-        };
+        let proof = Proof::given(password);
         match core.start_login(name, session, Interests::CHAT, caller.peer.ip(), proof, now) {
             Started::Later(ticket) => {
                 let caller = caller.clone();
@@ -181,15 +178,12 @@ impl Chat {
         core: &mut Core,
         now: Instant,
     ) -> Applied {
-        let new = match new {
-            "" => None,
-            new => match password::acceptable(new) {
-                Ok(()) => Some(NewSecret::Plain(Secret::new(new.to_string()))),
-                Err(why) => {
-                    let reply = self.password_answer(caller, Err(Denial::NotPresent));
-                    return Applied::read_only(reply.diagnostic(format!("chat PASSWORD: {why}")));
-                }
-            },
+        let new = match NewSecret::given(new) {
+            Ok(new) => new,
+            Err(why) => {
+                let reply = self.password_answer(caller, Err(Denial::NotPresent));
+                return Applied::read_only(reply.diagnostic(format!("chat PASSWORD: {why}")));
+            }
         };
         match core.start_set_password(caller.session, new, now) {
             Some(Started::Later(ticket)) => {

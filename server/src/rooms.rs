@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use wire::validate_name;
 
-use crate::accounts::{password, NewSecret, Proof, Secret};
+use crate::accounts::{NewSecret, Proof};
 use crate::beside::Ticket;
 use crate::core::{
     Core, Ending, Finished, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Started,
@@ -149,23 +149,6 @@ fn valid_room(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_ROOM_NAME && !name.chars().any(wire::is_hidden)
 }
 
-/// A secret as a request proves itself with: none, or the one given.
-fn proof(secret: Option<&str>) -> Proof {
-    match secret {
-        None | Some("") => Proof::None,
-        Some(secret) => Proof::Given(Secret::new(secret.to_string())),
-    }
-}
-
-/// A new password or key as a request gives it: None removes it.
-fn new_secret(secret: &str) -> Result<Option<NewSecret>, &'static str> {
-    match secret {
-        "" => Ok(None),
-        secret => password::acceptable(secret)
-            .map(|()| Some(NewSecret::Plain(Secret::new(secret.to_string())))),
-    }
-}
-
 impl Rooms {
     fn join(
         &mut self,
@@ -188,7 +171,7 @@ impl Rooms {
             caller.session,
             Interests::ROOMS,
             caller.peer.ip(),
-            proof(password),
+            Proof::given(password),
             now,
         ) {
             Started::Later(ticket) => self.wait(
@@ -273,7 +256,7 @@ impl Rooms {
             return Applied::read_only(error(caller, "Nombre de sala no válido."));
         }
         let left = core.room_of(session).map(str::to_string);
-        match core.start_join_room(session, room, proof(key), now) {
+        match core.start_join_room(session, room, Proof::given(key), now) {
             Started::Later(ticket) => {
                 let waiting = Waiting::Room {
                     caller: caller.clone(),
@@ -310,7 +293,7 @@ impl Rooms {
 
     /// `PASSWORD new`: the user's password is set (or, with nothing, removed).
     fn password(&mut self, new: &str, core: &mut Core, caller: &Caller, now: Instant) -> Applied {
-        let new = match new_secret(new) {
+        let new = match NewSecret::given(new) {
             Ok(new) => new,
             Err(why) => {
                 return Applied::read_only(error(caller, "Contraseña no válida.").diagnostic(why))
@@ -332,7 +315,7 @@ impl Rooms {
         if key.contains(char::is_whitespace) {
             return Applied::read_only(error(caller, "La clave no puede tener espacios."));
         }
-        let new = match new_secret(key) {
+        let new = match NewSecret::given(key) {
             Ok(new) => new,
             Err(why) => {
                 return Applied::read_only(error(caller, "Clave no válida.").diagnostic(why))

@@ -43,12 +43,34 @@ pub enum Proof {
     Session,
 }
 
+impl Proof {
+    /// A secret as a request gives it (none, or empty: nothing given).
+    pub fn given(secret: Option<&str>) -> Proof {
+        match secret {
+            None | Some("") => Proof::None,
+            Some(secret) => Proof::Given(Secret::new(secret.to_string())),
+        }
+    }
+}
+
 /// A new password or room key that a request stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewSecret {
     /// As the caller gave it: hashed by the checker before the request runs again.
     Plain(Secret),
     Hashed(String),
+}
+
+impl NewSecret {
+    /// A new password or key as a request gives it: empty removes it (None); one that may
+    /// not be a password is refused with why.
+    pub fn given(secret: &str) -> Result<Option<NewSecret>, &'static str> {
+        match secret {
+            "" => Ok(None),
+            secret => password::acceptable(secret)
+                .map(|()| Some(NewSecret::Plain(Secret::new(secret.to_string())))),
+        }
+    }
 }
 
 /// Why a request was refused on the accounts' account.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use wire::{scan_fields, FieldCount, Op, ScanError, AUTH, MAX_FIELD_LEN, MAX_OP_LEN};
 
-use crate::accounts::{Proof, Secret};
+use crate::accounts::Proof;
 use crate::beside::Ticket;
 use crate::core::{Core, Finished, Started, Work};
 use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Reply};
@@ -325,8 +325,8 @@ fn authenticated(op: Op, mut work: Work, alias: &[u8], secret: &[u8]) -> Parsed 
             op.name()
         ));
     };
-    if let (Some(proof), false) = (work.proof_mut(), secret.is_empty()) {
-        *proof = Proof::Given(Secret::new(secret.to_string()));
+    if let Some(proof) = work.proof_mut() {
+        *proof = Proof::given(Some(secret));
     }
     Parsed::Work(work)
 }

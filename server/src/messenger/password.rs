@@ -6,7 +6,7 @@
 use wire::{code, validate_name, Op};
 
 use super::{failure, shown, Parsed};
-use crate::accounts::{password, NewSecret, Proof, Secret};
+use crate::accounts::{NewSecret, Proof};
 use crate::core::{Finished, Work};
 use crate::frontend::{Applied, Reply};
 use crate::storage;
@@ -22,12 +22,9 @@ pub fn apply(fields: &[&[u8]], from: std::net::IpAddr) -> Parsed {
         Ok(alias) => alias,
         Err(e) => return fail(format!("SETPASSWORD rejected: {e}")).into(),
     };
-    let new = match std::str::from_utf8(new) {
-        Ok("") => None,
-        Ok(new) => match password::acceptable(new) {
-            Ok(()) => Some(NewSecret::Plain(Secret::new(new.to_string()))),
-            Err(why) => return fail(format!("SETPASSWORD {alias} rejected: {why}")).into(),
-        },
+    let new = match std::str::from_utf8(new).map(NewSecret::given) {
+        Ok(Ok(new)) => new,
+        Ok(Err(why)) => return fail(format!("SETPASSWORD {alias} rejected: {why}")).into(),
         Err(_) => return fail(format!("SETPASSWORD {alias} rejected: not UTF-8")).into(),
     };
     Parsed::Work(Work::SetPassword {
