@@ -8,9 +8,9 @@
 //! Like the original window, the pixel of row y is drawn at horizontal position y and column x
 //! at vertical position x, so a drawing looks the same in both.
 
+use crate::link::{self, Stream};
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::rc::Rc;
 use std::sync::mpsc;
 
@@ -119,7 +119,7 @@ pub fn frame(body: &str) -> Vec<u8> {
     bytes
 }
 
-fn read_frames(mut stream: TcpStream, tx: app::Sender<Incoming>) {
+fn read_frames(mut stream: Stream, tx: app::Sender<Incoming>) {
     let closed = loop {
         let mut header = [0u8; 8];
         if let Err(e) = stream.read_exact(&mut header[..5]) {
@@ -235,10 +235,9 @@ fn layout(view: &Frame) -> (i32, i32, i32) {
 impl CanvasWindow {
     /// Connects to the canvas at `host:port`, starts the network threads and builds the
     /// window.
-    pub fn build(host: &str, port: u16) -> Result<CanvasWindow, String> {
-        let stream = TcpStream::connect((host, port))
+    pub fn build(host: &str, port: u16, tls: &link::Tls) -> Result<CanvasWindow, String> {
+        let stream = link::connect(host, port, tls, std::time::Duration::from_secs(5))
             .map_err(|e| format!("cannot reach {host}:{port}: {e}"))?;
-        let _ = stream.set_nodelay(true);
         let reader = stream.try_clone().map_err(|e| e.to_string())?;
         let (tx, receiver) = app::channel::<Incoming>();
         std::thread::spawn(move || read_frames(reader, tx));
@@ -430,12 +429,12 @@ impl CanvasWindow {
 }
 
 /// Runs the canvas window until it is closed.
-pub fn run(host: &str, port: u16) -> Result<(), String> {
+pub fn run(host: &str, port: u16, tls: &link::Tls) -> Result<(), String> {
     if !crate::gui::display_available() {
         return Err("no display found (DISPLAY is unset or unreachable)".into());
     }
     let app = app::App::default();
-    let mut canvas = CanvasWindow::build(host, port)?;
+    let mut canvas = CanvasWindow::build(host, port, tls)?;
     canvas.window.show();
     while app.wait() {
         canvas.pump();

@@ -14,12 +14,16 @@
 //! password of the name logged in.
 
 use std::io::{self, BufRead, Read, Write};
-use std::net::TcpStream;
+
+use crate::link::{self, Stream};
 use std::sync::mpsc;
 use std::time::Duration;
 
 /// Longest message of the protocol.
 const MAX_MESSAGE: usize = 1024;
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long to wait for the answer to `HELLO|lines`.
 const HELLO_WAIT: Duration = Duration::from_millis(500);
@@ -109,8 +113,8 @@ enum Heard {
 
 /// Reads the server, prints what the original client prints, and reports what the main thread
 /// waits for.
-fn read_server(mut stream: TcpStream, heard: mpsc::Sender<Heard>) {
-    let mut lines = false;
+/// `lines`: the connection speaks line framing from its first byte (over TLS).
+fn read_server(mut stream: Stream, heard: mpsc::Sender<Heard>, mut lines: bool) {
     let mut pending = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -160,7 +164,7 @@ fn handle(message: &str, heard: &mpsc::Sender<Heard>) {
 
 /// The connection's writing side, in whichever framing was agreed.
 struct Writer {
-    stream: TcpStream,
+    stream: Stream,
     lines: bool,
 }
 
@@ -181,15 +185,13 @@ impl Writer {
 
 /// Runs the chat client against `server` until `/logout` or the end of input.
 pub fn run(server: &crate::protocol::ServerLink) -> io::Result<()> {
-    let stream = TcpStream::connect((server.host.as_str(), server.port))?;
-    stream.set_nodelay(true)?;
+    let stream = link::connect(&server.host, server.port, &server.tls, CONNECT_TIMEOUT)?;
+    // Over TLS a read is no message: lines from the first byte (docs/chat.md).
+    let tls = server.tls.is_some();
     let (heard_tx, heard) = mpsc::channel();
     let reader = stream.try_clone()?;
-    std::thread::spawn(move || read_server(reader, heard_tx));
-    let mut writer = Writer {
-        stream,
-        lines: false,
-    };
+    std::thread::spawn(move || read_server(reader, heard_tx, tls));
+    let mut writer = Writer { stream, lines: tls };
     let stdin = io::stdin();
     let mut input = String::new();
     // The user name, until the server accepts one.
@@ -222,22 +224,10 @@ pub fn run(server: &crate::protocol::ServerLink) -> io::Result<()> {
             }
         }
     }
-    writer.send("HELLO|lines")?;
-    let deadline = std::time::Instant::now() + HELLO_WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match heard.recv_timeout(left) {
-            Ok(Heard::Lines) => {
-                writer.lines = true;
-                break;
-            }
-            Ok(Heard::Closed) => {
-                print("Desconectado del servidor");
-                return Ok(());
-            }
-            Ok(Heard::ConnectAck(_)) => {}
-            Err(_) => break,
-        }
+    // Without TLS, line framing is offered (docs/chat.md); over TLS it is already so.
+    if !tls && !negotiate_lines(&mut writer, &heard)? {
+        print("Desconectado del servidor");
+        return Ok(());
     }
     loop {
         input.clear();
@@ -245,7 +235,7 @@ pub fn run(server: &crate::protocol::ServerLink) -> io::Result<()> {
         let line = input.trim_end_matches(['\n', '\r']);
         if done || line == "/logout" {
             let _ = writer.send("DISCONNECT");
-            let _ = writer.stream.shutdown(std::net::Shutdown::Both);
+            writer.stream.close();
             print("Desconectado del servidor");
             return Ok(());
         }
@@ -268,6 +258,25 @@ pub fn run(server: &crate::protocol::ServerLink) -> io::Result<()> {
         if let Ok(Heard::Closed) = heard.try_recv() {
             print("Desconectado del servidor");
             return Ok(());
+        }
+    }
+}
+
+/// Offers line framing and waits a moment for the answer (an original server ignores it);
+/// false if the server went away.
+fn negotiate_lines(writer: &mut Writer, heard: &mpsc::Receiver<Heard>) -> io::Result<bool> {
+    writer.send("HELLO|lines")?;
+    let deadline = std::time::Instant::now() + HELLO_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match heard.recv_timeout(left) {
+            Ok(Heard::Lines) => {
+                writer.lines = true;
+                return Ok(true);
+            }
+            Ok(Heard::Closed) => return Ok(false),
+            Ok(Heard::ConnectAck(_)) => {}
+            Err(_) => return Ok(true),
         }
     }
 }

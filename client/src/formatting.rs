@@ -1,26 +1,37 @@
-//! The call to the formatter web service before every SEND: a plain HTTP/1.1 POST of
-//! `text/plain` to `/normalize`, spoken by hand so the client needs no HTTP stack.
+//! The call to the formatter web service before every SEND: an HTTP/1.1 POST of `text/plain`
+//! to `/normalize` (over TLS for an `https://` URL), spoken by hand so the client needs no
+//! HTTP stack.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use crate::link;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Normalises `text` through the service at `base_url` (`http://host:port`).
-pub fn normalize(base_url: &str, text: &str) -> io::Result<String> {
+/// Normalises `text` through the service at `base_url` (`http://host:port` or
+/// `https://host:port`; an https one is verified as `tls` says, or against the system's roots).
+pub fn normalize(base_url: &str, text: &str, tls: &link::Tls) -> io::Result<String> {
     let invalid =
         |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{base_url}: {why}"));
-    let authority = base_url
-        .strip_prefix("http://")
-        .ok_or_else(|| invalid("only http:// URLs are supported"))?;
+    let (authority, tls, default_port) = match base_url.split_once("://") {
+        Some(("http", rest)) => (rest, None, 80),
+        Some(("https", rest)) => {
+            let config = match tls {
+                Some(config) => config.clone(),
+                None => link::client_config(None).map_err(|e| invalid(&e))?,
+            };
+            (rest, Some(config), 443)
+        }
+        _ => return Err(invalid("only http:// and https:// URLs are supported")),
+    };
     let authority = authority.trim_end_matches('/');
-    let addr = authority
-        .to_socket_addrs()
-        .or_else(|_| (authority, 80).to_socket_addrs())?
-        .next()
-        .ok_or_else(|| invalid("no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().map_err(|_| invalid("bad port"))?),
+        None => (authority, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut stream = link::connect(host, port, &tls, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let request = format!(

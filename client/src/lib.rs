@@ -8,6 +8,7 @@ pub mod chat;
 pub mod console;
 pub mod formatting;
 pub mod gui;
+pub mod link;
 pub mod listener;
 pub mod protocol;
 pub mod rooms;

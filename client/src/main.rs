@@ -25,18 +25,42 @@ struct Args {
     /// The canvas window of seed 002 (DrawColorCanvas) for the server's canvas port.
     #[arg(long)]
     canvas: bool,
-    /// Formatter web service every message goes through before it is sent.
+    /// Formatter web service every message goes through before it is sent (`https://`
+    /// too).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     formatter: String,
+    /// Speak TLS to the server (its TLS port): docs/tls.md.
+    #[arg(long)]
+    tls: bool,
+    /// Trust the certificates of this PEM file (the server's own self-signed one, or the CA
+    /// that signed it) instead of the system's roots, for the server and an https
+    /// formatter.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let tls = match (args.tls, &args.ca) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            eprintln!("client: --ca goes with --tls");
+            return std::process::ExitCode::FAILURE;
+        }
+        (true, ca) => match client::link::client_config(ca.as_deref()) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("client: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
     let endpoints = Endpoints {
         server: ServerLink {
             host: args.server,
             port: args.port,
             password: client::secret::from_env(),
+            tls,
         },
         formatter_url: args.formatter,
     };
@@ -45,7 +69,11 @@ fn main() -> std::process::ExitCode {
     } else if args.rooms {
         client::rooms::run(&endpoints.server).map_err(|e| format!("rooms: {e}"))
     } else if args.canvas {
-        client::canvas::run(&endpoints.server.host, endpoints.server.port)
+        client::canvas::run(
+            &endpoints.server.host,
+            endpoints.server.port,
+            &endpoints.server.tls,
+        )
     } else if args.console {
         client::console::run(endpoints).map_err(|e| format!("console: {e}"))
     } else {

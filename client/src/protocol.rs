@@ -2,8 +2,9 @@
 //! dead or silent server costs a few seconds at most.
 
 use std::io::{self, BufReader, Read};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use crate::link::{self, Stream};
 
 use wire::{read_field, write_fields, MAX_FIELD_LEN};
 
@@ -18,6 +19,8 @@ pub struct ServerLink {
     /// The user's password: every operation that acts as the user proves it with an `AUTH`
     /// before it (docs/accounts.md); without one, requests are the seeds' own.
     pub password: Option<String>,
+    /// TLS (`--tls`), or plaintext.
+    pub tls: link::Tls,
 }
 
 /// A code the protocol does not define for the operation: the server is not speaking it.
@@ -27,28 +30,16 @@ fn malformed(what: &str) -> io::Error {
 
 impl ServerLink {
     /// Opens a connection and sends the request.
-    fn open(&self, fields: &[&[u8]]) -> io::Result<BufReader<TcpStream>> {
-        let addrs: Vec<_> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
-        let mut last = io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{} has no address", self.host),
-        );
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, TIMEOUT) {
-                Ok(mut stream) => {
-                    stream.set_read_timeout(Some(TIMEOUT))?;
-                    stream.set_write_timeout(Some(TIMEOUT))?;
-                    write_fields(&mut stream, fields)?;
-                    return Ok(BufReader::new(stream));
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+    fn open(&self, fields: &[&[u8]]) -> io::Result<BufReader<Stream>> {
+        let mut stream = link::connect(&self.host, self.port, &self.tls, TIMEOUT)?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        write_fields(&mut stream, fields)?;
+        Ok(BufReader::new(stream))
     }
 
     /// Sends a request and reads the one-byte code, which must be at most `max_code`.
-    fn code(&self, fields: &[&[u8]], max_code: u8) -> io::Result<(u8, BufReader<TcpStream>)> {
+    fn code(&self, fields: &[&[u8]], max_code: u8) -> io::Result<(u8, BufReader<Stream>)> {
         let mut reader = self.open(fields)?;
         let mut code = [0u8; 1];
         reader.read_exact(&mut code).map_err(|e| match e.kind() {
@@ -70,7 +61,7 @@ impl ServerLink {
         alias: &str,
         fields: &[&[u8]],
         max_code: u8,
-    ) -> io::Result<(u8, BufReader<TcpStream>)> {
+    ) -> io::Result<(u8, BufReader<Stream>)> {
         match &self.password {
             Some(password) => {
                 let mut authed: Vec<&[u8]> =

@@ -7,8 +7,10 @@
 //! never starts while the room's reader still runs (the original's race after EXIT).
 
 use std::io::{self, BufRead, Read, Write};
-use std::net::TcpStream;
 use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::link::{self, Stream};
 
 const BANNER: &str = "*******************************************\nWassop by Juan Miguel\n*******************************************";
 const JOINED_ROOM: &str = "Te has unido a la sala";
@@ -28,7 +30,7 @@ fn print(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-fn read_server(mut stream: TcpStream, heard: mpsc::Sender<Heard>) {
+fn read_server(mut stream: Stream, heard: mpsc::Sender<Heard>) {
     let mut in_room = false;
     let mut pending = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -72,7 +74,7 @@ fn ask(prompt: &str) -> io::Result<Option<String>> {
 }
 
 struct Client {
-    stream: TcpStream,
+    stream: Stream,
     heard: mpsc::Receiver<Heard>,
 }
 
@@ -99,7 +101,7 @@ impl Client {
     }
 
     fn quit(self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.stream.close();
     }
 }
 
@@ -110,7 +112,12 @@ const PASSWORD_NEEDED: &str = "ERROR: Se necesita contraseña.";
 /// from `MESSENGER_PASSWORD` (`JOIN name password`, docs/accounts.md), or is asked for on the
 /// terminal when the server says the name needs one.
 pub fn run(server: &crate::protocol::ServerLink) -> io::Result<()> {
-    let stream = TcpStream::connect((server.host.as_str(), server.port))?;
+    let stream = link::connect(
+        &server.host,
+        server.port,
+        &server.tls,
+        Duration::from_secs(5),
+    )?;
     let (heard_tx, heard) = mpsc::channel();
     let reader = stream.try_clone()?;
     std::thread::spawn(move || read_server(reader, heard_tx));

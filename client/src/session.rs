@@ -397,7 +397,7 @@ impl Session {
         let Some(me) = self.requester(op) else {
             return fail;
         };
-        let text = match formatting::normalize(&self.formatter_url, typed) {
+        let text = match formatting::normalize(&self.formatter_url, typed, &self.server.tls) {
             Ok(text) => text,
             Err(e) => {
                 self.note(format!(

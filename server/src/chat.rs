@@ -40,6 +40,9 @@ struct ChatSession {
 #[derive(Default)]
 pub struct Chat {
     sessions: HashMap<SessionId, ChatSession>,
+    /// Every session speaks line framing from its first byte (over TLS, where one read is
+    /// no message).
+    lines_from_start: bool,
     memo: EncodeMemo,
     /// Requests whose storage work runs beside the reactor, by storage ticket.
     waiting: HashMap<Ticket, Waiting>,
@@ -118,14 +121,31 @@ fn parse(message: &str) -> Result<Request<'_>, &'static str> {
 }
 
 impl Chat {
+    /// The chat with line framing from the first byte (its TLS port).
+    pub fn with_lines() -> Chat {
+        Chat {
+            lines_from_start: true,
+            ..Chat::default()
+        }
+    }
+
     fn session(&mut self, id: SessionId) -> &mut ChatSession {
-        self.sessions.entry(id).or_default()
+        let lines = self.lines_from_start;
+        self.sessions
+            .entry(id)
+            .or_insert_with(|| ChatSession { alias: None, lines })
+    }
+
+    /// True if `session` speaks line framing.
+    fn lines(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(&session)
+            .map_or(self.lines_from_start, |s| s.lines)
     }
 
     /// Encodes one message for `session` in its framing.
     fn message(&self, session: SessionId, fields: &[&str]) -> Vec<u8> {
-        let lines = self.sessions.get(&session).is_some_and(|s| s.lines);
-        encode(fields, lines)
+        encode(fields, self.lines(session))
     }
 
     /// An `ERROR|code|reason` answer, and a stderr line saying to whom.
@@ -377,8 +397,7 @@ impl Frontend for Chat {
     }
 
     fn frame(&self, input: &Input) -> Framing {
-        let lines = self.sessions.get(&input.session).is_some_and(|s| s.lines);
-        if !lines {
+        if !self.lines(input.session) {
             // The original framing: one read is one message.
             return match input.buf.len() {
                 0 => Framing::Incomplete,
@@ -466,9 +485,10 @@ impl Frontend for Chat {
     }
 
     fn pacing(&self, session: SessionId) -> Pacing {
-        match self.sessions.get(&session) {
-            Some(s) if s.lines => Pacing::Stream,
-            _ => Pacing::OneMessagePerWrite,
+        if self.lines(session) {
+            Pacing::Stream
+        } else {
+            Pacing::OneMessagePerWrite
         }
     }
 

@@ -158,6 +158,31 @@ pub struct Config {
     #[arg(long)]
     pub canvas_port: Option<u16>,
 
+    /// The server's certificate chain for its TLS ports (PEM, the server's own first); read
+    /// again on SIGHUP.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM; RSA or ECDSA); read again on SIGHUP.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The messenger over TLS on this port too (needs `--tls-cert` and `--tls-key`).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_port: Option<u16>,
+
+    /// The chat over TLS on this port (line framing from the first byte: docs/tls.md).
+    #[arg(long, requires = "tls_cert")]
+    pub chat_tls_port: Option<u16>,
+
+    /// The rooms over TLS on this port.
+    #[arg(long, requires = "tls_cert")]
+    pub rooms_tls_port: Option<u16>,
+
+    /// The canvas over TLS on this port.
+    #[arg(long, requires = "tls_cert")]
+    pub canvas_tls_port: Option<u16>,
+
     /// Room messages replayed on joining a room, and chat broadcasts replayed on logging in.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=1000))]
     pub history: u16,

@@ -21,6 +21,7 @@ mod reactor;
 pub mod rooms;
 pub mod storage;
 mod syncer;
+mod tls;
 mod watched;
 
 use std::io;
@@ -28,7 +29,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 pub use config::{Config, Database, Durability};
@@ -48,20 +49,27 @@ pub fn run(config: Config) -> Result<(), String> {
     console::init_logging(config.log_filter());
     net::raise_open_file_limit();
     let admin_token = admin::token(config.admin_addr, config.admin_token_file.as_deref())?;
+    let certificates = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::Certificates::load(cert, key)?),
+        _ => None,
+    };
     // Bind before touching the database, so that a port in use leaves no file behind.
     let (listener, local) = bind(config.bind, config.port)?;
-    let chat = config
-        .chat_port
-        .map(|port| bind(config.bind, port))
-        .transpose()?;
-    let rooms = config
-        .rooms_port
-        .map(|port| bind(config.bind, port))
-        .transpose()?;
-    let canvas = config
-        .canvas_port
-        .map(|port| bind(config.bind, port))
-        .transpose()?;
+    let protocol_ports = [
+        (Protocol::Chat, config.chat_port, false),
+        (Protocol::Rooms, config.rooms_port, false),
+        (Protocol::Canvas, config.canvas_port, false),
+        (Protocol::Messenger, config.tls_port, true),
+        (Protocol::Chat, config.chat_tls_port, true),
+        (Protocol::Rooms, config.rooms_tls_port, true),
+        (Protocol::Canvas, config.canvas_tls_port, true),
+    ];
+    let mut ports = Vec::new();
+    for (protocol, port, tls) in protocol_ports {
+        if let Some(port) = port {
+            ports.push((protocol, tls, bind(config.bind, port)?));
+        }
+    }
     let admin = config
         .admin_addr
         .map(|addr| bind(addr.ip(), addr.port()).map_err(|e| format!("admin: {e}")))
@@ -110,41 +118,55 @@ pub fn run(config: Config) -> Result<(), String> {
         metrics.clone(),
     )
     .map_err(|e| format!("reading pending deliveries from {}: {e}", config.db))?;
-    let signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("signal handlers: {e}"))?;
+    let signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("signal handlers: {e}"))?;
     let mut listening = vec![Listening {
         socket: mio::net::TcpListener::from_std(listener),
         frontend: Box::new(Messenger::new(config.register_form, config.grace())),
         flood: None,
         proxy_protocol: config.proxy_protocol,
+        tls: false,
     }];
     let shown_ip = net::display_ip(local.ip());
     let mut init_lines = vec![format!("init server {shown_ip}:{}", local.port())];
-    if let Some((socket, local)) = chat {
+    for (protocol, tls, (socket, local)) in ports {
+        let (frontend, flood, name): (Box<dyn frontend::Frontend>, _, _) = match protocol {
+            Protocol::Messenger => (
+                Box::new(Messenger::new(config.register_form, config.grace())),
+                None,
+                "server",
+            ),
+            // Over TLS a read is no message: lines from the first byte.
+            Protocol::Chat if tls => (
+                Box::new(chat::Chat::with_lines()),
+                config.session_flood(),
+                "chat",
+            ),
+            Protocol::Chat => (
+                Box::new(chat::Chat::default()),
+                config.session_flood(),
+                "chat",
+            ),
+            Protocol::Rooms => (
+                Box::new(rooms::Rooms::default()),
+                config.session_flood(),
+                "rooms",
+            ),
+            Protocol::Canvas => (
+                Box::new(canvas::Canvas::default()),
+                config.canvas_flood(),
+                "canvas",
+            ),
+        };
         listening.push(Listening {
             socket: mio::net::TcpListener::from_std(socket),
-            frontend: Box::new(chat::Chat::default()),
-            flood: config.session_flood(),
+            frontend,
+            flood,
             proxy_protocol: config.proxy_protocol,
+            tls,
         });
-        init_lines.push(format!("init chat {shown_ip}:{}", local.port()));
-    }
-    if let Some((socket, local)) = rooms {
-        listening.push(Listening {
-            socket: mio::net::TcpListener::from_std(socket),
-            frontend: Box::new(rooms::Rooms::default()),
-            flood: config.session_flood(),
-            proxy_protocol: config.proxy_protocol,
-        });
-        init_lines.push(format!("init rooms {shown_ip}:{}", local.port()));
-    }
-    if let Some((socket, local)) = canvas {
-        listening.push(Listening {
-            socket: mio::net::TcpListener::from_std(socket),
-            frontend: Box::new(canvas::Canvas::default()),
-            flood: config.canvas_flood(),
-            proxy_protocol: config.proxy_protocol,
-        });
-        init_lines.push(format!("init canvas {shown_ip}:{}", local.port()));
+        let tls = if tls { "tls " } else { "" };
+        init_lines.push(format!("init {tls}{name} {shown_ip}:{}", local.port()));
     }
 
     if let Some((socket, bound)) = admin {
@@ -157,6 +179,7 @@ pub fn run(config: Config) -> Result<(), String> {
             )?),
             flood: None,
             proxy_protocol: false,
+            tls: false,
         });
         init_lines.push(format!(
             "init admin {}:{}",
@@ -166,6 +189,9 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     let mut reactor = Reactor::new(poller, listening, signals, core, config, sync_gate, metrics)
         .map_err(|e| format!("event loop: {e}"))?;
+    if let Some(certificates) = certificates {
+        reactor.use_certificates(certificates);
+    }
     for line in &init_lines {
         reactor.console().line(line);
     }
@@ -176,6 +202,15 @@ pub fn run(config: Config) -> Result<(), String> {
         .map_err(|e: io::Error| format!("server stopped: {e}"));
     console::drain();
     result
+}
+
+/// The protocols a port may serve.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Messenger,
+    Chat,
+    Rooms,
+    Canvas,
 }
 
 /// Opens the configured database, and with `--durability full` the syncer that makes its

@@ -44,6 +44,8 @@ pub struct Metrics {
     rate_limited: [AtomicU64; SESSION_FRONTENDS.len()],
     refusals: [AtomicU64; REFUSALS.len()],
     auth_failures: [AtomicU64; crate::accounts::DENIALS.len()],
+    /// TLS handshakes finished, and TLS connections closed before theirs finished.
+    tls_handshakes: [AtomicU64; 2],
     requests: [[AtomicU64; 4]; OPS.len()],
     pushes: [AtomicU64; PUSH_RESULTS.len()],
     sessions: [AtomicI64; SESSION_FRONTENDS.len()],
@@ -105,6 +107,11 @@ impl Metrics {
         if let Some(n) = labels.iter().position(|r| *r == reason) {
             self.auth_failures[n].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A TLS handshake finished (`true`), or its connection ended before it did.
+    pub fn tls_handshake(&self, finished: bool) {
+        self.tls_handshakes[usize::from(!finished)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn sessions(&self, frontend: &str) -> i64 {
@@ -250,6 +257,19 @@ impl Metrics {
                 out,
                 "messenger_auth_failures_total{{reason=\"{}\"}} {}",
                 denial.label(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP messenger_tls_handshakes_total TLS handshakes on the TLS ports: finished, \
+             or failed (a bad handshake, plaintext, a stall to the deadline)."
+        );
+        let _ = writeln!(out, "# TYPE messenger_tls_handshakes_total counter");
+        for (result, counter) in ["finished", "failed"].iter().zip(&self.tls_handshakes) {
+            let _ = writeln!(
+                out,
+                "messenger_tls_handshakes_total{{result=\"{result}\"}} {}",
                 counter.load(Ordering::Relaxed)
             );
         }

@@ -246,6 +246,19 @@ impl Server {
         Server::start(dir, &all)
     }
 
+    /// The TLS port of `what` (`server`, `chat`, `rooms`, `canvas`), from its init line.
+    pub fn tls_port(&self, what: &str) -> u16 {
+        let prefix = format!("s> init tls {what} ");
+        self.stdout
+            .snapshot()
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix(&prefix)
+                    .map(|addr| addr.rsplit(':').next().unwrap().parse().expect("port"))
+            })
+            .unwrap_or_else(|| panic!("no TLS port for {what}"))
+    }
+
     pub fn chat_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.chat_port.expect("--chat-port")))
     }
@@ -700,17 +713,28 @@ impl ConsoleClient {
         formatter_url: &str,
         env: &[(&str, &str)],
     ) -> ConsoleClient {
+        let port = server_port.to_string();
+        let args = [
+            "--console",
+            "-s",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--formatter",
+            formatter_url,
+        ];
+        ConsoleClient::spawn(&args, env)
+    }
+
+    /// A console client started with `args` (`--console` among them).
+    pub fn start_args(args: &[&str]) -> ConsoleClient {
+        ConsoleClient::spawn(args, &[])
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> ConsoleClient {
         let mut child = Command::new(bin("client"))
             .envs(env.iter().copied())
-            .args([
-                "--console",
-                "-s",
-                "127.0.0.1",
-                "-p",
-                &server_port.to_string(),
-                "--formatter",
-                formatter_url,
-            ])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1167,4 +1191,126 @@ pub fn connected(server: &Server, alias: &str) -> bool {
     server.db.int(&format!(
         "SELECT count(*) FROM users WHERE alias = '{alias}' AND connected"
     )) == 1
+}
+
+/// A self-signed end-entity certificate for `localhost` and 127.0.0.1 (`CA:FALSE`, as
+/// `openssl req -x509 ... -addext basicConstraints=critical,CA:FALSE` makes) and its key, in
+/// `dir` as `{name}.pem` and `{name}.key`; `ec`: an ECDSA P-256 key, else RSA 2048.
+pub fn self_signed(dir: &Path, name: &str, ec: bool) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    let mut command = Command::new("openssl");
+    command.args([
+        "req",
+        "-x509",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    if ec {
+        command.args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]);
+    } else {
+        command.args(["-newkey", "rsa:2048"]);
+    }
+    let out = command
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian's package)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// `openssl s_client` to 127.0.0.1:`port`, trusting `ca`: what it prints is collected, what
+/// is written to its stdin goes over TLS.
+pub struct SClient {
+    process: Running,
+    pub stdin: Option<std::process::ChildStdin>,
+    pub stdout: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SClient {
+    pub fn start(port: u16, ca: &Path) -> SClient {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-CAfile")
+            .arg(ca)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = out.read(&mut chunk) {
+                if n == 0 {
+                    return;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        let stdin = child.stdin.take();
+        SClient {
+            process: Running {
+                child,
+                name: "openssl s_client",
+            },
+            stdin,
+            stdout,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits until what it printed holds `expected`; returns all it printed.
+    pub fn wait_for(&self, expected: &[u8]) -> Vec<u8> {
+        let start = Instant::now();
+        loop {
+            let seen = self.stdout.lock().unwrap().clone();
+            if seen.windows(expected.len()).any(|w| w == expected) {
+                return seen;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "s_client printed {:?}, not {:?}",
+                String::from_utf8_lossy(&seen),
+                String::from_utf8_lossy(expected)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for s_client to exit (the server closed) and returns what it printed.
+    pub fn finish(mut self) -> Vec<u8> {
+        drop(self.stdin.take());
+        self.process.wait();
+        // The reader thread drains the pipe to its end once the process is gone.
+        let start = Instant::now();
+        while Arc::strong_count(&self.stdout) > 1 && start.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.stdout.lock().unwrap().clone()
+    }
 }

@@ -53,7 +53,7 @@ fn the_canvas_window_paints_and_follows_others() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_all(dir.path(), &[]);
     let port = server.canvas_port.unwrap();
-    let mut canvas = CanvasWindow::build("127.0.0.1", port).unwrap();
+    let mut canvas = CanvasWindow::build("127.0.0.1", port, &None).unwrap();
     canvas.window.show();
     pump_until(&mut canvas, "the board", |c| {
         c.status.label() == "Conectado (modo compacto)"
@@ -111,7 +111,7 @@ fn the_canvas_window_paints_and_follows_others() {
         send(&mut stream, &board);
         paint
     });
-    let mut canvas = CanvasWindow::build("127.0.0.1", original_port).unwrap();
+    let mut canvas = CanvasWindow::build("127.0.0.1", original_port, &None).unwrap();
     canvas.window.show();
     pump_until(&mut canvas, "a whole board", |c| {
         c.status.label() == "Conectado (tableros completos)"

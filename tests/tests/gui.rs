@@ -57,6 +57,7 @@ fn the_desktop_client_end_to_end() {
             port: server.port,
             // What `MESSENGER_PASSWORD` gives the window (docs/accounts.md).
             password: Some("de la ventana".into()),
+            tls: None,
         },
         formatter_url: formatter.url(),
     };

@@ -7,13 +7,12 @@
 //! queued meanwhile never overtake it: nothing behind a held slot is written.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-
+use super::transport::Transport;
 use crate::core::DeliveryMark;
 use crate::flood::Bucket;
 use crate::frontend::{Mode, Pacing};
@@ -82,7 +81,8 @@ pub enum Chunk {
 }
 
 pub struct Connection {
-    pub stream: TcpStream,
+    /// The socket, or TLS over it.
+    pub transport: Transport,
     /// Index of the front-end whose listener accepted it.
     pub frontend: usize,
     pub mode: Mode,
@@ -145,7 +145,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(
-        stream: TcpStream,
+        transport: Transport,
         frontend: usize,
         mode: Mode,
         peer: SocketAddr,
@@ -153,7 +153,7 @@ impl Connection {
         generation: u64,
     ) -> Connection {
         Connection {
-            stream,
+            transport,
             frontend,
             mode,
             pacing: Pacing::Stream,
@@ -208,7 +208,7 @@ impl Connection {
         let mut chunk = [0u8; READ_CHUNK];
         let room = (limit - self.buf.len()).min(READ_CHUNK);
         loop {
-            match self.stream.read(&mut chunk[..room]) {
+            match self.transport.read(&mut chunk[..room]) {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(true);
@@ -305,6 +305,10 @@ impl Connection {
     /// Private messages fully written are added to `delivered`. Returns true when nothing is
     /// left to write.
     pub fn flush(&mut self, now: Instant, delivered: &mut Vec<DeliveryMark>) -> io::Result<bool> {
+        // TLS records of earlier writes go first.
+        if !self.transport.flush_waiting()? {
+            return Ok(false);
+        }
         loop {
             if self.paused_until.is_some_and(|at| at > now) {
                 return Ok(false);
@@ -326,16 +330,16 @@ impl Connection {
             }
             if count == 0 {
                 // Empty, or the front waits for its commit.
-                return Ok(self.out.is_empty());
+                return Ok(self.out.is_empty() && !self.transport.waiting());
             }
-            match self.stream.write_vectored(&slices[..count]) {
+            match self.transport.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.queued -= n;
                     let whole = self.advance(n, delivered);
                     if one && whole {
                         self.paused_until = Some(now + self.pause);
-                        return Ok(self.out.is_empty());
+                        return Ok(self.out.is_empty() && !self.transport.waiting());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -398,7 +402,8 @@ impl Connection {
     /// True when the next write waits for the socket buffer to drain (not for a commit, nor
     /// for a pause).
     pub fn write_blocked(&self) -> bool {
-        self.paused_until.is_none() && matches!(self.out.front(), Some(Chunk::Ready { .. }))
+        self.transport.waiting()
+            || self.paused_until.is_none() && matches!(self.out.front(), Some(Chunk::Ready { .. }))
     }
 
     /// Private messages queued but not completely written (the connection is going away).
@@ -414,7 +419,7 @@ impl Connection {
     pub fn discard_input(&mut self) {
         let mut sink = [0u8; 1024];
         for _ in 0..64 {
-            match self.stream.read(&mut sink) {
+            match self.transport.socket_mut().read(&mut sink) {
                 Ok(n) if n > 0 => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 _ => return,

@@ -10,6 +10,7 @@
 //! The reactor knows protocols only through [`Frontend`]: one listening socket each.
 
 mod connection;
+mod transport;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
@@ -33,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::proxy_header::{self, Header};
 use crate::syncer::{Progress, Syncer};
 use connection::{Bytes, Connection, Kind, State, MAX_UNANSWERED};
+use transport::Transport;
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -71,6 +73,8 @@ pub struct Listening {
     /// Its connections begin with a PROXY protocol header (`--proxy-protocol`, the protocol
     /// ports only).
     pub proxy_protocol: bool,
+    /// Its connections speak TLS (with the reactor's certificates).
+    pub tls: bool,
 }
 
 pub struct Reactor {
@@ -109,6 +113,8 @@ pub struct Reactor {
     dirty: Vec<usize>,
     /// Connections to read and serve again next turn (`Connection::runnable`), listed once.
     runnable: Vec<usize>,
+    /// The certificate and key of the TLS ports (`--tls-cert`, `--tls-key`).
+    certificates: Option<crate::tls::Certificates>,
 }
 
 /// Answers that promise durability wait here for the syncer.
@@ -173,7 +179,13 @@ impl Reactor {
             turn: 0,
             dirty: Vec::new(),
             runnable: Vec::new(),
+            certificates: None,
         })
+    }
+
+    /// The certificate and key the TLS ports serve (reloaded on SIGHUP).
+    pub fn use_certificates(&mut self, certificates: crate::tls::Certificates) {
+        self.certificates = Some(certificates);
     }
 
     /// The console, for lines printed before the loop starts.
@@ -311,10 +323,23 @@ impl Reactor {
             set_session_socket_options(&stream);
             self.sessions.insert(generation, key);
         }
-        let mut conn = Connection::new(stream, n, mode, peer, deadline, generation);
+        let proxy_protocol = self.listening[n].proxy_protocol;
+        let transport = match (&self.certificates, self.listening[n].tls) {
+            (Some(certificates), true) => {
+                match Transport::tls(stream, certificates.config(), proxy_protocol) {
+                    Ok(transport) => transport,
+                    Err(e) => {
+                        log::warn!("refused TLS connection from {peer}: {e}");
+                        return;
+                    }
+                }
+            }
+            _ => Transport::Plain(stream),
+        };
+        let mut conn = Connection::new(transport, n, mode, peer, deadline, generation);
         conn.pacing = frontend.pacing(generation);
         conn.pause = self.config.chat_pause();
-        conn.awaiting_proxy_header = self.listening[n].proxy_protocol;
+        conn.awaiting_proxy_header = proxy_protocol;
         if mode == Mode::Persistent {
             conn.flood = self.listening[n]
                 .flood
@@ -344,7 +369,7 @@ impl Reactor {
             return;
         }
         match self.poll.registry().register(
-            &mut conn.stream,
+            conn.transport.socket_mut(),
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -442,7 +467,11 @@ impl Reactor {
             } else {
                 self.listening[conn.frontend].frontend.read_limit()
             };
-            match conn.read_once(limit) {
+            let read = conn.read_once(limit);
+            if conn.transport.handshake_just_finished() {
+                self.metrics.tls_handshake(true);
+            }
+            match read {
                 Ok(true) => self.try_frame(key),
                 Ok(false) => {
                     if conn.buf.is_empty() {
@@ -491,6 +520,15 @@ impl Reactor {
                         conn.awaiting_proxy_header = false;
                         if let Some(client) = source {
                             conn.peer = client;
+                        }
+                        if conn.transport.is_tls() {
+                            // What came after the header is the TLS handshake's.
+                            let rest = std::mem::take(&mut conn.buf);
+                            if let Err(e) = conn.transport.end_raw(&rest) {
+                                let why = format!("TLS from {}: {e}", conn.peer);
+                                self.close(key, Some(why));
+                                return;
+                            }
                         }
                         continue;
                     }
@@ -720,9 +758,12 @@ impl Reactor {
             if let Some(farewell) = self.listening[conn.frontend].frontend.farewell() {
                 if conn.written == 0 {
                     // Best effort, non-blocking: a client that stopped reading may not get it.
-                    let _ = std::io::Write::write(&mut conn.stream, &farewell);
+                    let _ = conn
+                        .transport
+                        .write_vectored(&[std::io::IoSlice::new(&farewell)]);
+                    let _ = conn.transport.flush_waiting();
                 }
-                set_linger_zero(&conn.stream);
+                set_linger_zero(conn.transport.socket());
             }
         }
         self.close(key, Some(why));
@@ -734,6 +775,9 @@ impl Reactor {
         }
         // Closing the socket removes it from the epoll set; no deregister call is needed.
         let mut conn = self.connections.remove(key);
+        if conn.transport.handshake_unfinished() {
+            self.metrics.tls_handshake(false);
+        }
         if let Some(at) = conn.timer {
             self.timers.remove(&(at, key));
         }
@@ -752,6 +796,7 @@ impl Reactor {
             }
         }
         if conn.state == State::Closing {
+            conn.transport.close_notify();
             conn.discard_input();
         }
         drop(conn);
@@ -1122,7 +1167,17 @@ impl Reactor {
     }
 
     fn on_signals(&mut self) {
-        let stop = self.signals.pending().count() > 0;
+        let mut stop = false;
+        let mut reload = false;
+        for signal in self.signals.pending() {
+            match signal {
+                signal_hook::consts::SIGHUP => reload = true,
+                _ => stop = true,
+            }
+        }
+        if reload {
+            self.reload_certificates();
+        }
         if stop && self.shutdown_deadline.is_none() {
             log::info!("signal received: no new connections; finishing requests in progress");
             self.accepting = false;
@@ -1136,6 +1191,19 @@ impl Reactor {
                 self.end_session(key, "the server is stopping".into());
             }
             self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_grace());
+        }
+    }
+
+    /// SIGHUP: the TLS ports' certificate and key are read again; new connections get them,
+    /// established ones go on. A file that does not load keeps the pair in use.
+    fn reload_certificates(&mut self) {
+        let Some(certificates) = &mut self.certificates else {
+            log::info!("SIGHUP: no --tls-cert to load again");
+            return;
+        };
+        match certificates.reload() {
+            Ok(()) => log::info!("SIGHUP: TLS certificate and key loaded again"),
+            Err(e) => log::error!("SIGHUP: kept the TLS certificate in use: {e}"),
         }
     }
 

@@ -1,0 +1,286 @@
+//! Encrypted connections (docs/tls.md): every front-end on a TLS port of its own, driven by
+//! `openssl s_client` and by our clients; a client given the wrong CA refuses; handshakes that
+//! stall and plaintext on a TLS port are closed at their deadline without holding anyone up;
+//! SIGHUP loads the certificate again.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+
+use e2e::{encode, register, self_signed, ConsoleClient, Formatter, LineConn, SClient, Server};
+
+/// A server with every front-end, plain and TLS, on `cert`/`key`.
+fn tls_server(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Server {
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mut args = vec![
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--tls-port",
+        "0",
+        "--chat-tls-port",
+        "0",
+        "--rooms-tls-port",
+        "0",
+        "--canvas-tls-port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Server::start_all(dir, &args)
+}
+
+#[test]
+fn every_front_end_speaks_tls_to_openssl_s_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "server", false);
+    let server = tls_server(dir.path(), &cert, &key, &[]);
+
+    // The messenger: one request per connection, the answer, then TLS's close.
+    let mut messenger = SClient::start(server.tls_port("server"), &cert);
+    messenger.send(&encode(&[b"REGISTER", b"ana"]));
+    assert_eq!(messenger.finish(), [0]);
+    register(&server, "bea");
+
+    // The chat: lines from the first byte.
+    let mut chat = SClient::start(server.tls_port("chat"), &cert);
+    chat.send(b"CONNECT|ana\n");
+    chat.wait_for(b"CONNECT_ACK|OK\nUSER_LIST|ana\n");
+    chat.send(b"MESSAGE|bea|por tls\n");
+    chat.send(b"BROADCAST|hola a todos\n");
+    chat.wait_for(b"BROADCAST|ana|hola a todos\n");
+    assert_eq!(server.db.int("SELECT count(*) FROM pending_messages"), 1);
+
+    // The rooms.
+    let mut rooms = SClient::start(server.tls_port("rooms"), &cert);
+    rooms.send(b"JOIN cid\nROOM Sala1\nMESSAGE hola\n");
+    rooms.wait_for(b"OK\nTe has unido a la sala Sala1.\n");
+    let mut plain = LineConn::rooms(&server, "dan");
+    plain.send("ROOM Sala1");
+    plain.until_prefix("Te has unido");
+    rooms.send(b"MESSAGE por tls\n");
+    plain.until("cid: por tls");
+    rooms.wait_for(b"dan se ha unido a la sala.\n");
+
+    // The canvas: length-prefixed JSON frames, the whole board at once.
+    let mut canvas = SClient::start(server.tls_port("canvas"), &cert);
+    let body = br#"{"comando": "nuevo"}"#;
+    let mut frame = (body.len() as u64).to_le_bytes()[..5].to_vec();
+    frame.extend_from_slice(body);
+    canvas.send(&frame);
+    canvas.wait_for(br#""49": {"0": "white""#);
+    drop((chat, rooms, canvas));
+}
+
+#[test]
+fn our_clients_speak_tls_and_refuse_a_certificate_they_cannot_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "server", true);
+    let (other, _) = self_signed(dir.path(), "other", true);
+    let server = tls_server(dir.path(), &cert, &key, &[]);
+    let formatter = Formatter::start();
+    let ca = cert.to_str().unwrap();
+
+    // The messenger console, over TLS to the messenger's TLS port.
+    let tls_port = server.tls_port("server");
+    let mut ana = ConsoleClient::start_args(&[
+        "--console",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &tls_port.to_string(),
+        "--formatter",
+        &formatter.url(),
+        "--tls",
+        "--ca",
+        ca,
+    ]);
+    ana.run("REGISTER ana", "REGISTER OK");
+    register(&server, "bea");
+    let bea = e2e::connect(&server, "bea");
+    ana.run("CONNECT ana", "CONNECT OK");
+    ana.run("SEND bea cifrado", "SEND OK - MESSAGE 1");
+    assert_eq!(
+        bea.next(),
+        encode(&[b"SEND MESSAGE", b"ana", b"1", b"cifrado"])
+    );
+    ana.run("DISCONNECT ana", "DISCONNECT OK");
+    assert_eq!(ana.finish(), Some(0));
+
+    // The chat console.
+    let port = server.tls_port("chat").to_string();
+    let chat_args = [
+        "--chat",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--tls",
+        "--ca",
+        ca,
+    ];
+    let mut watcher = LineConn::chat(&server, "watcher");
+    let mut chat = e2e::spawn_client(&chat_args);
+    writeln!(chat.stdin.take().unwrap(), "cid\nhola por tls").unwrap();
+    assert_eq!(
+        watcher.until_prefix("BROADCAST|"),
+        "BROADCAST|cid|hola por tls"
+    );
+    let out = chat.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Conectado exitosamente\n"));
+
+    // The rooms console.
+    let port = server.tls_port("rooms").to_string();
+    let mut rooms = e2e::spawn_client(&[
+        "--rooms",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--tls",
+        "--ca",
+        ca,
+    ]);
+    writeln!(rooms.stdin.take().unwrap(), "dan\nQUIT").unwrap();
+    let out = rooms.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Te has unido como dan."));
+
+    // Another certificate as the CA: refused, and stderr says why.
+    let mut wrong = e2e::spawn_client(&[
+        "--chat",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &server.tls_port("chat").to_string(),
+        "--tls",
+        "--ca",
+        other.to_str().unwrap(),
+    ]);
+    drop(wrong.stdin.take());
+    let out = wrong.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not verify"), "{stderr}");
+    // The messenger console says so on stderr, and FAIL on stdout.
+    let mut refused = ConsoleClient::start_args(&[
+        "--console",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &tls_port.to_string(),
+        "--formatter",
+        &formatter.url(),
+        "--tls",
+        "--ca",
+        other.to_str().unwrap(),
+    ]);
+    refused.run("REGISTER eve", "REGISTER FAIL");
+    refused.stderr.wait_until(
+        |lines| lines.iter().any(|l| l.contains("does not verify")),
+        "a line saying the certificate does not verify",
+    );
+}
+
+/// 300 connections that stall in their handshake (or send plaintext to a TLS port) hold
+/// nobody up, and each is closed at its deadline.
+#[test]
+fn stalled_handshakes_and_plaintext_are_closed_at_their_deadline_delaying_nobody() {
+    e2e::raise_open_file_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "server", true);
+    let server = tls_server(dir.path(), &cert, &key, &["--idle-timeout-ms", "1500"]);
+    let chat_tls = server.tls_port("chat");
+    let mut stalled = Vec::new();
+    for n in 0..300 {
+        let mut stream = TcpStream::connect(("127.0.0.1", chat_tls)).unwrap();
+        if n % 3 == 0 {
+            // Half a ClientHello: a record header promising more.
+            stream
+                .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                .unwrap();
+        } else if n % 3 == 1 {
+            // Plaintext, as an original client would send to the wrong port.
+            stream.write_all(b"CONNECT|ana").unwrap();
+        }
+        stalled.push(stream);
+    }
+    // Meanwhile TLS and plaintext clients are served as usual.
+    let mut chat = SClient::start(chat_tls, &cert);
+    chat.send(b"CONNECT|zoe\n");
+    chat.wait_for(b"CONNECT_ACK|OK\n");
+    drop(LineConn::chat(&server, "yan"));
+    // Every stalled connection ends: closed, with at most a TLS alert first.
+    for mut stream in stalled {
+        stream.set_read_timeout(Some(e2e::PATIENCE)).unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        assert!(
+            rest.len() < 64,
+            "{} bytes to a stalled handshake",
+            rest.len()
+        );
+    }
+    // The TLS client still works after them.
+    chat.send(b"BROADCAST|sigo\n");
+    chat.wait_for(b"BROADCAST|zoe|sigo\n");
+}
+
+#[test]
+fn sighup_loads_the_certificate_again_and_a_bad_file_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, first_key) = self_signed(dir.path(), "first", true);
+    let (second, second_key) = self_signed(dir.path(), "second", false);
+    let cert = dir.path().join("in-use.pem");
+    let key = dir.path().join("in-use.key");
+    std::fs::copy(&first, &cert).unwrap();
+    std::fs::copy(&first_key, &key).unwrap();
+    let server = tls_server(dir.path(), &cert, &key, &[]);
+    let port = server.tls_port("server");
+    let register_over_tls = |name: &str, ca: &Path| {
+        let mut client = SClient::start(port, ca);
+        client.send(&encode(&[b"REGISTER", name.as_bytes()]));
+        client.finish()
+    };
+    assert_eq!(register_over_tls("ana", &first), [0]);
+    // An established session goes on across the reload.
+    let mut session = SClient::start(server.tls_port("chat"), &first);
+    session.send(b"CONNECT|zoe\n");
+    session.wait_for(b"CONNECT_ACK|OK\n");
+
+    std::fs::copy(&second, &cert).unwrap();
+    std::fs::copy(&second_key, &key).unwrap();
+    server.signal(libc::SIGHUP);
+    server.stderr.wait_until(
+        |lines| {
+            lines
+                .iter()
+                .any(|l| l.ends_with("SIGHUP: TLS certificate and key loaded again"))
+        },
+        "the reload",
+    );
+    assert_eq!(
+        register_over_tls("bea", &second),
+        [0],
+        "the new certificate"
+    );
+    assert_eq!(
+        register_over_tls("cid", &first),
+        Vec::<u8>::new(),
+        "not the old one"
+    );
+    session.send(b"BROADCAST|sigo\n");
+    session.wait_for(b"BROADCAST|zoe|sigo\n");
+
+    // A file that does not load: the pair in use stays, and stderr names the file.
+    std::fs::write(&cert, b"not a certificate").unwrap();
+    server.signal(libc::SIGHUP);
+    server.stderr.wait_until(
+        |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("kept the TLS certificate in use") && l.contains("in-use.pem"))
+        },
+        "the reload's failure, naming the file",
+    );
+    assert_eq!(register_over_tls("dan", &second), [0], "still the second");
+}
