@@ -1,5 +1,11 @@
 //! The listener thread a connected client runs: it receives the server's pushes (in either
 //! op-name style) and serves `GET FILE` for the files this user sent as attachments.
+//!
+//! A client connected over TLS listens over TLS too (docs/tls.md): the listener makes a
+//! self-signed certificate when it starts, the client announces its SHA-256 (the pin) with
+//! CONNECTTLS over its TLS connection, and the server pushes over TLS to that certificate
+//! only. A connection that does not open with a TLS handshake is served in plaintext (the
+//! `GET FILE` of other clients).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -23,6 +29,8 @@ pub type SharedFiles = Arc<Mutex<HashSet<PathBuf>>>;
 
 pub struct Listener {
     pub port: u16,
+    /// The SHA-256 of its certificate (hex), when it listens over TLS.
+    pub pin: Option<String>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -32,9 +40,13 @@ impl Listener {
     /// `on_push`, problems to `on_error`.
     pub fn start(
         shared: SharedFiles,
+        tls: bool,
         on_push: impl Fn(Push) + Send + 'static,
         on_error: impl Fn(String) + Send + 'static,
     ) -> io::Result<Listener> {
+        let identity = if tls { Some(Identity::make()?) } else { None };
+        let pin = identity.as_ref().map(|i| i.pin.clone());
+        let config = identity.map(|i| i.config);
         let socket = TcpListener::bind(("0.0.0.0", 0))?;
         socket.set_nonblocking(true)?;
         let port = socket.local_addr()?.port();
@@ -46,7 +58,7 @@ impl Listener {
                 while !stopping.load(Ordering::Relaxed) {
                     match socket.accept() {
                         Ok((stream, _)) => {
-                            if let Err(e) = serve(stream, &shared, &on_push) {
+                            if let Err(e) = serve(stream, &shared, &config, &on_push) {
                                 on_error(format!("listener: {e}"));
                             }
                         }
@@ -63,6 +75,7 @@ impl Listener {
             })?;
         Ok(Listener {
             port,
+            pin,
             stop,
             thread: Some(thread),
         })
@@ -87,10 +100,56 @@ impl Drop for Listener {
     }
 }
 
-fn serve(stream: TcpStream, shared: &SharedFiles, on_push: &impl Fn(Push)) -> io::Result<()> {
+/// A listener's TLS identity: a self-signed certificate made at start, and its pin.
+struct Identity {
+    config: Arc<rustls::ServerConfig>,
+    pin: String,
+}
+
+impl Identity {
+    fn make() -> io::Result<Identity> {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .map_err(io::Error::other)?;
+        let cert = made.cert.der().clone();
+        let pin = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(&cert);
+            digest.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
+        #[allow(deprecated)] // ring: see the server's tls.rs.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .map_err(io::Error::other)?;
+        Ok(Identity {
+            config: Arc::new(config),
+            pin,
+        })
+    }
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+fn serve(
+    stream: TcpStream,
+    shared: &SharedFiles,
+    tls: &Option<Arc<rustls::ServerConfig>>,
+    on_push: &impl Fn(Push),
+) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(PEER_TIMEOUT))?;
     stream.set_write_timeout(Some(PEER_TIMEOUT))?;
+    let mut first = [0u8; 1];
+    if let (Some(config), Ok(1)) = (tls, stream.peek(&mut first)) {
+        if first[0] == TLS_HANDSHAKE {
+            return serve_push_over_tls(stream, config.clone(), on_push);
+        }
+    }
     let mut reader = BufReader::new(stream);
     let op = read_field(&mut reader, MAX_OP_LEN)?;
     if let Some(kind) = PushKind::from_op_name(&op) {
@@ -110,6 +169,30 @@ fn serve(stream: TcpStream, shared: &SharedFiles, on_push: &impl Fn(Push)) -> io
         io::ErrorKind::InvalidData,
         format!("unknown request {:?}", String::from_utf8_lossy(&op)),
     ))
+}
+
+/// A push over TLS: read, then TLS's goodbye and the close that tell the server it was read.
+fn serve_push_over_tls(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    on_push: &impl Fn(Push),
+) -> io::Result<()> {
+    let session = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(session, stream);
+    let push = {
+        let mut reader = BufReader::new(&mut tls);
+        let op = read_field(&mut reader, MAX_OP_LEN)?;
+        let kind = PushKind::from_op_name(&op).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("over TLS only pushes: {:?}", String::from_utf8_lossy(&op)),
+            )
+        })?;
+        Push::read_body(kind, &mut reader)?
+    };
+    on_push(push);
+    tls.conn.send_close_notify();
+    tls.flush()
 }
 
 /// `GET FILE requester path`: answers the decimal length, NUL, then the bytes; `-1` if the file

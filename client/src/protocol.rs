@@ -106,11 +106,19 @@ impl ServerLink {
             .0)
     }
 
-    pub fn connect(&self, alias: &str, port: u16) -> io::Result<u8> {
+    /// CONNECT; with the pin of a TLS listener, CONNECTTLS (ours: docs/tls.md).
+    pub fn connect(&self, alias: &str, port: u16, pin: Option<&str>) -> io::Result<u8> {
         let port = port.to_string();
-        Ok(self
-            .code_as(alias, &[b"CONNECT", alias.as_bytes(), port.as_bytes()], 3)?
-            .0)
+        let fields: Vec<&[u8]> = match pin {
+            Some(pin) => vec![
+                b"CONNECTTLS",
+                alias.as_bytes(),
+                port.as_bytes(),
+                pin.as_bytes(),
+            ],
+            None => vec![b"CONNECT", alias.as_bytes(), port.as_bytes()],
+        };
+        Ok(self.code_as(alias, &fields, 3)?.0)
     }
 
     pub fn disconnect(&self, alias: &str) -> io::Result<u8> {

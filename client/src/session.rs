@@ -303,6 +303,7 @@ impl Session {
         let note = Arc::clone(&self.sinks.note);
         let listener = match Listener::start(
             self.shared.clone(),
+            self.server.tls.is_some(),
             move |push| incoming(incoming_lines(&push)),
             move |e| note(e),
         ) {
@@ -313,14 +314,22 @@ impl Session {
             }
         };
         // The listener is up before the server hears of it, so the first pushes find it.
-        let mut code = self.code("CONNECT", self.server.connect(&alias, listener.port));
+        let mut code = self.code(
+            "CONNECT",
+            self.server
+                .connect(&alias, listener.port, listener.pin.as_deref()),
+        );
         // Refused without a password: perhaps the name has one (the protocol's error code
         // cannot say), so the user is asked once; a password given is kept for the session.
         if code == Some(3) && self.server.password.is_none() {
             let prompt = format!("Contraseña de {alias} (Intro si no tiene): ");
             if let Some(password) = (self.sinks.ask_password)(&prompt) {
                 self.server.password = Some(password);
-                code = self.code("CONNECT", self.server.connect(&alias, listener.port));
+                code = self.code(
+                    "CONNECT",
+                    self.server
+                        .connect(&alias, listener.port, listener.pin.as_deref()),
+                );
             }
         }
         match code {

@@ -46,6 +46,8 @@ const WAKER: Token = Token(usize::MAX);
 pub struct PushJob {
     pub id: JobId,
     pub addr: SocketAddr,
+    /// The listener speaks TLS with the certificate of this SHA-256 (docs/tls.md).
+    pub pin: Option<crate::core::Pin>,
     /// The encoded pushes, in the order they must arrive.
     pub pushes: Vec<Vec<u8>>,
 }
@@ -279,11 +281,16 @@ impl WorkerHandle {
 
 enum Stage {
     Connecting,
+    /// Connected; the TLS handshake with a pinned listener is under way.
+    Handshaking,
     /// Connected, waiting for the push ahead of it in its job to end.
     Connected,
     Writing {
         written: usize,
     },
+    /// TLS: the push and the goodbye are sealed into records, written as the socket takes
+    /// them.
+    Sealed,
     /// Half-closed; waiting for the listener to close its end.
     Draining,
 }
@@ -292,6 +299,8 @@ struct ActivePush {
     job: JobId,
     index: usize,
     stream: TcpStream,
+    /// TLS to a pinned listener: the push's bytes go through it.
+    tls: Option<Box<rustls::ClientConnection>>,
     stage: Stage,
     deadline: Instant,
     /// Every push ahead of it in its job was delivered: its bytes may go.
@@ -447,13 +456,13 @@ impl Worker {
             }
             let index = state.next;
             state.next += 1;
-            let addr = state.job.addr;
+            let (addr, pin) = (state.job.addr, state.job.pin);
             state.started.push_back(Started {
                 key: None,
                 outcome: None,
             });
             let first = state.started.len() == 1;
-            match self.connect(id, index, addr, first) {
+            match self.connect(id, index, (addr, pin), first) {
                 Ok(key) => {
                     if let Some(state) = self.jobs.get_mut(&id) {
                         if let Some(slot) = state.started.back_mut() {
@@ -477,9 +486,19 @@ impl Worker {
         &mut self,
         id: JobId,
         index: usize,
-        addr: SocketAddr,
+        (addr, pin): (SocketAddr, Option<crate::core::Pin>),
         may_write: bool,
     ) -> Result<usize, Outcome> {
+        let tls = match pin {
+            None => None,
+            Some(pin) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let config = crate::tls::pinned_client_config(pin);
+                let tls = rustls::ClientConnection::new(config, name)
+                    .map_err(|e| Outcome::Failed(io::Error::other(e)))?;
+                Some(Box::new(tls))
+            }
+        };
         let mut stream = TcpStream::connect(addr).map_err(classify)?;
         let entry = self.pushes.vacant_entry();
         let key = entry.key();
@@ -498,6 +517,7 @@ impl Worker {
             job: id,
             index,
             stream,
+            tls,
             stage: Stage::Connecting,
             deadline,
             may_write,
@@ -564,8 +584,9 @@ impl Worker {
         let push = self.pushes.remove(key);
         self.deadlines.remove(&(push.deadline, key));
         drop(push.stream);
-        let addr = self.jobs[&id].job.addr;
-        match self.connect(id, push.index, addr, push.may_write) {
+        let job = &self.jobs[&id].job;
+        let to = (job.addr, job.pin);
+        match self.connect(id, push.index, to, push.may_write) {
             Ok(key) => {
                 if let Some(slot) = self.jobs.get_mut(&id).and_then(|s| s.started.front_mut()) {
                     slot.key = Some(key);
@@ -703,13 +724,48 @@ fn step(push: &mut ActivePush, bytes: &[u8]) -> io::Result<bool> {
                     return Err(e);
                 }
                 match push.stream.peer_addr() {
+                    Ok(_) if push.tls.is_some() => push.stage = Stage::Handshaking,
                     Ok(_) => push.stage = Stage::Connected,
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
                     Err(e) => return Err(e),
                 }
             }
+            Stage::Handshaking => {
+                let (Some(tls), stream) = (push.tls.as_mut(), &mut push.stream) else {
+                    unreachable!("a handshake is TLS's")
+                };
+                if !write_records(tls, stream)? {
+                    return Ok(false);
+                }
+                if !tls.is_handshaking() {
+                    push.stage = Stage::Connected;
+                    continue;
+                }
+                if !read_records(tls, stream)? {
+                    return Ok(false);
+                }
+            }
             Stage::Connected if push.may_write => push.stage = Stage::Writing { written: 0 },
             Stage::Connected => return Ok(false),
+            Stage::Writing { .. } if push.tls.is_some() => {
+                let Some(tls) = push.tls.as_mut() else {
+                    unreachable!("checked")
+                };
+                // A push is small: all of it, and TLS's goodbye, into the records at once.
+                tls.writer().write_all(bytes)?;
+                tls.send_close_notify();
+                push.stage = Stage::Sealed;
+            }
+            Stage::Sealed => {
+                let (Some(tls), stream) = (push.tls.as_mut(), &mut push.stream) else {
+                    unreachable!("sealed by TLS")
+                };
+                if !write_records(tls, stream)? {
+                    return Ok(false);
+                }
+                push.stream.shutdown(Shutdown::Write)?;
+                push.stage = Stage::Draining;
+            }
             Stage::Writing { written } => {
                 if written == bytes.len() {
                     push.stream.shutdown(Shutdown::Write)?;
@@ -728,6 +784,27 @@ fn step(push: &mut ActivePush, bytes: &[u8]) -> io::Result<bool> {
                     Err(e) => return Err(e),
                 }
             }
+            Stage::Draining if push.tls.is_some() => {
+                let (Some(tls), stream) = (push.tls.as_mut(), &mut push.stream) else {
+                    unreachable!("checked")
+                };
+                match tls.read_tls(stream) {
+                    Ok(0) => return Ok(true),
+                    // The listener's goodbye, or a ticket: nothing to keep.
+                    Ok(_) => {
+                        let _ = tls.process_new_packets();
+                        let mut sink = [0u8; 256];
+                        while let Ok(n) = tls.reader().read(&mut sink) {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
             Stage::Draining => {
                 let mut sink = [0u8; 256];
                 match push.stream.read(&mut sink) {
@@ -739,6 +816,35 @@ fn step(push: &mut ActivePush, bytes: &[u8]) -> io::Result<bool> {
                 }
             }
         }
+    }
+}
+
+/// Writes the TLS records waiting; false if the socket is full.
+fn write_records(tls: &mut rustls::ClientConnection, stream: &mut TcpStream) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads and processes TLS records; false if none were there. A certificate other than the
+/// pinned one fails here.
+fn read_records(tls: &mut rustls::ClientConnection, stream: &mut TcpStream) -> io::Result<bool> {
+    match tls.read_tls(stream) {
+        Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+        Ok(_) => {
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+        Err(e) => Err(e),
     }
 }
 
@@ -785,6 +891,7 @@ mod tests {
         let (mut pool, rings) = pool(4);
         for id in 1..=3 {
             pool.submit(PushJob {
+                pin: None,
                 id,
                 addr,
                 pushes: vec![b"ACK\0".to_vec()],
@@ -821,6 +928,7 @@ mod tests {
 
     fn job(addr: SocketAddr, pushes: &[&str]) -> PushJob {
         PushJob {
+            pin: None,
             id: 1,
             addr,
             pushes: pushes.iter().map(|p| p.as_bytes().to_vec()).collect(),

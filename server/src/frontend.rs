@@ -242,6 +242,8 @@ impl EncodeMemo {
 pub struct Caller {
     pub peer: SocketAddr,
     pub session: SessionId,
+    /// The request came over TLS.
+    pub tls: bool,
 }
 
 pub trait Frontend {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The messenger's operations, as the requests counter labels them.
-pub const OPS: [&str; 9] = [
+pub const OPS: [&str; 10] = [
     "REGISTER",
     "UNREGISTER",
     "CONNECT",
@@ -16,6 +16,7 @@ pub const OPS: [&str; 9] = [
     "CONNECTEDUSERS",
     "USERS",
     "SETPASSWORD",
+    "CONNECTTLS",
 ];
 
 /// Front-ends with sessions, as the online gauge labels them (the messenger's online users

@@ -99,6 +99,21 @@ fn our_clients_speak_tls_and_refuse_a_certificate_they_cannot_verify() {
     register(&server, "bea");
     let bea = e2e::connect(&server, "bea");
     ana.run("CONNECT ana", "CONNECT OK");
+    // Its listener speaks TLS, pinned through the CONNECTTLS it made over TLS.
+    let pin = server
+        .db
+        .text("SELECT listener_pin FROM users WHERE alias = 'ana'");
+    assert_eq!(pin.len(), 64);
+    assert_eq!(
+        server.call(&["SEND", "bea", "ana", "hola ana"]),
+        e2e::sent(1)
+    );
+    ana.wait_for("MESSAGE 1 FROM bea\nhola ana\nEND\n");
+    assert_eq!(
+        bea.next(),
+        encode(&[b"SEND MESS ACK", b"1"]),
+        "read, over TLS"
+    );
     ana.run("SEND bea cifrado", "SEND OK - MESSAGE 1");
     assert_eq!(
         bea.next(),
@@ -283,4 +298,146 @@ fn sighup_loads_the_certificate_again_and_a_bad_file_keeps_the_old_one() {
         "the reload's failure, naming the file",
     );
     assert_eq!(register_over_tls("dan", &second), [0], "still the second");
+}
+
+/// What a TCP stream received, as it came off the wire.
+struct Recorded {
+    stream: TcpStream,
+    wire: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Read for Recorded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.wire.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Write for Recorded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// What a recording listener saw: the bytes off the wire, and the plaintext.
+type Seen = std::thread::JoinHandle<(Vec<u8>, Vec<u8>)>;
+
+/// A listener over TLS with `cert`/`key`, as our client runs when it connects over TLS:
+/// returns its port, and a thread that gives back what it saw.
+fn recording_tls_listener(cert: &Path, key: &Path) -> (u16, Seen) {
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_file(cert).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || {
+        let (stream, _) = socket.accept().unwrap();
+        stream.set_read_timeout(Some(e2e::PATIENCE)).unwrap();
+        let wire = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = Recorded {
+            stream,
+            wire: wire.clone(),
+        };
+        let session = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, recorded);
+        let mut plaintext = Vec::new();
+        // Until the server's close_notify.
+        let _ = tls.read_to_end(&mut plaintext);
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        let wire = wire.lock().unwrap().clone();
+        (wire, plaintext)
+    });
+    (port, thread)
+}
+
+/// The messenger's pushes to a client connected over TLS go over TLS, to the certificate its
+/// CONNECTTLS pinned: what crosses the wire carries no message text.
+#[test]
+fn pushes_to_a_listener_pinned_over_tls_carry_no_clear_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "server", true);
+    let (listener_cert, listener_key) = self_signed(dir.path(), "listener", true);
+    let server = tls_server(dir.path(), &cert, &key, &[]);
+    register(&server, "ana");
+    register(&server, "bea");
+    let pin: String = {
+        use rustls::pki_types::pem::PemObject;
+        use sha2::Digest;
+        let der = rustls::pki_types::CertificateDer::from_pem_file(&listener_cert).unwrap();
+        sha2::Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let (port, listener) = recording_tls_listener(&listener_cert, &listener_key);
+    let port = port.to_string();
+    let connect = [&b"CONNECTTLS"[..], b"ana", port.as_bytes(), pin.as_bytes()];
+    // Announced in clear, a pin could be anybody's.
+    assert_eq!(server.request(&connect), [3]);
+    let mut over_tls = SClient::start(server.tls_port("server"), &cert);
+    over_tls.send(&encode(&connect));
+    assert_eq!(over_tls.finish(), [0]);
+    assert_eq!(
+        server.call(&["SEND", "bea", "ana", "secreto 4242 solo para ana"]),
+        e2e::sent(1)
+    );
+    let (wire, plaintext) = listener.join().unwrap();
+    assert_eq!(
+        plaintext,
+        encode(&[b"SEND MESSAGE", b"bea", b"1", b"secreto 4242 solo para ana"])
+    );
+    let needle = b"secreto 4242";
+    assert!(
+        !wire.windows(needle.len()).any(|w| w == needle),
+        "clear text on the wire"
+    );
+    assert!(
+        wire.len() > plaintext.len(),
+        "{} bytes on the wire",
+        wire.len()
+    );
+    server.stdout.wait_for("s> SEND MESSAGE 1 FROM bea TO ana");
+
+    // A listener with another certificate than the pin is not pushed to.
+    let (other_port, other) = recording_tls_listener(&cert, &key);
+    let other_port = other_port.to_string();
+    let mut again = SClient::start(server.tls_port("server"), &cert);
+    again.send(&encode(&[b"DISCONNECT", b"ana"]));
+    assert_eq!(again.finish(), [0]);
+    let connect = [
+        &b"CONNECTTLS"[..],
+        b"ana",
+        other_port.as_bytes(),
+        pin.as_bytes(),
+    ];
+    let mut over_tls = SClient::start(server.tls_port("server"), &cert);
+    over_tls.send(&encode(&connect));
+    assert_eq!(over_tls.finish(), [0]);
+    assert_eq!(
+        server.call(&["SEND", "bea", "ana", "no para otro"]),
+        e2e::sent(2)
+    );
+    let (_, plaintext) = other.join().unwrap();
+    assert!(
+        plaintext.is_empty(),
+        "pushed to a certificate it did not pin"
+    );
+    assert_eq!(
+        server.db.int("SELECT count(*) FROM pending_messages"),
+        1,
+        "it waits"
+    );
 }

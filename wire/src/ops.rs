@@ -16,6 +16,9 @@ pub enum Op {
     /// Ours, not the seeds' (docs/accounts.md): `SETPASSWORD alias new` sets the user's
     /// password (an empty one removes it).
     SetPassword,
+    /// Ours (docs/tls.md): `CONNECTTLS alias port pin`, over TLS only: as CONNECT, for a
+    /// listener that speaks TLS with the certificate whose SHA-256 is `pin` (hex).
+    ConnectTls,
 }
 
 /// Ours, not the seeds' (docs/accounts.md): `AUTH alias password` before any operation
@@ -44,7 +47,7 @@ impl FieldCount {
 }
 
 impl Op {
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 10] = [
         Op::Register,
         Op::Unregister,
         Op::Connect,
@@ -54,6 +57,7 @@ impl Op {
         Op::ConnectedUsers,
         Op::Users,
         Op::SetPassword,
+        Op::ConnectTls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Op {
             Op::ConnectedUsers => "CONNECTEDUSERS",
             Op::Users => "USERS",
             Op::SetPassword => "SETPASSWORD",
+            Op::ConnectTls => "CONNECTTLS",
         }
     }
 
@@ -79,7 +84,7 @@ impl Op {
             Op::Register => FieldCount::OneOrThree,
             Op::Unregister | Op::Disconnect => FieldCount::Exactly(1),
             Op::Connect | Op::SetPassword => FieldCount::Exactly(2),
-            Op::Send => FieldCount::Exactly(3),
+            Op::Send | Op::ConnectTls => FieldCount::Exactly(3),
             Op::SendAttach => FieldCount::Exactly(4),
             Op::ConnectedUsers | Op::Users => FieldCount::ZeroOrOne,
         }
@@ -88,7 +93,7 @@ impl Op {
     /// The code this op answers for "anything else went wrong" (docs/messenger.md's table).
     pub fn error_code(self) -> u8 {
         match self {
-            Op::Connect | Op::Disconnect => crate::code::THREE,
+            Op::Connect | Op::ConnectTls | Op::Disconnect => crate::code::THREE,
             _ => crate::code::TWO,
         }
     }

@@ -66,11 +66,15 @@ const MAX_EVENTS_WAITING: usize = 65_536;
 /// above all), as long as any statement may run.
 const CHORES_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
+/// The SHA-256 of a listener's TLS certificate: pushes to it go over TLS and accept only it.
+pub type Pin = [u8; 32];
+
 /// Where a present user is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// A listener the user announced: every delivery is a push to it (the messenger).
-    Listener(SocketAddr),
+    /// A listener the user announced: every delivery is a push to it (the messenger), over
+    /// TLS to the certificate pinned if there is a pin.
+    Listener(SocketAddr, Option<Pin>),
     /// A persistent connection: deliveries are notices queued on it (chat, rooms).
     Session(SessionId),
 }
@@ -812,7 +816,7 @@ impl Core {
         if let Some(&job) = self.in_flight.get(alias) {
             if let Some(Job::Messages { cancelled, to, .. }) = self.jobs.get_mut(&job) {
                 // A session's deliveries end with the session, which reports them.
-                if !*cancelled && matches!(to, Endpoint::Listener(_)) {
+                if !*cancelled && matches!(to, Endpoint::Listener(..)) {
                     *cancelled = true;
                     self.sink.cancel(job);
                 }
@@ -978,7 +982,7 @@ impl Core {
         // The failure is reported once the user's presence says so: whoever reads the line
         // and asks finds them disconnected.
         match to {
-            Endpoint::Listener(listener) => {
+            Endpoint::Listener(listener, _) => {
                 let chore = Chore::Unreachable {
                     recipient: recipient.to_string(),
                     listener,
@@ -1271,7 +1275,7 @@ impl Core {
             self.chore(Some(alias), release, now);
             return;
         };
-        if matches!(to, Endpoint::Listener(_)) && !self.sink.has_room() {
+        if matches!(to, Endpoint::Listener(..)) && !self.sink.has_room() {
             // The claim stays; the batch is read again when there is room.
             if self.waiting_set.insert(alias.to_string()) {
                 self.waiting.push_back(alias.to_string());
@@ -1299,7 +1303,7 @@ impl Core {
         });
         self.in_flight.insert(alias.to_string(), job);
         match to {
-            Endpoint::Listener(_) => self.sink.start(Delivery::Messages {
+            Endpoint::Listener(..) => self.sink.start(Delivery::Messages {
                 job,
                 to,
                 since,
@@ -1599,5 +1603,6 @@ fn expiry_period(ttl: Duration) -> Duration {
 }
 
 fn listener_endpoint(user: &storage::User) -> Option<Endpoint> {
-    listener_address(user).map(Endpoint::Listener)
+    let pin = user.listener_pin.as_deref().and_then(work::decode_pin);
+    listener_address(user).map(|addr| Endpoint::Listener(addr, pin))
 }

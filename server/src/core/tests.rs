@@ -162,6 +162,7 @@ impl Fixture {
             ip: LOCAL,
             port,
             proof: Proof::None,
+            pin: None,
         }
     }
 
@@ -179,7 +180,7 @@ impl Fixture {
             .filter_map(|d| match d {
                 Delivery::Messages {
                     job,
-                    to: Endpoint::Listener(addr),
+                    to: Endpoint::Listener(addr, None),
                     messages,
                     ..
                 } => Some((
@@ -203,7 +204,7 @@ impl Fixture {
             .iter()
             .filter_map(|d| match d {
                 Delivery::Ack {
-                    to: Endpoint::Listener(addr),
+                    to: Endpoint::Listener(addr, None),
                     id,
                     ..
                 } => Some((addr.port(), *id)),

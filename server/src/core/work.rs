@@ -50,6 +50,8 @@ pub enum Work {
         ip: IpAddr,
         port: u16,
         proof: Proof,
+        /// The SHA-256 (hex) of the listener's certificate, if it listens over TLS.
+        pin: Option<String>,
     },
     /// Only from the address the user connected from (seed 000 section 8.4).
     Disconnect {
@@ -598,6 +600,7 @@ fn steps(store: &dyn Storage, work: &Work, policy: Policy) -> Result<Done, Stop>
             ip,
             port,
             proof,
+            pin,
         } => Done::Connected {
             alias: alias.clone(),
             outcome: match store.user(alias)? {
@@ -607,7 +610,8 @@ fn steps(store: &dyn Storage, work: &Work, policy: Policy) -> Result<Done, Stop>
                     if user.connected {
                         ConnectOutcome::AlreadyConnected
                     } else {
-                        store.set_connected(alias, &ip.to_canonical().to_string(), *port)?;
+                        let ip = ip.to_canonical().to_string();
+                        store.set_connected(alias, &ip, *port, pin.as_deref())?;
                         ConnectOutcome::Connected
                     }
                 }
@@ -882,6 +886,18 @@ pub fn perform_chore(store: &dyn Storage, chore: &Chore) -> storage::Result<Chor
             ChoreDone::TakenBack
         }
     })
+}
+
+/// A pin as stored (64 hex digits) as bytes; None if it is not one.
+pub fn decode_pin(hex: &str) -> Option<super::Pin> {
+    let mut pin = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (n, byte) in pin.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * n..2 * n + 2)?, 16).ok()?;
+    }
+    Some(pin)
 }
 
 /// The address of a connected user's listener.

@@ -10,10 +10,13 @@ use crate::core::{ConnectOutcome, Finished, Work};
 use crate::frontend::{Applied, Caller, Reply};
 use crate::storage;
 
-/// The storage work CONNECT asks for, or the answer to a request refused at once.
+/// The storage work CONNECT (or CONNECTTLS, whose third field is the pin of the listener's
+/// certificate) asks for, or the answer to a request refused at once.
 pub fn apply(fields: &[&[u8]], caller: &Caller) -> Parsed {
-    let [alias, port] = fields else {
-        unreachable!("the framing passes CONNECT two fields")
+    let (alias, port, pin) = match fields {
+        [alias, port] => (*alias, *port, None),
+        [alias, port, pin] => (*alias, *port, Some(*pin)),
+        _ => unreachable!("the framing passes CONNECT two fields, CONNECTTLS three"),
     };
     let alias = match validate_name(alias) {
         Ok(alias) => alias,
@@ -21,6 +24,23 @@ pub fn apply(fields: &[&[u8]], caller: &Caller) -> Parsed {
             let why = format!("CONNECT rejected: {e}");
             return Applied::read_only(fail(&shown(alias), code::THREE, why)).into();
         }
+    };
+    let pin = match pin {
+        None => None,
+        // Announced in clear, the pin could be anybody's: only over TLS.
+        Some(_) if !caller.tls => {
+            let why = format!("CONNECTTLS {alias} rejected: only over a TLS connection");
+            return Applied::read_only(fail(alias, code::THREE, why)).into();
+        }
+        Some(pin) => match std::str::from_utf8(pin) {
+            Ok(pin) if pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(pin.to_ascii_lowercase())
+            }
+            _ => {
+                let why = format!("CONNECTTLS {alias} rejected: the pin is not 64 hex digits");
+                return Applied::read_only(fail(alias, code::THREE, why)).into();
+            }
+        },
     };
     match std::str::from_utf8(port)
         .ok()
@@ -31,6 +51,7 @@ pub fn apply(fields: &[&[u8]], caller: &Caller) -> Parsed {
             ip: caller.peer.ip(),
             port,
             proof: crate::accounts::Proof::None,
+            pin,
         }),
         _ => {
             let why = format!(

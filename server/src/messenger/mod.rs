@@ -262,7 +262,7 @@ impl Frontend for Messenger {
         let parsed = match op {
             Op::Register => register::apply(&fields, from),
             Op::Unregister => unregister::apply(&fields, from),
-            Op::Connect => connect::apply(&fields, caller),
+            Op::Connect | Op::ConnectTls => connect::apply(&fields, caller),
             Op::Disconnect => disconnect::apply(&fields, caller),
             Op::Send | Op::SendAttach => send::apply(&fields, core, from),
             Op::ConnectedUsers | Op::Users => users::apply(op, &fields, caller),

@@ -80,7 +80,12 @@ impl DeliverySink for ListenerPushes {
             ),
         };
         match to {
-            Endpoint::Listener(addr) => self.pool.submit(PushJob { id, addr, pushes }),
+            Endpoint::Listener(addr, pin) => self.pool.submit(PushJob {
+                id,
+                addr,
+                pin,
+                pushes,
+            }),
             // The core writes to sessions itself; a session delivery here is a bug, reported
             // as a failure so the core's bookkeeping still ends.
             Endpoint::Session(session) => self.misrouted.push(Report {

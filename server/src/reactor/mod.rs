@@ -581,6 +581,7 @@ impl Reactor {
                     let caller = Caller {
                         peer: conn.peer,
                         session: conn.generation,
+                        tls: conn.transport.is_tls(),
                     };
                     // The answer's place comes first: what the request makes the core tell
                     // sessions (this one's included) goes behind it.

@@ -53,6 +53,8 @@ pub struct User {
     pub last_id: u32,
     /// The password's argon2id hash (PHC string form), if the name has one.
     pub password: Option<String>,
+    /// The SHA-256 of the listener's certificate (hex) when it listens over TLS.
+    pub listener_pin: Option<String>,
 }
 
 impl User {
@@ -100,7 +102,8 @@ pub trait Storage {
     fn set_password(&self, alias: &str, hash: Option<&str>) -> Result<bool>;
     /// Deletes a user and every message waiting for them; false if there was no such user.
     fn delete_user(&self, alias: &str) -> Result<bool>;
-    fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()>;
+    /// Stores where a user listens (with the pin of its certificate if over TLS).
+    fn set_connected(&self, alias: &str, ip: &str, port: u16, pin: Option<&str>) -> Result<()>;
     fn set_disconnected(&self, alias: &str) -> Result<()>;
     /// Connected users as `(alias, ip, port)`, in alias order.
     fn connected_users(&self) -> Result<Vec<(String, String, u16)>>;

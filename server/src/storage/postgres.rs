@@ -579,7 +579,8 @@ impl Storage for PgStore {
 
     fn user(&self, alias: &str) -> Result<Option<User>> {
         let rows = self.query(
-            "SELECT alias, connected, ip, port, last_id, password_hash FROM users WHERE alias = $1",
+            "SELECT alias, connected, ip, port, last_id, password_hash, listener_pin FROM users
+             WHERE alias = $1",
             &[&alias],
         )?;
         Ok(rows.first().map(|row| User {
@@ -591,6 +592,7 @@ impl Storage for PgStore {
                 .and_then(|p| u16::try_from(p).ok()),
             last_id: u32_of(row.get(4)),
             password: row.get(5),
+            listener_pin: row.get(6),
         }))
     }
 
@@ -631,11 +633,12 @@ impl Storage for PgStore {
         })
     }
 
-    fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()> {
+    fn set_connected(&self, alias: &str, ip: &str, port: u16, pin: Option<&str>) -> Result<()> {
         self.write(|db| {
             db.execute(
-                "UPDATE users SET connected = true, ip = $2, port = $3 WHERE alias = $1",
-                &[&alias, &ip, &i32::from(port)],
+                "UPDATE users SET connected = true, ip = $2, port = $3, listener_pin = $4
+                 WHERE alias = $1",
+                &[&alias, &ip, &i32::from(port), &pin],
             )?;
             Ok(())
         })
@@ -644,7 +647,8 @@ impl Storage for PgStore {
     fn set_disconnected(&self, alias: &str) -> Result<()> {
         self.write(|db| {
             db.execute(
-                "UPDATE users SET connected = false, ip = NULL, port = NULL WHERE alias = $1",
+                "UPDATE users SET connected = false, ip = NULL, port = NULL, listener_pin = NULL
+                 WHERE alias = $1",
                 &[&alias],
             )?;
             Ok(())

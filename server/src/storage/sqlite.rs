@@ -124,7 +124,8 @@ impl SqliteStore {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT alias, connected, ip, port, last_id, password_hash FROM users WHERE alias = ?1",
+                "SELECT alias, connected, ip, port, last_id, password_hash, listener_pin FROM users
+                 WHERE alias = ?1",
             )?
             .query_row([alias], |row| {
                 Ok(User {
@@ -134,6 +135,7 @@ impl SqliteStore {
                     port: row.get(3)?,
                     last_id: row.get(4)?,
                     password: row.get(5)?,
+                    listener_pin: row.get(6)?,
                 })
             })
             .optional()?)
@@ -267,18 +269,20 @@ impl Storage for SqliteStore {
         })
     }
 
-    fn set_connected(&self, alias: &str, ip: &str, port: u16) -> Result<()> {
+    fn set_connected(&self, alias: &str, ip: &str, port: u16, pin: Option<&str>) -> Result<()> {
         self.write(|conn| {
             conn.prepare_cached(
-                "UPDATE users SET connected = 1, ip = ?2, port = ?3 WHERE alias = ?1",
+                "UPDATE users SET connected = 1, ip = ?2, port = ?3, listener_pin = ?4
+                 WHERE alias = ?1",
             )?
-            .execute(params![alias, ip, port])?;
+            .execute(params![alias, ip, port, pin])?;
             Ok(())
         })?;
         self.cached(alias, |user| {
             user.connected = true;
             user.ip = Some(ip.to_string());
             user.port = Some(port);
+            user.listener_pin = pin.map(str::to_string);
         });
         Ok(())
     }
@@ -286,7 +290,8 @@ impl Storage for SqliteStore {
     fn set_disconnected(&self, alias: &str) -> Result<()> {
         self.write(|conn| {
             conn.prepare_cached(
-                "UPDATE users SET connected = 0, ip = NULL, port = NULL WHERE alias = ?1",
+                "UPDATE users SET connected = 0, ip = NULL, port = NULL, listener_pin = NULL
+                 WHERE alias = ?1",
             )?
             .execute([alias])?;
             Ok(())
@@ -295,6 +300,7 @@ impl Storage for SqliteStore {
             user.connected = false;
             user.ip = None;
             user.port = None;
+            user.listener_pin = None;
         });
         Ok(())
     }
@@ -634,7 +640,7 @@ mod tests {
         store.insert_user("bea", None, None).unwrap();
         store.commit().unwrap();
         assert!(!store.user("ana").unwrap().unwrap().connected, "now cached");
-        store.set_connected("ana", "127.0.0.1", 4000).unwrap();
+        store.set_connected("ana", "127.0.0.1", 4000, None).unwrap();
         store.accept_message("ana", "bea", b"hola", None).unwrap();
         let seen = store.user("ana").unwrap().unwrap();
         assert_eq!(
