@@ -441,3 +441,122 @@ fn pushes_to_a_listener_pinned_over_tls_carry_no_clear_text() {
         "it waits"
     );
 }
+
+/// Behind HAProxy in TCP mode (`send-proxy`), the PROXY header comes in clear before the
+/// handshake: the server takes the client's address from it, then speaks TLS.
+#[test]
+fn a_proxy_header_before_the_handshake() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "server", true);
+    let server = tls_server(
+        dir.path(),
+        &cert,
+        &key,
+        &["--proxy-protocol", "--max-new-names-per-minute", "1"],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap())
+        .unwrap();
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let register_from = |client: &str, name: &str| {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.tls_port("server"))).unwrap();
+        stream.set_read_timeout(Some(e2e::PATIENCE)).unwrap();
+        let header = format!("PROXY TCP4 {client} 127.0.0.1 40000 8889\r\n");
+        stream.write_all(header.as_bytes()).unwrap();
+        let host = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let session = rustls::ClientConnection::new(config.clone(), host).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, stream);
+        tls.write_all(&encode(&[b"REGISTER", name.as_bytes()]))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer);
+        answer
+    };
+    // One new name a minute per client address: the addresses are the headers'.
+    assert_eq!(register_from("203.0.113.7", "ana"), [0]);
+    assert_eq!(register_from("198.51.100.1", "bea"), [0]);
+    assert_eq!(register_from("203.0.113.7", "cid"), [2]);
+}
+
+/// The messenger clients reach an `https://` formatter too, verified against `--ca`.
+#[test]
+fn the_console_client_calls_an_https_formatter() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "server", true);
+    let server = tls_server(dir.path(), &cert, &key, &[]);
+    // A formatter behind TLS, as a proxy would serve it: it answers one request.
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap()];
+    let private = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .unwrap(),
+    );
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let https = format!("https://127.0.0.1:{}", socket.local_addr().unwrap().port());
+    let formatter = std::thread::spawn(move || {
+        let (stream, _) = socket.accept().unwrap();
+        stream.set_read_timeout(Some(e2e::PATIENCE)).unwrap();
+        let session = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, stream);
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !request.ends_with(b"hola   mundo") {
+            let n = tls.read(&mut chunk).unwrap();
+            assert!(n > 0, "the request ended early");
+            request.extend_from_slice(&chunk[..n]);
+        }
+        let body = "hola mundo (https)";
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(answer.as_bytes()).unwrap();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    register(&server, "bea");
+    let bea = e2e::connect(&server, "bea");
+    let port = server.tls_port("server").to_string();
+    let ca = cert.to_str().unwrap();
+    let mut ana = ConsoleClient::start_args(&[
+        "--console",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--formatter",
+        &https,
+        "--tls",
+        "--ca",
+        ca,
+    ]);
+    ana.run("REGISTER ana", "REGISTER OK");
+    ana.run("CONNECT ana", "CONNECT OK");
+    ana.run("SEND bea hola   mundo", "SEND OK - MESSAGE 1");
+    assert!(formatter
+        .join()
+        .unwrap()
+        .starts_with("POST /normalize HTTP/1.1\r\n"));
+    assert_eq!(
+        bea.next(),
+        encode(&[b"SEND MESSAGE", b"ana", b"1", b"hola mundo (https)"])
+    );
+}
