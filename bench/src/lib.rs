@@ -48,7 +48,8 @@ impl Process {
                 let Some(rest) = line.trim().strip_prefix("s> init ") else {
                     continue;
                 };
-                if let Some((name, addr)) = rest.split_once(' ') {
+                // `rooms 127.0.0.1:5555`, or `tls rooms 127.0.0.1:5556`.
+                if let Some((name, addr)) = rest.rsplit_once(' ') {
                     if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
                         ports.push((name.to_string(), port));
                     }

@@ -12,29 +12,125 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use bench::{own_cpu, percentile, start_server, Process};
 use mio::{Events, Interest, Poll, Token};
+
+/// A session's connection: plain, or TLS (as our clients' `--tls`).
+enum Conn {
+    Plain(mio::net::TcpStream),
+    Tls(mio::net::TcpStream, Box<rustls::ClientConnection>),
+}
+
+impl Conn {
+    /// Connects to `addr`, over TLS if `tls` (the handshake done before this returns), and
+    /// sends `login`.
+    fn open(addr: SocketAddr, tls: &Option<Arc<rustls::ClientConfig>>, login: &str) -> Conn {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let conn = match tls {
+            None => {
+                stream.write_all(login.as_bytes()).unwrap();
+                None
+            }
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let mut tls = rustls::ClientConnection::new(config.clone(), name).unwrap();
+                tls.set_buffer_limit(None);
+                while tls.is_handshaking() {
+                    tls.complete_io(&mut stream).expect("TLS handshake");
+                }
+                tls.writer().write_all(login.as_bytes()).unwrap();
+                while tls.wants_write() {
+                    tls.write_tls(&mut stream).unwrap();
+                }
+                Some(Box::new(tls))
+            }
+        };
+        stream.set_nonblocking(true).unwrap();
+        let stream = mio::net::TcpStream::from_std(stream);
+        match conn {
+            None => Conn::Plain(stream),
+            Some(tls) => Conn::Tls(stream, tls),
+        }
+    }
+
+    fn socket(&mut self) -> &mut mio::net::TcpStream {
+        match self {
+            Conn::Plain(s) | Conn::Tls(s, _) => s,
+        }
+    }
+
+    /// Plaintext, `WouldBlock` when none is here.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (socket, tls) = match self {
+            Conn::Plain(s) => return s.read(buf),
+            Conn::Tls(s, tls) => (s, tls),
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            if tls.read_tls(socket)? == 0 {
+                return Ok(0);
+            }
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+    }
+
+    /// Writes all of `bytes` (spinning while the socket is full).
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => {
+                let mut bytes = bytes;
+                while !bytes.is_empty() {
+                    match s.write(bytes) {
+                        Ok(len) => bytes = &bytes[len..],
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Conn::Tls(s, tls) => {
+                tls.writer().write_all(bytes)?;
+                while tls.wants_write() {
+                    match tls.write_tls(s) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
 
 /// Every session of a run, read by one poll loop.
 struct Sessions {
     poll: Poll,
-    streams: Vec<mio::net::TcpStream>,
+    streams: Vec<Conn>,
     partial: Vec<Vec<u8>>,
 }
 
 impl Sessions {
-    /// Connects `count` sessions to `addr` and sends each its login lines.
-    fn open(addr: SocketAddr, count: usize, login: impl Fn(usize) -> String) -> Sessions {
+    /// Connects `count` sessions to `addr` (over TLS if `tls`) and sends each its login lines.
+    fn open(
+        addr: SocketAddr,
+        tls: &Option<Arc<rustls::ClientConfig>>,
+        count: usize,
+        login: impl Fn(usize) -> String,
+    ) -> Sessions {
         let poll = Poll::new().unwrap();
         let mut streams = Vec::with_capacity(count);
         for n in 0..count {
-            let mut stream = TcpStream::connect(addr).expect("connect");
-            stream.set_nodelay(true).unwrap();
-            stream.write_all(login(n).as_bytes()).unwrap();
-            stream.set_nonblocking(true).unwrap();
-            let mut stream = mio::net::TcpStream::from_std(stream);
+            let mut stream = Conn::open(addr, tls, &login(n));
             poll.registry()
-                .register(&mut stream, Token(n), Interest::READABLE)
+                .register(stream.socket(), Token(n), Interest::READABLE)
                 .unwrap();
             streams.push(stream);
         }
@@ -108,14 +204,72 @@ impl Sessions {
     }
 
     fn write(&mut self, n: usize, line: &str) {
-        let mut bytes = line.as_bytes();
-        while !bytes.is_empty() {
-            match self.streams[n].write(bytes) {
-                Ok(len) => bytes = &bytes[len..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                Err(e) => panic!("session {n}: {e}"),
-            }
+        if let Err(e) = self.streams[n].write_all(line.as_bytes()) {
+            panic!("session {n}: {e}");
         }
+    }
+}
+
+/// A development certificate for the server's TLS ports, and our clients' trust in it.
+struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl Tls {
+    /// A self-signed certificate for localhost (Debian's `openssl`), ECDSA P-256.
+    fn make(dir: &Path) -> Tls {
+        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(made.status.success(), "openssl req failed");
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap())
+            .unwrap();
+        #[allow(deprecated)] // ring, as the server and our clients use it.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Tls {
+            cert,
+            key,
+            client: Arc::new(client),
+        }
+    }
+
+    /// The server's flags for it and a TLS rooms port.
+    fn server_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+            "--rooms-tls-port".into(),
+            "0".into(),
+        ]
     }
 }
 
@@ -269,8 +423,14 @@ fn start_inspircd(dir: &Path) -> Option<Process> {
 /// `members` sessions in one room of the server at `addr` (whose process is `server`),
 /// speaking `room`'s protocol; one more sends. First a burst (saturation), then a paced run
 /// below it.
-fn fan_out(server: &Process, addr: SocketAddr, room: Room, members: usize, burst: usize) -> FanOut {
-    let mut sessions = Sessions::open(addr, members + 1, |n| room.login(n));
+fn fan_out(
+    server: &Process,
+    (addr, tls): (SocketAddr, &Option<Arc<rustls::ClientConfig>>),
+    room: Room,
+    members: usize,
+    burst: usize,
+) -> FanOut {
+    let mut sessions = Sessions::open(addr, tls, members + 1, |n| room.login(n));
     sessions.await_each(room.logged_in(), Duration::from_secs(60));
     for n in 0..=members {
         sessions.write(n, room.enter());
@@ -346,18 +506,21 @@ struct Crowd {
 
 /// `count` idle rooms sessions (memory), then each in a room of its own, receiving private
 /// messages from 16 chat senders at `rate` per second for two seconds.
-fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64) -> Crowd {
+/// With `tls`, the receivers are over TLS (the rooms' TLS port).
+fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) -> Crowd {
     let limit = (count + 1000).to_string();
-    let server = server(
-        binary,
-        dir,
-        "crowd",
-        &["--max-connections", &limit, "--max-rooms", &limit],
-    );
-    let rooms = server.front_end("rooms");
+    let mut args = vec!["--max-connections", &limit, "--max-rooms", &limit];
+    let tls_args = tls.as_ref().map(Tls::server_args);
+    args.extend(tls_args.iter().flatten().map(String::as_str));
+    let name = if tls.is_some() { "crowd-tls" } else { "crowd" };
+    let server = server(binary, dir, name, &args);
+    let (rooms, config) = match tls {
+        Some(tls) => (server.front_end("tls rooms"), Some(tls.client.clone())),
+        None => (server.front_end("rooms"), None),
+    };
     std::thread::sleep(Duration::from_millis(200));
     let before = server.rss_kib();
-    let mut sessions = Sessions::open(rooms, count, |n| format!("JOIN i{n}\n"));
+    let mut sessions = Sessions::open(rooms, &config, count, |n| format!("JOIN i{n}\n"));
     sessions.await_each("OK", Duration::from_secs(120));
     let after = server.rss_kib();
     let kib_per_session = (after.saturating_sub(before)) as f64 / count as f64;
@@ -542,7 +705,9 @@ fn presence(binary: &Path, dir: &Path, each: usize, logins: usize) -> Presence {
         "presence",
         &["--canvas-port", "0", "--max-connections", &limit],
     );
-    let mut rooms = Sessions::open(server.front_end("rooms"), each, |n| format!("JOIN r{n}\n"));
+    let mut rooms = Sessions::open(server.front_end("rooms"), &None, each, |n| {
+        format!("JOIN r{n}\n")
+    });
     rooms.await_each("OK", Duration::from_secs(120));
     let nuevo = {
         let body = br#"{"comando": "nuevo"}"#;
@@ -614,7 +779,9 @@ fn flood(binary: &Path, dir: &Path, members: usize) -> Flood {
         &["--flood-rate", "10", "--canvas-flood-rate", "200"],
     );
     let rooms = server.front_end("rooms");
-    let mut sessions = Sessions::open(rooms, members, |n| format!("JOIN v{n}\nROOM Flood\n"));
+    let mut sessions = Sessions::open(rooms, &None, members, |n| {
+        format!("JOIN v{n}\nROOM Flood\n")
+    });
     sessions.await_each("Te has unido a la sala Flood.", Duration::from_secs(60));
     let expected_notices = members * (members - 1) / 2;
     let mut notices = 0;
@@ -737,13 +904,20 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let cpu0 = own_cpu();
     let (members, burst) = if quick { (200, 50) } else { (1000, 200) };
-    let ours = server(&binary, &dir, "fanout", &[]);
-    let fan = fan_out(&ours, ours.front_end("rooms"), Room::Wassop, members, burst);
+    let tls = Tls::make(&dir);
+    let tls_args = tls.server_args();
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let ours = server(&binary, &dir, "fanout", &tls_args);
+    let plain = (ours.front_end("rooms"), &None);
+    let fan = fan_out(&ours, plain, Room::Wassop, members, burst);
+    let over_tls = (ours.front_end("tls rooms"), &Some(tls.client.clone()));
+    let fan_tls = fan_out(&ours, over_tls, Room::Wassop, members, burst);
     ours.stop();
     let reference = Process::spawn(Command::new(&reference_binary));
-    let fan_reference = fan_out(&reference, reference.addr, Room::Wassop, members, burst);
+    let to_reference = (reference.addr, &None);
+    let fan_reference = fan_out(&reference, to_reference, Room::Wassop, members, burst);
     let fan_irc = start_inspircd(&dir).map(|inspircd| {
-        let fan = fan_out(&inspircd, inspircd.addr, Room::Irc, members, burst);
+        let fan = fan_out(&inspircd, (inspircd.addr, &None), Room::Irc, members, burst);
         inspircd.stop();
         fan
     });
@@ -753,7 +927,8 @@ fn main() {
     } else {
         (10_000, 10_000.0)
     };
-    let crowd = crowd(&binary, &dir, count, rate);
+    let crowd_tls = crowd(&binary, &dir, count, rate, &Some(tls));
+    let crowd = crowd(&binary, &dir, count, rate, &None);
     let (each, logins) = if quick { (1000, 20) } else { (3000, 50) };
     let presence = presence(&binary, &dir, each, logins);
     let flood = flood(&binary, &dir, if quick { 50 } else { 200 });
@@ -769,6 +944,13 @@ fn main() {
     println!(
         "| fan-out paced at a quarter of that | {:.0} deliveries/s, p99 {:.1} ms |",
         fan.paced_rate, fan.paced_p99_ms
+    );
+    println!(
+        "| the same fan-out over TLS (the rooms' TLS port, TLS 1.3, ECDSA P-256) | {:.0} deliveries/s, p99 {:.1} ms, server {:.2} µs CPU per delivery ({:.2} × plaintext's) |",
+        fan_tls.deliveries_per_s,
+        fan_tls.burst_p99_ms,
+        fan_tls.server_cpu_per_delivery_us,
+        fan_tls.server_cpu_per_delivery_us / fan.server_cpu_per_delivery_us
     );
     println!(
         "| the same fan-out, seed's design (`roomsref`: a thread per client, blocking writes) | {:.0} deliveries/s, p99 {:.1} ms, server {:.2} µs CPU per delivery |",
@@ -813,6 +995,10 @@ fn main() {
     println!(
         "| private messages among {} sessions at {:.0}/s | {:.0} msgs/s, p99 {:.1} ms |",
         crowd.sessions, crowd.private_target_rate, crowd.private_rate, crowd.private_p99_ms
+    );
+    println!(
+        "| the same, the receivers over TLS | {:.0} msgs/s, p99 {:.1} ms; {:.1} KiB per idle TLS session |",
+        crowd_tls.private_rate, crowd_tls.private_p99_ms, crowd_tls.kib_per_session
     );
     println!(
         "| {} fresh chat logins with {} sessions on each of chat, rooms and canvas | login p50 {:.1} ms, p99 {:.1} ms; messenger p99 {:.1} ms (max {:.1} ms); {:.0} MiB of user lists to the chat sessions |",
