@@ -154,11 +154,12 @@ fn read_server(mut stream: Stream, heard: mpsc::Sender<Heard>, mut lines: bool) 
 }
 
 fn handle(message: &str, heard: &mpsc::Sender<Heard>) {
-    if let Some(ack) = message.strip_prefix("CONNECT_ACK|") {
-        let _ = heard.send(Heard::ConnectAck(ack.trim_end() == "OK"));
-    }
+    // Printed before the main thread hears of it: at the end of input it exits at once.
     if let Some(line) = shown(message) {
         print(&line);
+    }
+    if let Some(ack) = message.strip_prefix("CONNECT_ACK|") {
+        let _ = heard.send(Heard::ConnectAck(ack.trim_end() == "OK"));
     }
 }
 
