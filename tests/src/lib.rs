@@ -740,18 +740,7 @@ impl ConsoleClient {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn client");
-        let mut out = child.stdout.take().unwrap();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stdout);
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = out.read(&mut chunk) {
-                if n == 0 {
-                    return;
-                }
-                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-            }
-        });
+        let stdout = collect_output(child.stdout.take().unwrap());
         let stderr = Lines::collect(child.stderr.take().unwrap());
         let stdin = child.stdin.take();
         ConsoleClient {
@@ -1193,6 +1182,22 @@ pub fn connected(server: &Server, alias: &str) -> bool {
     )) == 1
 }
 
+/// Everything `out` yields, gathered by a thread of its own as it comes.
+fn collect_output(mut out: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&output);
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = out.read(&mut chunk) {
+            if n == 0 {
+                return;
+            }
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    output
+}
+
 /// A self-signed end-entity certificate for `localhost` and 127.0.0.1 (`CA:FALSE`, as
 /// `openssl req -x509 ... -addext basicConstraints=critical,CA:FALSE` makes) and its key, in
 /// `dir` as `{name}.pem` and `{name}.key`; `ec`: an ECDSA P-256 key, else RSA 2048.
@@ -1235,6 +1240,14 @@ pub fn self_signed(dir: &Path, name: &str, ec: bool) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// One messenger request over TLS (through `openssl s_client`, trusting `ca`) to `port`:
+/// the answer, up to the server's close.
+pub fn request_over_tls(port: u16, ca: &Path, fields: &[&[u8]]) -> Vec<u8> {
+    let mut client = SClient::start(port, ca);
+    client.send(&encode(fields));
+    client.finish()
+}
+
 /// `openssl s_client` to 127.0.0.1:`port`, trusting `ca`: what it prints is collected, what
 /// is written to its stdin goes over TLS.
 pub struct SClient {
@@ -1255,18 +1268,7 @@ impl SClient {
             .stderr(Stdio::null())
             .spawn()
             .expect("openssl s_client");
-        let mut out = child.stdout.take().unwrap();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stdout);
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = out.read(&mut chunk) {
-                if n == 0 {
-                    return;
-                }
-                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-            }
-        });
+        let stdout = collect_output(child.stdout.take().unwrap());
         let stdin = child.stdin.take();
         SClient {
             process: Running {

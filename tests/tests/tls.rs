@@ -7,7 +7,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 
-use e2e::{encode, register, self_signed, ConsoleClient, Formatter, LineConn, SClient, Server};
+use e2e::{
+    encode, register, request_over_tls, self_signed, ConsoleClient, Formatter, LineConn, SClient,
+    Server,
+};
 
 /// A server with every front-end, plain and TLS, on `cert`/`key`.
 fn tls_server(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Server {
@@ -30,6 +33,30 @@ fn tls_server(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Server {
     Server::start_all(dir, &args)
 }
 
+/// Our chat or rooms console client (`--chat`, `--rooms`) over TLS to `port`, trusting `ca`.
+fn session_client_over_tls(which: &str, port: u16, ca: &str) -> std::process::Child {
+    let port = port.to_string();
+    e2e::spawn_client(&[which, "-s", "127.0.0.1", "-p", &port, "--tls", "--ca", ca])
+}
+
+/// The messenger console client over TLS to `port`, trusting `ca`.
+fn console_over_tls(port: u16, formatter: &str, ca: &Path) -> ConsoleClient {
+    let port = port.to_string();
+    let ca = ca.to_str().unwrap();
+    ConsoleClient::start_args(&[
+        "--console",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--formatter",
+        formatter,
+        "--tls",
+        "--ca",
+        ca,
+    ])
+}
+
 #[test]
 fn every_front_end_speaks_tls_to_openssl_s_client() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,9 +64,11 @@ fn every_front_end_speaks_tls_to_openssl_s_client() {
     let server = tls_server(dir.path(), &cert, &key, &[]);
 
     // The messenger: one request per connection, the answer, then TLS's close.
-    let mut messenger = SClient::start(server.tls_port("server"), &cert);
-    messenger.send(&encode(&[b"REGISTER", b"ana"]));
-    assert_eq!(messenger.finish(), [0]);
+    let register_ana = [&b"REGISTER"[..], b"ana"];
+    assert_eq!(
+        request_over_tls(server.tls_port("server"), &cert, &register_ana),
+        [0]
+    );
     register(&server, "bea");
 
     // The chat: lines from the first byte.
@@ -83,18 +112,7 @@ fn our_clients_speak_tls_and_refuse_a_certificate_they_cannot_verify() {
 
     // The messenger console, over TLS to the messenger's TLS port.
     let tls_port = server.tls_port("server");
-    let mut ana = ConsoleClient::start_args(&[
-        "--console",
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &tls_port.to_string(),
-        "--formatter",
-        &formatter.url(),
-        "--tls",
-        "--ca",
-        ca,
-    ]);
+    let mut ana = console_over_tls(tls_port, &formatter.url(), &cert);
     ana.run("REGISTER ana", "REGISTER OK");
     register(&server, "bea");
     let bea = e2e::connect(&server, "bea");
@@ -123,19 +141,8 @@ fn our_clients_speak_tls_and_refuse_a_certificate_they_cannot_verify() {
     assert_eq!(ana.finish(), Some(0));
 
     // The chat console.
-    let port = server.tls_port("chat").to_string();
-    let chat_args = [
-        "--chat",
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "--tls",
-        "--ca",
-        ca,
-    ];
     let mut watcher = LineConn::chat(&server, "watcher");
-    let mut chat = e2e::spawn_client(&chat_args);
+    let mut chat = session_client_over_tls("--chat", server.tls_port("chat"), ca);
     writeln!(chat.stdin.take().unwrap(), "cid\nhola por tls").unwrap();
     assert_eq!(
         watcher.until_prefix("BROADCAST|"),
@@ -145,50 +152,21 @@ fn our_clients_speak_tls_and_refuse_a_certificate_they_cannot_verify() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Conectado exitosamente\n"));
 
     // The rooms console.
-    let port = server.tls_port("rooms").to_string();
-    let mut rooms = e2e::spawn_client(&[
-        "--rooms",
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "--tls",
-        "--ca",
-        ca,
-    ]);
+    let mut rooms = session_client_over_tls("--rooms", server.tls_port("rooms"), ca);
     writeln!(rooms.stdin.take().unwrap(), "dan\nQUIT").unwrap();
     let out = rooms.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Te has unido como dan."));
 
     // Another certificate as the CA: refused, and stderr says why.
-    let mut wrong = e2e::spawn_client(&[
-        "--chat",
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &server.tls_port("chat").to_string(),
-        "--tls",
-        "--ca",
-        other.to_str().unwrap(),
-    ]);
+    let other_ca = other.to_str().unwrap();
+    let mut wrong = session_client_over_tls("--chat", server.tls_port("chat"), other_ca);
     drop(wrong.stdin.take());
     let out = wrong.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not verify"), "{stderr}");
     // The messenger console says so on stderr, and FAIL on stdout.
-    let mut refused = ConsoleClient::start_args(&[
-        "--console",
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &tls_port.to_string(),
-        "--formatter",
-        &formatter.url(),
-        "--tls",
-        "--ca",
-        other.to_str().unwrap(),
-    ]);
+    let mut refused = console_over_tls(tls_port, &formatter.url(), &other);
     refused.run("REGISTER eve", "REGISTER FAIL");
     refused.stderr.wait_until(
         |lines| lines.iter().any(|l| l.contains("does not verify")),
@@ -251,11 +229,8 @@ fn sighup_loads_the_certificate_again_and_a_bad_file_keeps_the_old_one() {
     std::fs::copy(&first_key, &key).unwrap();
     let server = tls_server(dir.path(), &cert, &key, &[]);
     let port = server.tls_port("server");
-    let register_over_tls = |name: &str, ca: &Path| {
-        let mut client = SClient::start(port, ca);
-        client.send(&encode(&[b"REGISTER", name.as_bytes()]));
-        client.finish()
-    };
+    let register_over_tls =
+        |name: &str, ca: &Path| request_over_tls(port, ca, &[b"REGISTER", name.as_bytes()]);
     assert_eq!(register_over_tls("ana", &first), [0]);
     // An established session goes on across the reload.
     let mut session = SClient::start(server.tls_port("chat"), &first);
@@ -387,9 +362,8 @@ fn pushes_to_a_listener_pinned_over_tls_carry_no_clear_text() {
     let connect = [&b"CONNECTTLS"[..], b"ana", port.as_bytes(), pin.as_bytes()];
     // Announced in clear, a pin could be anybody's.
     assert_eq!(server.request(&connect), [3]);
-    let mut over_tls = SClient::start(server.tls_port("server"), &cert);
-    over_tls.send(&encode(&connect));
-    assert_eq!(over_tls.finish(), [0]);
+    let messenger = server.tls_port("server");
+    assert_eq!(request_over_tls(messenger, &cert, &connect), [0]);
     assert_eq!(
         server.call(&["SEND", "bea", "ana", "secreto 4242 solo para ana"]),
         e2e::sent(1)
@@ -414,18 +388,15 @@ fn pushes_to_a_listener_pinned_over_tls_carry_no_clear_text() {
     // A listener with another certificate than the pin is not pushed to.
     let (other_port, other) = recording_tls_listener(&cert, &key);
     let other_port = other_port.to_string();
-    let mut again = SClient::start(server.tls_port("server"), &cert);
-    again.send(&encode(&[b"DISCONNECT", b"ana"]));
-    assert_eq!(again.finish(), [0]);
+    let disconnect = [&b"DISCONNECT"[..], b"ana"];
+    assert_eq!(request_over_tls(messenger, &cert, &disconnect), [0]);
     let connect = [
         &b"CONNECTTLS"[..],
         b"ana",
         other_port.as_bytes(),
         pin.as_bytes(),
     ];
-    let mut over_tls = SClient::start(server.tls_port("server"), &cert);
-    over_tls.send(&encode(&connect));
-    assert_eq!(over_tls.finish(), [0]);
+    assert_eq!(request_over_tls(messenger, &cert, &connect), [0]);
     assert_eq!(
         server.call(&["SEND", "bea", "ana", "no para otro"]),
         e2e::sent(2)
@@ -534,20 +505,7 @@ fn the_console_client_calls_an_https_formatter() {
     });
     register(&server, "bea");
     let bea = e2e::connect(&server, "bea");
-    let port = server.tls_port("server").to_string();
-    let ca = cert.to_str().unwrap();
-    let mut ana = ConsoleClient::start_args(&[
-        "--console",
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "--formatter",
-        &https,
-        "--tls",
-        "--ca",
-        ca,
-    ]);
+    let mut ana = console_over_tls(server.tls_port("server"), &https, &cert);
     ana.run("REGISTER ana", "REGISTER OK");
     ana.run("CONNECT ana", "CONNECT OK");
     ana.run("SEND bea hola   mundo", "SEND OK - MESSAGE 1");
