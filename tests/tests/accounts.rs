@@ -31,6 +31,27 @@ fn register_with_password(server: &Server, alias: &str, password: &str) {
     );
 }
 
+/// Waits until every chat or rooms session of `name` has ended on the server (its console
+/// shows as many logouts as logins): a login right after a session closed its connection
+/// would otherwise find the name still taken.
+fn settled(server: &Server, name: &str) {
+    let logins = [
+        format!("s> CHAT LOGIN {name} OK"),
+        format!("s> ROOMS JOIN {name} OK"),
+    ];
+    let logouts = [
+        format!("s> CHAT LOGOUT {name}"),
+        format!("s> ROOMS LOGOUT {name}"),
+    ];
+    server.stdout.wait_until(
+        |lines| {
+            let count = |of: &[String; 2]| lines.iter().filter(|l| of.contains(l)).count();
+            count(&logins) == count(&logouts)
+        },
+        &format!("the sessions of {name} to end"),
+    );
+}
+
 fn chat_attempt(server: &Server, connect: &str) -> Result<LineConn, String> {
     LineConn::chat_login(LineConn::connect(server.chat_addr()), connect)
 }
@@ -137,6 +158,7 @@ fn a_new_name_is_claimed_by_its_first_password_which_is_stored_only_as_a_hash() 
     let password = "contraseña-única-7f3a";
     let chat = chat_attempt(&server, &format!("CONNECT|neo|{password}")).expect("claim");
     drop(chat);
+    settled(&server, "neo");
     assert_eq!(
         rooms_attempt(&server, &format!("JOIN trin {password}x")),
         "OK"
@@ -173,6 +195,7 @@ fn an_existing_name_is_claimed_only_by_its_user_present() {
     let server = Server::start_all(dir.path(), &[]);
     register(&server, "bob");
     drop(chat_attempt(&server, "CONNECT|bob|mía").expect("an open name logs in"));
+    settled(&server, "bob");
     // Not claimed: the name still logs in without a password, and the attacker's claim
     // through the messenger fails while bob is not there to make it.
     let mut bob = chat_attempt(&server, "CONNECT|bob").expect("still open");
@@ -186,12 +209,14 @@ fn an_existing_name_is_claimed_only_by_its_user_present() {
     bob.send("PASSWORD|de bob");
     assert_eq!(bob.until_prefix("PASSWORD_ACK|"), "PASSWORD_ACK|OK");
     drop(bob);
+    settled(&server, "bob");
     assert!(chat_attempt(&server, "CONNECT|bob").is_err());
     let mut bob = chat_attempt(&server, "CONNECT|bob|de bob").expect("with it");
     // And may remove it again.
     bob.send("PASSWORD|");
     assert_eq!(bob.until_prefix("PASSWORD_ACK|"), "PASSWORD_ACK|OK");
     drop(bob);
+    settled(&server, "bob");
     drop(chat_attempt(&server, "CONNECT|bob").expect("open again"));
 
     // A messenger user connected from an address claims the name from that address.
@@ -244,6 +269,7 @@ fn required_passwords_refuse_every_name_without_one() {
     );
     let listener = Listener::start();
     let port = listener.port_field();
+    settled(&server, "bea");
     assert_eq!(
         server.call(&with_auth("bea", "de bea", &["CONNECT", "bea", &port])),
         [0]
@@ -275,6 +301,7 @@ fn guessing_is_throttled_per_address_without_slowing_anyone_else() {
     let home = e2e::connect_from(HOME, server.chat_addr());
     drop(LineConn::chat_login(LineConn::over(home), "CONNECT|bob|la buena").expect("owner"));
     drop(chat_attempt(&server, "CONNECT|zoe").expect("another user"));
+    settled(&server, "bob");
     // The wait passes (a second after the fifth failure).
     let mut tries = 0;
     loop {
@@ -343,6 +370,7 @@ fn unregister_and_disconnect_of_a_present_user_only_from_its_address_ending_its_
     assert_eq!(server.call(&["UNREGISTER", "ana"]), [0]);
     // A protected user in a session: with the password only.
     drop(chat_attempt(&server, "CONNECT|dan|de dan").unwrap());
+    settled(&server, "dan");
     let mut dan = chat_attempt(&server, "CONNECT|dan|de dan").unwrap();
     assert_eq!(server.call(&["UNREGISTER", "dan"]), [2]);
     assert_eq!(
@@ -399,6 +427,7 @@ fn the_operator_sets_and_removes_passwords_from_the_command_line() {
     let server = Server::start_all(dir.path(), &[]);
     register(&server, "bob");
     drop(chat_attempt(&server, "CONNECT|bob").expect("open"));
+    settled(&server, "bob");
     let account = |args: &[&str], stdin: &str| {
         let mut command = std::process::Command::new(e2e::bin("server"));
         command
@@ -430,6 +459,7 @@ fn the_operator_sets_and_removes_passwords_from_the_command_line() {
     );
     assert!(chat_attempt(&server, "CONNECT|bob").is_err());
     drop(chat_attempt(&server, "CONNECT|bob|del operador").expect("with it"));
+    settled(&server, "bob");
     assert_eq!(
         account(&["remove-password", "bob"], ""),
         (true, "bob: password removed\n".into())
@@ -474,12 +504,14 @@ fn our_clients_log_in_with_messenger_password() {
     let port = server.chat_port.unwrap().to_string();
     let chat_args = ["--chat", "-s", "127.0.0.1", "-p", &port];
     for _ in 0..2 {
+        settled(&server, "cid");
         let mut chat = e2e::spawn_client_with(&chat_args, &[("MESSENGER_PASSWORD", "la de cid")]);
         writeln!(chat.stdin.take().unwrap(), "cid").unwrap();
         let out = chat.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.starts_with("Conectado exitosamente\n"), "{stdout}");
     }
+    settled(&server, "cid");
     assert_eq!(
         chat_attempt(&server, "CONNECT|cid").err().as_deref(),
         Some("CONNECT_ACK|FAIL")
@@ -497,6 +529,7 @@ fn our_clients_log_in_with_messenger_password() {
     writeln!(rooms.stdin.take().unwrap(), "dan\nQUIT").unwrap();
     let out = rooms.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Te has unido como dan."));
+    settled(&server, "dan");
     assert_eq!(
         rooms_attempt(&server, "JOIN dan"),
         "ERROR: Se necesita contraseña."
