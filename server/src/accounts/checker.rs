@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -56,10 +55,10 @@ pub struct Checked {
     pub new: Option<Result<String, String>>,
 }
 
+/// The threads end with the process (what they hold is a login nobody waits for any more).
 pub struct Checker {
-    jobs: Option<Sender<CheckJob>>,
+    jobs: Sender<CheckJob>,
     done: Receiver<Checked>,
-    workers: Vec<JoinHandle<()>>,
     /// Jobs in the checker per client address, and the address of each ticket.
     per_address: HashMap<IpAddr, usize>,
     address_of: HashMap<Ticket, IpAddr>,
@@ -80,10 +79,9 @@ impl Checker {
         let (jobs, incoming) = crossbeam_channel::bounded::<CheckJob>(queue);
         // Room for every job waiting or in hand: a worker never waits to report.
         let (report, done) = crossbeam_channel::bounded(queue + workers);
-        let mut handles = Vec::with_capacity(workers);
         for n in 0..workers {
             let (incoming, report, wake) = (incoming.clone(), report.clone(), wake.clone());
-            let handle = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("passwords-{n}"))
                 .spawn(move || {
                     for job in incoming {
@@ -94,12 +92,10 @@ impl Checker {
                     }
                 })
                 .map_err(|e| format!("cannot start password checker {n}: {e}"))?;
-            handles.push(handle);
         }
         Ok(Checker {
-            jobs: Some(jobs),
+            jobs,
             done,
-            workers: handles,
             per_address: HashMap::new(),
             address_of: HashMap::new(),
             verified: Verified::new(),
@@ -114,10 +110,7 @@ impl Checker {
             return false;
         }
         let ticket = job.ticket;
-        let Some(jobs) = &self.jobs else {
-            return false;
-        };
-        match jobs.try_send(job) {
+        match self.jobs.try_send(job) {
             Ok(()) => {
                 *self.per_address.entry(from).or_default() += 1;
                 self.address_of.insert(ticket, from);
@@ -143,11 +136,6 @@ impl Checker {
         done
     }
 
-    /// Jobs waiting or in hand.
-    pub fn in_hand(&self) -> usize {
-        self.address_of.len()
-    }
-
     /// True if `secret` for `subject` matched `stored` a moment ago.
     pub fn recently_verified(
         &self,
@@ -167,14 +155,6 @@ impl Checker {
     /// Forgets what was verified for `subject` (its password changed or was refused).
     pub fn forget(&mut self, subject: &str) {
         self.verified.entries.remove(subject);
-    }
-
-    /// Stops the threads once the jobs queued are done.
-    pub fn shut_down(&mut self) {
-        self.jobs = None;
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
     }
 }
 
@@ -266,9 +246,8 @@ mod tests {
         let (jobs, _incoming) = crossbeam_channel::bounded(100);
         let (_report, done) = crossbeam_channel::bounded(1);
         let mut checker = Checker {
-            jobs: Some(jobs),
+            jobs,
             done,
-            workers: Vec::new(),
             per_address: HashMap::new(),
             address_of: HashMap::new(),
             verified: Verified::new(),
@@ -286,6 +265,6 @@ mod tests {
         }
         assert!(!checker.try_start(job(99), one));
         assert!(checker.try_start(job(100), other));
-        assert_eq!(checker.in_hand(), PER_ADDRESS + 1);
+        assert_eq!(checker.address_of.len(), PER_ADDRESS + 1);
     }
 }

@@ -459,15 +459,6 @@ impl Accounts {
             self.throttle.succeeded(&subject, from);
         }
     }
-
-    /// Requests whose secrets are being checked.
-    pub fn in_hand(&self) -> usize {
-        self.checker.in_hand()
-    }
-
-    pub fn shut_down(&mut self) {
-        self.checker.shut_down();
-    }
 }
 
 #[cfg(test)]
