@@ -4,7 +4,9 @@
 //!
 //! One thread reads every session through a mio `Poll`; each message carries its send time, so
 //! every delivery gives a latency. The fan-out runs against our server and against the seed's
-//! design (`roomsref`). Usage: `chatload SERVER ROOMSREF [--quick]`.
+//! design (`roomsref`). Usage: `chatload SERVER ROOMSREF [--quick] [--only fanout]`; `--only
+//! fanout` runs the fan-out alone (ours, over TLS, the seed's design, InspIRCd) and prints its
+//! rows, for profiling or comparing builds.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -892,48 +894,13 @@ fn raise_open_file_limit() {
     }
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(binary), Some(reference_binary)) = (args.get(1), args.get(2)) else {
-        bench::usage_exit("chatload SERVER ROOMSREF [--quick]")
-    };
-    let (binary, reference_binary) = (PathBuf::from(binary), PathBuf::from(reference_binary));
-    let quick = args.iter().any(|a| a == "--quick");
-    raise_open_file_limit();
-    let dir = std::env::temp_dir().join(format!("chatload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cpu0 = own_cpu();
-    let (members, burst) = if quick { (200, 50) } else { (1000, 200) };
-    let tls = Tls::make(&dir);
-    let tls_args = tls.server_args();
-    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
-    let ours = server(&binary, &dir, "fanout", &tls_args);
-    let plain = (ours.front_end("rooms"), &None);
-    let fan = fan_out(&ours, plain, Room::Wassop, members, burst);
-    let over_tls = (ours.front_end("tls rooms"), &Some(tls.client.clone()));
-    let fan_tls = fan_out(&ours, over_tls, Room::Wassop, members, burst);
-    ours.stop();
-    let reference = Process::spawn(Command::new(&reference_binary));
-    let to_reference = (reference.addr, &None);
-    let fan_reference = fan_out(&reference, to_reference, Room::Wassop, members, burst);
-    let fan_irc = start_inspircd(&dir).map(|inspircd| {
-        let fan = fan_out(&inspircd, (inspircd.addr, &None), Room::Irc, members, burst);
-        inspircd.stop();
-        fan
-    });
-    reference.stop();
-    let (count, rate) = if quick {
-        (2000, 2000.0)
-    } else {
-        (10_000, 10_000.0)
-    };
-    let crowd_tls = crowd(&binary, &dir, count, rate, &Some(tls));
-    let crowd = crowd(&binary, &dir, count, rate, &None);
-    let (each, logins) = if quick { (1000, 20) } else { (3000, 50) };
-    let presence = presence(&binary, &dir, each, logins);
-    let flood = flood(&binary, &dir, if quick { 50 } else { 200 });
-    let _ = std::fs::remove_dir_all(&dir);
-
+/// The fan-out's rows: ours in plaintext and over TLS, the seed's design, InspIRCd.
+fn print_fan_out(
+    members: usize,
+    burst: usize,
+    [fan, fan_tls, fan_reference]: [&FanOut; 3],
+    fan_irc: Option<&FanOut>,
+) {
     println!("\n## Chat front-ends (rooms and chat sessions on one reactor)\n");
     println!("| scenario | figure |");
     println!("|---|---|");
@@ -967,7 +934,7 @@ fn main() {
         fan.deliveries_per_s / fan_reference.deliveries_per_s,
         fan.server_cpu_per_delivery_us / fan_reference.server_cpu_per_delivery_us
     );
-    match &fan_irc {
+    match fan_irc {
         Some(irc) => {
             println!(
                 "| the same fan-out, InspIRCd 3.15 (Debian's package, flood limits off) | {:.0} deliveries/s, p99 {:.1} ms, server {:.2} µs CPU per delivery |",
@@ -988,6 +955,69 @@ fn main() {
             "| the same fan-out, InspIRCd | not run: /usr/sbin/inspircd missing or not starting (`apt-get install inspircd`) |"
         ),
     }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(binary), Some(reference_binary)) = (args.get(1), args.get(2)) else {
+        bench::usage_exit("chatload SERVER ROOMSREF [--quick] [--only fanout]")
+    };
+    let (binary, reference_binary) = (PathBuf::from(binary), PathBuf::from(reference_binary));
+    let quick = args.iter().any(|a| a == "--quick");
+    let fan_out_only = args
+        .windows(2)
+        .any(|w| w[0] == "--only" && w[1] == "fanout");
+    raise_open_file_limit();
+    let dir = std::env::temp_dir().join(format!("chatload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cpu0 = own_cpu();
+    let (members, burst) = if quick { (200, 50) } else { (1000, 200) };
+    let tls = Tls::make(&dir);
+    let tls_args = tls.server_args();
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let ours = server(&binary, &dir, "fanout", &tls_args);
+    let plain = (ours.front_end("rooms"), &None);
+    let fan = fan_out(&ours, plain, Room::Wassop, members, burst);
+    let over_tls = (ours.front_end("tls rooms"), &Some(tls.client.clone()));
+    let fan_tls = fan_out(&ours, over_tls, Room::Wassop, members, burst);
+    ours.stop();
+    let reference = Process::spawn(Command::new(&reference_binary));
+    let to_reference = (reference.addr, &None);
+    let fan_reference = fan_out(&reference, to_reference, Room::Wassop, members, burst);
+    let fan_irc = start_inspircd(&dir).map(|inspircd| {
+        let fan = fan_out(&inspircd, (inspircd.addr, &None), Room::Irc, members, burst);
+        inspircd.stop();
+        fan
+    });
+    reference.stop();
+    let (count, rate) = if quick {
+        (2000, 2000.0)
+    } else {
+        (10_000, 10_000.0)
+    };
+    if fan_out_only {
+        let _ = std::fs::remove_dir_all(&dir);
+        print_fan_out(
+            members,
+            burst,
+            [&fan, &fan_tls, &fan_reference],
+            fan_irc.as_ref(),
+        );
+        return;
+    }
+    let crowd_tls = crowd(&binary, &dir, count, rate, &Some(tls));
+    let crowd = crowd(&binary, &dir, count, rate, &None);
+    let (each, logins) = if quick { (1000, 20) } else { (3000, 50) };
+    let presence = presence(&binary, &dir, each, logins);
+    let flood = flood(&binary, &dir, if quick { 50 } else { 200 });
+    let _ = std::fs::remove_dir_all(&dir);
+
+    print_fan_out(
+        members,
+        burst,
+        [&fan, &fan_tls, &fan_reference],
+        fan_irc.as_ref(),
+    );
     println!(
         "| {} idle sessions | RSS {:.1} MiB, {:.1} KiB per session |",
         crowd.sessions, crowd.rss_mib, crowd.kib_per_session
