@@ -51,14 +51,19 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
             }
         }
     }
-    #[allow(deprecated)] // ring: see the server's tls.rs.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// ring's cryptography, as the server uses it (it builds with a C compiler alone; rustls
+/// deprecates it for lacking post-quantum key exchange).
+#[allow(deprecated)]
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A connection to a server, as the client code uses it.

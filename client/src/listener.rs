@@ -117,9 +117,7 @@ impl Identity {
             digest.iter().map(|b| format!("{b:02x}")).collect()
         };
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
-        #[allow(deprecated)] // ring: see the server's tls.rs.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let config = rustls::ServerConfig::builder_with_provider(crate::link::provider())
             .with_safe_default_protocol_versions()
             .map_err(io::Error::other)?
             .with_no_client_auth()

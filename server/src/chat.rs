@@ -201,7 +201,7 @@ impl Chat {
         let new = match NewSecret::given(new) {
             Ok(new) => new,
             Err(why) => {
-                let reply = self.password_answer(caller, Err(Denial::NotPresent));
+                let reply = self.password_answer(caller, Err("Contraseña no válida"));
                 return Applied::read_only(reply.diagnostic(format!("chat PASSWORD: {why}")));
             }
         };
@@ -224,7 +224,7 @@ impl Chat {
                 Applied::written(ok, failed)
             }
             Ok(Finished::Denied(denial)) => {
-                Applied::read_only(self.password_answer(caller, Err(denial)))
+                Applied::read_only(self.password_answer(caller, Err(denial.reason())))
             }
             Ok(other) => Applied::read_only(
                 self.error(caller, 500, "No se pudo guardar la contraseña")
@@ -238,12 +238,10 @@ impl Chat {
     }
 
     /// `PASSWORD_ACK|OK`, or `PASSWORD_ACK|FAIL|why`.
-    fn password_answer(&self, caller: &Caller, result: Result<(), Denial>) -> Reply {
+    fn password_answer(&self, caller: &Caller, result: Result<(), &str>) -> Reply {
         match result {
             Ok(()) => Reply::bytes(self.message(caller.session, &["PASSWORD_ACK", "OK"])),
-            Err(denial) => Reply::bytes(
-                self.message(caller.session, &["PASSWORD_ACK", "FAIL", denial.reason()]),
-            ),
+            Err(why) => Reply::bytes(self.message(caller.session, &["PASSWORD_ACK", "FAIL", why])),
         }
     }
 

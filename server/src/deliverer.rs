@@ -46,8 +46,9 @@ const WAKER: Token = Token(usize::MAX);
 pub struct PushJob {
     pub id: JobId,
     pub addr: SocketAddr,
-    /// The listener speaks TLS with the certificate of this SHA-256 (docs/tls.md).
-    pub pin: Option<crate::core::Pin>,
+    /// The listener speaks TLS: this configuration trusts its pinned certificate only
+    /// (docs/tls.md), made once for the job's pushes.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The encoded pushes, in the order they must arrive.
     pub pushes: Vec<Vec<u8>>,
 }
@@ -456,13 +457,13 @@ impl Worker {
             }
             let index = state.next;
             state.next += 1;
-            let (addr, pin) = (state.job.addr, state.job.pin);
+            let (addr, tls) = (state.job.addr, state.job.tls.clone());
             state.started.push_back(Started {
                 key: None,
                 outcome: None,
             });
             let first = state.started.len() == 1;
-            match self.connect(id, index, (addr, pin), first) {
+            match self.connect(id, index, (addr, tls), first) {
                 Ok(key) => {
                     if let Some(state) = self.jobs.get_mut(&id) {
                         if let Some(slot) = state.started.back_mut() {
@@ -486,14 +487,13 @@ impl Worker {
         &mut self,
         id: JobId,
         index: usize,
-        (addr, pin): (SocketAddr, Option<crate::core::Pin>),
+        (addr, tls): (SocketAddr, Option<Arc<rustls::ClientConfig>>),
         may_write: bool,
     ) -> Result<usize, Outcome> {
-        let tls = match pin {
+        let tls = match tls {
             None => None,
-            Some(pin) => {
+            Some(config) => {
                 let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                let config = crate::tls::pinned_client_config(pin);
                 let tls = rustls::ClientConnection::new(config, name)
                     .map_err(|e| Outcome::Failed(io::Error::other(e)))?;
                 Some(Box::new(tls))
@@ -585,7 +585,7 @@ impl Worker {
         self.deadlines.remove(&(push.deadline, key));
         drop(push.stream);
         let job = &self.jobs[&id].job;
-        let to = (job.addr, job.pin);
+        let to = (job.addr, job.tls.clone());
         match self.connect(id, push.index, to, push.may_write) {
             Ok(key) => {
                 if let Some(slot) = self.jobs.get_mut(&id).and_then(|s| s.started.front_mut()) {
@@ -891,7 +891,7 @@ mod tests {
         let (mut pool, rings) = pool(4);
         for id in 1..=3 {
             pool.submit(PushJob {
-                pin: None,
+                tls: None,
                 id,
                 addr,
                 pushes: vec![b"ACK\0".to_vec()],
@@ -928,7 +928,7 @@ mod tests {
 
     fn job(addr: SocketAddr, pushes: &[&str]) -> PushJob {
         PushJob {
-            pin: None,
+            tls: None,
             id: 1,
             addr,
             pushes: pushes.iter().map(|p| p.as_bytes().to_vec()).collect(),

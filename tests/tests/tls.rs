@@ -298,23 +298,27 @@ impl Write for Recorded {
     }
 }
 
+/// A TLS server configuration for `cert` (one certificate) and `key`.
+fn server_config(cert: &Path, key: &Path) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_file(cert).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(client::link::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    std::sync::Arc::new(config)
+}
+
 /// What a recording listener saw: the bytes off the wire, and the plaintext.
 type Seen = std::thread::JoinHandle<(Vec<u8>, Vec<u8>)>;
 
 /// A listener over TLS with `cert`/`key`, as our client runs when it connects over TLS:
 /// returns its port, and a thread that gives back what it saw.
 fn recording_tls_listener(cert: &Path, key: &Path) -> (u16, Seen) {
-    use rustls::pki_types::pem::PemObject;
-    let chain = vec![rustls::pki_types::CertificateDer::from_pem_file(cert).unwrap()];
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+    let config = server_config(cert, key);
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = socket.local_addr().unwrap().port();
     let thread = std::thread::spawn(move || {
@@ -325,7 +329,7 @@ fn recording_tls_listener(cert: &Path, key: &Path) -> (u16, Seen) {
             stream,
             wire: wire.clone(),
         };
-        let session = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let session = rustls::ServerConnection::new(config).unwrap();
         let mut tls = rustls::StreamOwned::new(session, recorded);
         let mut plaintext = Vec::new();
         // Until the server's close_notify.
@@ -417,7 +421,6 @@ fn pushes_to_a_listener_pinned_over_tls_carry_no_clear_text() {
 /// handshake: the server takes the client's address from it, then speaks TLS.
 #[test]
 fn a_proxy_header_before_the_handshake() {
-    use rustls::pki_types::pem::PemObject;
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path(), "server", true);
     let server = tls_server(
@@ -426,19 +429,8 @@ fn a_proxy_header_before_the_handshake() {
         &key,
         &["--proxy-protocol", "--max-new-names-per-minute", "1"],
     );
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap())
-        .unwrap();
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = std::sync::Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    // Our clients' configuration, trusting the certificate.
+    let config = client::link::client_config(Some(&cert)).unwrap();
     let register_from = |client: &str, name: &str| {
         let mut stream = TcpStream::connect(("127.0.0.1", server.tls_port("server"))).unwrap();
         stream.set_read_timeout(Some(e2e::PATIENCE)).unwrap();
@@ -462,23 +454,11 @@ fn a_proxy_header_before_the_handshake() {
 /// The messenger clients reach an `https://` formatter too, verified against `--ca`.
 #[test]
 fn the_console_client_calls_an_https_formatter() {
-    use rustls::pki_types::pem::PemObject;
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path(), "server", true);
     let server = tls_server(dir.path(), &cert, &key, &[]);
     // A formatter behind TLS, as a proxy would serve it: it answers one request.
-    let chain = vec![rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap()];
-    let private = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = std::sync::Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, private)
-            .unwrap(),
-    );
+    let config = server_config(&cert, &key);
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let https = format!("https://127.0.0.1:{}", socket.local_addr().unwrap().port());
     let formatter = std::thread::spawn(move || {

@@ -83,7 +83,7 @@ impl DeliverySink for ListenerPushes {
             Endpoint::Listener(addr, pin) => self.pool.submit(PushJob {
                 id,
                 addr,
-                pin,
+                tls: pin.map(crate::tls::pinned_client_config),
                 pushes,
             }),
             // The core writes to sessions itself; a session delivery here is a bug, reported
