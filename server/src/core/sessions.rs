@@ -752,7 +752,6 @@ impl Core {
         let alias = self.session_alias(session)?.to_string();
         let room = self.room_of(session)?.to_string();
         let work = Work::SetRoomKey {
-            session,
             alias,
             room,
             new,

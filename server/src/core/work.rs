@@ -110,7 +110,6 @@ pub enum Work {
     },
     /// The creator of `room`, in it, sets its key (`new`) or removes it (None).
     SetRoomKey {
-        session: SessionId,
         alias: String,
         room: String,
         new: Option<NewSecret>,
