@@ -23,12 +23,14 @@ use crate::frontend::{Mode, Pacing};
 pub const READ_CHUNK: usize = 1024;
 
 /// Requests of one persistent connection whose answers are not yet out; past this the
-/// connection is not read until they are (a client cannot pile up work).
-pub const MAX_UNANSWERED: usize = 16;
+/// connection is not read until they are (a client cannot pile up work). As many as a turn
+/// serves it (`TURN_BUDGET`): a room line holds its place until the turn's commit, so a
+/// smaller bound would cut every turn short of its budget.
+pub const MAX_UNANSWERED: usize = 64;
 
 /// Most messages gathered into one `writev`: more are written by the next call of the same
 /// flush.
-const MAX_SLICES: usize = 64;
+const MAX_SLICES: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -58,8 +58,12 @@ const KEEPALIVE_COUNT: i32 = 3;
 const SESSION_SEND_BUFFER: i32 = 128 * 1024;
 
 /// Requests one connection may have applied in one turn; the rest wait for a later turn, so
-/// a client's pipelined requests cannot lengthen a turn for everybody else.
-pub const TURN_BUDGET: u32 = 16;
+/// a client's pipelined requests cannot lengthen a turn for everybody else without bound.
+/// What a turn says to a room goes out in one write per member at the turn's end: with 16,
+/// a burst in a room of 1000 went out 15 lines per write, and the kernel's cost per write
+/// made each delivery cost 0.85 µs of CPU against InspIRCd's 0.45; with 64, 50 lines per
+/// write and 0.30 to 0.42 µs (`chatload ... --only fanout`, README).
+pub const TURN_BUDGET: u32 = 64;
 
 /// A request's result waiting to be sent: `(slab key, generation, held slot, result)`.
 type StagedAnswer = (usize, u64, u64, Applied);
