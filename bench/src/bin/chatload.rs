@@ -303,6 +303,8 @@ struct FanOut {
     paced_rate: f64,
     paced_p99_ms: f64,
     server_cpu_per_delivery_us: f64,
+    /// Deliveries per write system call of the server, in the burst.
+    deliveries_per_write: f64,
 }
 
 /// The protocol a fan-out speaks: the rooms' (ours and the seed's design), or IRC's (the
@@ -448,6 +450,7 @@ fn fan_out(
     let base = Instant::now();
     let measure = |sessions: &mut Sessions, count: usize, pause: Duration| {
         let cpu0 = server.cpu();
+        let writes0 = server.write_calls();
         let start = Instant::now();
         let total = count * members;
         let mut latencies = Vec::with_capacity(total);
@@ -477,23 +480,27 @@ fn fan_out(
         let elapsed = start.elapsed();
         latencies.sort_unstable();
         let cpu = server.cpu().saturating_sub(cpu0);
+        let writes = server.write_calls().saturating_sub(writes0).max(1);
         (
             total as f64 / elapsed.as_secs_f64(),
             percentile(&latencies, 0.99) / 1000.0,
             cpu.as_secs_f64() * 1e6 / total as f64,
+            total as f64 / writes as f64,
         )
     };
-    let (deliveries_per_s, burst_p99_ms, cpu_us) = measure(&mut sessions, burst, Duration::ZERO);
+    let (deliveries_per_s, burst_p99_ms, cpu_us, deliveries_per_write) =
+        measure(&mut sessions, burst, Duration::ZERO);
     // Paced at a quarter of what the burst reached.
     let per_message = Duration::from_secs_f64(4.0 * members as f64 / deliveries_per_s);
     let paced = (2.0 / per_message.as_secs_f64()).clamp(10.0, 2000.0) as usize;
-    let (paced_rate, paced_p99_ms, _) = measure(&mut sessions, paced, per_message);
+    let (paced_rate, paced_p99_ms, _, _) = measure(&mut sessions, paced, per_message);
     FanOut {
         deliveries_per_s,
         burst_p99_ms,
         paced_rate,
         paced_p99_ms,
         server_cpu_per_delivery_us: cpu_us,
+        deliveries_per_write,
     }
 }
 
@@ -504,7 +511,12 @@ struct Crowd {
     private_rate: f64,
     private_p99_ms: f64,
     private_target_rate: f64,
+    /// Server CPU per private message while they flow, in µs.
+    private_cpu_us: f64,
 }
+
+/// Senders of private messages in a crowd run.
+const SENDERS: usize = 16;
 
 /// `count` idle rooms sessions (memory), then each in a room of its own, receiving private
 /// messages from 16 chat senders at `rate` per second for two seconds.
@@ -525,7 +537,6 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) 
     let mut sessions = Sessions::open(rooms, &config, count, |n| format!("JOIN i{n}\n"));
     sessions.await_each("OK", Duration::from_secs(120));
     let after = server.rss_kib();
-    let kib_per_session = (after.saturating_sub(before)) as f64 / count as f64;
     for n in 0..count {
         sessions.write(n, &format!("ROOM r{n}\n"));
     }
@@ -533,11 +544,86 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) 
 
     // The senders: chat sessions with line framing, logged in last so that the crowd's
     // logins sent them no user lists.
-    const SENDERS: usize = 16;
     let chat = server.front_end("chat");
-    let mut senders: Vec<TcpStream> = (0..SENDERS)
+    let senders: Vec<TcpStream> = (0..SENDERS)
         .map(|s| chat_login(chat, &format!("c{s}")).0)
         .collect();
+    let traffic = private_messages(&server, &mut sessions, senders, rate, |to, seq, stamp| {
+        format!("MESSAGE|i{to}|{seq} {stamp}\n")
+    });
+    server.stop();
+    traffic.crowd(count, before, after)
+}
+
+/// The same crowd on InspIRCd: `count` idle clients, then private messages (`PRIVMSG`) from
+/// 16 more at `rate` per second; None if it is not installed or does not start.
+fn crowd_irc(dir: &Path, count: usize, rate: f64) -> Option<Crowd> {
+    let inspircd = start_inspircd(dir)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let before = inspircd.rss_kib();
+    let irc_login = |name: String| format!("NICK {name}\r\nUSER {name} 0 * :{name}\r\n");
+    let mut sessions = Sessions::open(inspircd.addr, &None, count, |n| irc_login(format!("i{n}")));
+    sessions.await_each(Room::Irc.logged_in(), Duration::from_secs(120));
+    let after = inspircd.rss_kib();
+    let senders: Vec<TcpStream> = (0..SENDERS)
+        .map(|s| {
+            let mut stream = TcpStream::connect(inspircd.addr).unwrap();
+            stream.set_nodelay(true).unwrap();
+            stream
+                .write_all(irc_login(format!("c{s}")).as_bytes())
+                .unwrap();
+            let mut reader = io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while !line.starts_with(Room::Irc.logged_in()) {
+                line.clear();
+                assert!(
+                    io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0,
+                    "InspIRCd closed sender c{s}"
+                );
+            }
+            stream
+        })
+        .collect();
+    let traffic = private_messages(&inspircd, &mut sessions, senders, rate, |to, seq, stamp| {
+        format!("PRIVMSG i{to} :{seq} {stamp}\r\n")
+    });
+    inspircd.stop();
+    Some(traffic.crowd(count, before, after))
+}
+
+/// What a run of private messages measured.
+struct Traffic {
+    rate: f64,
+    target_rate: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+}
+
+impl Traffic {
+    fn crowd(self, sessions: usize, rss_before_kib: u64, rss_after_kib: u64) -> Crowd {
+        Crowd {
+            sessions,
+            rss_mib: rss_after_kib as f64 / 1024.0,
+            kib_per_session: rss_after_kib.saturating_sub(rss_before_kib) as f64 / sessions as f64,
+            private_rate: self.rate,
+            private_p99_ms: self.p99_ms,
+            private_target_rate: self.target_rate,
+            private_cpu_us: self.cpu_us,
+        }
+    }
+}
+
+/// Private messages from `senders` (round robin) to random members of `sessions` at `rate`
+/// per second for two seconds, each line made by `line(to, seq, stamp)`; every one must
+/// arrive.
+fn private_messages(
+    server: &Process,
+    sessions: &mut Sessions,
+    mut senders: Vec<TcpStream>,
+    rate: f64,
+    line: impl Fn(usize, usize, u128) -> String + Send + 'static,
+) -> Traffic {
+    let count = sessions.streams.len();
     // Nothing more is sent to the senders; keep their receive side drained anyway.
     for sender in &senders {
         let mut reader = sender.try_clone().unwrap();
@@ -549,11 +635,13 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) 
     let base = Instant::now();
     let duration = Duration::from_secs(2);
     let total = (rate * duration.as_secs_f64()) as usize;
+    let cpu0 = server.cpu();
     let writer = std::thread::spawn(move || {
         // Open loop: every millisecond, the messages due by then.
         let start = Instant::now();
         let mut sent = 0usize;
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let senders_count = senders.len();
         while sent < total {
             let due = ((start.elapsed().as_secs_f64() * rate) as usize).min(total);
             while sent < due {
@@ -561,8 +649,10 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) 
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 let to = (seed % count as u64) as usize;
-                let line = format!("MESSAGE|i{to}|{sent} {}\n", stamp(base));
-                senders[sent % SENDERS].write_all(line.as_bytes()).unwrap();
+                let bytes = line(to, sent, stamp(base));
+                senders[sent % senders_count]
+                    .write_all(bytes.as_bytes())
+                    .unwrap();
                 sent += 1;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -571,24 +661,22 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) 
     });
     let mut latencies = Vec::with_capacity(total);
     sessions.read_until(duration + Duration::from_secs(30), |_, line| {
-        if line.contains(" (privado): ") {
+        if line.contains(" (privado): ") || line.contains(" PRIVMSG ") {
             if let Some(l) = latency(base, line) {
                 latencies.push(l);
             }
         }
         latencies.len() >= total
     });
+    let cpu = server.cpu().saturating_sub(cpu0);
     let sending = writer.join().unwrap();
     assert_eq!(latencies.len(), total, "private messages lost");
     latencies.sort_unstable();
-    server.stop();
-    Crowd {
-        sessions: count,
-        rss_mib: after as f64 / 1024.0,
-        kib_per_session,
-        private_rate: total as f64 / sending.as_secs_f64(),
-        private_p99_ms: percentile(&latencies, 0.99) / 1000.0,
-        private_target_rate: rate,
+    Traffic {
+        rate: total as f64 / sending.as_secs_f64(),
+        target_rate: rate,
+        p99_ms: percentile(&latencies, 0.99) / 1000.0,
+        cpu_us: cpu.as_secs_f64() * 1e6 / total as f64,
     }
 }
 
@@ -894,19 +982,117 @@ fn raise_open_file_limit() {
     }
 }
 
-/// The fan-out's rows: ours in plaintext and over TLS, the seed's design, InspIRCd.
-fn print_fan_out(
+/// The fan-outs of a run: ours in plaintext and over TLS, the seed's design, InspIRCd.
+struct FanOuts {
+    plain: FanOut,
+    tls: FanOut,
+    reference: FanOut,
+    irc: Option<FanOut>,
+}
+
+fn fan_outs(
+    binary: &Path,
+    reference_binary: &Path,
+    dir: &Path,
     members: usize,
     burst: usize,
-    [fan, fan_tls, fan_reference]: [&FanOut; 3],
-    fan_irc: Option<&FanOut>,
-) {
+    tls: &Tls,
+) -> FanOuts {
+    let tls_args = tls.server_args();
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let ours = server(binary, dir, "fanout", &tls_args);
+    let plain = (ours.front_end("rooms"), &None);
+    let fan = fan_out(&ours, plain, Room::Wassop, members, burst);
+    let over_tls = (ours.front_end("tls rooms"), &Some(tls.client.clone()));
+    let fan_tls = fan_out(&ours, over_tls, Room::Wassop, members, burst);
+    ours.stop();
+    let reference = Process::spawn(Command::new(reference_binary));
+    let to_reference = (reference.addr, &None);
+    let fan_reference = fan_out(&reference, to_reference, Room::Wassop, members, burst);
+    reference.stop();
+    let irc = start_inspircd(dir).map(|inspircd| {
+        let fan = fan_out(&inspircd, (inspircd.addr, &None), Room::Irc, members, burst);
+        inspircd.stop();
+        fan
+    });
+    FanOuts {
+        plain: fan,
+        tls: fan_tls,
+        reference: fan_reference,
+        irc,
+    }
+}
+
+/// The crowds of a run: ours with plaintext and with TLS receivers, InspIRCd.
+struct Crowds {
+    plain: Crowd,
+    tls: Crowd,
+    irc: Option<Crowd>,
+}
+
+fn crowds(binary: &Path, dir: &Path, count: usize, rate: f64, tls: Tls) -> Crowds {
+    let crowd_tls = crowd(binary, dir, count, rate, &Some(tls));
+    Crowds {
+        plain: crowd(binary, dir, count, rate, &None),
+        tls: crowd_tls,
+        irc: crowd_irc(dir, count, rate),
+    }
+}
+
+fn print_table_head() {
     println!("\n## Chat front-ends (rooms and chat sessions on one reactor)\n");
     println!("| scenario | figure |");
     println!("|---|---|");
+}
+
+/// The crowd's rows: idle sessions and private messages, ours and InspIRCd's.
+fn print_crowds(crowds: &Crowds) {
+    let Crowds {
+        plain: crowd,
+        tls: crowd_tls,
+        irc: crowd_irc,
+    } = crowds;
     println!(
-        "| fan-out to a room of {members}, burst of {burst} messages | {:.0} deliveries/s, p99 {:.1} ms, server {:.2} µs CPU per delivery |",
-        fan.deliveries_per_s, fan.burst_p99_ms, fan.server_cpu_per_delivery_us
+        "| {} idle sessions | RSS {:.1} MiB, {:.2} KiB per session |",
+        crowd.sessions, crowd.rss_mib, crowd.kib_per_session
+    );
+    println!(
+        "| private messages among {} sessions at {:.0}/s | {:.0} msgs/s, p99 {:.1} ms, server {:.1} µs CPU per message |",
+        crowd.sessions,
+        crowd.private_target_rate,
+        crowd.private_rate,
+        crowd.private_p99_ms,
+        crowd.private_cpu_us
+    );
+    println!(
+        "| the same, the receivers over TLS | {:.0} msgs/s, p99 {:.1} ms, server {:.1} µs CPU per message; {:.1} KiB per idle TLS session |",
+        crowd_tls.private_rate,
+        crowd_tls.private_p99_ms,
+        crowd_tls.private_cpu_us,
+        crowd_tls.kib_per_session
+    );
+    match crowd_irc {
+        Some(irc) => println!(
+            "| the same crowd on InspIRCd: idle sessions; private messages (`PRIVMSG`) | {:.2} KiB per session; {:.0} msgs/s, p99 {:.1} ms, server {:.1} µs CPU per message |",
+            irc.kib_per_session, irc.private_rate, irc.private_p99_ms, irc.private_cpu_us
+        ),
+        None => println!(
+            "| the same crowd on InspIRCd | not run: /usr/sbin/inspircd missing or not starting |"
+        ),
+    }
+}
+
+/// The fan-out's rows: ours in plaintext and over TLS, the seed's design, InspIRCd.
+fn print_fan_out(members: usize, burst: usize, fan_outs: &FanOuts) {
+    let FanOuts {
+        plain: fan,
+        tls: fan_tls,
+        reference: fan_reference,
+        irc: fan_irc,
+    } = fan_outs;
+    println!(
+        "| fan-out to a room of {members}, burst of {burst} messages | {:.0} deliveries/s, p99 {:.1} ms, server {:.2} µs CPU per delivery, {:.1} deliveries per write |",
+        fan.deliveries_per_s, fan.burst_p99_ms, fan.server_cpu_per_delivery_us, fan.deliveries_per_write
     );
     println!(
         "| fan-out paced at a quarter of that | {:.0} deliveries/s, p99 {:.1} ms |",
@@ -937,8 +1123,8 @@ fn print_fan_out(
     match fan_irc {
         Some(irc) => {
             println!(
-                "| the same fan-out, InspIRCd 3.15 (Debian's package, flood limits off) | {:.0} deliveries/s, p99 {:.1} ms, server {:.2} µs CPU per delivery |",
-                irc.deliveries_per_s, irc.burst_p99_ms, irc.server_cpu_per_delivery_us
+                "| the same fan-out, InspIRCd 3.15 (Debian's package, flood limits off) | {:.0} deliveries/s, p99 {:.1} ms, server {:.2} µs CPU per delivery, {:.1} deliveries per write |",
+                irc.deliveries_per_s, irc.burst_p99_ms, irc.server_cpu_per_delivery_us, irc.deliveries_per_write
             );
             println!(
                 "| its paced run | {:.0} deliveries/s, p99 {:.1} ms |",
@@ -960,76 +1146,53 @@ fn print_fan_out(
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(binary), Some(reference_binary)) = (args.get(1), args.get(2)) else {
-        bench::usage_exit("chatload SERVER ROOMSREF [--quick] [--only fanout]")
+        bench::usage_exit(
+            "chatload SERVER ROOMSREF [--quick] [--only fanout|crowd] [--chart FILE.svg]",
+        )
     };
     let (binary, reference_binary) = (PathBuf::from(binary), PathBuf::from(reference_binary));
     let quick = args.iter().any(|a| a == "--quick");
-    let fan_out_only = args
-        .windows(2)
-        .any(|w| w[0] == "--only" && w[1] == "fanout");
+    let flag = |name: &str| {
+        args.windows(2)
+            .find(|w| w[0] == name)
+            .map(|w| w[1].as_str())
+    };
+    let only = flag("--only");
+    let chart = flag("--chart").map(PathBuf::from);
     raise_open_file_limit();
     let dir = std::env::temp_dir().join(format!("chatload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cpu0 = own_cpu();
     let (members, burst) = if quick { (200, 50) } else { (1000, 200) };
     let tls = Tls::make(&dir);
-    let tls_args = tls.server_args();
-    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
-    let ours = server(&binary, &dir, "fanout", &tls_args);
-    let plain = (ours.front_end("rooms"), &None);
-    let fan = fan_out(&ours, plain, Room::Wassop, members, burst);
-    let over_tls = (ours.front_end("tls rooms"), &Some(tls.client.clone()));
-    let fan_tls = fan_out(&ours, over_tls, Room::Wassop, members, burst);
-    ours.stop();
-    let reference = Process::spawn(Command::new(&reference_binary));
-    let to_reference = (reference.addr, &None);
-    let fan_reference = fan_out(&reference, to_reference, Room::Wassop, members, burst);
-    let fan_irc = start_inspircd(&dir).map(|inspircd| {
-        let fan = fan_out(&inspircd, (inspircd.addr, &None), Room::Irc, members, burst);
-        inspircd.stop();
-        fan
-    });
-    reference.stop();
     let (count, rate) = if quick {
         (2000, 2000.0)
     } else {
         (10_000, 10_000.0)
     };
-    if fan_out_only {
+    if only == Some("crowd") {
+        let crowds = crowds(&binary, &dir, count, rate, tls);
         let _ = std::fs::remove_dir_all(&dir);
-        print_fan_out(
-            members,
-            burst,
-            [&fan, &fan_tls, &fan_reference],
-            fan_irc.as_ref(),
-        );
+        print_table_head();
+        print_crowds(&crowds);
         return;
     }
-    let crowd_tls = crowd(&binary, &dir, count, rate, &Some(tls));
-    let crowd = crowd(&binary, &dir, count, rate, &None);
+    let fan_outs = fan_outs(&binary, &reference_binary, &dir, members, burst, &tls);
+    if only == Some("fanout") {
+        let _ = std::fs::remove_dir_all(&dir);
+        print_table_head();
+        print_fan_out(members, burst, &fan_outs);
+        return;
+    }
+    let crowds = crowds(&binary, &dir, count, rate, tls);
     let (each, logins) = if quick { (1000, 20) } else { (3000, 50) };
     let presence = presence(&binary, &dir, each, logins);
     let flood = flood(&binary, &dir, if quick { 50 } else { 200 });
     let _ = std::fs::remove_dir_all(&dir);
 
-    print_fan_out(
-        members,
-        burst,
-        [&fan, &fan_tls, &fan_reference],
-        fan_irc.as_ref(),
-    );
-    println!(
-        "| {} idle sessions | RSS {:.1} MiB, {:.1} KiB per session |",
-        crowd.sessions, crowd.rss_mib, crowd.kib_per_session
-    );
-    println!(
-        "| private messages among {} sessions at {:.0}/s | {:.0} msgs/s, p99 {:.1} ms |",
-        crowd.sessions, crowd.private_target_rate, crowd.private_rate, crowd.private_p99_ms
-    );
-    println!(
-        "| the same, the receivers over TLS | {:.0} msgs/s, p99 {:.1} ms; {:.1} KiB per idle TLS session |",
-        crowd_tls.private_rate, crowd_tls.private_p99_ms, crowd_tls.kib_per_session
-    );
+    print_table_head();
+    print_fan_out(members, burst, &fan_outs);
+    print_crowds(&crowds);
     println!(
         "| {} fresh chat logins with {} sessions on each of chat, rooms and canvas | login p50 {:.1} ms, p99 {:.1} ms; messenger p99 {:.1} ms (max {:.1} ms); {:.0} MiB of user lists to the chat sessions |",
         logins,
@@ -1060,10 +1223,11 @@ fn main() {
     println!("|---|---|---|");
     println!(
         "| fan-out ≥ 100,000 deliveries/s | {:.0} | {} |",
-        fan.deliveries_per_s,
-        verdict(fan.deliveries_per_s >= 100_000.0)
+        fan_outs.plain.deliveries_per_s,
+        verdict(fan_outs.plain.deliveries_per_s >= 100_000.0)
     );
-    if let Some(irc) = &fan_irc {
+    let (fan, crowd) = (&fan_outs.plain, &crowds.plain);
+    if let Some(irc) = &fan_outs.irc {
         println!(
             "| fan-out ≥ InspIRCd's deliveries/s, ≤ its CPU per delivery, ≤ its burst p99 | {:.2} ×, {:.2} ×, {:.2} × | {} |",
             fan.deliveries_per_s / irc.deliveries_per_s,
@@ -1110,4 +1274,54 @@ fn main() {
             crowd.private_p99_ms <= 5.0 && crowd.private_rate >= 0.95 * crowd.private_target_rate
         )
     );
+    println!(
+        "| idle sessions ≤ 1.5 KiB each | {:.2} KiB | {} |",
+        crowd.kib_per_session,
+        verdict(crowd.kib_per_session <= 1.5)
+    );
+    if let Some(irc) = &crowds.irc {
+        println!(
+            "| private messages: ≤ InspIRCd's CPU per message | {:.2} × | {} |",
+            crowd.private_cpu_us / irc.private_cpu_us,
+            verdict(crowd.private_cpu_us <= irc.private_cpu_us)
+        );
+    }
+    if let (Some(path), Some(fan_irc), Some(crowd_irc)) = (&chart, &fan_outs.irc, &crowds.irc) {
+        let (fan, crowd) = (&fan_outs.plain, &crowds.plain);
+        let ratio = |name, ours_over_reference| bench::chart::Ratio {
+            name,
+            ours_over_reference,
+        };
+        let drawn = bench::chart::ratios(
+            path,
+            "Chat front-ends against InspIRCd, same run",
+            "InspIRCd",
+            &[
+                ratio(
+                    "fan-out: time per delivery",
+                    fan_irc.deliveries_per_s / fan.deliveries_per_s,
+                ),
+                ratio(
+                    "fan-out: CPU per delivery",
+                    fan.server_cpu_per_delivery_us / fan_irc.server_cpu_per_delivery_us,
+                ),
+                ratio(
+                    "fan-out: burst p99",
+                    fan.burst_p99_ms / fan_irc.burst_p99_ms,
+                ),
+                ratio(
+                    "private: CPU per message",
+                    crowd.private_cpu_us / crowd_irc.private_cpu_us,
+                ),
+                ratio(
+                    "idle session: memory",
+                    crowd.kib_per_session / crowd_irc.kib_per_session,
+                ),
+            ],
+        );
+        match drawn {
+            Ok(()) => println!("\nChart: {}", path.display()),
+            Err(e) => println!("\nNo chart: {e}"),
+        }
+    }
 }
