@@ -751,11 +751,7 @@ impl Core {
     ) -> Option<Started> {
         let alias = self.session_alias(session)?.to_string();
         let room = self.room_of(session)?.to_string();
-        let work = Work::SetRoomKey {
-            alias,
-            room,
-            new,
-        };
+        let work = Work::SetRoomKey { alias, room, new };
         Some(self.start(work, now))
     }
 

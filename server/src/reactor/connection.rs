@@ -332,6 +332,10 @@ impl Connection {
             }
             if count == 0 {
                 // Empty, or the front waits for its commit.
+                if self.out.is_empty() {
+                    // Most sessions idle most of the time: an empty queue holds no memory.
+                    self.out = VecDeque::new();
+                }
                 return Ok(self.out.is_empty() && !self.transport.waiting());
             }
             match self.transport.write_vectored(&slices[..count]) {

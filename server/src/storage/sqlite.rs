@@ -45,9 +45,17 @@ pub struct SqliteStore {
     /// SQLite's count of commits by other connections when the cache was last good: an
     /// operator's `server account` run against the live file changes users behind it.
     data_version: std::cell::Cell<i64>,
+    /// When `data_version` was last read: outside a transaction each read takes and gives
+    /// back SQLite's file lock (two system calls, a tenth of a private message's cost when
+    /// it was read at every look-up), so it is read again only after [`STALE_AFTER`].
+    data_version_read: std::cell::Cell<Option<std::time::Instant>>,
     /// Declared after `conn` so that it stops after the reactor's connection has closed.
     _checkpointer: Checkpointer,
 }
+
+/// How long the user cache trusts its last look at `data_version` outside a transaction: an
+/// operator's change to a user is seen by the running server within this.
+const STALE_AFTER: Duration = Duration::from_millis(1);
 
 /// Most users kept in the cache; past it the cache starts again empty (a few hundred bytes a
 /// user: a few MiB at most).
@@ -99,6 +107,7 @@ impl SqliteStore {
             poisoned: Default::default(),
             users: Default::default(),
             data_version: Default::default(),
+            data_version_read: Default::default(),
             _checkpointer: checkpointer,
         })
     }
@@ -110,6 +119,9 @@ impl SqliteStore {
         let result = (|| {
             if self.conn.is_autocommit() {
                 self.conn.execute_batch("BEGIN IMMEDIATE")?;
+                // Nobody else commits until this transaction ends: checked once for all
+                // the look-ups inside it (`user`).
+                self.forget_if_changed_elsewhere()?;
             }
             statements(&self.conn)
         })();
@@ -142,7 +154,7 @@ impl SqliteStore {
     }
 
     /// Forgets the cached users if another connection committed since they were read.
-    fn forget_if_changed_elsewhere(&self) -> Result<()> {
+    fn forget_if_changed_elsewhere(&self) -> rusqlite::Result<()> {
         let version: i64 = self
             .conn
             .prepare_cached("PRAGMA data_version")?
@@ -150,6 +162,7 @@ impl SqliteStore {
         if version != self.data_version.replace(version) {
             self.users.borrow_mut().clear();
         }
+        self.data_version_read.set(Some(std::time::Instant::now()));
         Ok(())
     }
 
@@ -212,7 +225,15 @@ impl Storage for SqliteStore {
     }
 
     fn user(&self, alias: &str) -> Result<Option<User>> {
-        self.forget_if_changed_elsewhere()?;
+        // Inside the turn's transaction nobody else commits, and `write` looked when it
+        // began.
+        let stale = self
+            .data_version_read
+            .get()
+            .is_none_or(|read| read.elapsed() >= STALE_AFTER);
+        if self.conn.is_autocommit() && stale {
+            self.forget_if_changed_elsewhere()?;
+        }
         if let Some(user) = self.users.borrow().get(alias) {
             return Ok(Some(user.clone()));
         }
