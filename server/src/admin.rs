@@ -281,7 +281,7 @@ impl Frontend for Admin {
                 response(
                     200,
                     "OK",
-                    "text/plain; version=0.0.4",
+                    crate::metrics::CONTENT_TYPE,
                     &self.metrics.render(stored.pending, stored.messenger_online),
                     head_only,
                 )

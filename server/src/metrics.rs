@@ -1,9 +1,24 @@
-//! Counters and gauges for `--admin-addr`: plain atomics that the reactor and the syncer bump
-//! and the admin thread reads, so watching the server never makes it wait.
+//! The server's metrics for `--admin-addr`'s `/metrics`, kept in a `prometheus-client`
+//! registry and written in the Prometheus text format (0.0.4): counters, gauges and a
+//! histogram the reactor, the core, the accounts and the syncer bump through atomics, so
+//! watching the server never makes it wait. Every family is registered once at start-up with
+//! its HELP; a label's values are fixed lists (front-ends, operations, reasons), so no client
+//! can grow the exposition. The messenger's families keep the names and labels dashboards
+//! already use.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The messenger's operations, as the requests counter labels them.
 pub const OPS: [&str; 10] = [
@@ -26,6 +41,16 @@ pub const SESSION_FRONTENDS: [&str; 3] = ["chat", "rooms", "canvas"];
 /// How a push or a session delivery ended.
 pub const PUSH_RESULTS: [&str; 4] = ["delivered", "failed", "retried", "cancelled"];
 
+/// What a message written to a session is, as the deliveries counter labels it.
+pub const DELIVERY_KINDS: [&str; 6] = [
+    "private",
+    "broadcast",
+    "room_line",
+    "room_event",
+    "user_list",
+    "canvas",
+];
+
 /// Upper bounds of the fsync histogram, in seconds.
 const FSYNC_BUCKETS: [f64; 10] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
@@ -39,23 +64,255 @@ pub const REFUSALS: [&str; 4] = [
     "password_checks_busy",
 ];
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Request {
+    op: &'static str,
+    result: u8,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Frontend {
+    frontend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Delivery {
+    frontend: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Result_ {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// The registry and a handle on each of its series, taken once so that bumping one is an
+/// atomic add, never a look-up.
 pub struct Metrics {
-    broadcasts_dropped: [AtomicU64; SESSION_FRONTENDS.len()],
-    rate_limited: [AtomicU64; SESSION_FRONTENDS.len()],
-    refusals: [AtomicU64; REFUSALS.len()],
-    auth_failures: [AtomicU64; crate::accounts::DENIALS.len()],
+    registry: Registry,
+    requests: Vec<Vec<Counter>>,
+    pushes: Vec<Counter>,
+    /// Sessions online per front-end of [`SESSION_FRONTENDS`], then the messenger's (set
+    /// from the database's snapshot).
+    online: Vec<Gauge>,
+    messenger_online: Gauge,
+    pending: Gauge,
+    logins: Vec<Counter>,
+    deliveries: Vec<Vec<Counter>>,
+    bytes_written: Vec<Counter>,
+    slow_consumers: Vec<Counter>,
+    broadcasts_dropped: Vec<Counter>,
+    rate_limited: Vec<Counter>,
+    refusals: Vec<Counter>,
+    auth_failures: Vec<Counter>,
     /// TLS handshakes finished, and TLS connections closed before theirs finished.
-    tls_handshakes: [AtomicU64; 2],
-    requests: [[AtomicU64; 4]; OPS.len()],
-    pushes: [AtomicU64; PUSH_RESULTS.len()],
-    sessions: [AtomicI64; SESSION_FRONTENDS.len()],
-    fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len()],
-    fsync_count: AtomicU64,
-    fsync_micros: AtomicU64,
+    tls_handshakes: [Counter; 2],
+    fsync: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// Registers a family labelled by one fixed list of values, and returns its series in that
+/// list's order.
+fn series<L, M>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    values: &[&'static str],
+    label: impl Fn(&'static str) -> L,
+) -> Vec<M>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+    M: prometheus_client::metrics::TypedMetric
+        + prometheus_client::encoding::EncodeMetric
+        + Default
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let family = Family::<L, M>::default();
+    registry.register(name, help, family.clone());
+    values
+        .iter()
+        .map(|value| family.get_or_create(&label(value)).clone())
+        .collect()
 }
 
 impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests_family = Family::<Request, Counter>::default();
+        registry.register(
+            "messenger_requests",
+            "Messenger requests answered, by operation and result code",
+            requests_family.clone(),
+        );
+        let requests = OPS
+            .iter()
+            .map(|op| {
+                (0..4)
+                    .map(|result| {
+                        requests_family
+                            .get_or_create(&Request { op, result })
+                            .clone()
+                    })
+                    .collect()
+            })
+            .collect();
+        let pending = Gauge::default();
+        registry.register(
+            "messenger_pending_messages",
+            "Messages waiting for their recipients",
+            pending.clone(),
+        );
+        let mut online_fronts = vec!["messenger"];
+        online_fronts.extend(SESSION_FRONTENDS);
+        let mut online: Vec<Gauge> = series(
+            &mut registry,
+            "messenger_online_users",
+            "Users online, by front-end (canvas: viewers)",
+            &online_fronts,
+            |frontend| Frontend { frontend },
+        );
+        let messenger_online = online.remove(0);
+        let pushes = series(
+            &mut registry,
+            "messenger_pushes",
+            "Deliveries of stored messages, by how they ended",
+            &PUSH_RESULTS,
+            |result| Result_ { result },
+        );
+        let fsync = Histogram::new(FSYNC_BUCKETS);
+        registry.register(
+            "messenger_fsync_seconds",
+            "Time the syncer's fdatasync of the WAL took",
+            fsync.clone(),
+        );
+        let broadcasts_dropped = series(
+            &mut registry,
+            "messenger_broadcasts_dropped",
+            "Broadcasts dropped for sessions that read slower than they came, by front-end",
+            &SESSION_FRONTENDS,
+            |frontend| Frontend { frontend },
+        );
+        let rate_limited = series(
+            &mut registry,
+            "messenger_rate_limited",
+            "Times a session went over its request rate and was slowed down, by front-end",
+            &SESSION_FRONTENDS,
+            |frontend| Frontend { frontend },
+        );
+        let refusals = series(
+            &mut registry,
+            "messenger_refusals",
+            "Requests refused by a limit, by reason",
+            &REFUSALS,
+            |reason| Reason { reason },
+        );
+        let auth_failures = series(
+            &mut registry,
+            "messenger_auth_failures",
+            "Requests refused by the accounts: a missing or wrong password or room key, a \
+             throttled address, a busy password checker, an address that may not act for the \
+             user, by reason",
+            &crate::accounts::DENIALS.map(crate::accounts::Denial::label),
+            |reason| Reason { reason },
+        );
+        let handshakes: Vec<Counter> = series(
+            &mut registry,
+            "messenger_tls_handshakes",
+            "TLS handshakes on the TLS ports: finished, or failed (a bad handshake, plaintext, \
+             a stall to the deadline)",
+            &["finished", "failed"],
+            |result| Result_ { result },
+        );
+        let logins = series(
+            &mut registry,
+            "messenger_session_logins",
+            "Sessions established (a login accepted; on the canvas, a viewer), by front-end",
+            &SESSION_FRONTENDS,
+            |frontend| Frontend { frontend },
+        );
+        let deliveries_family = Family::<Delivery, Counter>::default();
+        registry.register(
+            "messenger_session_deliveries",
+            "Messages queued to sessions' connections, by front-end and kind (a room line to \
+             a room of 1000 counts 999)",
+            deliveries_family.clone(),
+        );
+        let deliveries = SESSION_FRONTENDS
+            .iter()
+            .map(|frontend| {
+                DELIVERY_KINDS
+                    .iter()
+                    .map(|kind| {
+                        deliveries_family
+                            .get_or_create(&Delivery { frontend, kind })
+                            .clone()
+                    })
+                    .collect()
+            })
+            .collect();
+        let bytes_written = series(
+            &mut registry,
+            "messenger_session_written_bytes",
+            "Bytes written to sessions' connections (before TLS), by front-end",
+            &SESSION_FRONTENDS,
+            |frontend| Frontend { frontend },
+        );
+        let slow_consumers = series(
+            &mut registry,
+            "messenger_slow_consumers_disconnected",
+            "Sessions disconnected because more than --session-buffer-bytes waited for them, \
+             by front-end",
+            &SESSION_FRONTENDS,
+            |frontend| Frontend { frontend },
+        );
+        let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
+        registry.register("messenger_build", "The server's build", build);
+        let started = Gauge::<f64, AtomicU64>::default();
+        started.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            started,
+        );
+        Metrics {
+            registry,
+            requests,
+            pushes,
+            online,
+            messenger_online,
+            pending,
+            logins,
+            deliveries,
+            bytes_written,
+            slow_consumers,
+            broadcasts_dropped,
+            rate_limited,
+            refusals,
+            auth_failures,
+            tls_handshakes: [handshakes[0].clone(), handshakes[1].clone()],
+            fsync,
+        }
+    }
+
     /// A messenger request answered with result code `code`.
     pub fn request(&self, op: &str, code: u8) {
         let counter = OPS
@@ -63,34 +320,60 @@ impl Metrics {
             .position(|o| *o == op)
             .and_then(|op| self.requests[op].get(usize::from(code)));
         if let Some(counter) = counter {
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.inc();
         }
     }
 
     pub fn push(&self, result: &str) {
         if let Some(n) = PUSH_RESULTS.iter().position(|r| *r == result) {
-            self.pushes[n].fetch_add(1, Ordering::Relaxed);
+            self.pushes[n].inc();
         }
     }
 
-    /// A session of `frontend` started (`+1`) or ended (`-1`).
+    /// A session of `frontend` started (`+1`: a login too) or ended (`-1`).
     pub fn session(&self, frontend: &str, change: i64) {
-        if let Some(n) = SESSION_FRONTENDS.iter().position(|f| *f == frontend) {
-            self.sessions[n].fetch_add(change, Ordering::Relaxed);
+        if let Some(n) = front(frontend) {
+            self.online[n].inc_by(change);
+            if change > 0 {
+                self.logins[n].inc_by(change as u64);
+            }
+        }
+    }
+
+    /// A message of `kind` (one of [`DELIVERY_KINDS`]) was queued to a session of `frontend`.
+    pub fn delivery(&self, frontend: &str, kind: &str) {
+        let kind = DELIVERY_KINDS.iter().position(|k| *k == kind);
+        debug_assert!(kind.is_some(), "unknown delivery kind");
+        if let (Some(n), Some(kind)) = (front(frontend), kind) {
+            self.deliveries[n][kind].inc();
+        }
+    }
+
+    /// `bytes` were written to a session of `frontend`.
+    pub fn written(&self, frontend: &str, bytes: u64) {
+        if let Some(n) = front(frontend) {
+            self.bytes_written[n].inc_by(bytes);
+        }
+    }
+
+    /// A session of `frontend` was disconnected for not reading what it was sent.
+    pub fn slow_consumer(&self, frontend: &str) {
+        if let Some(n) = front(frontend) {
+            self.slow_consumers[n].inc();
         }
     }
 
     /// `count` broadcasts to a client of `frontend` that read too slowly were dropped.
     pub fn broadcasts_dropped(&self, frontend: &str, count: u64) {
-        if let Some(n) = SESSION_FRONTENDS.iter().position(|f| *f == frontend) {
-            self.broadcasts_dropped[n].fetch_add(count, Ordering::Relaxed);
+        if let Some(n) = front(frontend) {
+            self.broadcasts_dropped[n].inc_by(count);
         }
     }
 
     /// A client of `frontend` went over its request rate and was slowed down.
     pub fn rate_limited(&self, frontend: &str) {
-        if let Some(n) = SESSION_FRONTENDS.iter().position(|f| *f == frontend) {
-            self.rate_limited[n].fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = front(frontend) {
+            self.rate_limited[n].inc();
         }
     }
 
@@ -98,7 +381,7 @@ impl Metrics {
     pub fn refused(&self, reason: &str) {
         debug_assert!(REFUSALS.contains(&reason), "unknown refusal {reason}");
         if let Some(n) = REFUSALS.iter().position(|r| *r == reason) {
-            self.refusals[n].fetch_add(1, Ordering::Relaxed);
+            self.refusals[n].inc();
         }
     }
 
@@ -106,174 +389,41 @@ impl Metrics {
     pub fn auth_failure(&self, reason: &str) {
         let labels = crate::accounts::DENIALS.map(crate::accounts::Denial::label);
         if let Some(n) = labels.iter().position(|r| *r == reason) {
-            self.auth_failures[n].fetch_add(1, Ordering::Relaxed);
+            self.auth_failures[n].inc();
         }
     }
 
     /// A TLS handshake finished (`true`), or its connection ended before it did.
     pub fn tls_handshake(&self, finished: bool) {
-        self.tls_handshakes[usize::from(!finished)].fetch_add(1, Ordering::Relaxed);
+        self.tls_handshakes[usize::from(!finished)].inc();
     }
 
     pub fn sessions(&self, frontend: &str) -> i64 {
-        SESSION_FRONTENDS
-            .iter()
-            .position(|f| *f == frontend)
-            .map_or(0, |n| self.sessions[n].load(Ordering::Relaxed))
+        front(frontend).map_or(0, |n| self.online[n].get())
     }
 
     pub fn observe_fsync(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in FSYNC_BUCKETS.iter().zip(&self.fsync_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.fsync_count.fetch_add(1, Ordering::Relaxed);
-        self.fsync_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.fsync.observe(took.as_secs_f64());
     }
 
     /// Requests answered so far, all operations and results.
     pub fn requests_total(&self) -> u64 {
-        self.requests
-            .iter()
-            .flatten()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+        self.requests.iter().flatten().map(Counter::get).sum()
     }
 
     /// The Prometheus text format, with the gauges read from the database by the caller.
     pub fn render(&self, pending: i64, messenger_online: i64) -> String {
+        self.pending.set(pending);
+        self.messenger_online.set(messenger_online);
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP messenger_requests_total Messenger requests answered, by operation and result code.");
-        let _ = writeln!(out, "# TYPE messenger_requests_total counter");
-        for (op, results) in OPS.iter().zip(&self.requests) {
-            for (code, counter) in results.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "messenger_requests_total{{op=\"{op}\",result=\"{code}\"}} {}",
-                    counter.load(Ordering::Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP messenger_pending_messages Messages waiting for their recipients."
-        );
-        let _ = writeln!(out, "# TYPE messenger_pending_messages gauge");
-        let _ = writeln!(out, "messenger_pending_messages {pending}");
-        let _ = writeln!(
-            out,
-            "# HELP messenger_online_users Users online, by front-end (canvas: viewers)."
-        );
-        let _ = writeln!(out, "# TYPE messenger_online_users gauge");
-        let _ = writeln!(
-            out,
-            "messenger_online_users{{frontend=\"messenger\"}} {messenger_online}"
-        );
-        for frontend in SESSION_FRONTENDS {
-            let _ = writeln!(
-                out,
-                "messenger_online_users{{frontend=\"{frontend}\"}} {}",
-                self.sessions(frontend)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP messenger_pushes_total Deliveries of stored messages, by how they ended."
-        );
-        let _ = writeln!(out, "# TYPE messenger_pushes_total counter");
-        for (result, counter) in PUSH_RESULTS.iter().zip(&self.pushes) {
-            let _ = writeln!(
-                out,
-                "messenger_pushes_total{{result=\"{result}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP messenger_fsync_seconds Time the syncer's fdatasync of the WAL took."
-        );
-        let _ = writeln!(out, "# TYPE messenger_fsync_seconds histogram");
-        for (bound, bucket) in FSYNC_BUCKETS.iter().zip(&self.fsync_buckets) {
-            let _ = writeln!(
-                out,
-                "messenger_fsync_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.fsync_count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "messenger_fsync_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "messenger_fsync_seconds_sum {}",
-            self.fsync_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "messenger_fsync_seconds_count {count}");
-        let labelled = [
-            (
-                "messenger_broadcasts_dropped_total",
-                "Broadcasts dropped for sessions that read slower than they came, by front-end.",
-                &self.broadcasts_dropped,
-            ),
-            (
-                "messenger_rate_limited_total",
-                "Times a session went over its request rate and was slowed down, by front-end.",
-                &self.rate_limited,
-            ),
-        ];
-        for (name, help, counters) in labelled {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (frontend, counter) in SESSION_FRONTENDS.iter().zip(counters) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{frontend=\"{frontend}\"}} {}",
-                    counter.load(Ordering::Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP messenger_refusals_total Requests refused by a limit, by reason."
-        );
-        let _ = writeln!(out, "# TYPE messenger_refusals_total counter");
-        for (reason, counter) in REFUSALS.iter().zip(&self.refusals) {
-            let _ = writeln!(
-                out,
-                "messenger_refusals_total{{reason=\"{reason}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP messenger_auth_failures_total Requests refused by the accounts: a missing \
-             or wrong password or room key, a throttled address, a busy password checker, an \
-             address that may not act for the user, by reason."
-        );
-        let _ = writeln!(out, "# TYPE messenger_auth_failures_total counter");
-        for (denial, counter) in crate::accounts::DENIALS.iter().zip(&self.auth_failures) {
-            let _ = writeln!(
-                out,
-                "messenger_auth_failures_total{{reason=\"{}\"}} {}",
-                denial.label(),
-                counter.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP messenger_tls_handshakes_total TLS handshakes on the TLS ports: finished, \
-             or failed (a bad handshake, plaintext, a stall to the deadline)."
-        );
-        let _ = writeln!(out, "# TYPE messenger_tls_handshakes_total counter");
-        for (result, counter) in ["finished", "failed"].iter().zip(&self.tls_handshakes) {
-            let _ = writeln!(
-                out,
-                "messenger_tls_handshakes_total{{result=\"{result}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            log::error!("admin: encoding the metrics: {e}");
         }
         out
     }
+}
+
+/// The index of `frontend` in [`SESSION_FRONTENDS`].
+fn front(frontend: &str) -> Option<usize> {
+    SESSION_FRONTENDS.iter().position(|f| *f == frontend)
 }

@@ -1,6 +1,7 @@
 //! `--admin-addr`: the metrics after a known sequence of operations, and the status page as a
 //! real browser (Debian's chromium, headless) renders it.
 
+use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
@@ -122,6 +123,139 @@ fn metrics_count_what_happened_and_the_status_page_shows_it() {
             "{expected} in the rendered page:\n{dom}"
         );
     }
+}
+
+/// The value of the series `series` (its name and labels as written) in `text`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Issue 28: the chat, the rooms and the canvas have metrics of their own (logins, what is
+/// delivered to their sessions by kind, bytes written, slow readers disconnected); the build
+/// and the start time are there; every family has its HELP and TYPE.
+#[test]
+fn every_front_end_has_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(
+        dir.path(),
+        &[
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--flood-rate",
+            "0",
+            "--session-buffer-bytes",
+            "4096",
+        ],
+    );
+    let mut carla = LineConn::chat(&server, "carla");
+    let mut dani = LineConn::rooms(&server, "dani");
+    let mut eli = LineConn::rooms(&server, "eli");
+    dani.send("ROOM Patio");
+    assert_eq!(dani.line(), "Te has unido a la sala Patio.");
+    eli.send("ROOM Patio");
+    assert_eq!(eli.line(), "Te has unido a la sala Patio.");
+    assert_eq!(dani.line(), "eli se ha unido a la sala.");
+    eli.send("MESSAGE hola");
+    assert_eq!(dani.line(), "eli: hola");
+    carla.send("BROADCAST|buenas");
+    while carla.line() != "BROADCAST|carla|buenas" {}
+    let mut canvas = CanvasConn::connect(&server);
+    canvas.send(r#"{"comando": "nuevo"}"#);
+    canvas.recv();
+    // A pixel painted: the board (or its change) goes to the viewer as a notice.
+    canvas.send(r#"{"comando": "pintar", "x_pos": 7, "y_pos": 3, "nombre_color": "red"}"#);
+    canvas.recv();
+    wait_metric(
+        &server,
+        r#"messenger_session_logins_total{frontend="chat"} 1"#,
+    );
+    wait_metric(
+        &server,
+        r#"messenger_session_logins_total{frontend="rooms"} 2"#,
+    );
+    wait_metric(
+        &server,
+        r#"messenger_session_logins_total{frontend="canvas"} 1"#,
+    );
+    let text = metrics(&server);
+    for line in [
+        r#"messenger_session_deliveries_total{frontend="rooms",kind="room_line"} 1"#,
+        r#"messenger_session_deliveries_total{frontend="rooms",kind="room_event"} 1"#,
+        r#"messenger_session_deliveries_total{frontend="chat",kind="broadcast"} 1"#,
+        r#"messenger_slow_consumers_disconnected_total{frontend="rooms"} 0"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} in
+{text}"
+        );
+    }
+    let user_lists = value(
+        &text,
+        r#"messenger_session_deliveries_total{frontend="chat",kind="user_list"}"#,
+    );
+    assert!(
+        user_lists >= Some(1.0),
+        "a user list to carla in
+{text}"
+    );
+    let canvas_notices = value(
+        &text,
+        r#"messenger_session_deliveries_total{frontend="canvas",kind="canvas"}"#,
+    );
+    assert!(canvas_notices >= Some(1.0), "the painted pixel in\n{text}");
+    for frontend in ["chat", "rooms", "canvas"] {
+        let series = format!(r#"messenger_session_written_bytes_total{{frontend="{frontend}"}}"#);
+        assert!(
+            value(&text, &series) > Some(0.0),
+            "{series} in
+{text}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("messenger_build_info{version=") && l.ends_with(" 1")),
+        "{text}"
+    );
+    let started = value(&text, "process_start_time_seconds").expect("start time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        started <= now && started > now - 600.0,
+        "{started} against {now}"
+    );
+    // Each family: its HELP, then its TYPE.
+    let mut families = 0;
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            let name = family.split(' ').next().unwrap();
+            assert!(
+                n > 0 && lines[n - 1].starts_with(&format!("# HELP {name} ")),
+                "{name} has no HELP in
+{text}"
+            );
+            families += 1;
+        }
+    }
+    assert!(
+        families >= 15,
+        "{families} families in
+{text}"
+    );
+
+    // A rooms session that stops reading while a room fills its buffer: disconnected, and
+    // counted.
+    // (Far more than the kernel's buffers on both sides hold.)
+    let burst = format!("MESSAGE {}\n", "x".repeat(900)).repeat(10_000);
+    dani.stream.write_all(burst.as_bytes()).unwrap();
+    wait_metric(
+        &server,
+        r#"messenger_slow_consumers_disconnected_total{frontend="rooms"} 1"#,
+    );
 }
 
 #[test]

@@ -719,9 +719,13 @@ impl Reactor {
     fn write(&mut self, key: usize) {
         let now = Instant::now();
         let conn = &mut self.connections[key];
+        let queued_before = conn.queued;
         let result = conn.flush(now, &mut self.delivered);
         let paused = conn.paused_until.is_some();
         let (peer, queued, state) = (conn.peer, conn.queued, conn.state);
+        let name = self.listening[conn.frontend].frontend.name();
+        self.metrics
+            .written(name, queued_before.saturating_sub(queued) as u64);
         for mark in self.delivered.drain(..) {
             self.core.session_report(
                 Report {
@@ -735,12 +739,15 @@ impl Reactor {
         }
         match result {
             Ok(true) if state == State::Closing => self.close(key, None),
-            Ok(_) if queued > self.config.session_buffer_bytes as usize => self.end_session(
-                key,
-                format!(
-                    "disconnected {peer}: {queued} bytes wait for it (--session-buffer-bytes); it stopped reading"
-                ),
-            ),
+            Ok(_) if queued > self.config.session_buffer_bytes as usize => {
+                self.metrics.slow_consumer(name);
+                self.end_session(
+                    key,
+                    format!(
+                        "disconnected {peer}: {queued} bytes wait for it (--session-buffer-bytes); it stopped reading"
+                    ),
+                )
+            }
             Ok(_) => {
                 if paused {
                     self.schedule(key);
@@ -979,6 +986,10 @@ impl Reactor {
                 }
             }
             conn.push(Bytes::Shared(bytes), mark, kind);
+            if let Some(delivery) = delivery_kind(&notice) {
+                let name = self.listening[conn.frontend].frontend.name();
+                self.metrics.delivery(name, delivery);
+            }
             if matches!(notice, crate::core::Notice::Ended(_)) {
                 // Told why; closed once that is written (or at its deadline).
                 conn.state = State::Closing;
@@ -1272,6 +1283,23 @@ fn kind_of(notice: &crate::core::Notice) -> Kind {
         Notice::Broadcast { .. } => Kind::Droppable,
         _ => Kind::Kept,
     }
+}
+
+/// What a notice written to a session is, as `messenger_session_deliveries_total` counts it
+/// (a session's end is not a delivery).
+fn delivery_kind(notice: &crate::core::Notice) -> Option<&'static str> {
+    use crate::core::Notice;
+    Some(match notice {
+        Notice::Private { .. } => "private",
+        Notice::UserList(_) => "user_list",
+        Notice::Broadcast { .. } => "broadcast",
+        Notice::RoomMessage { .. } => "room_line",
+        Notice::JoinedRoom { .. } | Notice::LeftRoom { .. } | Notice::LeftChat { .. } => {
+            "room_event"
+        }
+        Notice::CanvasBoard { .. } | Notice::CanvasChanges { .. } => "canvas",
+        Notice::Ended(_) => return None,
+    })
 }
 
 /// Makes closing `stream` send a reset instead of a FIN.
