@@ -148,11 +148,11 @@ impl Admin {
         })
     }
 
-    /// The last snapshot; asks for a newer one.
-    fn stored(&self) -> Stored {
+    /// The last snapshot and when it was read; asks for a newer one.
+    fn stored(&self) -> (Stored, Option<Instant>) {
         self.snapshot.change(|snapshot| {
             snapshot.wanted = true;
-            snapshot.stored.clone()
+            (snapshot.stored.clone(), snapshot.read_at)
         })
     }
 
@@ -277,7 +277,7 @@ impl Frontend for Admin {
         }
         let answer = match (method, path) {
             ("GET" | "HEAD", "/metrics") => {
-                let stored = self.stored();
+                let (stored, _) = self.stored();
                 response(
                     200,
                     "OK",
@@ -287,15 +287,25 @@ impl Frontend for Admin {
                 )
             }
             ("GET" | "HEAD", "/") => {
-                let stored = self.stored();
-                let page = status_page(&self.metrics, &stored, core, &self.samples);
-                response(200, "OK", "text/html; charset=utf-8", &page, head_only)
+                let status = Status::now(&self.metrics, &self.stored(), core, &self.samples);
+                response(
+                    200,
+                    "OK",
+                    "text/html; charset=utf-8",
+                    &status_page(&status),
+                    head_only,
+                )
+            }
+            ("GET" | "HEAD", "/status.json") => {
+                let status = Status::now(&self.metrics, &self.stored(), core, &self.samples);
+                let json = serde_json::to_string_pretty(&status).unwrap_or_default();
+                response(200, "OK", "application/json", &json, head_only)
             }
             ("GET" | "HEAD", _) => response(
                 404,
                 "Not Found",
                 "text/plain",
-                "not found: try / or /metrics\n",
+                "not found: try /, /status.json or /metrics\n",
                 head_only,
             ),
             _ => response(
@@ -423,59 +433,158 @@ fn rate(samples: &VecDeque<(Instant, u64)>, now: (Instant, u64), window: Duratio
     (now.1 - count) as f64 / seconds
 }
 
-fn status_page(
-    metrics: &Metrics,
-    stored: &Stored,
-    core: &Core,
-    samples: &VecDeque<(Instant, u64)>,
-) -> String {
-    let now = (Instant::now(), metrics.requests_total());
+/// What the status page and `/status.json` show, at one moment.
+#[derive(serde::Serialize)]
+struct Status {
+    /// Users online by front-end (the canvas: viewers).
+    online: Vec<(&'static str, i64)>,
+    /// The first [`ONLINE_NAMES`] people online, in the order they came.
+    people: Vec<crate::core::Presence>,
+    people_online: usize,
+    pending_messages: i64,
+    /// The recipients with the most pending messages, most first.
+    pending_by_recipient: Vec<(String, i64)>,
+    rooms: Vec<RoomStatus>,
+    requests_answered: u64,
+    requests_per_second_10s: f64,
+    requests_per_second_60s: f64,
+    /// How old the database's figures are, in seconds (read beside the reactor).
+    stored_age_seconds: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct RoomStatus {
+    name: String,
+    /// Lines stored as its history (None: not in the last snapshot yet).
+    messages: Option<i64>,
+    /// Its members on this node.
+    members: Vec<String>,
+}
+
+impl Status {
+    fn now(
+        metrics: &Metrics,
+        stored: &(Stored, Option<Instant>),
+        core: &Core,
+        samples: &VecDeque<(Instant, u64)>,
+    ) -> Status {
+        let (stored, read_at) = stored;
+        let now = (Instant::now(), metrics.requests_total());
+        let mut online = vec![("messenger", stored.messenger_online)];
+        online.extend(
+            SESSION_FRONTENDS
+                .iter()
+                .map(|frontend| (*frontend, metrics.sessions(frontend))),
+        );
+        let members = core.room_members();
+        let mut rooms: Vec<RoomStatus> = stored
+            .rooms
+            .iter()
+            .map(|(name, count)| RoomStatus {
+                name: name.clone(),
+                messages: Some(*count),
+                members: Vec::new(),
+            })
+            .collect();
+        for (room, names) in members {
+            if let Some(known) = rooms.iter_mut().find(|r| r.name == room) {
+                known.members = names;
+            } else if rooms.len() < ROOM_ROWS {
+                rooms.push(RoomStatus {
+                    name: room,
+                    messages: None,
+                    members: names,
+                });
+            }
+        }
+        Status {
+            online,
+            people: core.presences(ONLINE_NAMES),
+            people_online: core.online_count(),
+            pending_messages: stored.pending,
+            pending_by_recipient: stored.pending_by_recipient.clone(),
+            rooms,
+            requests_answered: now.1,
+            requests_per_second_10s: rate(samples, now, Duration::from_secs(10)),
+            requests_per_second_60s: rate(samples, now, Duration::from_secs(60)),
+            stored_age_seconds: read_at.map(|at| at.elapsed().as_secs_f64()),
+        }
+    }
+}
+
+/// When, in UTC, as `YYYY-MM-DD HH:MM:SS`.
+fn utc(at: std::time::SystemTime) -> String {
+    let seconds = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The status page: the same as `/status.json`, as HTML that refreshes itself every 5 s.
+fn status_page(status: &Status) -> String {
     let mut page = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Messenger status</title>\
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+         <title>Messenger status</title>\
          <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}\
          td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}</style></head><body>\
          <h1>Messenger status</h1>",
     );
     let _ = write!(
         page,
-        "<h2>Online</h2><table id=\"online\"><tr><th>front-end</th><th>users</th></tr>\
-         <tr><td>messenger</td><td>{}</td></tr>",
-        stored.messenger_online
+        "<h2>Online</h2><table id=\"online\"><tr><th>front-end</th><th>users</th></tr>"
     );
-    for frontend in SESSION_FRONTENDS {
-        let label = if frontend == "canvas" {
+    for (frontend, count) in &status.online {
+        let label = if *frontend == "canvas" {
             "canvas (viewers)"
         } else {
             frontend
         };
-        let _ = write!(
-            page,
-            "<tr><td>{label}</td><td>{}</td></tr>",
-            metrics.sessions(frontend)
-        );
+        let _ = write!(page, "<tr><td>{label}</td><td>{count}</td></tr>");
     }
-    let online = core.online_users();
     let _ = write!(
         page,
-        "</table><p id=\"names\">{}{}</p>",
-        online
-            .iter()
-            .take(ONLINE_NAMES)
-            .map(|name| escape(name))
-            .collect::<Vec<_>>()
-            .join(", "),
-        if online.len() > ONLINE_NAMES {
-            ", ..."
+        "</table><h2>Who ({} online{})</h2><table id=\"people\"><tr><th>name</th><th>front-end</th>\
+         <th>since (UTC)</th><th>address</th><th>room</th></tr>",
+        status.people_online,
+        if status.people_online > status.people.len() {
+            format!(", the first {}", status.people.len())
         } else {
-            ""
+            String::new()
         }
     );
+    for person in &status.people {
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&person.name),
+            person.frontend,
+            person.since.map(utc).unwrap_or_default(),
+            person.address.map(|a| a.to_string()).unwrap_or_default(),
+            escape(person.room.as_deref().unwrap_or("")),
+        );
+    }
     let _ = write!(
         page,
-        "<h2>Pending messages: {}</h2><table id=\"pending\"><tr><th>recipient</th><th>waiting</th></tr>",
-        stored.pending
+        "</table><h2>Pending messages: {}</h2><table id=\"pending\"><tr><th>recipient</th><th>waiting</th></tr>",
+        status.pending_messages
     );
-    for (recipient, count) in &stored.pending_by_recipient {
+    for (recipient, count) in &status.pending_by_recipient {
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{count}</td></tr>",
@@ -484,18 +593,24 @@ fn status_page(
     }
     let _ = write!(
         page,
-        "</table><h2>Rooms</h2><table id=\"rooms\"><tr><th>room</th><th>messages</th></tr>"
+        "</table><h2>Rooms</h2><table id=\"rooms\"><tr><th>room</th><th>messages</th><th>members here</th></tr>"
     );
-    for (room, count) in &stored.rooms {
-        let _ = write!(page, "<tr><td>{}</td><td>{count}</td></tr>", escape(room));
+    for room in &status.rooms {
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&room.name),
+            room.messages.map(|n| n.to_string()).unwrap_or_default(),
+            escape(&room.members.join(", "))
+        );
     }
     let _ = write!(
         page,
         "</table><h2>Messenger requests</h2><p id=\"rates\">{} answered; {:.1}/s over the last 10 s, {:.1}/s over the last minute.</p>\
-         <p><a href=\"/metrics\">/metrics</a></p></body></html>",
-        now.1,
-        rate(samples, now, Duration::from_secs(10)),
-        rate(samples, now, Duration::from_secs(60)),
+         <p><a href=\"/status.json\">/status.json</a> · <a href=\"/metrics\">/metrics</a></p></body></html>",
+        status.requests_answered,
+        status.requests_per_second_10s,
+        status.requests_per_second_60s,
     );
     page
 }
@@ -503,6 +618,14 @@ fn status_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_writes_the_calendar_date_and_time() {
+        let at = |seconds| std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+        assert_eq!(utc(at(0)), "1970-01-01 00:00:00");
+        assert_eq!(utc(at(951_782_400)), "2000-02-29 00:00:00");
+        assert_eq!(utc(at(1_796_601_599)), "2026-12-06 23:59:59");
+    }
 
     #[test]
     fn a_request_carries_the_token_as_a_bearer_or_a_basic_password() {

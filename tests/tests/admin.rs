@@ -116,7 +116,11 @@ fn metrics_count_what_happened_and_the_status_page_shows_it() {
         "<td>canvas (viewers)</td><td>1</td>",
         "Pending messages: 1",
         "<td>eva</td><td>1</td>",
-        "<td>Patio</td><td>0</td>",
+        "<td>Patio</td><td>0</td><td>dani</td>",
+        "<td>carla</td><td>chat</td>",
+        "<td>dani</td><td>rooms</td>",
+        "<td>bea</td><td>messenger</td>",
+        "<td>127.0.0.1</td><td>Patio</td>",
     ] {
         assert!(
             dom.contains(expected),
@@ -255,6 +259,60 @@ fn every_front_end_has_metrics() {
     wait_metric(
         &server,
         r#"messenger_slow_consumers_disconnected_total{frontend="rooms"} 1"#,
+    );
+}
+
+/// Issue 28: `/status.json` says what the page says, for scripts.
+#[test]
+fn status_json_lists_who_is_online_and_the_rooms() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &["--admin-addr", "127.0.0.1:0"]);
+    let _carla = LineConn::chat(&server, "carla");
+    let mut dani = LineConn::rooms(&server, "dani");
+    dani.send("ROOM Patio");
+    assert_eq!(dani.line(), "Te has unido a la sala Patio.");
+    register(&server, "bea");
+    assert_eq!(server.call(&["SEND", "carla", "bea", "hola"]), sent(1));
+    let port = server.admin_port.unwrap();
+    let start = Instant::now();
+    let status = loop {
+        let answer = http(port, "GET", "/status.json", None, b"");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("content-type"), Some("application/json"));
+        let status: serde_json::Value = serde_json::from_str(&answer.text()).unwrap();
+        // The database's figures are a snapshot read beside the reactor.
+        if status["pending_messages"] == 1 {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "never caught up: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status["people_online"], 2, "{status}");
+    let people = status["people"].as_array().unwrap();
+    let carla = &people[0];
+    assert_eq!(carla["name"], "carla");
+    assert_eq!(carla["frontend"], "chat");
+    assert_eq!(carla["address"], "127.0.0.1");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let since = carla["since"].as_u64().unwrap();
+    assert!(since <= now && since + 600 > now, "{since} against {now}");
+    assert_eq!(people[1]["name"], "dani");
+    assert_eq!(people[1]["room"], "Patio");
+    let rooms = status["rooms"].as_array().unwrap();
+    let patio = rooms.iter().find(|r| r["name"] == "Patio").unwrap();
+    assert_eq!(patio["members"], serde_json::json!(["dani"]));
+    assert_eq!(
+        status["pending_by_recipient"],
+        serde_json::json!([["bea", 1]])
+    );
+    let online = status["online"].as_array().unwrap();
+    assert!(online.contains(&serde_json::json!(["chat", 1])), "{status}");
+    assert!(
+        online.contains(&serde_json::json!(["rooms", 1])),
+        "{status}"
     );
 }
 

@@ -17,7 +17,8 @@ mod tests;
 mod work;
 
 pub use sessions::{
-    DeliveryMark, Ending, Interests, JoinOutcome, LoginOutcome, Notice, SessionId, Settings,
+    DeliveryMark, Ending, Interests, JoinOutcome, LoginOutcome, Notice, Presence, SessionId,
+    Settings,
 };
 use work::{listener_address, Gathered, Removal, Stored};
 pub use work::{perform, perform_chore, Chore, ChoreDone, Done, Work};

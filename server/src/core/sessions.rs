@@ -130,6 +130,31 @@ pub enum Notice {
     },
 }
 
+/// Somebody online, as the operators' page lists them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Presence {
+    pub name: String,
+    /// `chat`, `rooms`, `messenger`, or `another node` (PostgreSQL shared by several).
+    pub frontend: &'static str,
+    /// Since when, as this node knows.
+    #[serde(serialize_with = "unix_seconds")]
+    pub since: Option<std::time::SystemTime>,
+    /// The session's client address (a messenger user's listener is in the database).
+    pub address: Option<std::net::IpAddr>,
+    pub room: Option<String>,
+}
+
+fn unix_seconds<S: serde::Serializer>(
+    at: &Option<std::time::SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let seconds = at.and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok());
+    match seconds {
+        Some(seconds) => serializer.serialize_some(&seconds.as_secs()),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// Why the server ends a session on its user's account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -212,6 +237,8 @@ struct Session {
     alias: String,
     /// The client's address: only from there may the messenger disconnect or unregister it.
     from: std::net::IpAddr,
+    /// When the login was accepted (for the operators' page).
+    since: std::time::SystemTime,
     interests: Interests,
     room: Option<String>,
     /// The version of the online set this session was last told.
@@ -400,6 +427,7 @@ impl Core {
             Session {
                 alias: alias.to_string(),
                 from,
+                since: std::time::SystemTime::now(),
                 interests,
                 room: None,
                 list_version: 0,
@@ -471,6 +499,77 @@ impl Core {
     /// Everybody online through any front-end, in the order they came online.
     pub fn online_users(&self) -> Vec<String> {
         self.sessions.online.values().cloned().collect()
+    }
+
+    /// The first `limit` people online, in the order they came online, as the operators'
+    /// page lists them.
+    pub fn presences(&self, limit: usize) -> Vec<Presence> {
+        self.sessions
+            .online
+            .values()
+            .take(limit)
+            .map(|name| {
+                let session = self
+                    .sessions
+                    .by_alias
+                    .get(name)
+                    .and_then(|id| self.sessions.by_id.get(id));
+                match session {
+                    Some(session) => Presence {
+                        name: name.clone(),
+                        frontend: if session.interests.broadcasts {
+                            "chat"
+                        } else {
+                            "rooms"
+                        },
+                        since: Some(session.since),
+                        address: Some(session.from),
+                        room: session.room.clone(),
+                    },
+                    None => match self.present_since.get(name) {
+                        Some(at) => Presence {
+                            name: name.clone(),
+                            frontend: "messenger",
+                            since: std::time::SystemTime::now().checked_sub(at.elapsed()),
+                            address: None,
+                            room: None,
+                        },
+                        None => Presence {
+                            name: name.clone(),
+                            frontend: "another node",
+                            since: None,
+                            address: None,
+                            room: None,
+                        },
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// How many are online, through any front-end, on any node.
+    pub fn online_count(&self) -> usize {
+        self.sessions.online.len()
+    }
+
+    /// Each room this node knows with the names of its members here.
+    pub fn room_members(&self) -> Vec<(String, Vec<String>)> {
+        self.sessions
+            .rooms
+            .iter()
+            .map(|room| {
+                let members = self
+                    .sessions
+                    .members
+                    .get(room)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.sessions.by_id.get(id))
+                    .map(|session| session.alias.clone())
+                    .collect();
+                (room.clone(), members)
+            })
+            .collect()
     }
 
     /// Tells every session that hears broadcasts of a stored one, the sender's included.
