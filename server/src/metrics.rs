@@ -51,6 +51,14 @@ pub const DELIVERY_KINDS: [&str; 6] = [
     "canvas",
 ];
 
+/// What the status page's chart follows, in [`Metrics::activity`]'s order.
+pub const ACTIVITY: [&str; 4] = [
+    "messenger requests",
+    "chat deliveries",
+    "rooms deliveries",
+    "canvas deliveries",
+];
+
 /// Upper bounds of the fsync histogram, in seconds.
 const FSYNC_BUCKETS: [f64; 10] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
@@ -404,6 +412,18 @@ impl Metrics {
 
     pub fn observe_fsync(&self, took: Duration) {
         self.fsync.observe(took.as_secs_f64());
+    }
+
+    /// The counters of [`ACTIVITY`]: messenger requests answered, then messages delivered to
+    /// each session front-end's sessions.
+    pub fn activity(&self) -> [u64; ACTIVITY.len()] {
+        let delivered = |n: usize| self.deliveries[n].iter().map(Counter::get).sum();
+        [
+            self.requests_total(),
+            delivered(0),
+            delivered(1),
+            delivered(2),
+        ]
     }
 
     /// Requests answered so far, all operations and results.

@@ -314,6 +314,21 @@ fn status_json_lists_who_is_online_and_the_rooms() {
         online.contains(&serde_json::json!(["rooms", 1])),
         "{status}"
     );
+    assert!(status["database_bytes"].as_i64() > Some(0), "{status}");
+    assert!(status["rates_last_hour"].is_array(), "{status}");
+    let nodes = status["nodes"].as_array().unwrap();
+    match e2e::engine() {
+        // A file: its size and its WAL's.
+        e2e::Engine::Sqlite => {
+            assert!(nodes.is_empty(), "{status}");
+            assert!(status["wal_bytes"].as_i64() > Some(0), "{status}");
+        }
+        // This node, by its reactor's connection.
+        e2e::Engine::Postgres => {
+            assert_eq!(nodes.len(), 1, "{status}");
+            assert!(nodes[0]["id"].as_i64() > Some(0), "{status}");
+        }
+    }
 }
 
 #[test]

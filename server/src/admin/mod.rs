@@ -16,6 +16,8 @@
 //! WAL mode SQLite's readers never block the reactor; PostgreSQL's never block anybody's
 //! writes).
 
+mod history;
+
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -125,6 +127,7 @@ pub struct Admin {
     token: Option<String>,
     snapshot: Arc<Watched<Snapshot>>,
     samples: VecDeque<(Instant, u64)>,
+    history: Arc<history::History>,
 }
 
 impl Admin {
@@ -141,6 +144,7 @@ impl Admin {
             .spawn(move || read_snapshots(&db, &reader))
             .map_err(|e| format!("admin: {e}"))?;
         Ok(Admin {
+            history: history::History::start(metrics.clone())?,
             metrics,
             token,
             snapshot,
@@ -154,6 +158,12 @@ impl Admin {
             snapshot.wanted = true;
             (snapshot.stored.clone(), snapshot.read_at)
         })
+    }
+
+    fn status(&self, core: &Core) -> Status {
+        let mut status = Status::now(&self.metrics, &self.stored(), core, &self.samples);
+        status.rates_last_hour = self.history.rates();
+        status
     }
 
     fn sample(&mut self) {
@@ -287,7 +297,7 @@ impl Frontend for Admin {
                 )
             }
             ("GET" | "HEAD", "/") => {
-                let status = Status::now(&self.metrics, &self.stored(), core, &self.samples);
+                let status = self.status(core);
                 response(
                     200,
                     "OK",
@@ -297,7 +307,7 @@ impl Frontend for Admin {
                 )
             }
             ("GET" | "HEAD", "/status.json") => {
-                let status = Status::now(&self.metrics, &self.stored(), core, &self.samples);
+                let status = self.status(core);
                 let json = serde_json::to_string_pretty(&status).unwrap_or_default();
                 response(200, "OK", "application/json", &json, head_only)
             }
@@ -327,6 +337,20 @@ struct Stored {
     messenger_online: i64,
     pending_by_recipient: Vec<(String, i64)>,
     rooms: Vec<(String, i64)>,
+    database_bytes: Option<i64>,
+    wal_bytes: Option<i64>,
+    nodes: Vec<Node>,
+}
+
+/// A server node on the shared PostgreSQL database: its reactor's connection.
+#[derive(Default, Clone, serde::Serialize)]
+struct Node {
+    /// The backend process id of its connection (what the node calls itself on the bus).
+    id: i32,
+    /// The address it connects from (None: a Unix socket).
+    address: Option<String>,
+    /// When it connected, in Unix seconds.
+    since: i64,
 }
 
 /// The page's own read-only connection to the database.
@@ -393,8 +417,63 @@ impl Reader {
         }
     }
 
+    /// The database's size and its WAL's: the files of SQLite; PostgreSQL's own figures
+    /// (the WAL's only for a role allowed `pg_ls_waldir`).
+    fn sizes(&mut self) -> (Option<i64>, Option<i64>) {
+        match self {
+            Reader::Sqlite(conn) => {
+                let size = |path: String| std::fs::metadata(path).ok().map(|m| m.len() as i64);
+                let path = conn.path().unwrap_or_default().to_string();
+                (size(path.clone()), size(format!("{path}-wal")))
+            }
+            Reader::Postgres(client) => {
+                let mut one = |sql: &str| {
+                    client
+                        .query_one(sql, &[])
+                        .ok()
+                        .and_then(|r| r.get::<_, Option<i64>>(0))
+                };
+                (
+                    one("SELECT pg_database_size(current_database())"),
+                    one("SELECT sum(size)::bigint FROM pg_ls_waldir()"),
+                )
+            }
+        }
+    }
+
+    /// The nodes on PostgreSQL: each one's reactor connection (`application_name` is
+    /// `messenger`).
+    fn nodes(&mut self) -> Vec<Node> {
+        let Reader::Postgres(client) = self else {
+            return Vec::new();
+        };
+        client
+            .query(
+                "SELECT pid, host(client_addr), extract(epoch FROM backend_start)::bigint
+                 FROM pg_stat_activity
+                 WHERE application_name = 'messenger' AND datname = current_database()
+                 ORDER BY backend_start LIMIT 100",
+                &[],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| Node {
+                        id: r.get(0),
+                        address: r.get(1),
+                        since: r.get(2),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn stored(&mut self) -> Result<Stored, String> {
+        let (database_bytes, wal_bytes) = self.sizes();
+        let nodes = self.nodes();
         Ok(Stored {
+            database_bytes,
+            wal_bytes,
+            nodes,
             pending: self.count("SELECT count(*) FROM pending_messages")?,
             messenger_online: self.count("SELECT count(*) FROM users WHERE connected")?,
             pending_by_recipient: self.rows(
@@ -450,6 +529,14 @@ struct Status {
     requests_per_second_60s: f64,
     /// How old the database's figures are, in seconds (read beside the reactor).
     stored_age_seconds: Option<f64>,
+    /// The database's size and its write-ahead log's, in bytes (None: not known, or not
+    /// allowed to ask).
+    database_bytes: Option<i64>,
+    wal_bytes: Option<i64>,
+    /// The nodes sharing a PostgreSQL database (empty on SQLite).
+    nodes: Vec<Node>,
+    /// The rates of `metrics::ACTIVITY`, every 10 s over the last hour, oldest first.
+    rates_last_hour: Vec<history::Rates>,
 }
 
 #[derive(serde::Serialize)]
@@ -508,6 +595,10 @@ impl Status {
             requests_per_second_10s: rate(samples, now, Duration::from_secs(10)),
             requests_per_second_60s: rate(samples, now, Duration::from_secs(60)),
             stored_age_seconds: read_at.map(|at| at.elapsed().as_secs_f64()),
+            database_bytes: stored.database_bytes,
+            wal_bytes: stored.wal_bytes,
+            nodes: stored.nodes.clone(),
+            rates_last_hour: Vec::new(),
         }
     }
 }
@@ -606,7 +697,41 @@ fn status_page(status: &Status) -> String {
     }
     let _ = write!(
         page,
-        "</table><h2>Messenger requests</h2><p id=\"rates\">{} answered; {:.1}/s over the last 10 s, {:.1}/s over the last minute.</p>\
+        "</table><h2>The last hour</h2>{}",
+        history::svg(&status.rates_last_hour, std::time::SystemTime::now())
+    );
+    let bytes = |b: Option<i64>| {
+        b.map_or("?".to_string(), |b| {
+            format!("{:.1} MiB", b as f64 / 1048576.0)
+        })
+    };
+    let _ = write!(
+        page,
+        "<h2>Database</h2><p id=\"database\">{} (write-ahead log: {})</p>",
+        bytes(status.database_bytes),
+        bytes(status.wal_bytes)
+    );
+    if !status.nodes.is_empty() {
+        let _ = write!(
+            page,
+            "<h2>Nodes ({})</h2><table id=\"nodes\"><tr><th>node</th><th>address</th><th>since (UTC)</th></tr>",
+            status.nodes.len()
+        );
+        for node in &status.nodes {
+            let since = std::time::UNIX_EPOCH + Duration::from_secs(node.since.max(0) as u64);
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                node.id,
+                escape(node.address.as_deref().unwrap_or("local socket")),
+                utc(since)
+            );
+        }
+        page.push_str("</table>");
+    }
+    let _ = write!(
+        page,
+        "<h2>Messenger requests</h2><p id=\"rates\">{} answered; {:.1}/s over the last 10 s, {:.1}/s over the last minute.</p>\
          <p><a href=\"/status.json\">/status.json</a> · <a href=\"/metrics\">/metrics</a></p></body></html>",
         status.requests_answered,
         status.requests_per_second_10s,
