@@ -141,6 +141,16 @@ impl Beside {
     // The work comes back only when no worker takes it: moving it back is cheaper than
     // boxing every request.
     #[allow(clippy::result_large_err)]
+    /// Jobs waiting in each kind of queue: `(mail, other requests, ordered)`.
+    pub fn queue_depths(&self) -> [(&'static str, usize); 3] {
+        let depth = |sender: &Option<Sender<Job>>| sender.as_ref().map_or(0, Sender::len);
+        [
+            ("mail", depth(&self.mail_jobs)),
+            ("requests", depth(&self.jobs)),
+            ("ordered", self.keyed.iter().map(Sender::len).sum()),
+        ]
+    }
+
     pub fn try_start(&mut self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let key = work.order_key().map(|key| Key::Ordered(key.to_string()));
         self.offer(ticket, key, Task::Request(work))

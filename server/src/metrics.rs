@@ -59,7 +59,10 @@ pub const ACTIVITY: [&str; 4] = [
     "canvas deliveries",
 ];
 
-/// Upper bounds of the fsync histogram, in seconds.
+/// The storage workers' queues (PostgreSQL), as the queue gauge labels them.
+const STORAGE_QUEUES: [&str; 3] = ["mail", "requests", "ordered"];
+
+/// Upper bounds of the fsync and commit histograms, in seconds.
 const FSYNC_BUCKETS: [f64; 10] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
 ];
@@ -95,6 +98,16 @@ struct Result_ {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Direction {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Queue {
+    queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: &'static str,
 }
@@ -121,6 +134,10 @@ pub struct Metrics {
     /// TLS handshakes finished, and TLS connections closed before theirs finished.
     tls_handshakes: [Counter; 2],
     fsync: Histogram,
+    commit: Histogram,
+    /// Events heard from the other nodes, and published to them.
+    bus_events: [Counter; 2],
+    storage_queue: Vec<Gauge>,
 }
 
 impl Default for Metrics {
@@ -287,6 +304,29 @@ impl Metrics {
             &SESSION_FRONTENDS,
             |frontend| Frontend { frontend },
         );
+        let commit = Histogram::new(FSYNC_BUCKETS);
+        registry.register(
+            "messenger_commit_seconds",
+            "Time the reactor's commit of a turn's writes took (SQLite: without the fsync, \
+             which the syncer does; PostgreSQL: the round trip)",
+            commit.clone(),
+        );
+        let bus: Vec<Counter> = series(
+            &mut registry,
+            "messenger_bus_events",
+            "Events between the nodes on a shared PostgreSQL database: heard from the others \
+             (in), published to them (out)",
+            &["in", "out"],
+            |direction| Direction { direction },
+        );
+        let storage_queue = series(
+            &mut registry,
+            "messenger_storage_queue_jobs",
+            "Jobs waiting for the storage workers (PostgreSQL), by queue: mail (sends, \
+             deliveries), requests (the others), ordered (per recipient or room)",
+            &STORAGE_QUEUES,
+            |queue| Queue { queue },
+        );
         let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         registry.register("messenger_build", "The server's build", build);
         let started = Gauge::<f64, AtomicU64>::default();
@@ -318,6 +358,27 @@ impl Metrics {
             auth_failures,
             tls_handshakes: [handshakes[0].clone(), handshakes[1].clone()],
             fsync,
+            commit,
+            bus_events: [bus[0].clone(), bus[1].clone()],
+            storage_queue,
+        }
+    }
+
+    pub fn observe_commit(&self, took: Duration) {
+        self.commit.observe(took.as_secs_f64());
+    }
+
+    /// `count` events heard from the other nodes (`heard`), or published to them.
+    pub fn bus_events(&self, heard: bool, count: u64) {
+        self.bus_events[usize::from(!heard)].inc_by(count);
+    }
+
+    /// The storage workers' queues as they are now.
+    pub fn storage_queues(&self, depths: [(&'static str, usize); 3]) {
+        for (queue, depth) in depths {
+            if let Some(n) = STORAGE_QUEUES.iter().position(|q| *q == queue) {
+                self.storage_queue[n].set(depth as i64);
+            }
         }
     }
 

@@ -222,6 +222,20 @@ fn every_front_end_has_metrics() {
             .any(|l| l.starts_with("messenger_build_info{version=") && l.ends_with(" 1")),
         "{text}"
     );
+    // Storage: the turn's commits on SQLite; on PostgreSQL the storage workers' queues and
+    // the events published to the other nodes (logins, room lines).
+    match e2e::engine() {
+        e2e::Engine::Sqlite => {
+            let commits = value(&text, "messenger_commit_seconds_count");
+            assert!(commits >= Some(1.0), "{text}");
+        }
+        e2e::Engine::Postgres => {
+            let published = value(&text, r#"messenger_bus_events_total{direction="out"}"#);
+            assert!(published >= Some(3.0), "{text}");
+            let queued = value(&text, r#"messenger_storage_queue_jobs{queue="mail"}"#);
+            assert!(queued.is_some(), "{text}");
+        }
+    }
     let started = value(&text, "process_start_time_seconds").expect("start time");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

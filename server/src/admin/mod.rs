@@ -288,6 +288,9 @@ impl Frontend for Admin {
         let answer = match (method, path) {
             ("GET" | "HEAD", "/metrics") => {
                 let (stored, _) = self.stored();
+                if let Some(depths) = core.storage_queue_depths() {
+                    self.metrics.storage_queues(depths);
+                }
                 response(
                     200,
                     "OK",

@@ -1408,6 +1408,11 @@ impl Core {
     /// Ends the turn: commits its writes, then starts the deliveries that depend on them.
     /// Returns the commit's error, if any (the turn's writes are then rolled back), and the
     /// turn's events.
+    /// Jobs waiting for the storage workers (PostgreSQL), by queue; None without workers.
+    pub fn storage_queue_depths(&self) -> Option<[(&'static str, usize); 3]> {
+        self.beside.as_ref().map(Beside::queue_depths)
+    }
+
     pub fn end_turn(&mut self, now: Instant) -> (Result<(), String>, Vec<Event>) {
         self.notice_new_name();
         if std::mem::take(&mut self.user_list_changed) && self.user_list_at.is_none() {
@@ -1426,7 +1431,12 @@ impl Core {
         // On a shared database the reactor's own transaction is empty: the bus's events and
         // the paints go through a storage worker.
         self.start_publishing(now);
+        let writing = self.store.has_uncommitted();
+        let started = Instant::now();
         let committed = self.store.commit();
+        if writing {
+            self.metrics.observe_commit(started.elapsed());
+        }
         let removed = std::mem::take(&mut self.turn_removed);
         let expired = std::mem::take(&mut self.turn_expired);
         match &committed {

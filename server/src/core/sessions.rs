@@ -1011,6 +1011,7 @@ impl Core {
             );
         } else {
             self.to_publish.push(payload);
+            self.metrics.bus_events(false, 1);
         }
     }
 
@@ -1063,6 +1064,7 @@ impl Core {
             return;
         };
         let events: Vec<(NodeId, BusEvent)> = bus.events.try_iter().collect();
+        self.metrics.bus_events(true, events.len() as u64);
         for (node, event) in events {
             if !self.own_nodes.contains(&node) || event.applies_to_its_publisher() {
                 self.apply_remote(node, event);
