@@ -151,6 +151,7 @@ impl Beside {
         ]
     }
 
+    #[allow(clippy::result_large_err)] // As `Core::try_beside`.
     pub fn try_start(&mut self, ticket: Ticket, work: Work) -> Result<(), Work> {
         let key = work.order_key().map(|key| Key::Ordered(key.to_string()));
         self.offer(ticket, key, Task::Request(work))
