@@ -2,12 +2,13 @@
 //! one table. Run it through `scripts/bench`, which builds everything in release mode.
 //!
 //! usage: loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick] [--chart FILE.svg]
-//!        [--only send|live|flush]
+//!        [--only send|live|flush|restart]
 //!
 //! `--only` runs one part alone and prints no verdicts, for profiling the server meanwhile:
 //! the durable SEND comparison, live delivery, or the offline flush.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,6 +36,7 @@ enum Part {
     Send,
     Live,
     Flush,
+    Restart,
 }
 
 /// Medians of `(ops/s, server µs CPU per op)` of one level, ours and the reference's.
@@ -155,7 +157,7 @@ fn options() -> Options {
         .collect();
     if positional.len() != 2 {
         bench::usage_exit(
-            "loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick] [--chart FILE.svg] [--only send|live|flush]",
+            "loadgen SERVER_BINARY REFSERVER_BINARY [--seconds S] [--quick] [--chart FILE.svg] [--only send|live|flush|restart]",
         );
     }
     Options {
@@ -168,7 +170,8 @@ fn options() -> Options {
             Some("send") => Part::Send,
             Some("live") => Part::Live,
             Some("flush") => Part::Flush,
-            _ => bench::usage_exit("--only send|live|flush"),
+            Some("restart") => Part::Restart,
+            _ => bench::usage_exit("--only send|live|flush|restart"),
         }),
     }
 }
@@ -223,6 +226,15 @@ fn main() {
         }
         Some(Part::Flush) => {
             offline_flush(&opts, &dir, if opts.quick { 5_000 } else { 20_000 });
+            return;
+        }
+        Some(Part::Restart) => {
+            restart(
+                &opts,
+                &dir,
+                if opts.quick { 100_000 } else { 1_000_000 },
+                if opts.quick { 10_000 } else { 100_000 },
+            );
             return;
         }
         Some(Part::Send) | None => {}
@@ -697,6 +709,53 @@ fn pending_for_away(db: &std::path::Path) -> (i64, bool) {
     (pending, connected)
 }
 
+/// What looking at the server costs with `pending` messages stored: how long the status
+/// page's first snapshot of the database takes to come (read beside the reactor), then the
+/// time of a `GET /metrics`, a `GET /` and a `GET /status.json`, and a messenger request's
+/// meanwhile.
+fn scrapes(server: &Process, pending: usize) {
+    let admin = server.front_end("admin");
+    let get = |path: &str| {
+        let start = Instant::now();
+        let mut stream = std::net::TcpStream::connect(admin).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+        (start.elapsed(), answer)
+    };
+    let start = Instant::now();
+    let shown = format!("messenger_pending_messages {}", pending + 1);
+    while !get("/metrics").1.contains(&shown) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no snapshot in 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let snapshot = start.elapsed();
+    let median = |path: &str| {
+        let mut times: Vec<Duration> = (0..21).map(|_| get(path).0).collect();
+        times.sort_unstable();
+        times[10].as_secs_f64() * 1000.0
+    };
+    let (metrics, page, json) = (median("/metrics"), median("/"), median("/status.json"));
+    let mut requests: Vec<Duration> = (0..200)
+        .map(|n| {
+            if n % 10 == 0 {
+                get("/");
+            }
+            let start = Instant::now();
+            request(server.addr, &fields(&[b"USERS"])).unwrap();
+            start.elapsed()
+        })
+        .collect();
+    requests.sort_unstable();
+    println!("\n| with {pending} pending | first snapshot of the database | `GET /metrics` p50 | `GET /` p50 | `GET /status.json` p50 | messenger `USERS` p99 while the page is read |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| scrape | {:.0} ms | {metrics:.2} ms | {page:.2} ms | {json:.2} ms | {:.2} ms |",
+        snapshot.as_secs_f64() * 1000.0,
+        percentile(&requests, 0.99) / 1000.0
+    );
+}
+
 /// Start-up time and memory with a large database, seeded directly through SQLite.
 fn restart(
     opts: &Options,
@@ -742,7 +801,7 @@ fn restart(
     let seeded = seeding.elapsed();
     let size = std::fs::metadata(&db).map_or(0, |m| m.len());
     let start = Instant::now();
-    let server = start_server(&opts.server, &db, &[]);
+    let server = start_server(&opts.server, &db, &["--admin-addr", "127.0.0.1:0"]);
     // Ready means: answers a request.
     while request(server.addr, &fields(&[b"REGISTER", b"user0"])).map_or(true, |a| a != [1]) {
         std::thread::sleep(Duration::from_millis(1));
@@ -756,6 +815,7 @@ fn restart(
     println!("| start-up (spawn → first answer) | RSS after start | RSS after traffic |");
     println!("|---|---|---|");
     println!("| {startup:.3} s | {rss_idle:.1} MiB | {rss:.1} MiB |");
+    scrapes(&server, pending);
     server.stop();
     (startup, rss, pending)
 }
