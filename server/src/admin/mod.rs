@@ -606,28 +606,12 @@ impl Status {
     }
 }
 
-/// When, in UTC, as `YYYY-MM-DD HH:MM:SS`.
+/// When, in UTC, as `YYYY-MM-DD HH:MM:SS` (the console's timestamp to the second).
 fn utc(at: std::time::SystemTime) -> String {
-    let seconds = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    crate::console::timestamp(at)
+        .get(..19)
+        .unwrap_or_default()
+        .replace('T', " ")
 }
 
 /// The status page: the same as `/status.json`, as HTML that refreshes itself every 5 s.
