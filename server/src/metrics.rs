@@ -68,11 +68,12 @@ const FSYNC_BUCKETS: [f64; 10] = [
 ];
 
 /// Why a request was refused, as the refusals counter labels it.
-pub const REFUSALS: [&str; 4] = [
+pub const REFUSALS: [&str; 5] = [
     "mailbox_full",
     "new_names_per_minute",
     "flood",
     "password_checks_busy",
+    "name_taken",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -155,6 +155,10 @@ fn every_front_end_has_metrics() {
     let mut carla = LineConn::chat(&server, "carla");
     let mut dani = LineConn::rooms(&server, "dani");
     let mut eli = LineConn::rooms(&server, "eli");
+    // A name in use: refused, and counted.
+    let mut other = LineConn::connect(server.rooms_addr());
+    other.send("JOIN eli");
+    assert_eq!(other.line(), "ERROR: Username ya en uso.");
     dani.send("ROOM Patio");
     assert_eq!(dani.line(), "Te has unido a la sala Patio.");
     eli.send("ROOM Patio");
@@ -188,6 +192,7 @@ fn every_front_end_has_metrics() {
         r#"messenger_session_deliveries_total{frontend="rooms",kind="room_event"} 1"#,
         r#"messenger_session_deliveries_total{frontend="chat",kind="broadcast"} 1"#,
         r#"messenger_slow_consumers_disconnected_total{frontend="rooms"} 0"#,
+        r#"messenger_refusals_total{reason="name_taken"} 1"#,
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -374,6 +374,7 @@ impl Core {
         now: Instant,
     ) -> Started {
         if self.in_a_session_or_logging_in(alias) || self.login_of.contains_key(&session) {
+            self.metrics.refused("name_taken");
             return Started::Now(Ok(Finished::Login(LoginOutcome::Taken)));
         }
         self.logging_in
@@ -420,6 +421,7 @@ impl Core {
             return LoginOutcome::TooManyNewNames;
         }
         if taken || self.present_in_a_session(alias) || self.present_since.contains_key(alias) {
+            self.metrics.refused("name_taken");
             return LoginOutcome::Taken;
         }
         self.sessions.by_id.insert(
