@@ -51,6 +51,9 @@ pub const DELIVERY_KINDS: [&str; 6] = [
     "canvas",
 ];
 
+/// What a message taken in is, as the messages counter labels it.
+pub const MESSAGE_KINDS: [&str; 4] = ["private", "broadcast", "room_line", "paint"];
+
 /// What the status page's chart follows, in [`Metrics::activity`]'s order.
 pub const ACTIVITY: [&str; 4] = [
     "messenger requests",
@@ -99,6 +102,11 @@ struct Result_ {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Direction {
     direction: &'static str,
 }
@@ -136,6 +144,7 @@ pub struct Metrics {
     tls_handshakes: [Counter; 2],
     fsync: Histogram,
     commit: Histogram,
+    messages: Vec<Counter>,
     /// Events heard from the other nodes, and published to them.
     bus_events: [Counter; 2],
     storage_queue: Vec<Gauge>,
@@ -305,6 +314,14 @@ impl Metrics {
             &SESSION_FRONTENDS,
             |frontend| Frontend { frontend },
         );
+        let messages = series(
+            &mut registry,
+            "messenger_messages",
+            "Messages taken in and stored, by kind: private (a SEND, or a chat or rooms \
+             private message), broadcast (chat), room_line (rooms), paint (canvas)",
+            &MESSAGE_KINDS,
+            |kind| Kind { kind },
+        );
         let commit = Histogram::new(FSYNC_BUCKETS);
         registry.register(
             "messenger_commit_seconds",
@@ -360,8 +377,17 @@ impl Metrics {
             tls_handshakes: [handshakes[0].clone(), handshakes[1].clone()],
             fsync,
             commit,
+            messages,
             bus_events: [bus[0].clone(), bus[1].clone()],
             storage_queue,
+        }
+    }
+
+    /// A message of `kind` (one of [`MESSAGE_KINDS`]) was taken in.
+    pub fn message(&self, kind: &str) {
+        debug_assert!(MESSAGE_KINDS.contains(&kind), "unknown message kind {kind}");
+        if let Some(n) = MESSAGE_KINDS.iter().position(|k| *k == kind) {
+            self.messages[n].inc();
         }
     }
 

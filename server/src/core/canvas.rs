@@ -155,6 +155,7 @@ impl Core {
     /// Paints pixel (`x`, `y`) with colour index `colour`; the caller has checked the ranges.
     pub fn canvas_paint(&mut self, x: usize, y: usize, colour: u8) {
         assert!(x < SIDE && y < SIDE && usize::from(colour) < COLOURS.len());
+        self.metrics.message("paint");
         if self.canvas.set_pixel(x, y, colour) {
             self.canvas.unstored.push((y * SIDE + x, colour));
             self.canvas.bound_unstored();

@@ -762,6 +762,7 @@ impl Core {
             }
             // The other nodes heard it with its commit.
             Done::Broadcast { from, text } => {
+                self.metrics.message("broadcast");
                 self.tell_broadcast(from.as_str().into(), text.as_str().into());
                 Finished::Broadcast
             }
@@ -782,6 +783,7 @@ impl Core {
                 from,
                 text,
             } => {
+                self.metrics.message("room_line");
                 self.room_message_stored(session, room, from, text);
                 Finished::RoomMessage
             }
@@ -871,6 +873,7 @@ impl Core {
                 return SendOutcome::MailboxFull;
             }
         };
+        self.metrics.message("private");
         let local_session = self.sessions.session_of(recipient).is_some();
         let online = connected || self.present_in_a_session(recipient);
         if connected || local_session {
