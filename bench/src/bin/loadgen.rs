@@ -726,7 +726,10 @@ fn scrapes(server: &Process, pending: usize) {
     let start = Instant::now();
     let shown = format!("messenger_pending_messages {}", pending + 1);
     while !get("/metrics").1.contains(&shown) {
-        assert!(start.elapsed() < Duration::from_secs(60), "no snapshot in 60 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no snapshot in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let snapshot = start.elapsed();
