@@ -513,6 +513,9 @@ struct Crowd {
     private_target_rate: f64,
     /// Server CPU per private message while they flow, in µs.
     private_cpu_us: f64,
+    /// The medians of a scrape of `/metrics` and of the status page with the crowd online,
+    /// in ms (ours only).
+    scrape_ms: Option<(f64, f64)>,
 }
 
 /// Senders of private messages in a crowd run.
@@ -523,7 +526,14 @@ const SENDERS: usize = 16;
 /// With `tls`, the receivers are over TLS (the rooms' TLS port).
 fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) -> Crowd {
     let limit = (count + 1000).to_string();
-    let mut args = vec!["--max-connections", &limit, "--max-rooms", &limit];
+    let mut args = vec![
+        "--max-connections",
+        &limit,
+        "--max-rooms",
+        &limit,
+        "--admin-addr",
+        "127.0.0.1:0",
+    ];
     let tls_args = tls.as_ref().map(Tls::server_args);
     args.extend(tls_args.iter().flatten().map(String::as_str));
     let name = if tls.is_some() { "crowd-tls" } else { "crowd" };
@@ -541,6 +551,7 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) 
         sessions.write(n, &format!("ROOM r{n}\n"));
     }
     sessions.await_each("Te has unido a la sala", Duration::from_secs(120));
+    let scrape_ms = scrape(&server);
 
     // The senders: chat sessions with line framing, logged in last so that the crowd's
     // logins sent them no user lists.
@@ -552,7 +563,30 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) 
         format!("MESSAGE|i{to}|{seq} {stamp}\n")
     });
     server.stop();
-    traffic.crowd(count, before, after)
+    let mut crowd = traffic.crowd(count, before, after);
+    crowd.scrape_ms = Some(scrape_ms);
+    crowd
+}
+
+/// The medians of `GET /metrics` and `GET /` on `server`'s admin port, in ms.
+fn scrape(server: &Process) -> (f64, f64) {
+    let admin = server.front_end("admin");
+    let median = |path: &str| {
+        let mut times: Vec<Duration> = (0..21)
+            .map(|_| {
+                let start = Instant::now();
+                let mut stream = TcpStream::connect(admin).unwrap();
+                write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).unwrap();
+                assert!(answer.starts_with(b"HTTP/1.1 200"), "GET {path}");
+                start.elapsed()
+            })
+            .collect();
+        times.sort_unstable();
+        times[10].as_secs_f64() * 1000.0
+    };
+    (median("/metrics"), median("/"))
 }
 
 /// The same crowd on InspIRCd: `count` idle clients, then private messages (`PRIVMSG`) from
@@ -609,6 +643,7 @@ impl Traffic {
             private_p99_ms: self.p99_ms,
             private_target_rate: self.target_rate,
             private_cpu_us: self.cpu_us,
+            scrape_ms: None,
         }
     }
 }
@@ -1056,6 +1091,11 @@ fn print_crowds(crowds: &Crowds) {
         "| {} idle sessions | RSS {:.1} MiB, {:.2} KiB per session |",
         crowd.sessions, crowd.rss_mib, crowd.kib_per_session
     );
+    if let Some((metrics, page)) = crowd.scrape_ms {
+        println!(
+            "| with them online: `GET /metrics`, `GET /` (the status page) | p50 {metrics:.2} ms, {page:.2} ms |"
+        );
+    }
     println!(
         "| private messages among {} sessions at {:.0}/s | {:.0} msgs/s, p99 {:.1} ms, server {:.1} µs CPU per message |",
         crowd.sessions,

@@ -40,6 +40,9 @@ const ONLINE_NAMES: usize = 100;
 /// Rooms listed on the status page.
 const ROOM_ROWS: usize = 50;
 
+/// Members named for each room on the status page.
+const ROOM_MEMBERS: usize = 50;
+
 /// Request counts kept for the status page's recent rates: one a second, a minute's worth.
 const RATE_SAMPLES: usize = 60;
 
@@ -547,7 +550,7 @@ struct RoomStatus {
     name: String,
     /// Lines stored as its history (None: not in the last snapshot yet).
     messages: Option<i64>,
-    /// Its members on this node.
+    /// Its first [`ROOM_MEMBERS`] members on this node.
     members: Vec<String>,
 }
 
@@ -566,27 +569,27 @@ impl Status {
                 .iter()
                 .map(|frontend| (*frontend, metrics.sessions(frontend))),
         );
-        let members = core.room_members();
-        let mut rooms: Vec<RoomStatus> = stored
-            .rooms
-            .iter()
-            .map(|(name, count)| RoomStatus {
-                name: name.clone(),
-                messages: Some(*count),
-                members: Vec::new(),
+        // The rooms the snapshot of the database lists; before its first read, the core's.
+        let rooms: Vec<(String, Option<i64>)> = if read_at.is_some() {
+            stored
+                .rooms
+                .iter()
+                .map(|(name, count)| (name.clone(), Some(*count)))
+                .collect()
+        } else {
+            core.room_names(ROOM_ROWS)
+                .into_iter()
+                .map(|name| (name, None))
+                .collect()
+        };
+        let rooms = rooms
+            .into_iter()
+            .map(|(name, messages)| RoomStatus {
+                members: core.members_of(&name, ROOM_MEMBERS),
+                name,
+                messages,
             })
             .collect();
-        for (room, names) in members {
-            if let Some(known) = rooms.iter_mut().find(|r| r.name == room) {
-                known.members = names;
-            } else if rooms.len() < ROOM_ROWS {
-                rooms.push(RoomStatus {
-                    name: room,
-                    messages: None,
-                    members: names,
-                });
-            }
-        }
         Status {
             online,
             people: core.presences(ONLINE_NAMES),

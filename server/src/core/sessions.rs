@@ -554,23 +554,21 @@ impl Core {
         self.sessions.online.len()
     }
 
-    /// Each room this node knows with the names of its members here.
-    pub fn room_members(&self) -> Vec<(String, Vec<String>)> {
+    /// The first `limit` rooms this node knows, in the order they were made.
+    pub fn room_names(&self, limit: usize) -> Vec<String> {
+        self.sessions.rooms.iter().take(limit).cloned().collect()
+    }
+
+    /// The first `limit` members of `room` on this node, in the order they entered.
+    pub fn members_of(&self, room: &str, limit: usize) -> Vec<String> {
         self.sessions
-            .rooms
-            .iter()
-            .map(|room| {
-                let members = self
-                    .sessions
-                    .members
-                    .get(room)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|id| self.sessions.by_id.get(id))
-                    .map(|session| session.alias.clone())
-                    .collect();
-                (room.clone(), members)
-            })
+            .members
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.sessions.by_id.get(id))
+            .take(limit)
+            .map(|session| session.alias.clone())
             .collect()
     }
 
