@@ -42,14 +42,38 @@ pub const SESSION_FRONTENDS: [&str; 3] = ["chat", "rooms", "canvas"];
 pub const PUSH_RESULTS: [&str; 4] = ["delivered", "failed", "retried", "cancelled"];
 
 /// What a message written to a session is, as the deliveries counter labels it.
-pub const DELIVERY_KINDS: [&str; 6] = [
-    "private",
-    "broadcast",
-    "room_line",
-    "room_event",
-    "user_list",
-    "canvas",
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Private,
+    Broadcast,
+    RoomLine,
+    RoomEvent,
+    UserList,
+    Canvas,
+}
+
+impl Delivery {
+    /// Every kind, in the order of the enum (the counters' index).
+    const ALL: [Delivery; 6] = [
+        Delivery::Private,
+        Delivery::Broadcast,
+        Delivery::RoomLine,
+        Delivery::RoomEvent,
+        Delivery::UserList,
+        Delivery::Canvas,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Delivery::Private => "private",
+            Delivery::Broadcast => "broadcast",
+            Delivery::RoomLine => "room_line",
+            Delivery::RoomEvent => "room_event",
+            Delivery::UserList => "user_list",
+            Delivery::Canvas => "canvas",
+        }
+    }
+}
 
 /// What a message taken in is, as the messages counter labels it.
 pub const MESSAGE_KINDS: [&str; 4] = ["private", "broadcast", "room_line", "paint"];
@@ -91,7 +115,7 @@ struct Frontend {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Delivery {
+struct FrontendKind {
     frontend: &'static str,
     kind: &'static str,
 }
@@ -279,7 +303,7 @@ impl Metrics {
             &SESSION_FRONTENDS,
             |frontend| Frontend { frontend },
         );
-        let deliveries_family = Family::<Delivery, Counter>::default();
+        let deliveries_family = Family::<FrontendKind, Counter>::default();
         registry.register(
             "messenger_session_deliveries",
             "Messages queued to sessions' connections, by front-end and kind (a room line to \
@@ -289,12 +313,21 @@ impl Metrics {
         let deliveries = SESSION_FRONTENDS
             .iter()
             .map(|frontend| {
-                DELIVERY_KINDS
+                Delivery::ALL
                     .iter()
                     .map(|kind| {
-                        deliveries_family
-                            .get_or_create(&Delivery { frontend, kind })
-                            .clone()
+                        let labels = FrontendKind {
+                            frontend,
+                            kind: kind.label(),
+                        };
+                        debug_assert_eq!(
+                            *kind as usize,
+                            Delivery::ALL
+                                .iter()
+                                .position(|k| k == kind)
+                                .unwrap_or(usize::MAX)
+                        );
+                        deliveries_family.get_or_create(&labels).clone()
                     })
                     .collect()
             })
@@ -436,27 +469,21 @@ impl Metrics {
         }
     }
 
-    /// A message of `kind` (one of [`DELIVERY_KINDS`]) was queued to a session of `frontend`.
-    pub fn delivery(&self, frontend: &str, kind: &str) {
-        let kind = DELIVERY_KINDS.iter().position(|k| *k == kind);
-        debug_assert!(kind.is_some(), "unknown delivery kind");
-        if let (Some(n), Some(kind)) = (front(frontend), kind) {
-            self.deliveries[n][kind].inc();
-        }
+    /// A message of `kind` was queued to a session of the front-end at `frontend` (its index
+    /// by [`session_frontend`]): an add, as the fan-out does it for every member.
+    pub fn delivered(&self, frontend: usize, kind: Delivery) {
+        self.deliveries[frontend][kind as usize].inc();
     }
 
-    /// `bytes` were written to a session of `frontend`.
-    pub fn written(&self, frontend: &str, bytes: u64) {
-        if let Some(n) = front(frontend) {
-            self.bytes_written[n].inc_by(bytes);
-        }
+    /// `bytes` were written to a session of the front-end at `frontend`.
+    pub fn written(&self, frontend: usize, bytes: u64) {
+        self.bytes_written[frontend].inc_by(bytes);
     }
 
-    /// A session of `frontend` was disconnected for not reading what it was sent.
-    pub fn slow_consumer(&self, frontend: &str) {
-        if let Some(n) = front(frontend) {
-            self.slow_consumers[n].inc();
-        }
+    /// A session of the front-end at `frontend` was disconnected for not reading what it
+    /// was sent.
+    pub fn slow_consumer(&self, frontend: usize) {
+        self.slow_consumers[frontend].inc();
     }
 
     /// `count` broadcasts to a client of `frontend` that read too slowly were dropped.
@@ -531,7 +558,12 @@ impl Metrics {
     }
 }
 
-/// The index of `frontend` in [`SESSION_FRONTENDS`].
+/// The index of `frontend` in [`SESSION_FRONTENDS`]: None for the messenger (whose online
+/// users the database counts) and the admin page.
+pub fn session_frontend(frontend: &str) -> Option<usize> {
+    front(frontend)
+}
+
 fn front(frontend: &str) -> Option<usize> {
     SESSION_FRONTENDS.iter().position(|f| *f == frontend)
 }

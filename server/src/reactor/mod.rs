@@ -84,6 +84,9 @@ pub struct Listening {
 pub struct Reactor {
     poll: Poll,
     listening: Vec<Listening>,
+    /// Each listener's front-end as the metrics index session front-ends (None: the
+    /// messenger, the admin page): looked up once, not per message.
+    metered: Vec<Option<usize>>,
     /// False once shutdown began: the listeners are no longer watched.
     accepting: bool,
     /// Set while `accept` fails for lack of descriptors: when to try again.
@@ -160,8 +163,13 @@ impl Reactor {
         }
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let metered = listening
+            .iter()
+            .map(|l| crate::metrics::session_frontend(l.frontend.name()))
+            .collect();
         Ok(Reactor {
             poll,
+            metered,
             listening,
             accepting: true,
             accept_retry: None,
@@ -723,9 +731,11 @@ impl Reactor {
         let result = conn.flush(now, &mut self.delivered);
         let paused = conn.paused_until.is_some();
         let (peer, queued, state) = (conn.peer, conn.queued, conn.state);
-        let name = self.listening[conn.frontend].frontend.name();
-        self.metrics
-            .written(name, queued_before.saturating_sub(queued) as u64);
+        let metered = self.metered[conn.frontend];
+        if let Some(frontend) = metered {
+            self.metrics
+                .written(frontend, queued_before.saturating_sub(queued) as u64);
+        }
         for mark in self.delivered.drain(..) {
             self.core.session_report(
                 Report {
@@ -740,7 +750,9 @@ impl Reactor {
         match result {
             Ok(true) if state == State::Closing => self.close(key, None),
             Ok(_) if queued > self.config.session_buffer_bytes as usize => {
-                self.metrics.slow_consumer(name);
+                if let Some(frontend) = metered {
+                    self.metrics.slow_consumer(frontend);
+                }
                 self.end_session(
                     key,
                     format!(
@@ -986,9 +998,10 @@ impl Reactor {
                 }
             }
             conn.push(Bytes::Shared(bytes), mark, kind);
-            if let Some(delivery) = delivery_kind(&notice) {
-                let name = self.listening[conn.frontend].frontend.name();
-                self.metrics.delivery(name, delivery);
+            if let (Some(frontend), Some(delivery)) =
+                (self.metered[conn.frontend], delivery_kind(&notice))
+            {
+                self.metrics.delivered(frontend, delivery);
             }
             if matches!(notice, crate::core::Notice::Ended(_)) {
                 // Told why; closed once that is written (or at its deadline).
@@ -1287,17 +1300,18 @@ fn kind_of(notice: &crate::core::Notice) -> Kind {
 
 /// What a notice written to a session is, as `messenger_session_deliveries_total` counts it
 /// (a session's end is not a delivery).
-fn delivery_kind(notice: &crate::core::Notice) -> Option<&'static str> {
+fn delivery_kind(notice: &crate::core::Notice) -> Option<crate::metrics::Delivery> {
     use crate::core::Notice;
+    use crate::metrics::Delivery;
     Some(match notice {
-        Notice::Private { .. } => "private",
-        Notice::UserList(_) => "user_list",
-        Notice::Broadcast { .. } => "broadcast",
-        Notice::RoomMessage { .. } => "room_line",
+        Notice::Private { .. } => Delivery::Private,
+        Notice::UserList(_) => Delivery::UserList,
+        Notice::Broadcast { .. } => Delivery::Broadcast,
+        Notice::RoomMessage { .. } => Delivery::RoomLine,
         Notice::JoinedRoom { .. } | Notice::LeftRoom { .. } | Notice::LeftChat { .. } => {
-            "room_event"
+            Delivery::RoomEvent
         }
-        Notice::CanvasBoard { .. } | Notice::CanvasChanges { .. } => "canvas",
+        Notice::CanvasBoard { .. } | Notice::CanvasChanges { .. } => Delivery::Canvas,
         Notice::Ended(_) => return None,
     })
 }
