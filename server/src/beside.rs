@@ -89,6 +89,7 @@ impl Beside {
         workers: usize,
         policy: Policy,
         wake: Arc<dyn Fn() + Send + Sync>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Beside, String> {
         assert!(
             workers > 0,
@@ -106,7 +107,8 @@ impl Beside {
         for n in 0..2 * workers + others {
             let ordered = (workers..2 * workers).contains(&n);
             let store = PgStore::open_worker(url)
-                .map_err(|e| format!("storage worker {n}: cannot connect: {e}"))?;
+                .map_err(|e| format!("storage worker {n}: cannot connect: {e}"))?
+                .counted_in(metrics.clone());
             let (name, queue) = if n < workers {
                 (format!("storage-mail-{n}"), mail_queue.clone())
             } else if ordered {

@@ -264,20 +264,27 @@ fn open_store(
         }
         Database::Postgres(url) => {
             let cannot = |e: storage::Error| format!("cannot open database {}: {e}", config.db);
-            let store = PgStore::open(url).map_err(cannot)?;
+            let store = PgStore::open(url)
+                .map_err(cannot)?
+                .counted_in(metrics.clone());
             // Listening before the core says hello, so that no answer is missed.
             let bus = Bus::start(url, wake.clone())
                 .map_err(|e| format!("cannot listen on {}: {e}", config.db))?;
             let sync_gate = if full {
                 let barrier = Barrier::Postgres(Box::new(PgBarrier::open(url).map_err(cannot)?));
-                let syncer = Syncer::start(barrier, wake.clone(), metrics)
+                let syncer = Syncer::start(barrier, wake.clone(), metrics.clone())
                     .map_err(|e| format!("cannot start the syncer: {e}"))?;
                 Some(SyncGate::new(syncer))
             } else {
                 None
             };
-            let beside =
-                Beside::start(url, config.db_workers.into(), config.policy(), wake.clone())?;
+            let beside = Beside::start(
+                url,
+                config.db_workers.into(),
+                config.policy(),
+                wake.clone(),
+                metrics.clone(),
+            )?;
             Ok(Opened {
                 store: Box::new(store),
                 sync_gate,

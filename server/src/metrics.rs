@@ -131,6 +131,11 @@ struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Connection {
+    connection: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Direction {
     direction: &'static str,
 }
@@ -172,6 +177,8 @@ pub struct Metrics {
     /// Events heard from the other nodes, and published to them.
     bus_events: [Counter; 2],
     storage_queue: Vec<Gauge>,
+    /// Connections to PostgreSQL made again: the reactor's, the storage workers'.
+    reconnections: [Counter; 2],
 }
 
 impl Default for Metrics {
@@ -378,6 +385,14 @@ impl Metrics {
             &STORAGE_QUEUES,
             |queue| Queue { queue },
         );
+        let reconnections: Vec<Counter> = series(
+            &mut registry,
+            "messenger_database_reconnections",
+            "Connections to PostgreSQL made again after they were lost, by whose: the \
+             reactor's, or a storage worker's",
+            &["reactor", "worker"],
+            |connection| Connection { connection },
+        );
         let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         registry.register("messenger_build", "The server's build", build);
         let started = Gauge::<f64, AtomicU64>::default();
@@ -413,7 +428,13 @@ impl Metrics {
             messages,
             bus_events: [bus[0].clone(), bus[1].clone()],
             storage_queue,
+            reconnections: [reconnections[0].clone(), reconnections[1].clone()],
         }
+    }
+
+    /// A connection to PostgreSQL was made again: the reactor's, or a worker's.
+    pub fn reconnected(&self, reactor: bool) {
+        self.reconnections[usize::from(!reactor)].inc();
     }
 
     /// A message of `kind` (one of [`MESSAGE_KINDS`]) was taken in.

@@ -125,6 +125,8 @@ pub struct PgStore {
     /// The last failed try to connect again, and how long to wait after it.
     reconnected_at: Cell<Option<Instant>>,
     reconnect_wait: Cell<Duration>,
+    /// Where connecting again is counted (the server's stores; not the operator's).
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl PgStore {
@@ -141,6 +143,12 @@ impl PgStore {
         PgStore::connect(url, Role::Worker)
     }
 
+    /// Counts this connection's reconnections in `metrics`.
+    pub fn counted_in(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> PgStore {
+        self.metrics = Some(metrics);
+        self
+    }
+
     fn connect(url: &str, role: Role) -> std::result::Result<PgStore, Error> {
         let (client, backend, epoch) = connect(url, role)?;
         Ok(PgStore {
@@ -150,6 +158,7 @@ impl PgStore {
             url: url.to_string(),
             reconnected_at: Cell::new(None),
             reconnect_wait: Cell::new(RECONNECT_FIRST),
+            metrics: None,
             client: RefCell::new(client),
             statements: RefCell::default(),
             in_transaction: Cell::new(false),
@@ -196,6 +205,9 @@ impl PgStore {
         };
         self.reconnected_at.set(None);
         self.reconnect_wait.set(RECONNECT_FIRST);
+        if let Some(metrics) = &self.metrics {
+            metrics.reconnected(self.role == Role::Reactor);
+        }
         // Claims went with the old connection; take back those nobody took meanwhile.
         self.claimed.borrow_mut().retain(|recipient| {
             let got = client.query_one(
