@@ -95,12 +95,15 @@ const FSYNC_BUCKETS: [f64; 10] = [
 ];
 
 /// Why a request was refused, as the refusals counter labels it.
-pub const REFUSALS: [&str; 5] = [
+pub const REFUSALS: [&str; 7] = [
     "mailbox_full",
     "new_names_per_minute",
     "flood",
     "password_checks_busy",
     "name_taken",
+    // A turn's writes rolled back: the database is full, or it failed otherwise.
+    "database_full",
+    "storage_failed",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

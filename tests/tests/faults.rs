@@ -243,7 +243,10 @@ fn a_thousand_idle_connections_do_not_stop_others_being_served() {
 fn a_full_database_answers_2_loses_nothing_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     // SQLite's page limit stands in for a full disk.
-    let server = Server::start_on(&Db::sqlite_in(dir.path()), &["--max-db-pages", "16"]);
+    let server = Server::start_on(
+        &Db::sqlite_in(dir.path()),
+        &["--max-db-pages", "16", "--admin-addr", "127.0.0.1:0"],
+    );
     register(&server, "ana");
     register(&server, "bea");
     let text = "x".repeat(255);
@@ -267,6 +270,14 @@ fn a_full_database_answers_2_loses_nothing_and_recovers() {
         |l| l.iter().any(|l| l.contains("full")),
         "a diagnostic naming the cause",
     );
+    // And counted (issue 28).
+    let metrics = e2e::http(server.admin_port.unwrap(), "GET", "/metrics", None, b"").text();
+    let full: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"messenger_refusals_total{reason="database_full"} "#))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(full >= 2.0, "{metrics}");
     assert_eq!(
         pending_count(&server.db),
         i64::from(acked),

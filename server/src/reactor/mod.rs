@@ -918,6 +918,15 @@ impl Reactor {
         let (committed, events) = self.core.end_turn(now);
         if let Err(e) = &committed {
             log::error!("commit failed, the turn's writes were rolled back: {e}");
+            // SQLite's words for a full disk or `--max-db-pages`; PostgreSQL's for a full disk.
+            let full = ["database or disk is full", "No space left on device"]
+                .iter()
+                .any(|words| e.contains(words));
+            self.metrics.refused(if full {
+                "database_full"
+            } else {
+                "storage_failed"
+            });
         }
         let mut held = Vec::new();
         for (key, generation, slot, applied) in std::mem::take(&mut self.staged) {
