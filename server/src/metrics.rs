@@ -165,6 +165,7 @@ pub struct Metrics {
     messenger_online: Gauge,
     pending: Gauge,
     logins: Vec<Counter>,
+    login_failures: Vec<Counter>,
     deliveries: Vec<Vec<Counter>>,
     bytes_written: Vec<Counter>,
     slow_consumers: Vec<Counter>,
@@ -313,6 +314,14 @@ impl Metrics {
             &SESSION_FRONTENDS,
             |frontend| Frontend { frontend },
         );
+        let login_failures = series(
+            &mut registry,
+            "messenger_session_login_failures",
+            "Logins refused (a name in use, a wrong or missing password, too many new names \
+             from one address), by front-end",
+            &SESSION_FRONTENDS,
+            |frontend| Frontend { frontend },
+        );
         let deliveries_family = Family::<FrontendKind, Counter>::default();
         registry.register(
             "messenger_session_deliveries",
@@ -418,6 +427,7 @@ impl Metrics {
             messenger_online,
             pending,
             logins,
+            login_failures,
             deliveries,
             bytes_written,
             slow_consumers,
@@ -490,6 +500,13 @@ impl Metrics {
             if change > 0 {
                 self.logins[n].inc_by(change as u64);
             }
+        }
+    }
+
+    /// A login to a session of `frontend` was refused.
+    pub fn login_failed(&self, frontend: &str) {
+        if let Some(n) = front(frontend) {
+            self.login_failures[n].inc();
         }
     }
 

@@ -193,6 +193,8 @@ fn every_front_end_has_metrics() {
         r#"messenger_session_deliveries_total{frontend="chat",kind="broadcast"} 1"#,
         r#"messenger_slow_consumers_disconnected_total{frontend="rooms"} 0"#,
         r#"messenger_refusals_total{reason="name_taken"} 1"#,
+        r#"messenger_session_login_failures_total{frontend="rooms"} 1"#,
+        r#"messenger_session_login_failures_total{frontend="chat"} 0"#,
         r#"messenger_messages_total{kind="room_line"} 1"#,
         r#"messenger_messages_total{kind="broadcast"} 1"#,
         r#"messenger_messages_total{kind="paint"} 1"#,

@@ -669,7 +669,12 @@ impl Core {
     fn refused(&mut self, work: &Work, denial: Denial, now: Instant) -> Finished {
         self.accounts.refused(work, denial, now);
         match work {
-            Work::Login { session, .. } => self.cancel_login(*session),
+            Work::Login { session, alias, .. } => {
+                if let Some(&(_, interests)) = self.logging_in.get(alias) {
+                    self.metrics.login_failed(interests.frontend());
+                }
+                self.cancel_login(*session)
+            }
             Work::JoinRoom {
                 alias,
                 room,

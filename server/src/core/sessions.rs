@@ -73,6 +73,18 @@ pub struct Interests {
     pub privates_only_in_a_room: bool,
 }
 
+impl Interests {
+    /// The front-end of a session with these interests (the canvas has no names): the chat
+    /// hears broadcasts, the rooms do not.
+    pub fn frontend(self) -> &'static str {
+        if self.broadcasts {
+            "chat"
+        } else {
+            "rooms"
+        }
+    }
+}
+
 /// Marks a private message written to a session, for the report that follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryMark {
@@ -375,6 +387,7 @@ impl Core {
     ) -> Started {
         if self.in_a_session_or_logging_in(alias) || self.login_of.contains_key(&session) {
             self.metrics.refused("name_taken");
+            self.metrics.login_failed(interests.frontend());
             return Started::Now(Ok(Finished::Login(LoginOutcome::Taken)));
         }
         self.logging_in
@@ -418,10 +431,12 @@ impl Core {
         self.login_of.remove(&session);
         if refused_new {
             self.metrics.refused("new_names_per_minute");
+            self.metrics.login_failed(interests.frontend());
             return LoginOutcome::TooManyNewNames;
         }
         if taken || self.present_in_a_session(alias) || self.present_since.contains_key(alias) {
             self.metrics.refused("name_taken");
+            self.metrics.login_failed(interests.frontend());
             return LoginOutcome::Taken;
         }
         self.sessions.by_id.insert(
@@ -519,11 +534,7 @@ impl Core {
                 match session {
                     Some(session) => Presence {
                         name: name.clone(),
-                        frontend: if session.interests.broadcasts {
-                            "chat"
-                        } else {
-                            "rooms"
-                        },
+                        frontend: session.interests.frontend(),
                         since: Some(session.since),
                         address: Some(session.from),
                         room: session.room.clone(),
