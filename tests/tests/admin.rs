@@ -347,11 +347,13 @@ fn status_json_lists_who_is_online_and_the_rooms() {
         e2e::Engine::Sqlite => {
             assert!(nodes.is_empty(), "{status}");
             assert!(status["wal_bytes"].as_i64() > Some(0), "{status}");
+            assert!(carla["node"].is_null(), "{status}");
         }
-        // This node, by its reactor's connection.
+        // This node, by its reactor's connection: the one carla is on.
         e2e::Engine::Postgres => {
             assert_eq!(nodes.len(), 1, "{status}");
             assert!(nodes[0]["id"].as_i64() > Some(0), "{status}");
+            assert_eq!(carla["node"], nodes[0]["id"], "{status}");
         }
     }
 }

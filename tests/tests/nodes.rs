@@ -952,3 +952,57 @@ fn passwords_and_room_keys_hold_on_every_node() {
     cid.send("ROOM_KEY llave cerrada");
     assert_eq!(cid.line(), "Te has unido a la sala cerrada.");
 }
+
+/// Issue 28: each node's status page lists the nodes and says on which one each person
+/// online is, their own or another.
+#[test]
+fn the_status_page_names_the_nodes_and_where_each_person_is() {
+    let (_db, nodes) = three_nodes_with(&["--chat-port", "0", "--admin-addr", "127.0.0.1:0"]);
+    let _ana = e2e::LineConn::chat(&nodes[0], "ana");
+    let _bea = e2e::LineConn::chat(&nodes[1], "bea");
+    let status = |node: &Server| -> serde_json::Value {
+        let text = e2e::http(node.admin_port.unwrap(), "GET", "/status.json", None, b"").text();
+        serde_json::from_str(&text).unwrap()
+    };
+    // Node 0 hears of bea through the bus.
+    let start = Instant::now();
+    let seen = loop {
+        let seen = status(&nodes[0]);
+        if seen["people_online"] == 2 && seen["nodes"].as_array().is_some_and(|n| n.len() == 3) {
+            break seen;
+        }
+        assert!(start.elapsed() < PATIENCE, "{seen}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let node_ids: Vec<i64> = seen["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect();
+    let people = seen["people"].as_array().unwrap();
+    let (ana, bea) = (&people[0], &people[1]);
+    assert_eq!(
+        (ana["name"].as_str(), bea["name"].as_str()),
+        (Some("ana"), Some("bea"))
+    );
+    assert_eq!(ana["frontend"], "chat");
+    assert_eq!(bea["frontend"], "another node");
+    let (on_0, on_1) = (ana["node"].as_i64().unwrap(), bea["node"].as_i64().unwrap());
+    assert_ne!(on_0, on_1, "{seen}");
+    assert!(
+        node_ids.contains(&on_0) && node_ids.contains(&on_1),
+        "{seen}"
+    );
+    // Node 1 says the same the other way round.
+    let there = status(&nodes[1]);
+    let bea_there = there["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "bea")
+        .unwrap()
+        .clone();
+    assert_eq!(bea_there["frontend"], "chat");
+    assert_eq!(bea_there["node"].as_i64(), Some(on_1));
+}

@@ -641,7 +641,7 @@ fn status_page(status: &Status) -> String {
     let _ = write!(
         page,
         "</table><h2>Who ({} online{})</h2><table id=\"people\"><tr><th>name</th><th>front-end</th>\
-         <th>since (UTC)</th><th>address</th><th>room</th></tr>",
+         <th>since (UTC)</th><th>address</th><th>room</th><th>node</th></tr>",
         status.people_online,
         if status.people_online > status.people.len() {
             format!(", the first {}", status.people.len())
@@ -652,12 +652,13 @@ fn status_page(status: &Status) -> String {
     for person in &status.people {
         let _ = write!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&person.name),
             person.frontend,
             person.since.map(utc).unwrap_or_default(),
             person.address.map(|a| a.to_string()).unwrap_or_default(),
             escape(person.room.as_deref().unwrap_or("")),
+            person.node.map(|n| n.to_string()).unwrap_or_default(),
         );
     }
     let _ = write!(

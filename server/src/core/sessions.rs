@@ -154,6 +154,8 @@ pub struct Presence {
     /// The session's client address (a messenger user's listener is in the database).
     pub address: Option<std::net::IpAddr>,
     pub room: Option<String>,
+    /// The node it is on, by the name the nodes use on the bus (PostgreSQL; None on SQLite).
+    pub node: Option<NodeId>,
 }
 
 fn unix_seconds<S: serde::Serializer>(
@@ -521,6 +523,7 @@ impl Core {
     /// The first `limit` people online, in the order they came online, as the operators'
     /// page lists them.
     pub fn presences(&self, limit: usize) -> Vec<Presence> {
+        let here = self.store.node();
         self.sessions
             .online
             .values()
@@ -538,6 +541,7 @@ impl Core {
                         since: Some(session.since),
                         address: Some(session.from),
                         room: session.room.clone(),
+                        node: here,
                     },
                     None => match self.present_since.get(name) {
                         Some(at) => Presence {
@@ -546,6 +550,7 @@ impl Core {
                             since: std::time::SystemTime::now().checked_sub(at.elapsed()),
                             address: None,
                             room: None,
+                            node: here,
                         },
                         None => Presence {
                             name: name.clone(),
@@ -553,6 +558,7 @@ impl Core {
                             since: None,
                             address: None,
                             room: None,
+                            node: self.remote.get(name).copied(),
                         },
                     },
                 }
