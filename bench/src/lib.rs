@@ -174,6 +174,27 @@ pub fn request(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(answer)
 }
 
+/// A `GET path` to an admin port (`--admin-addr`): how long the whole answer took, and the
+/// answer (status line, headers, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (Duration, String) {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "GET {path}: {answer}");
+    (start.elapsed(), answer)
+}
+
+/// The median time of 21 `GET path` to an admin port, in ms.
+pub fn http_get_median_ms(addr: SocketAddr, path: &str) -> f64 {
+    let mut times: Vec<Duration> = (0..21).map(|_| http_get(addr, path).0).collect();
+    times.sort_unstable();
+    times[10].as_secs_f64() * 1000.0
+}
+
 pub fn fields(parts: &[&[u8]]) -> Vec<u8> {
     parts
         .iter()

@@ -571,22 +571,10 @@ fn crowd(binary: &Path, dir: &Path, count: usize, rate: f64, tls: &Option<Tls>) 
 /// The medians of `GET /metrics` and `GET /` on `server`'s admin port, in ms.
 fn scrape(server: &Process) -> (f64, f64) {
     let admin = server.front_end("admin");
-    let median = |path: &str| {
-        let mut times: Vec<Duration> = (0..21)
-            .map(|_| {
-                let start = Instant::now();
-                let mut stream = TcpStream::connect(admin).unwrap();
-                write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-                let mut answer = Vec::new();
-                stream.read_to_end(&mut answer).unwrap();
-                assert!(answer.starts_with(b"HTTP/1.1 200"), "GET {path}");
-                start.elapsed()
-            })
-            .collect();
-        times.sort_unstable();
-        times[10].as_secs_f64() * 1000.0
-    };
-    (median("/metrics"), median("/"))
+    (
+        bench::http_get_median_ms(admin, "/metrics"),
+        bench::http_get_median_ms(admin, "/"),
+    )
 }
 
 /// The same crowd on InspIRCd: `count` idle clients, then private messages (`PRIVMSG`) from

@@ -8,7 +8,6 @@
 //! the durable SEND comparison, live delivery, or the offline flush.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
@@ -715,14 +714,7 @@ fn pending_for_away(db: &std::path::Path) -> (i64, bool) {
 /// meanwhile.
 fn scrapes(server: &Process, pending: usize) {
     let admin = server.front_end("admin");
-    let get = |path: &str| {
-        let start = Instant::now();
-        let mut stream = std::net::TcpStream::connect(admin).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut answer = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
-        (start.elapsed(), answer)
-    };
+    let get = |path: &str| bench::http_get(admin, path);
     let start = Instant::now();
     let shown = format!("messenger_pending_messages {}", pending + 1);
     while !get("/metrics").1.contains(&shown) {
@@ -733,11 +725,7 @@ fn scrapes(server: &Process, pending: usize) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let snapshot = start.elapsed();
-    let median = |path: &str| {
-        let mut times: Vec<Duration> = (0..21).map(|_| get(path).0).collect();
-        times.sort_unstable();
-        times[10].as_secs_f64() * 1000.0
-    };
+    let median = |path: &str| bench::http_get_median_ms(admin, path);
     let (metrics, page, json) = (median("/metrics"), median("/"), median("/status.json"));
     // A cheap request (a REGISTER of a name taken: one look-up), alone, then with a page
     // read every tenth.
