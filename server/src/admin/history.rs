@@ -53,6 +53,31 @@ impl History {
         samples.push_back((at, counts));
     }
 
+    /// The rates of [`ACTIVITY`] from the newest sample at least `window` before `now`
+    /// (the oldest sample if none is that old) to `now`'s counts; zero over less than a
+    /// second.
+    pub fn rates_since(
+        &self,
+        (now, counts): (SystemTime, [u64; ACTIVITY.len()]),
+        window: Duration,
+    ) -> [f64; ACTIVITY.len()] {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let age = |at: &SystemTime| now.duration_since(*at).unwrap_or_default();
+        let from = samples
+            .iter()
+            .rev()
+            .find(|(at, _)| age(at) >= window)
+            .or(samples.front());
+        let mut rates = [0.0; ACTIVITY.len()];
+        if let Some((at, then)) = from.filter(|(at, _)| age(at) >= Duration::from_secs(1)) {
+            let seconds = age(at).as_secs_f64();
+            for (n, rate) in rates.iter_mut().enumerate() {
+                *rate = counts[n].saturating_sub(then[n]) as f64 / seconds;
+            }
+        }
+        rates
+    }
+
     /// The rate of each interval between two samples, oldest first.
     pub fn rates(&self) -> Vec<Rates> {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -154,6 +179,31 @@ mod tests {
         let chart = svg(&rates, start + Duration::from_secs(20));
         assert_eq!(chart.matches("<polyline").count(), ACTIVITY.len());
         assert!(chart.starts_with("<svg") && chart.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn recent_rates_run_from_the_newest_sample_old_enough_to_now() {
+        let history = History {
+            samples: Mutex::new(VecDeque::new()),
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_000);
+        let now = |s| start + Duration::from_secs(s);
+        assert_eq!(
+            history.rates_since((now(5), [9; 4]), SAMPLE_EVERY),
+            [0.0; 4]
+        );
+        history.sample(start, [0, 0, 0, 0]);
+        history.sample(now(10), [100, 0, 0, 0]);
+        history.sample(now(20), [300, 0, 0, 0]);
+        // 15 s after the start: the last 10 s began at the sample of 10 s before or older.
+        let counts = [400, 0, 0, 0];
+        assert_eq!(
+            history.rates_since((now(25), counts), SAMPLE_EVERY)[0],
+            20.0
+        );
+        // A minute: older than every sample, so from the oldest.
+        let minute = Duration::from_secs(60);
+        assert_eq!(history.rates_since((now(25), counts), minute)[0], 16.0);
     }
 
     #[test]

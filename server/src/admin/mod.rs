@@ -18,7 +18,6 @@
 
 mod history;
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,9 +41,6 @@ const ROOM_ROWS: usize = 50;
 
 /// Members named for each room on the status page.
 const ROOM_MEMBERS: usize = 50;
-
-/// Request counts kept for the status page's recent rates: one a second, a minute's worth.
-const RATE_SAMPLES: usize = 60;
 
 /// Longest request head (request line and headers); longer: 431 and closed.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -129,7 +125,6 @@ pub struct Admin {
     /// `--admin-token-file`: what every request must carry.
     token: Option<String>,
     snapshot: Arc<Watched<Snapshot>>,
-    samples: VecDeque<(Instant, u64)>,
     history: Arc<history::History>,
 }
 
@@ -151,7 +146,6 @@ impl Admin {
             metrics,
             token,
             snapshot,
-            samples: VecDeque::with_capacity(RATE_SAMPLES + 1),
         })
     }
 
@@ -164,23 +158,7 @@ impl Admin {
     }
 
     fn status(&self, core: &Core) -> Status {
-        let mut status = Status::now(&self.metrics, &self.stored(), core, &self.samples);
-        status.rates_last_hour = self.history.rates();
-        status
-    }
-
-    fn sample(&mut self) {
-        if self
-            .samples
-            .back()
-            .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(1))
-        {
-            self.samples
-                .push_back((Instant::now(), self.metrics.requests_total()));
-            if self.samples.len() > RATE_SAMPLES {
-                self.samples.pop_front();
-            }
-        }
+        Status::now(&self.metrics, &self.stored(), core, &self.history)
     }
 }
 
@@ -267,7 +245,6 @@ impl Frontend for Admin {
         core: &mut Core,
         _now: Instant,
     ) -> Applied {
-        self.sample();
         let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
         let line = String::from_utf8_lossy(line);
         let mut words = line.split(' ');
@@ -503,21 +480,6 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Requests per second over the last `window` of samples.
-fn rate(samples: &VecDeque<(Instant, u64)>, now: (Instant, u64), window: Duration) -> f64 {
-    let Some((at, count)) = samples
-        .iter()
-        .find(|(at, _)| now.0.duration_since(*at) <= window)
-    else {
-        return 0.0;
-    };
-    let seconds = now.0.duration_since(*at).as_secs_f64();
-    if seconds < 0.5 {
-        return 0.0;
-    }
-    (now.1 - count) as f64 / seconds
-}
-
 /// What the status page and `/status.json` show, at one moment.
 #[derive(serde::Serialize)]
 struct Status {
@@ -559,10 +521,13 @@ impl Status {
         metrics: &Metrics,
         stored: &(Stored, Option<Instant>),
         core: &Core,
-        samples: &VecDeque<(Instant, u64)>,
+        history: &history::History,
     ) -> Status {
         let (stored, read_at) = stored;
-        let now = (Instant::now(), metrics.requests_total());
+        let activity = metrics.activity();
+        let now = (std::time::SystemTime::now(), activity);
+        // Messenger requests are the first of `metrics::ACTIVITY`.
+        let requests_per_second = |window| history.rates_since(now, window)[0];
         let mut online = vec![("messenger", stored.messenger_online)];
         online.extend(
             SESSION_FRONTENDS
@@ -597,14 +562,14 @@ impl Status {
             pending_messages: stored.pending,
             pending_by_recipient: stored.pending_by_recipient.clone(),
             rooms,
-            requests_answered: now.1,
-            requests_per_second_10s: rate(samples, now, Duration::from_secs(10)),
-            requests_per_second_60s: rate(samples, now, Duration::from_secs(60)),
+            requests_answered: activity[0],
+            requests_per_second_10s: requests_per_second(Duration::from_secs(10)),
+            requests_per_second_60s: requests_per_second(Duration::from_secs(60)),
             stored_age_seconds: read_at.map(|at| at.elapsed().as_secs_f64()),
             database_bytes: stored.database_bytes,
             wal_bytes: stored.wal_bytes,
             nodes: stored.nodes.clone(),
-            rates_last_hour: Vec::new(),
+            rates_last_hour: history.rates(),
         }
     }
 }
