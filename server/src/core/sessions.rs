@@ -388,8 +388,7 @@ impl Core {
         now: Instant,
     ) -> Started {
         if self.in_a_session_or_logging_in(alias) || self.login_of.contains_key(&session) {
-            self.metrics.refused("name_taken");
-            self.metrics.login_failed(interests.frontend());
+            self.login_refused("name_taken", interests);
             return Started::Now(Ok(Finished::Login(LoginOutcome::Taken)));
         }
         self.logging_in
@@ -432,13 +431,11 @@ impl Core {
         self.logging_in.remove(alias);
         self.login_of.remove(&session);
         if refused_new {
-            self.metrics.refused("new_names_per_minute");
-            self.metrics.login_failed(interests.frontend());
+            self.login_refused("new_names_per_minute", interests);
             return LoginOutcome::TooManyNewNames;
         }
         if taken || self.present_in_a_session(alias) || self.present_since.contains_key(alias) {
-            self.metrics.refused("name_taken");
-            self.metrics.login_failed(interests.frontend());
+            self.login_refused("name_taken", interests);
             return LoginOutcome::Taken;
         }
         self.sessions.by_id.insert(
@@ -472,6 +469,12 @@ impl Core {
         }
         self.kicks.insert(alias.to_string());
         LoginOutcome::LoggedIn { registered }
+    }
+
+    /// Counts a login refused for `reason` (one of `metrics::REFUSALS`) by its front-end.
+    fn login_refused(&self, reason: &str, interests: Interests) {
+        self.metrics.refused(reason);
+        self.metrics.login_failed(interests.frontend());
     }
 
     /// Forgets the login under way of `session`, if any.
