@@ -510,3 +510,50 @@ fn the_admin_token_is_required_off_loopback_and_checked_on_every_request() {
     // "admin:s3cret", as a browser sends it.
     assert!(get(Some("Basic YWRtaW46czNjcmV0")).starts_with("HTTP/1.1 200 "));
 }
+
+/// Issue 28: the pending messages on the page and in `/metrics` are sizes the database keeps
+/// as messages come and go (never a count of the mailbox), so they follow a send, a
+/// delivery and a user's removal.
+#[test]
+fn the_pending_gauge_follows_sends_deliveries_and_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--admin-addr", "127.0.0.1:0"]);
+    for alias in ["ana", "bea", "carla", "eva"] {
+        register(&server, alias);
+    }
+    for (to, id) in [
+        ("bea", 1),
+        ("carla", 2),
+        ("bea", 3),
+        ("eva", 4),
+        ("carla", 5),
+        ("bea", 6),
+    ] {
+        assert_eq!(server.call(&["SEND", "ana", to, "hola"]), sent(id));
+    }
+    let waiting = |total: i64, top: serde_json::Value| {
+        let start = Instant::now();
+        loop {
+            let answer = http(server.admin_port.unwrap(), "GET", "/status.json", None, b"");
+            let status: serde_json::Value = serde_json::from_str(&answer.text()).unwrap();
+            if status["pending_messages"] == total && status["pending_by_recipient"] == top {
+                break;
+            }
+            assert!(start.elapsed() < PATIENCE, "never {total} {top}: {status} {:?}", server.stderr.snapshot());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        wait_metric(&server, &format!("messenger_pending_messages {total}"));
+    };
+    waiting(6, serde_json::json!([["bea", 3], ["carla", 2], ["eva", 1]]));
+    assert_eq!(server.call(&["UNREGISTER", "carla"]), [0]);
+    waiting(4, serde_json::json!([["bea", 3], ["eva", 1]]));
+    let bea = e2e::connect(&server, "bea");
+    for _ in 0..3 {
+        bea.next();
+    }
+    waiting(1, serde_json::json!([["eva", 1]]));
+    // The figures live in the database: a restart finds them as they were.
+    drop(bea);
+    let server = server.restart(&["--admin-addr", "127.0.0.1:0"]);
+    wait_metric(&server, "messenger_pending_messages 1");
+}

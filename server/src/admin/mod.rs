@@ -14,7 +14,8 @@
 //! room's stored lines) is a snapshot that a thread of its own reads again, at most once every
 //! [`SNAPSHOT_EVERY`] and only while somebody looks, on a read-only connection of its own (in
 //! WAL mode SQLite's readers never block the reactor; PostgreSQL's never block anybody's
-//! writes).
+//! writes). Nor does the snapshot count the mailbox: it reads the sizes the database keeps per
+//! recipient (`mailbox_sizes`).
 
 mod history;
 
@@ -457,11 +458,14 @@ impl Reader {
             database_bytes,
             wal_bytes,
             nodes,
-            pending: self.count("SELECT count(*) FROM pending_messages")?,
+            // The sizes the database keeps per recipient, never a count of the mailbox: a sum
+            // over the recipients with mail (on PostgreSQL as of the last fold, a second ago
+            // at most: migrations/postgres/0006_mailbox_sizes.sql).
+            pending: self.count("SELECT CAST(coalesce(sum(messages), 0) AS BIGINT) FROM mailbox_sizes")?,
             messenger_online: self.count("SELECT count(*) FROM users WHERE connected")?,
             pending_by_recipient: self.rows(
-                "SELECT recipient, count(*) AS n FROM pending_messages GROUP BY recipient
-                 ORDER BY n DESC, recipient LIMIT $1",
+                "SELECT recipient, messages FROM mailbox_sizes
+                 ORDER BY messages DESC, recipient LIMIT $1",
                 PENDING_ROWS,
             )?,
             rooms: self.rows(

@@ -836,6 +836,7 @@ pub fn perform_chore(store: &dyn Storage, chore: &Chore) -> storage::Result<Chor
             own,
         } => {
             store.background()?;
+            store.fold_mailbox_sizes()?;
             let mut with_pending = store.connected_with_pending()?;
             if !sessions.is_empty() {
                 with_pending.extend(store.with_pending(sessions)?);

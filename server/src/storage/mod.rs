@@ -210,6 +210,12 @@ pub trait Storage {
     fn background(&self) -> Result<()> {
         Ok(())
     }
+    /// Brings `mailbox_sizes` up to date where the database does not keep it so by itself
+    /// (PostgreSQL's senders append changes that a background scan folds in; SQLite's
+    /// triggers update it in place).
+    fn fold_mailbox_sizes(&self) -> Result<()> {
+        Ok(())
+    }
     /// True while the turn has writes that are not yet committed (or a failed one).
     fn has_uncommitted(&self) -> bool;
     /// Commits the turn's writes. If any write failed, or the commit itself does, everything

@@ -58,6 +58,9 @@ const MIGRATION_LOCK: i64 = 0x6d73_6772;
 /// hashtext(alias))`: two-key advisory locks live apart from one-key ones. Two aliases with
 /// the same hash share a claim, which only makes one wait for the other.
 const DELIVERY_LOCKS: i32 = 0x6d73;
+/// Advisory-lock keys (`pg_try_advisory_xact_lock(FOLD_LOCK, 0)`) of the mailbox sizes' fold:
+/// one node folds at a time, the others skip their turn rather than wait.
+const FOLD_LOCK: i32 = 0x6d74;
 
 impl From<postgres::Error> for Error {
     /// The error with its whole chain of causes: a database error's severity, message and
@@ -536,6 +539,27 @@ impl Storage for PgStore {
             db.client().batch_execute(&format!(
                 "SET LOCAL lock_timeout = '{BACKGROUND_LOCK_WAIT}'"
             ))?;
+            Ok(())
+        })
+    }
+
+    fn fold_mailbox_sizes(&self) -> Result<()> {
+        self.write(|db| {
+            let folding: bool =
+                db.query("SELECT pg_try_advisory_xact_lock($1, 0)", &[&FOLD_LOCK])?[0].get(0);
+            if !folding {
+                return Ok(());
+            }
+            // In the recipients' order, like any other fold would take their rows' locks.
+            db.execute(
+                "WITH moved AS (DELETE FROM mailbox_size_changes RETURNING recipient, change)
+                 INSERT INTO mailbox_sizes (recipient, messages)
+                 SELECT recipient, sum(change) FROM moved GROUP BY recipient ORDER BY recipient
+                 ON CONFLICT (recipient)
+                 DO UPDATE SET messages = mailbox_sizes.messages + excluded.messages",
+                &[],
+            )?;
+            db.execute("DELETE FROM mailbox_sizes WHERE messages = 0", &[])?;
             Ok(())
         })
     }

@@ -689,6 +689,52 @@ mod tests {
         assert!(stable);
     }
 
+    /// Issue 28: a database whose mail was left by a server before `mailbox_sizes` gets its
+    /// sizes at the upgrade, and the triggers keep them as mail comes and goes.
+    #[test]
+    fn mailbox_sizes_are_counted_at_the_upgrade_and_kept_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let sizes = |store: &SqliteStore| -> Vec<(String, i64)> {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT recipient, messages FROM mailbox_sizes ORDER BY recipient")
+                .unwrap();
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            rows.collect::<rusqlite::Result<_>>().unwrap()
+        };
+        {
+            let conn = Connection::open(&path).unwrap();
+            let before = migrations::SQLITE
+                .iter()
+                .position(|(name, _)| name.contains("mailbox_sizes"))
+                .unwrap();
+            for (_, sql) in &migrations::SQLITE[..before] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", before as i64).unwrap();
+            conn.execute_batch(
+                "INSERT INTO users (alias, registered_at) VALUES ('ana', 0), ('bea', 0);
+                 INSERT INTO pending_messages (recipient, sender, id, text, accepted_at)
+                 VALUES ('bea', 'ana', 1, 'a', 0), ('bea', 'ana', 2, 'b', 0),
+                        ('ana', 'bea', 1, 'c', 0);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, None, 1000).unwrap();
+        assert_eq!(sizes(&store), [("ana".into(), 1), ("bea".into(), 2)]);
+        store.accept_message("ana", "bea", b"d", None).unwrap();
+        let first = store.pending_batch("bea", 1).unwrap()[0].seq;
+        assert!(store.delete_pending(first).unwrap());
+        let ana = store.pending_batch("ana", 1).unwrap()[0].seq;
+        assert!(store.delete_pending(ana).unwrap());
+        store.commit().unwrap();
+        assert_eq!(sizes(&store), [("bea".into(), 2)]);
+        assert!(store.delete_user("bea").unwrap());
+        store.commit().unwrap();
+        assert_eq!(sizes(&store), []);
+    }
+
     #[test]
     fn pending_messages_come_back_in_acceptance_order_and_bytes_survive() {
         let (_dir, store) = store();
