@@ -11,16 +11,17 @@ use std::sync::{mpsc, Arc};
 use fltk::app;
 use fltk::button::Button;
 use fltk::dialog::{FileDialogType, NativeFileChooser};
-use fltk::enums::{Align, Color, Event, Font, FrameType};
+use fltk::enums::{Align, Color, Event};
 use fltk::frame::Frame;
 use fltk::group::Flex;
 use fltk::input::Input;
 use fltk::output::Output;
 use fltk::prelude::*;
-use fltk::text::{TextBuffer, TextDisplay};
+use fltk::text::TextDisplay;
 use fltk::window::Window;
 
 use crate::session::{Command, Session, Sinks};
+use crate::window_kit::{append, pane, status_line};
 use crate::Endpoints;
 
 /// What the worker and the listener tell the window.
@@ -110,27 +111,6 @@ pub fn run(endpoints: Endpoints) -> Result<(), String> {
     Ok(())
 }
 
-fn pane(label: &str) -> (TextDisplay, TextBuffer) {
-    let mut display = TextDisplay::default().with_label(label);
-    // Long messages wrap at the pane's edge instead of running out of sight.
-    display.wrap_mode(fltk::text::WrapMode::AtBounds, 0);
-    display.set_align(Align::Top | Align::Left);
-    display.set_text_font(Font::Courier);
-    display.set_text_size(13);
-    let buffer = TextBuffer::default();
-    display.set_buffer(buffer.clone());
-    (display, buffer)
-}
-
-fn append(display: &mut TextDisplay, line: &str) {
-    if let Some(mut buffer) = display.buffer() {
-        buffer.append(line);
-        buffer.append("\n");
-        let lines = display.count_lines(0, buffer.length(), true);
-        display.scroll(lines, 0);
-    }
-}
-
 impl Gui {
     /// Builds the window and starts the worker thread.
     pub fn build(endpoints: Endpoints) -> Gui {
@@ -204,10 +184,7 @@ impl Gui {
         let (server_pane, _) = pane("Server");
         panes.end();
 
-        let mut status = Frame::default().with_label("Register to begin.");
-        status.set_align(Align::Left | Align::Inside);
-        status.set_frame(FrameType::FlatBox);
-        status.set_label_color(Color::from_rgb(90, 90, 90));
+        let status = status_line("Register to begin.");
         root.fixed(&status, 22);
         root.end();
         window.end();
@@ -513,11 +490,6 @@ impl Gui {
             };
             self.status.set_label(&status);
         }
-    }
-
-    /// Text of a pane, for tests and screenshots.
-    pub fn pane_text(pane: &TextDisplay) -> String {
-        pane.buffer().map(|b| b.text()).unwrap_or_default()
     }
 }
 

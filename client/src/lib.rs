@@ -1,7 +1,7 @@
 //! The messaging client: one library for the protocol, the listener thread and the commands
 //! ([`session`]), and two front-ends over it, the console ([`console`]) and the FLTK window
-//! ([`gui`]); plus the console clients of the chat ([`chat`]) and the rooms ([`rooms`]), and
-//! the canvas window ([`canvas`]).
+//! ([`gui`]); plus the chat ([`chat`]) and the rooms ([`rooms`]), each a console client and a
+//! window, and the canvas window ([`canvas`]).
 
 pub mod canvas;
 pub mod chat;
@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod rooms;
 pub mod secret;
 pub mod session;
+pub mod window_kit;
 
 /// Where the client's servers are.
 #[derive(Debug, Clone)]

@@ -2,8 +2,8 @@ use clap::Parser;
 use client::{protocol::ServerLink, Endpoints};
 
 /// Messaging client: the desktop window of seed 000; with --console the console client of seed
-/// 003; with --chat the chat client of seed 001; with --rooms the rooms client of seed 004; with
-/// --canvas the canvas window of seed 002.
+/// 003; with --chat the chat client of seed 001; with --rooms the rooms client of seed 004 (each
+/// a console client, or a window with --window); with --canvas the canvas window of seed 002.
 #[derive(Parser)]
 #[command(name = "client", version)]
 struct Args {
@@ -16,12 +16,19 @@ struct Args {
     /// Console client instead of the desktop window.
     #[arg(long, conflicts_with_all = ["chat", "rooms", "canvas"])]
     console: bool,
-    /// Console chat client of seed 001 (myChatProtocol) for the server's chat port.
+    /// Chat client of seed 001 (myChatProtocol) for the server's chat port.
     #[arg(long, conflicts_with_all = ["rooms", "canvas"])]
     chat: bool,
-    /// Console rooms client of seed 004 (Wassop) for the server's rooms port.
+    /// Rooms client of seed 004 (Wassop) for the server's rooms port.
     #[arg(long, conflicts_with = "canvas")]
     rooms: bool,
+    /// The chat or the rooms in a desktop window instead of the console.
+    #[arg(long)]
+    window: bool,
+    /// Log the window in as NAME at once, with no dialog (the password, if any, from
+    /// MESSENGER_PASSWORD).
+    #[arg(long, value_name = "NAME", requires = "window")]
+    user: Option<String>,
     /// The canvas window of seed 002 (DrawColorCanvas) for the server's canvas port.
     #[arg(long)]
     canvas: bool,
@@ -64,7 +71,15 @@ fn main() -> std::process::ExitCode {
         },
         formatter_url: args.formatter,
     };
-    let result = if args.chat {
+    if args.window && !(args.chat || args.rooms) {
+        eprintln!("client: --window goes with --chat or --rooms");
+        return std::process::ExitCode::FAILURE;
+    }
+    let result = if args.chat && args.window {
+        client::chat::window::run(&endpoints.server, args.user)
+    } else if args.rooms && args.window {
+        client::rooms::window::run(&endpoints.server, args.user)
+    } else if args.chat {
         client::chat::run(&endpoints.server).map_err(|e| format!("chat: {e}"))
     } else if args.rooms {
         client::rooms::run(&endpoints.server).map_err(|e| format!("rooms: {e}"))

@@ -539,7 +539,11 @@ fn the_pending_gauge_follows_sends_deliveries_and_removals() {
             if status["pending_messages"] == total && status["pending_by_recipient"] == top {
                 break;
             }
-            assert!(start.elapsed() < PATIENCE, "never {total} {top}: {status} {:?}", server.stderr.snapshot());
+            assert!(
+                start.elapsed() < PATIENCE,
+                "never {total} {top}: {status} {:?}",
+                server.stderr.snapshot()
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         wait_metric(&server, &format!("messenger_pending_messages {total}"));

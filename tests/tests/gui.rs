@@ -28,8 +28,8 @@ fn pump_until(gui: &mut Gui, what: &str, ready: impl Fn(&Gui) -> bool) {
         assert!(
             start.elapsed() < PATIENCE,
             "waited for {what}\nclient pane:\n{}\nserver pane:\n{}\nstatus: {}",
-            Gui::pane_text(&gui.client_pane),
-            Gui::pane_text(&gui.server_pane),
+            client::window_kit::pane_text(&gui.client_pane),
+            client::window_kit::pane_text(&gui.server_pane),
             gui.status.label()
         );
     }
@@ -37,7 +37,9 @@ fn pump_until(gui: &mut Gui, what: &str, ready: impl Fn(&Gui) -> bool) {
 
 fn wait_server_line(gui: &mut Gui, line: &str) {
     pump_until(gui, line, |g| {
-        Gui::pane_text(&g.server_pane).lines().any(|l| l == line)
+        client::window_kit::pane_text(&g.server_pane)
+            .lines()
+            .any(|l| l == line)
     });
 }
 
@@ -123,7 +125,7 @@ fn the_desktop_client_end_to_end() {
     );
     assert_eq!(submit(&mut gui, "Ana Alba", "ana", (29.0, 2.0, 2000.0)), "");
     wait_server_line(&mut gui, "s> REGISTER OK");
-    assert!(Gui::pane_text(&gui.client_pane).contains("c> REGISTER ana\n"));
+    assert!(client::window_kit::pane_text(&gui.client_pane).contains("c> REGISTER ana\n"));
     assert!(!gui.dialog.borrow().window.shown());
     let date = server
         .db
@@ -164,7 +166,8 @@ fn the_desktop_client_end_to_end() {
     );
     wait_server_line(&mut gui, "s> MESSAGE 1 FROM bea");
     pump_until(&mut gui, "the message block", |g| {
-        Gui::pane_text(&g.server_pane).contains("s> MESSAGE 1 FROM bea\n   hola ana\n   END\n")
+        client::window_kit::pane_text(&g.server_pane)
+            .contains("s> MESSAGE 1 FROM bea\n   hola ana\n   END\n")
     });
     assert_eq!(
         bea.next(),
@@ -177,7 +180,7 @@ fn the_desktop_client_end_to_end() {
         &mut gui,
         "s> CONNECTED USERS (2 users connected) OK - ana, bea",
     );
-    assert!(Gui::pane_text(&gui.client_pane).contains("c> CONNECTEDUSERS\n"));
+    assert!(client::window_kit::pane_text(&gui.client_pane).contains("c> CONNECTEDUSERS\n"));
 
     // SENDATTACH with a file.
     let file = dir.path().join("nota.txt");

@@ -461,7 +461,8 @@ impl Reader {
             // The sizes the database keeps per recipient, never a count of the mailbox: a sum
             // over the recipients with mail (on PostgreSQL as of the last fold, a second ago
             // at most: migrations/postgres/0006_mailbox_sizes.sql).
-            pending: self.count("SELECT CAST(coalesce(sum(messages), 0) AS BIGINT) FROM mailbox_sizes")?,
+            pending: self
+                .count("SELECT CAST(coalesce(sum(messages), 0) AS BIGINT) FROM mailbox_sizes")?,
             messenger_online: self.count("SELECT count(*) FROM users WHERE connected")?,
             pending_by_recipient: self.rows(
                 "SELECT recipient, messages FROM mailbox_sizes

@@ -712,7 +712,8 @@ mod tests {
             for (_, sql) in &migrations::SQLITE[..before] {
                 conn.execute_batch(sql).unwrap();
             }
-            conn.pragma_update(None, "user_version", before as i64).unwrap();
+            conn.pragma_update(None, "user_version", before as i64)
+                .unwrap();
             conn.execute_batch(
                 "INSERT INTO users (alias, registered_at) VALUES ('ana', 0), ('bea', 0);
                  INSERT INTO pending_messages (recipient, sender, id, text, accepted_at)

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use crate::link::{self, Stream};
 
+use super::{emoji, JOINED_ROOM, LEFT_ROOM, PASSWORD_NEEDED};
+
 const BANNER: &str = "*******************************************\nWassop by Juan Miguel\n*******************************************";
-const JOINED_ROOM: &str = "Te has unido a la sala";
-const LEFT_ROOM: &str = "Has salido de la sala";
 
 /// What the reader thread passes on.
 enum Heard {
@@ -104,9 +104,6 @@ impl Client {
         self.stream.close();
     }
 }
-
-/// What the server answers to a JOIN of a name with a password, sent without one.
-const PASSWORD_NEEDED: &str = "ERROR: Se necesita contraseña.";
 
 /// Runs the rooms client against `server` until QUIT or the end of input. A password comes
 /// from `MESSENGER_PASSWORD` (`JOIN name password`, docs/accounts.md), or is asked for on the
@@ -200,10 +197,7 @@ fn in_room(client: &mut Client, room: &str) -> io::Result<bool> {
                 // Back to the menu only once the room's reader has seen the answer.
                 return Ok(matches!(client.heard.recv(), Ok(Heard::LeftRoom)));
             }
-            "LOVE" => "❤️❤️❤️",
-            "LIKE" => "👍",
-            "DISLIKE" => "👎",
-            text => text,
+            text => emoji(text).unwrap_or(text),
         };
         client.send(&format!("MESSAGE {message}"))?;
         print(&format!("Tú: {message}\n"));

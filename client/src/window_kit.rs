@@ -1,0 +1,136 @@
+//! What the desktop windows share: the conversation pane, the login dialog of the chat and
+//! the rooms, and the status line. The messenger's window ([`crate::gui`]) uses the pane too.
+
+use fltk::button::{Button, ReturnButton};
+use fltk::enums::{Align, CallbackTrigger, Color, Font, FrameType};
+use fltk::frame::Frame;
+use fltk::group::Flex;
+use fltk::input::{Input, SecretInput};
+use fltk::prelude::*;
+use fltk::text::{TextBuffer, TextDisplay};
+use fltk::window::Window;
+
+/// A read-only pane of lines, wrapped at its edge.
+pub fn pane(label: &str) -> (TextDisplay, TextBuffer) {
+    let mut display = TextDisplay::default().with_label(label);
+    // Long messages wrap at the pane's edge instead of running out of sight.
+    display.wrap_mode(fltk::text::WrapMode::AtBounds, 0);
+    display.set_align(Align::Top | Align::Left);
+    display.set_text_font(Font::Courier);
+    display.set_text_size(13);
+    let buffer = TextBuffer::default();
+    display.set_buffer(buffer.clone());
+    (display, buffer)
+}
+
+/// Adds `line` at the end of `display` and scrolls to it. Control characters from the
+/// network (a server of somebody else's may send them) are shown escaped, never acted on.
+pub fn append(display: &mut TextDisplay, line: &str) {
+    if let Some(mut buffer) = display.buffer() {
+        buffer.append(&wire::escape_controls(line));
+        buffer.append("\n");
+        let lines = display.count_lines(0, buffer.length(), true);
+        display.scroll(lines, 0);
+    }
+}
+
+/// The text of a pane, for tests and screenshots.
+pub fn pane_text(pane: &TextDisplay) -> String {
+    pane.buffer().map(|b| b.text()).unwrap_or_default()
+}
+
+/// The grey line at the bottom of a window that says how things stand.
+pub fn status_line(text: &str) -> Frame {
+    let mut status = Frame::default().with_label(text);
+    status.set_align(Align::Left | Align::Inside);
+    status.set_frame(FrameType::FlatBox);
+    status.set_label_color(Color::from_rgb(90, 90, 90));
+    status
+}
+
+/// The input line of a conversation: Return sends (its callback), even when it is empty.
+pub fn message_input() -> Input {
+    let mut input = Input::default();
+    input.set_trigger(CallbackTrigger::EnterKeyAlways);
+    input
+}
+
+/// The login dialog of the chat and the rooms windows: a name and an optional password.
+#[derive(Clone)]
+pub struct LoginDialog {
+    pub window: Window,
+    pub name: Input,
+    pub password: SecretInput,
+    pub error: Frame,
+    pub submit: ReturnButton,
+}
+
+impl LoginDialog {
+    pub fn build(title: &str) -> LoginDialog {
+        let mut window = Window::default().with_size(400, 190).with_label(title);
+        window.make_modal(true);
+        let mut col = Flex::default_fill().column();
+        col.set_margin(12);
+        col.set_pad(8);
+        let labelled = |label: &str| {
+            let mut row = Flex::default().row();
+            let caption = Frame::default()
+                .with_label(label)
+                .with_align(Align::Left | Align::Inside);
+            row.fixed(&caption, 100);
+            row
+        };
+        let row = labelled("Nombre");
+        let name = Input::default();
+        row.end();
+        col.fixed(&row, 28);
+        let row = labelled("Contraseña");
+        let password = SecretInput::default();
+        row.end();
+        col.fixed(&row, 28);
+        let mut error = Frame::default();
+        error.set_label_color(Color::Red);
+        error.set_align(Align::Left | Align::Inside | Align::Wrap);
+        let mut buttons = Flex::default().row();
+        Frame::default();
+        let submit = ReturnButton::default().with_label("Entrar");
+        buttons.fixed(&submit, 110);
+        buttons.end();
+        col.fixed(&buttons, 30);
+        col.end();
+        window.end();
+        LoginDialog {
+            window,
+            name,
+            password,
+            error,
+            submit,
+        }
+    }
+
+    /// Shows the dialog with `why` (empty: nothing went wrong), the name field focused.
+    pub fn open(&mut self, why: &str) {
+        self.error.set_label(why);
+        self.window.show();
+        let _ = self.name.take_focus();
+    }
+
+    /// The name and password typed, if the name is a valid one (docs/text.md); the password
+    /// is None when left empty.
+    pub fn validated(&self) -> Result<(String, Option<String>), String> {
+        let name = self.name.value().trim().to_string();
+        if name.is_empty() {
+            return Err("Escribe un nombre.".into());
+        }
+        wire::validate_name(name.as_bytes()).map_err(|e| format!("Nombre: {e}."))?;
+        let password = Some(self.password.value()).filter(|p| !p.is_empty());
+        Ok((name, password))
+    }
+}
+
+/// A button of a fixed width in `row`.
+pub fn button(row: &mut Flex, label: &str, width: i32) -> Button {
+    let button = Button::default().with_label(label);
+    row.fixed(&button, width);
+    button
+}
