@@ -1,6 +1,9 @@
 //! What the desktop windows share: the conversation pane, the login dialog of the chat and
 //! the rooms, and the status line. The messenger's window ([`crate::gui`]) uses the pane too.
 
+use std::sync::mpsc;
+
+use fltk::app;
 use fltk::button::{Button, ReturnButton};
 use fltk::enums::{Align, CallbackTrigger, Color, Font, FrameType};
 use fltk::frame::Frame;
@@ -55,7 +58,8 @@ pub fn message_input() -> Input {
     input
 }
 
-/// The login dialog of the chat and the rooms windows: a name and an optional password.
+/// A small dialog of a name and a secret: the login of the chat and the rooms windows (a
+/// user's name and password), and the key of a room.
 #[derive(Clone)]
 pub struct LoginDialog {
     pub window: Window,
@@ -66,7 +70,12 @@ pub struct LoginDialog {
 }
 
 impl LoginDialog {
-    pub fn build(title: &str) -> LoginDialog {
+    /// The login dialog: `Nombre`, `Contraseña`, `Entrar`.
+    pub fn login(title: &str) -> LoginDialog {
+        LoginDialog::build(title, "Nombre", "Contraseña")
+    }
+
+    pub fn build(title: &str, name_label: &str, secret_label: &str) -> LoginDialog {
         let mut window = Window::default().with_size(400, 190).with_label(title);
         window.make_modal(true);
         let mut col = Flex::default_fill().column();
@@ -80,11 +89,11 @@ impl LoginDialog {
             row.fixed(&caption, 100);
             row
         };
-        let row = labelled("Nombre");
+        let row = labelled(name_label);
         let name = Input::default();
         row.end();
         col.fixed(&row, 28);
-        let row = labelled("Contraseña");
+        let row = labelled(secret_label);
         let password = SecretInput::default();
         row.end();
         col.fixed(&row, 28);
@@ -108,22 +117,32 @@ impl LoginDialog {
         }
     }
 
-    /// Shows the dialog with `why` (empty: nothing went wrong), the name field focused.
+    /// Shows the dialog with `why` (empty: nothing went wrong), the first empty field
+    /// focused.
     pub fn open(&mut self, why: &str) {
         self.error.set_label(why);
         self.window.show();
-        let _ = self.name.take_focus();
+        let _ = if self.name.value().is_empty() {
+            self.name.take_focus()
+        } else {
+            self.password.take_focus()
+        };
     }
 
-    /// The name and password typed, if the name is a valid one (docs/text.md); the password
-    /// is None when left empty.
-    pub fn validated(&self) -> Result<(String, Option<String>), String> {
+    /// The name (not empty) and the secret typed (None when left empty).
+    pub fn values(&self) -> Result<(String, Option<String>), String> {
         let name = self.name.value().trim().to_string();
         if name.is_empty() {
             return Err("Escribe un nombre.".into());
         }
+        let secret = Some(self.password.value()).filter(|p| !p.is_empty());
+        Ok((name, secret))
+    }
+
+    /// The user's name, if a valid one (docs/text.md), and password.
+    pub fn login_values(&self) -> Result<(String, Option<String>), String> {
+        let (name, password) = self.values()?;
         wire::validate_name(name.as_bytes()).map_err(|e| format!("Nombre: {e}."))?;
-        let password = Some(self.password.value()).filter(|p| !p.is_empty());
         Ok((name, password))
     }
 }
@@ -133,4 +152,33 @@ pub fn button(row: &mut Flex, label: &str, width: i32) -> Button {
     let button = Button::default().with_label(label);
     row.fixed(&button, width);
     button
+}
+
+/// How many events from the network may wait for a window; a reader that gets ahead waits
+/// (and so does the server behind it) rather than grow the queue.
+const WINDOW_QUEUE: usize = 4096;
+
+/// The sending side of a channel from the network threads to a window: it wakes FLTK's loop.
+/// (FLTK's own `app::channel` is one queue for the whole process, whose receivers drop what
+/// is not of their type: two windows in one process would lose each other's events.)
+pub struct ToWindow<T>(mpsc::SyncSender<T>);
+
+impl<T> Clone for ToWindow<T> {
+    fn clone(&self) -> Self {
+        ToWindow(self.0.clone())
+    }
+}
+
+impl<T: Send> ToWindow<T> {
+    /// Queues `event` for the window (nothing if it is gone) and wakes its loop.
+    pub fn send(&self, event: T) {
+        let _ = self.0.send(event);
+        app::awake();
+    }
+}
+
+/// A bounded channel to a window, whose loop drains the receiver.
+pub fn to_window<T>() -> (ToWindow<T>, mpsc::Receiver<T>) {
+    let (sender, receiver) = mpsc::sync_channel(WINDOW_QUEUE);
+    (ToWindow(sender), receiver)
 }

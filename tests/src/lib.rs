@@ -1085,6 +1085,42 @@ pub fn spawn_client_with(args: &[&str], env: &[(&str, &str)]) -> Child {
         .expect("spawn client")
 }
 
+/// Runs `xdotool` with `args` (on the display of scripts/test) and returns what it printed.
+pub fn xdotool(args: &[&str]) -> String {
+    let out = Command::new("xdotool").args(args).output().unwrap();
+    assert!(out.status.success(), "xdotool {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The id of the first shown window whose title matches `pattern`, once `client` shows it;
+/// if it does not within [`PATIENCE`], says why (the client may have died, or be stuck before
+/// showing it).
+pub fn visible_window(pattern: &str, client: &mut Child) -> String {
+    let start = Instant::now();
+    loop {
+        let found = Command::new("xdotool")
+            .args(["search", "--onlyvisible", "--name", pattern])
+            .output()
+            .unwrap();
+        if let Some(id) = String::from_utf8_lossy(&found.stdout).lines().next() {
+            return id.to_string();
+        }
+        if start.elapsed() >= PATIENCE {
+            let _ = client.kill();
+            let mut stderr = String::new();
+            if let Some(mut err) = client.stderr.take() {
+                let _ = err.read_to_string(&mut stderr);
+            }
+            panic!(
+                "no window {pattern:?} within {PATIENCE:?}; the client ended with {:?}, \
+                 stderr: {stderr}",
+                client.wait()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A listener that accepts every push and then holds the connection: it never reads and never
 /// closes until told to. Its thread lives as long as the test process.
 pub struct HoldingListener {

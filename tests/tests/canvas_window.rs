@@ -2,9 +2,7 @@
 //! real mouse clicks and a drag through xdotool. (A file of its own: a window of the same name
 //! in another test of the same process would confuse the search.)
 
-use std::time::Instant;
-
-use e2e::{CanvasConn, Server, PATIENCE};
+use e2e::{CanvasConn, Server};
 use serde_json::Value;
 
 /// The window as a person uses it: a real process on the Xvfb display, real mouse clicks and a
@@ -20,36 +18,8 @@ fn the_canvas_window_paints_with_real_clicks_under_xvfb() {
     let port = server.canvas_port.unwrap().to_string();
     let mut window = e2e::spawn_client(&["--canvas", "-s", "127.0.0.1", "-p", &port]);
     // Waits until the window is shown (mapped), so it takes the clicks.
-    let xdotool = |args: &[&str]| {
-        let out = std::process::Command::new("xdotool")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "xdotool {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let start = Instant::now();
-    let id = loop {
-        let found = std::process::Command::new("xdotool")
-            .args(["search", "--onlyvisible", "--name", "^DrawColorCanvas$"])
-            .output()
-            .unwrap();
-        if let Some(id) = String::from_utf8_lossy(&found.stdout).lines().next() {
-            break id.to_string();
-        }
-        if start.elapsed() >= PATIENCE {
-            // Say why: the client may have died, or be stuck before showing the window.
-            let _ = window.kill();
-            let output = window.wait_with_output().expect("the client's output");
-            panic!(
-                "the window did not appear within {PATIENCE:?}; the client ended with {}, \
-                 stderr: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let id = e2e::visible_window("^DrawColorCanvas$", &mut window);
+    let xdotool = e2e::xdotool;
     let mut viewer = CanvasConn::connect(&server);
     viewer.send(r#"{"comando": "nuevo"}"#);
     viewer.recv();

@@ -50,19 +50,19 @@ pub fn run(server: &crate::protocol::ServerLink) -> io::Result<()> {
         if name.is_empty() {
             continue;
         }
-        let mut login = link.login(&name, password.as_deref(), FOREVER, || {})?;
+        let mut login = link.login(&name, password.as_deref(), FOREVER, || true)?;
         // Refused without a password: perhaps the name has one (the terminal says).
         if login == Login::Refused && password.is_none() && !asked {
             asked = true;
             password = crate::secret::ask(&format!("Contraseña de {name} (Intro si no tiene): "));
             if password.is_some() {
-                login = link.login(&name, password.as_deref(), FOREVER, || {})?;
+                login = link.login(&name, password.as_deref(), FOREVER, || true)?;
             }
         }
         match login {
             Login::Accepted => break,
             Login::Refused => continue,
-            Login::Closed => {
+            Login::Closed | Login::GaveUp => {
                 print("Desconectado del servidor");
                 return Ok(());
             }

@@ -179,6 +179,8 @@ pub enum Login {
     Refused,
     /// The server closed the connection.
     Closed,
+    /// No answer yet, and the caller stopped waiting.
+    GaveUp,
 }
 
 impl Link {
@@ -213,14 +215,14 @@ impl Link {
         }
     }
 
-    /// Sends a login as `name` (with `password`, if any) and waits for its answer, telling
-    /// `waiting` each time `patience` passes without one.
+    /// Sends a login as `name` (with `password`, if any) and waits for its answer, asking
+    /// `keep_waiting` each time `patience` passes without one (false: give up).
     pub fn login(
         &mut self,
         name: &str,
         password: Option<&str>,
         patience: Duration,
-        waiting: impl Fn(),
+        mut keep_waiting: impl FnMut() -> bool,
     ) -> io::Result<Login> {
         match password {
             Some(password) => self.send(&format!("CONNECT|{name}|{password}"))?,
@@ -231,10 +233,8 @@ impl Link {
                 Ok(Heard::ConnectAck(true)) => Login::Accepted,
                 Ok(Heard::ConnectAck(false)) => Login::Refused,
                 Ok(Heard::Lines) => continue,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    waiting();
-                    continue;
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) if keep_waiting() => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => Login::GaveUp,
                 Ok(Heard::Closed) | Err(mpsc::RecvTimeoutError::Disconnected) => Login::Closed,
             });
         }

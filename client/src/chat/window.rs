@@ -27,7 +27,7 @@ use fltk::window::Window;
 
 use super::{FromServer, Incoming, Link, Login};
 use crate::protocol::ServerLink;
-use crate::window_kit::{self, append, LoginDialog};
+use crate::window_kit::{self, append, LoginDialog, ToWindow};
 
 /// How long a login may go unanswered before the window says the server does not answer
 /// (it keeps waiting).
@@ -78,19 +78,21 @@ pub struct ChatWindow {
     pub me: Rc<RefCell<Option<String>>>,
     /// The user chosen in the list (None: everybody).
     pub target: Rc<RefCell<Option<String>>>,
+    /// Who is online, as the list shows them after `(todos)`.
+    pub online: Rc<RefCell<Vec<String>>>,
     /// Why the last login was refused, when the server said.
     refusal: Option<String>,
     /// No name was given: the login dialog opens with the window.
     ask_name: bool,
     commands: mpsc::Sender<Command>,
-    receiver: app::Receiver<ChatEvent>,
+    receiver: mpsc::Receiver<ChatEvent>,
 }
 
 impl ChatWindow {
     /// Builds the window and starts the worker; with `user` it logs in at once, else the
     /// login dialog asks (once the window is shown: [`ChatWindow::show`]).
     pub fn build(server: ServerLink, user: Option<String>) -> ChatWindow {
-        let (ui, receiver) = app::channel::<ChatEvent>();
+        let (ui, receiver) = window_kit::to_window::<ChatEvent>();
         let commands = spawn_worker(server.clone(), ui);
 
         let mut window = Window::default().with_size(900, 600).with_label("Chat");
@@ -140,9 +142,10 @@ impl ChatWindow {
             input,
             send,
             status,
-            login: LoginDialog::build("Entrar al chat"),
+            login: LoginDialog::login("Entrar al chat"),
             me: Rc::new(RefCell::new(None)),
             target: Rc::new(RefCell::new(None)),
+            online: Rc::new(RefCell::new(Vec::new())),
             refusal: None,
             ask_name: user.is_none(),
             commands,
@@ -173,12 +176,19 @@ impl ChatWindow {
         let _ = self.commands.send(command);
     }
 
+    /// Leaves (the protocol's goodbye) and closes the window, as its close box does.
+    pub fn close(&mut self) {
+        self.ask(Command::Quit);
+        self.login.window.hide();
+        self.window.hide();
+    }
+
     fn wire_callbacks(&mut self) {
         self.login.submit.set_callback({
             let mut dialog = self.login.clone();
             let commands = self.commands.clone();
             let mut status = self.status.clone();
-            move |_| match dialog.validated() {
+            move |_| match dialog.login_values() {
                 Ok((name, password)) => {
                     dialog.window.hide();
                     status.set_label("Entrando…");
@@ -218,13 +228,14 @@ impl ChatWindow {
         });
         self.send.set_callback(move |_| say());
         self.users.set_callback({
-            let target = Rc::clone(&self.target);
+            let (target, online) = (Rc::clone(&self.target), Rc::clone(&self.online));
             let mut to = self.to.clone();
             let mut input = self.input.clone();
             move |users| {
-                let chosen = users
-                    .selected_text()
-                    .filter(|name| name != EVERYBODY && users.value() > 1);
+                // Line 1 is everybody; line n + 2 the n-th user online.
+                let chosen = usize::try_from(users.value() - 2)
+                    .ok()
+                    .and_then(|at| online.borrow().get(at).cloned());
                 to.set_label(&match &chosen {
                     Some(name) => format!("Para: {name} (privado)"),
                     None => "Para: todos".to_string(),
@@ -242,11 +253,26 @@ impl ChatWindow {
                 }
             }
         });
+        // Closing the login dialog of a window nobody is logged in to closes the window.
+        self.login.window.set_callback({
+            let (commands, me, window) = (
+                self.commands.clone(),
+                Rc::clone(&self.me),
+                self.window.clone(),
+            );
+            move |dialog| {
+                dialog.hide();
+                if me.borrow().is_none() {
+                    let _ = commands.send(Command::Quit);
+                    window.clone().hide();
+                }
+            }
+        });
     }
 
     /// Handles what the worker and the reader sent. Returns true once the window closed.
     pub fn pump(&mut self) -> bool {
-        while let Some(event) = self.receiver.recv() {
+        while let Ok(event) = self.receiver.try_recv() {
             match event {
                 ChatEvent::Note(text) => self.status.set_label(&text),
                 ChatEvent::LoggedIn(name) => {
@@ -292,7 +318,7 @@ impl ChatWindow {
 
     fn heard(&mut self, incoming: Incoming) {
         match incoming {
-            Incoming::Users(names) => self.list_users(&names),
+            Incoming::Users(names) => self.list_users(names),
             Incoming::Broadcast { from, text } => {
                 append(&mut self.conversation, &format!("{from}: {text}"))
             }
@@ -305,16 +331,19 @@ impl ChatWindow {
     }
 
     /// Fills the list again, keeping the user chosen if still online.
-    fn list_users(&mut self, names: &[String]) {
+    fn list_users(&mut self, names: Vec<String>) {
         self.users.clear();
         self.users.add(EVERYBODY);
-        for name in names {
-            self.users.add(&wire::escape_controls(name));
+        for name in &names {
+            // `@` starts a format code in a browser's line: `@.` shows the rest as it is.
+            self.users
+                .add(&format!("@.{}", wire::escape_controls(name)));
         }
         let chosen = self.target.borrow().clone();
         let line = chosen
             .and_then(|name| names.iter().position(|n| *n == name))
             .map_or(1, |at| at as i32 + 2);
+        *self.online.borrow_mut() = names;
         self.users.select(line);
         if line == 1 {
             *self.target.borrow_mut() = None;
@@ -324,7 +353,7 @@ impl ChatWindow {
 }
 
 /// The worker thread: connects, logs in and writes, one command at a time.
-fn spawn_worker(server: ServerLink, ui: app::Sender<ChatEvent>) -> mpsc::Sender<Command> {
+fn spawn_worker(server: ServerLink, ui: ToWindow<ChatEvent>) -> mpsc::Sender<Command> {
     let (commands, queue) = mpsc::channel::<Command>();
     std::thread::spawn(move || {
         // The connection logged in, and the flag that lets its reader speak to the window.
@@ -339,12 +368,25 @@ fn spawn_worker(server: ServerLink, ui: app::Sender<ChatEvent>) -> mpsc::Sender<
                 }
             }
         };
-        for command in queue {
+        // A Login or Quit that came while a login waited, to do next.
+        let mut next: Option<Command> = None;
+        loop {
+            let command = match next.take() {
+                Some(command) => command,
+                None => match queue.recv() {
+                    Ok(command) => command,
+                    Err(_) => return,
+                },
+            };
             match command {
                 Command::Login { name, password } => {
                     forget(&mut current, true);
                     let password = password.or_else(|| server.password.clone());
-                    current = log_in(&server, &name, password, &ui);
+                    let interrupted = |next: &mut Option<Command>| {
+                        *next = interruption(&queue);
+                        next.is_none()
+                    };
+                    current = log_in(&server, &name, password, &ui, || interrupted(&mut next));
                 }
                 Command::Say(message) => {
                     let sent = current.as_mut().map(|(link, _)| link.send(&message));
@@ -363,18 +405,28 @@ fn spawn_worker(server: ServerLink, ui: app::Sender<ChatEvent>) -> mpsc::Sender<
     commands
 }
 
+/// A Login or Quit the window sent while a login waits for its answer (lines typed before
+/// the login are dropped).
+fn interruption(queue: &mpsc::Receiver<Command>) -> Option<Command> {
+    queue
+        .try_iter()
+        .find(|command| matches!(command, Command::Login { .. } | Command::Quit))
+}
+
 /// Connects and logs in as `name`; the link and its reader's flag if the server accepted.
+/// While the answer does not come the window is told so, and `keep_waiting` asked.
 fn log_in(
     server: &ServerLink,
     name: &str,
     password: Option<String>,
-    ui: &app::Sender<ChatEvent>,
+    ui: &ToWindow<ChatEvent>,
+    mut keep_waiting: impl FnMut() -> bool,
 ) -> Option<(Link, Arc<AtomicBool>)> {
     let place = format!("{}:{}", server.host, server.port);
     ui.send(ChatEvent::Note(format!("Conectando con {place}…")));
     let live = Arc::new(AtomicBool::new(true));
     let sink = {
-        let (ui, live) = (*ui, live.clone());
+        let (ui, live) = (ui.clone(), live.clone());
         move |from: FromServer| {
             if !live.load(Ordering::SeqCst) {
                 return;
@@ -402,9 +454,13 @@ fn log_in(
         }
     };
     let login = link.login(name, password.as_deref(), LOGIN_PATIENCE, || {
-        ui.send(ChatEvent::Note(format!(
-            "El servidor {place} no contesta; esperando…"
-        )))
+        let waiting = keep_waiting();
+        if waiting {
+            ui.send(ChatEvent::Note(format!(
+                "El servidor {place} no contesta; esperando…"
+            )));
+        }
+        waiting
     });
     let refused = |link: Link| {
         live.store(false, Ordering::SeqCst);
@@ -429,6 +485,10 @@ fn log_in(
         }
         // The reader has said so.
         Ok(Login::Closed) => None,
+        Ok(Login::GaveUp) => {
+            refused(link);
+            None
+        }
         Err(e) => {
             refused(link);
             ui.send(ChatEvent::Lost(format!("Desconectado del servidor: {e}")));

@@ -34,7 +34,7 @@ use fltk::window::Window;
 use super::{emoji, joined, left, RoomEntry, EMOJI, KEY_NEEDED, PASSWORD_NEEDED, ROOM_LIST};
 use crate::link::{self, Stream};
 use crate::protocol::ServerLink;
-use crate::window_kit::{self, append, LoginDialog};
+use crate::window_kit::{self, append, LoginDialog, ToWindow};
 
 /// How often the room list is asked for again.
 pub const REFRESH_EVERY: f64 = 3.0;
@@ -93,6 +93,8 @@ pub struct RoomsWindow {
     pub emoji: Vec<Button>,
     pub status: Frame,
     pub login: LoginDialog,
+    /// Asks for the key of a room that has one (docs/accounts.md).
+    pub key: LoginDialog,
     pub me: Rc<RefCell<Option<String>>>,
     /// The room we are in.
     pub room: Rc<RefCell<Option<String>>>,
@@ -102,14 +104,14 @@ pub struct RoomsWindow {
     asked_room: Rc<RefCell<Option<String>>>,
     ask_name: bool,
     commands: mpsc::Sender<Command>,
-    receiver: app::Receiver<RoomsEvent>,
+    receiver: mpsc::Receiver<RoomsEvent>,
 }
 
 impl RoomsWindow {
     /// Builds the window and starts the worker; with `user` it joins at once, else the login
     /// dialog asks (once the window is shown: [`RoomsWindow::show`]).
     pub fn build(server: ServerLink, user: Option<String>) -> RoomsWindow {
-        let (ui, receiver) = app::channel::<RoomsEvent>();
+        let (ui, receiver) = window_kit::to_window::<RoomsEvent>();
         let commands = spawn_worker(server.clone(), ui);
 
         let mut window = Window::default().with_size(960, 640).with_label("Wassop");
@@ -174,7 +176,8 @@ impl RoomsWindow {
             send,
             emoji,
             status,
-            login: LoginDialog::build("Entrar en Wassop"),
+            login: LoginDialog::login("Entrar en Wassop"),
+            key: LoginDialog::build("Sala con clave", "Sala", "Clave"),
             me: Rc::new(RefCell::new(None)),
             room: Rc::new(RefCell::new(None)),
             listed: Rc::new(RefCell::new(Vec::new())),
@@ -218,6 +221,14 @@ impl RoomsWindow {
         let _ = self.commands.send(command);
     }
 
+    /// Leaves (the protocol's goodbye) and closes the window, as its close box does.
+    pub fn close(&mut self) {
+        self.ask(Command::Quit);
+        self.login.window.hide();
+        self.key.window.hide();
+        self.window.hide();
+    }
+
     /// What works only once logged in.
     fn logged_in(&mut self, yes: bool) {
         for button in [
@@ -249,12 +260,24 @@ impl RoomsWindow {
             let mut dialog = self.login.clone();
             let commands = self.commands.clone();
             let mut status = self.status.clone();
-            move |_| match dialog.validated() {
+            move |_| match dialog.login_values() {
                 Ok((name, password)) => {
                     dialog.window.hide();
                     status.set_label("Entrando…");
                     let _ = commands.send(Command::Login { name, password });
                 }
+                Err(why) => dialog.error.set_label(&why),
+            }
+        });
+        self.key.submit.set_callback({
+            let mut dialog = self.key.clone();
+            let commands = self.commands.clone();
+            move |_| match dialog.values() {
+                Ok((room, Some(key))) if !key.contains(' ') => {
+                    dialog.window.hide();
+                    let _ = commands.send(Command::Say(format!("ROOM_KEY {key} {room}")));
+                }
+                Ok(_) => dialog.error.set_label("La clave es una palabra."),
                 Err(why) => dialog.error.set_label(&why),
             }
         });
@@ -364,11 +387,26 @@ impl RoomsWindow {
                 }
             }
         });
+        // Closing the login dialog of a window nobody is logged in to closes the window.
+        self.login.window.set_callback({
+            let (commands, me, window) = (
+                self.commands.clone(),
+                Rc::clone(&self.me),
+                self.window.clone(),
+            );
+            move |dialog| {
+                dialog.hide();
+                if me.borrow().is_none() {
+                    let _ = commands.send(Command::Quit);
+                    window.clone().hide();
+                }
+            }
+        });
     }
 
     /// Handles what the worker and the reader sent. Returns true once the window closed.
     pub fn pump(&mut self) -> bool {
-        while let Some(event) = self.receiver.recv() {
+        while let Ok(event) = self.receiver.try_recv() {
             match event {
                 RoomsEvent::Note(text) => self.status.set_label(&text),
                 RoomsEvent::LoggedIn(name) => {
@@ -439,16 +477,14 @@ impl RoomsWindow {
         !self.window.shown()
     }
 
-    /// The room asked for has a key: asks for it and enters with it.
+    /// The room asked for has a key: asks for it (the dialog enters with it).
     fn ask_key(&mut self) {
         let Some(room) = self.asked_room.borrow().clone() else {
             return;
         };
-        if let Some(key) = fltk::dialog::password_default(&format!("Clave de la sala {room}"), "")
-            .filter(|k| !k.trim().is_empty())
-        {
-            self.ask(Command::Say(format!("ROOM_KEY {} {room}", key.trim())));
-        }
+        self.key.name.set_value(&room);
+        self.key.password.set_value("");
+        self.key.open(&format!("La sala {room} tiene clave."));
     }
 
     /// Fills the list again from the last one, the room we are in selected.
@@ -481,7 +517,7 @@ enum Answer {
 fn read_server(
     mut stream: Stream,
     answers: mpsc::Sender<Answer>,
-    ui: app::Sender<RoomsEvent>,
+    ui: ToWindow<RoomsEvent>,
     live: Arc<AtomicBool>,
 ) {
     let say = |event: RoomsEvent| {
@@ -557,18 +593,30 @@ impl Joined {
 }
 
 /// The worker thread: connects, joins and writes, one command at a time.
-fn spawn_worker(server: ServerLink, ui: app::Sender<RoomsEvent>) -> mpsc::Sender<Command> {
+fn spawn_worker(server: ServerLink, ui: ToWindow<RoomsEvent>) -> mpsc::Sender<Command> {
     let (commands, queue) = mpsc::channel::<Command>();
     std::thread::spawn(move || {
         let mut current: Option<Joined> = None;
-        for command in queue {
+        // A Login or Quit that came while a JOIN waited, to do next.
+        let mut next: Option<Command> = None;
+        loop {
+            let command = match next.take() {
+                Some(command) => command,
+                None => match queue.recv() {
+                    Ok(command) => command,
+                    Err(_) => return,
+                },
+            };
             match command {
                 Command::Login { name, password } => {
                     if let Some(old) = current.take() {
                         old.forget(true);
                     }
                     let password = password.or_else(|| server.password.clone());
-                    current = join(&server, &name, password, &ui);
+                    current = join(&server, &name, password, &ui, || {
+                        next = interruption(&queue);
+                        next.is_none()
+                    });
                 }
                 Command::Say(line) => {
                     let Some(joined) = current.as_mut() else {
@@ -593,12 +641,22 @@ fn spawn_worker(server: ServerLink, ui: app::Sender<RoomsEvent>) -> mpsc::Sender
     commands
 }
 
-/// Connects and joins as `name`; the connection if the server accepted.
+/// A Login or Quit the window sent while a JOIN waits for its answer (lines sent before the
+/// JOIN are dropped).
+fn interruption(queue: &mpsc::Receiver<Command>) -> Option<Command> {
+    queue
+        .try_iter()
+        .find(|command| matches!(command, Command::Login { .. } | Command::Quit))
+}
+
+/// Connects and joins as `name`; the connection if the server accepted. While the answer
+/// does not come the window is told so, and `keep_waiting` asked.
 fn join(
     server: &ServerLink,
     name: &str,
     password: Option<String>,
-    ui: &app::Sender<RoomsEvent>,
+    ui: &ToWindow<RoomsEvent>,
+    mut keep_waiting: impl FnMut() -> bool,
 ) -> Option<Joined> {
     let place = format!("{}:{}", server.host, server.port);
     ui.send(RoomsEvent::Note(format!("Conectando con {place}…")));
@@ -616,7 +674,7 @@ fn join(
     let live = Arc::new(AtomicBool::new(true));
     let (answers_tx, answers) = mpsc::channel();
     {
-        let (ui, live) = (*ui, live.clone());
+        let (ui, live) = (ui.clone(), live.clone());
         std::thread::spawn(move || read_server(reader, answers_tx, ui, live));
     }
     let mut joined = Joined { stream, live };
@@ -632,9 +690,13 @@ fn join(
     let answer = loop {
         match answers.recv_timeout(LOGIN_PATIENCE) {
             Ok(Answer::Read(answer)) => break answer,
-            Err(mpsc::RecvTimeoutError::Timeout) => ui.send(RoomsEvent::Note(format!(
-                "El servidor {place} no contesta; esperando…"
-            ))),
+            Err(mpsc::RecvTimeoutError::Timeout) if keep_waiting() => ui.send(RoomsEvent::Note(
+                format!("El servidor {place} no contesta; esperando…"),
+            )),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                joined.forget(false);
+                return None;
+            }
             // The reader has said so.
             Ok(Answer::Closed) | Err(mpsc::RecvTimeoutError::Disconnected) => return None,
         }
