@@ -85,8 +85,11 @@ fn said(conn: &mut LineConn) -> String {
 
 fn chat_window_on_our_server(server: &Server, tls: &std::sync::Arc<rustls::ClientConfig>) {
     let mut bea = LineConn::chat(server, "bea");
+    bea.send("BROADCAST|antes de que llegues");
+    assert_eq!(said(&mut bea), "BROADCAST|bea|antes de que llegues");
     let mut chat = ChatWindow::build(link(server.chat_port.unwrap(), None), None);
     chat.show();
+    assert!(chat.window.w() <= 1280 && chat.window.h() <= 800, "fits in 1280x800");
     assert!(chat.login.window.shown(), "without --user a dialog asks");
     assert!(!chat.input.active(), "nothing to send before the login");
     // A name the server cannot take is refused by the dialog itself.
@@ -104,6 +107,10 @@ fn chat_window_on_our_server(server: &Server, tls: &std::sync::Arc<rustls::Clien
         *c.online.borrow() == ["bea", "ana"] && lines_of(&c.users) == ["(todos)", "@.bea", "@.ana"]
     });
     assert!(chat.input.has_focus(), "the input line has the focus");
+    // The history the server sends at login.
+    until(&mut chat, ChatWindow::pump, "the history", |c| {
+        pane_text(&c.conversation).starts_with("bea: antes de que llegues\n")
+    });
 
     // Return in the input line sends to everybody; the server echoes a broadcast.
     chat.input.set_value("hola a todos");
@@ -200,6 +207,7 @@ fn rooms_window_on_our_server(server: &Server) {
     assert_eq!(dani.line(), "Te has unido a la sala Patio.");
     let mut rooms = RoomsWindow::build(link(server.rooms_port.unwrap(), None), Some("eva".into()));
     rooms.show();
+    assert!(rooms.window.w() <= 1280 && rooms.window.h() <= 800, "fits in 1280x800");
     assert!(!rooms.login.window.shown(), "with --user no dialog");
     until(&mut rooms, RoomsWindow::pump, "the room list", |r| {
         lines_of(&r.rooms) == ["@.Sala1 (0)", "@.Patio (1)"]
