@@ -27,7 +27,7 @@ struct Args {
     window: bool,
     /// Log the window in as NAME at once, with no dialog (the password, if any, from
     /// MESSENGER_PASSWORD).
-    #[arg(long, value_name = "NAME", requires = "window")]
+    #[arg(long, value_name = "NAME", requires = "window", value_parser = user_name)]
     user: Option<String>,
     /// The canvas window of seed 002 (DrawColorCanvas) for the server's canvas port.
     #[arg(long)]
@@ -44,6 +44,14 @@ struct Args {
     /// formatter.
     #[arg(long, value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
+}
+
+/// A user name as the servers take it (docs/text.md): no spaces or separators, which would
+/// make the rest of the name a password.
+fn user_name(name: &str) -> Result<String, String> {
+    wire::validate_name(name.as_bytes())
+        .map(str::to_string)
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {

@@ -89,7 +89,10 @@ fn chat_window_on_our_server(server: &Server, tls: &std::sync::Arc<rustls::Clien
     assert_eq!(said(&mut bea), "BROADCAST|bea|antes de que llegues");
     let mut chat = ChatWindow::build(link(server.chat_port.unwrap(), None), None);
     chat.show();
-    assert!(chat.window.w() <= 1280 && chat.window.h() <= 800, "fits in 1280x800");
+    assert!(
+        chat.window.w() <= 1280 && chat.window.h() <= 800,
+        "fits in 1280x800"
+    );
     assert!(chat.login.window.shown(), "without --user a dialog asks");
     assert!(!chat.input.active(), "nothing to send before the login");
     // A name the server cannot take is refused by the dialog itself.
@@ -135,6 +138,16 @@ fn chat_window_on_our_server(server: &Server, tls: &std::sync::Arc<rustls::Clien
         let text = pane_text(&c.conversation);
         text.contains("[privado] bea: recibido\n") && text.contains("bea: y para todos\n")
     });
+    // A line longer than the protocol's 1024 bytes is refused by the window, not cut.
+    chat.input.set_value(&"ñ".repeat(600));
+    chat.input.do_callback();
+    assert_eq!(chat.status.label(), "Mensaje demasiado largo: 1200 bytes.");
+    assert_eq!(
+        chat.input.value().len(),
+        1200,
+        "kept for the user to shorten"
+    );
+    chat.input.set_value("");
     // Back to everybody; bea leaves and the list follows.
     chat.users.select(1);
     chat.users.do_callback();
@@ -201,13 +214,16 @@ fn chat_window_on_our_server(server: &Server, tls: &std::sync::Arc<rustls::Clien
     assert!(chat.pump(), "closed");
 }
 
-fn rooms_window_on_our_server(server: &Server) {
+fn rooms_window_on_our_server(server: &Server, tls: &std::sync::Arc<rustls::ClientConfig>) {
     let mut dani = LineConn::rooms(server, "dani");
     dani.send("ROOM Patio");
     assert_eq!(dani.line(), "Te has unido a la sala Patio.");
     let mut rooms = RoomsWindow::build(link(server.rooms_port.unwrap(), None), Some("eva".into()));
     rooms.show();
-    assert!(rooms.window.w() <= 1280 && rooms.window.h() <= 800, "fits in 1280x800");
+    assert!(
+        rooms.window.w() <= 1280 && rooms.window.h() <= 800,
+        "fits in 1280x800"
+    );
     assert!(!rooms.login.window.shown(), "with --user no dialog");
     until(&mut rooms, RoomsWindow::pump, "the room list", |r| {
         lines_of(&r.rooms) == ["@.Sala1 (0)", "@.Patio (1)"]
@@ -226,9 +242,12 @@ fn rooms_window_on_our_server(server: &Server) {
         r.room.borrow().as_deref() == Some("Patio")
             && lines_of(&r.rooms).contains(&"@.Patio (2)".to_string())
     });
+    rooms.input.set_value(&"ñ".repeat(600));
+    rooms.input.do_callback();
+    assert_eq!(rooms.status.label(), "Mensaje demasiado largo: 1200 bytes.");
     rooms.input.set_value("hola dani");
     rooms.input.do_callback();
-    assert_eq!(dani.line(), "eva: hola dani");
+    assert_eq!(dani.line(), "eva: hola dani", "the session was not ended");
     let like = rooms.emoji.iter().find(|b| b.label() == "LIKE").unwrap();
     like.clone().do_callback();
     assert_eq!(dani.line(), "eva: 👍");
@@ -292,6 +311,37 @@ fn rooms_window_on_our_server(server: &Server) {
     assert!(rooms.pump(), "closed");
     // QUIT on closing: the others hear it.
     assert_eq!(flor.line(), "eva ha salido del chat.");
+
+    // Over TLS, with the password of MESSENGER_PASSWORD (a new name is claimed with it).
+    let mut over_tls = link(server.tls_port("rooms"), Some("clave de gema"));
+    over_tls.tls = Some(tls.clone());
+    let mut gema = RoomsWindow::build(over_tls, Some("gema".into()));
+    gema.show();
+    until(
+        &mut gema,
+        RoomsWindow::pump,
+        "the room list over TLS",
+        |r| r.listed.borrow().iter().any(|room| room.name == "Secreta"),
+    );
+    gema.room_name.set_value("Patio");
+    gema.enter.do_callback();
+    assert_eq!(dani.line(), "gema se ha unido a la sala.");
+    gema.close();
+    assert!(gema.pump());
+    // Her session is over once dani hears it (not before: the name would still be in use).
+    assert_eq!(dani.line(), "gema ha salido del chat.");
+    // The name is gema's now: without the password the window asks for it.
+    let mut intruder =
+        RoomsWindow::build(link(server.rooms_port.unwrap(), None), Some("gema".into()));
+    intruder.show();
+    until(
+        &mut intruder,
+        RoomsWindow::pump,
+        "the password asked for",
+        |r| r.login.window.shown() && r.login.error.label() == "gema tiene contraseña: escríbela.",
+    );
+    intruder.close();
+    assert!(intruder.pump());
 }
 
 /// A stand-in for the original chat server: it glues its replies, ignores HELLO, and reads
@@ -501,11 +551,13 @@ fn the_chat_and_rooms_windows_end_to_end() {
             key.to_str().unwrap(),
             "--chat-tls-port",
             "0",
+            "--rooms-tls-port",
+            "0",
         ],
     );
     let tls = client::link::client_config(Some(&cert)).unwrap();
     chat_window_on_our_server(&server, &tls);
-    rooms_window_on_our_server(&server);
+    rooms_window_on_our_server(&server, &tls);
     chat_window_on_an_original_server();
     rooms_window_on_an_original_server();
     windows_on_silent_and_absent_servers();

@@ -22,7 +22,7 @@ pub mod window;
 pub use console::run;
 
 /// Longest message of the protocol.
-const MAX_MESSAGE: usize = 1024;
+pub const MAX_MESSAGE: usize = 1024;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -202,20 +202,30 @@ impl ChatWindow {
             let target = Rc::clone(&self.target);
             let me = Rc::clone(&self.me);
             let (input, conversation) = (self.input.clone(), self.conversation.clone());
+            let status = self.status.clone();
             move || {
                 let (mut input, mut conversation) = (input.clone(), conversation.clone());
                 let text = input.value();
                 if text.trim().is_empty() || me.borrow().is_none() {
                     return;
                 }
-                let message = match &*target.borrow() {
-                    Some(to) => {
-                        // The server does not echo a private message: the window shows it.
-                        append(&mut conversation, &format!("[privado] tú → {to}: {text}"));
-                        format!("MESSAGE|{to}|{text}")
-                    }
+                let to = target.borrow().clone();
+                let message = match &to {
+                    Some(to) => format!("MESSAGE|{to}|{text}"),
                     None => format!("BROADCAST|{text}"),
                 };
+                // A message is 1024 bytes at most on the wire (docs/chat.md): say so rather
+                // than cut a character in two.
+                if message.len() > super::MAX_MESSAGE {
+                    status
+                        .clone()
+                        .set_label(&format!("Mensaje demasiado largo: {} bytes.", text.len()));
+                    return;
+                }
+                if let Some(to) = &to {
+                    // The server does not echo a private message: the window shows it.
+                    append(&mut conversation, &format!("[privado] tú → {to}: {text}"));
+                }
                 let _ = commands.send(Command::Say(message));
                 input.set_value("");
                 let _ = input.take_focus();

@@ -39,6 +39,9 @@ use crate::window_kit::{self, append, LoginDialog, ToWindow};
 /// How often the room list is asked for again.
 pub const REFRESH_EVERY: f64 = 3.0;
 
+/// Longest line of the protocol, its `\n` aside.
+const MAX_LINE: usize = 1024;
+
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -344,6 +347,12 @@ impl RoomsWindow {
                 }
                 if room.borrow().is_none() {
                     status.set_label("Entra en una sala para escribir.");
+                    return false;
+                }
+                // A line is 1024 bytes at most (docs/rooms.md); a longer one would end the
+                // session.
+                if "MESSAGE ".len() + text.len() > MAX_LINE {
+                    status.set_label(&format!("Mensaje demasiado largo: {} bytes.", text.len()));
                     return false;
                 }
                 let _ = commands.send(Command::Say(format!("MESSAGE {text}")));
