@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 use fltk::app;
 use fltk::button::Button;
 use fltk::dialog::{FileDialogType, NativeFileChooser};
-use fltk::enums::{Align, Color, Event};
+use fltk::enums::{Color, Event};
 use fltk::frame::Frame;
 use fltk::group::Flex;
 use fltk::input::Input;
@@ -529,14 +529,7 @@ impl RegisterDialog {
         let mut col = Flex::default_fill().column();
         col.set_margin(12);
         col.set_pad(8);
-        let labelled = |label: &str| {
-            let mut row = Flex::default().row();
-            let caption = Frame::default()
-                .with_label(label)
-                .with_align(Align::Left | Align::Inside);
-            row.fixed(&caption, 110);
-            row
-        };
+        let labelled = |label: &str| crate::window_kit::labelled_row(label, 110);
         let row = labelled("Full name");
         let full_name = Input::default();
         row.end();

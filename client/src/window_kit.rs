@@ -1,6 +1,9 @@
 //! What the desktop windows share: the conversation pane, the login dialog of the chat and
-//! the rooms, and the status line. The messenger's window ([`crate::gui`]) uses the pane too.
+//! the rooms, the status line, and the worker thread that connects, logs in and writes for
+//! the chat and rooms windows. The messenger's window ([`crate::gui`]) uses the pane too.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::mpsc;
 
 use fltk::app;
@@ -81,14 +84,7 @@ impl LoginDialog {
         let mut col = Flex::default_fill().column();
         col.set_margin(12);
         col.set_pad(8);
-        let labelled = |label: &str| {
-            let mut row = Flex::default().row();
-            let caption = Frame::default()
-                .with_label(label)
-                .with_align(Align::Left | Align::Inside);
-            row.fixed(&caption, 100);
-            row
-        };
+        let labelled = |label: &str| labelled_row(label, 100);
         let row = labelled(name_label);
         let name = Input::default();
         row.end();
@@ -147,6 +143,17 @@ impl LoginDialog {
     }
 }
 
+/// A row of a dialog that starts with `label` in a column `width` wide; the caller adds the
+/// field and ends it.
+pub fn labelled_row(label: &str, width: i32) -> Flex {
+    let mut row = Flex::default().row();
+    let caption = Frame::default()
+        .with_label(label)
+        .with_align(Align::Left | Align::Inside);
+    row.fixed(&caption, width);
+    row
+}
+
 /// A button of a fixed width in `row`.
 pub fn button(row: &mut Flex, label: &str, width: i32) -> Button {
     let button = Button::default().with_label(label);
@@ -181,4 +188,151 @@ impl<T: Send> ToWindow<T> {
 pub fn to_window<T>() -> (ToWindow<T>, mpsc::Receiver<T>) {
     let (sender, receiver) = mpsc::sync_channel(WINDOW_QUEUE);
     (ToWindow(sender), receiver)
+}
+
+/// What a chat or rooms window asks of its worker thread.
+pub enum Command {
+    Login {
+        name: String,
+        password: Option<String>,
+    },
+    /// A message or line of the protocol, as it goes on the wire.
+    Say(String),
+    Quit,
+}
+
+/// A connection logged in, as a window's worker holds it.
+pub trait Connection {
+    /// Writes a message or line of the protocol.
+    fn say(&mut self, message: &str) -> std::io::Result<()>;
+    /// Stops its reader speaking to the window and closes it; `goodbye`: with the protocol's
+    /// goodbye first.
+    fn end(self, goodbye: bool);
+}
+
+/// The worker thread of a chat or rooms window: logs in (`log_in(name, password,
+/// keep_waiting)`, which asks `keep_waiting` while the answer does not come), writes, one
+/// command at a time. A Login or Quit that comes while a login waits is done next (the lines
+/// typed meanwhile are dropped); a write that fails ends the connection and is told to
+/// `lost`. The worker lives as long as the window's sender.
+pub fn spawn_worker<C, L>(
+    mut log_in: L,
+    lost: impl Fn(String) + Send + 'static,
+) -> mpsc::Sender<Command>
+where
+    C: Connection,
+    L: FnMut(&str, Option<String>, &mut dyn FnMut() -> bool) -> Option<C> + Send + 'static,
+{
+    let (commands, queue) = mpsc::channel::<Command>();
+    std::thread::spawn(move || {
+        let mut current: Option<C> = None;
+        let mut next: Option<Command> = None;
+        loop {
+            let command = match next.take() {
+                Some(command) => command,
+                None => match queue.recv() {
+                    Ok(command) => command,
+                    Err(_) => return,
+                },
+            };
+            match command {
+                Command::Login { name, password } => {
+                    if let Some(old) = current.take() {
+                        old.end(true);
+                    }
+                    current = log_in(&name, password, &mut || {
+                        next = queue.try_iter().find(|command| {
+                            matches!(command, Command::Login { .. } | Command::Quit)
+                        });
+                        next.is_none()
+                    });
+                }
+                Command::Say(message) => {
+                    let Some(connection) = current.as_mut() else {
+                        continue;
+                    };
+                    if let Err(e) = connection.say(&message) {
+                        if let Some(gone) = current.take() {
+                            gone.end(false);
+                        }
+                        lost(format!("Desconectado del servidor: {e}"));
+                    }
+                }
+                Command::Quit => {
+                    if let Some(old) = current.take() {
+                        old.end(true);
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    commands
+}
+
+/// Opens a chat or rooms window (`open`) and runs FLTK's loop until `pump` says it closed.
+/// Without a display, says that `client FLAG` without --window is the console client.
+pub fn run_until_closed<W>(
+    flag: &str,
+    open: impl FnOnce() -> W,
+    pump: fn(&mut W) -> bool,
+) -> Result<(), String> {
+    if !crate::gui::display_available() {
+        return Err(format!(
+            "no display found (DISPLAY is unset or unreachable): `client {flag}` without \
+             --window is the console client"
+        ));
+    }
+    let app = app::App::default();
+    let mut window = open();
+    while app.wait() {
+        if pump(&mut window) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What the chat and rooms windows do with their login dialog and close box: the dialog's
+/// button logs in as typed (`status` says so); closing the window, or the dialog while
+/// nobody (`me`) is logged in, says goodbye and closes the window.
+pub fn wire_login_and_close(
+    window: &Window,
+    login: &LoginDialog,
+    status: &Frame,
+    me: &Rc<RefCell<Option<String>>>,
+    commands: &mpsc::Sender<Command>,
+) {
+    login.submit.clone().set_callback({
+        let mut dialog = login.clone();
+        let commands = commands.clone();
+        let mut status = status.clone();
+        move |_| match dialog.login_values() {
+            Ok((name, password)) => {
+                dialog.window.hide();
+                status.set_label("Entrando…");
+                let _ = commands.send(Command::Login { name, password });
+            }
+            Err(why) => dialog.error.set_label(&why),
+        }
+    });
+    window.clone().set_callback({
+        let commands = commands.clone();
+        move |window| {
+            if app::event() == fltk::enums::Event::Close {
+                let _ = commands.send(Command::Quit);
+                window.hide();
+            }
+        }
+    });
+    login.window.clone().set_callback({
+        let (commands, me, window) = (commands.clone(), Rc::clone(me), window.clone());
+        move |dialog| {
+            dialog.hide();
+            if me.borrow().is_none() {
+                let _ = commands.send(Command::Quit);
+                window.clone().hide();
+            }
+        }
+    });
 }

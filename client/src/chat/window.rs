@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use fltk::app;
 use fltk::browser::HoldBrowser;
 use fltk::button::Button;
-use fltk::enums::{Align, Event};
+use fltk::enums::Align;
 use fltk::frame::Frame;
 use fltk::group::Flex;
 use fltk::input::Input;
@@ -27,7 +26,7 @@ use fltk::window::Window;
 
 use super::{FromServer, Incoming, Link, Login};
 use crate::protocol::ServerLink;
-use crate::window_kit::{self, append, LoginDialog, ToWindow};
+use crate::window_kit::{self, append, Command, LoginDialog, ToWindow};
 
 /// How long a login may go unanswered before the window says the server does not answer
 /// (it keeps waiting).
@@ -35,17 +34,6 @@ const LOGIN_PATIENCE: Duration = Duration::from_secs(3);
 
 /// The first line of the user list: everybody (a broadcast).
 const EVERYBODY: &str = "(todos)";
-
-/// What the window asks of the worker.
-enum Command {
-    Login {
-        name: String,
-        password: Option<String>,
-    },
-    /// A message of the protocol, as it goes on the wire (`BROADCAST|...`, `MESSAGE|...`).
-    Say(String),
-    Quit,
-}
 
 /// What the worker and the reader tell the window.
 #[derive(Debug, Clone)]
@@ -184,19 +172,13 @@ impl ChatWindow {
     }
 
     fn wire_callbacks(&mut self) {
-        self.login.submit.set_callback({
-            let mut dialog = self.login.clone();
-            let commands = self.commands.clone();
-            let mut status = self.status.clone();
-            move |_| match dialog.login_values() {
-                Ok((name, password)) => {
-                    dialog.window.hide();
-                    status.set_label("Entrando…");
-                    let _ = commands.send(Command::Login { name, password });
-                }
-                Err(why) => dialog.error.set_label(&why),
-            }
-        });
+        window_kit::wire_login_and_close(
+            &self.window,
+            &self.login,
+            &self.status,
+            &self.me,
+            &self.commands,
+        );
         let say = {
             let commands = self.commands.clone();
             let target = Rc::clone(&self.target);
@@ -252,30 +234,6 @@ impl ChatWindow {
                 });
                 *target.borrow_mut() = chosen;
                 let _ = input.take_focus();
-            }
-        });
-        self.window.set_callback({
-            let commands = self.commands.clone();
-            move |window| {
-                if app::event() == Event::Close {
-                    let _ = commands.send(Command::Quit);
-                    window.hide();
-                }
-            }
-        });
-        // Closing the login dialog of a window nobody is logged in to closes the window.
-        self.login.window.set_callback({
-            let (commands, me, window) = (
-                self.commands.clone(),
-                Rc::clone(&self.me),
-                self.window.clone(),
-            );
-            move |dialog| {
-                dialog.hide();
-                if me.borrow().is_none() {
-                    let _ = commands.send(Command::Quit);
-                    window.clone().hide();
-                }
             }
         });
     }
@@ -364,74 +322,46 @@ impl ChatWindow {
 
 /// The worker thread: connects, logs in and writes, one command at a time.
 fn spawn_worker(server: ServerLink, ui: ToWindow<ChatEvent>) -> mpsc::Sender<Command> {
-    let (commands, queue) = mpsc::channel::<Command>();
-    std::thread::spawn(move || {
-        // The connection logged in, and the flag that lets its reader speak to the window.
-        let mut current: Option<(Link, Arc<AtomicBool>)> = None;
-        let forget = |current: &mut Option<(Link, Arc<AtomicBool>)>, goodbye: bool| {
-            if let Some((link, live)) = current.take() {
-                live.store(false, Ordering::SeqCst);
-                if goodbye {
-                    link.disconnect();
-                } else {
-                    link.close();
-                }
-            }
-        };
-        // A Login or Quit that came while a login waited, to do next.
-        let mut next: Option<Command> = None;
-        loop {
-            let command = match next.take() {
-                Some(command) => command,
-                None => match queue.recv() {
-                    Ok(command) => command,
-                    Err(_) => return,
-                },
-            };
-            match command {
-                Command::Login { name, password } => {
-                    forget(&mut current, true);
-                    let password = password.or_else(|| server.password.clone());
-                    let interrupted = |next: &mut Option<Command>| {
-                        *next = interruption(&queue);
-                        next.is_none()
-                    };
-                    current = log_in(&server, &name, password, &ui, || interrupted(&mut next));
-                }
-                Command::Say(message) => {
-                    let sent = current.as_mut().map(|(link, _)| link.send(&message));
-                    if let Some(Err(e)) = sent {
-                        forget(&mut current, false);
-                        ui.send(ChatEvent::Lost(format!("Desconectado del servidor: {e}")));
-                    }
-                }
-                Command::Quit => {
-                    forget(&mut current, true);
-                    return;
-                }
-            }
+    let lost = ui.clone();
+    window_kit::spawn_worker(
+        move |name, password, keep_waiting| {
+            let password = password.or_else(|| server.password.clone());
+            log_in(&server, name, password, &ui, keep_waiting)
+        },
+        move |why| lost.send(ChatEvent::Lost(why)),
+    )
+}
+
+/// A chat session logged in: its link, and the flag that lets its reader speak to the window.
+struct LoggedIn {
+    link: Link,
+    live: Arc<AtomicBool>,
+}
+
+impl window_kit::Connection for LoggedIn {
+    fn say(&mut self, message: &str) -> std::io::Result<()> {
+        self.link.send(message)
+    }
+
+    fn end(self, goodbye: bool) {
+        self.live.store(false, Ordering::SeqCst);
+        if goodbye {
+            self.link.disconnect();
+        } else {
+            self.link.close();
         }
-    });
-    commands
+    }
 }
 
-/// A Login or Quit the window sent while a login waits for its answer (lines typed before
-/// the login are dropped).
-fn interruption(queue: &mpsc::Receiver<Command>) -> Option<Command> {
-    queue
-        .try_iter()
-        .find(|command| matches!(command, Command::Login { .. } | Command::Quit))
-}
-
-/// Connects and logs in as `name`; the link and its reader's flag if the server accepted.
+/// Connects and logs in as `name`; the session if the server accepted.
 /// While the answer does not come the window is told so, and `keep_waiting` asked.
 fn log_in(
     server: &ServerLink,
     name: &str,
     password: Option<String>,
     ui: &ToWindow<ChatEvent>,
-    mut keep_waiting: impl FnMut() -> bool,
-) -> Option<(Link, Arc<AtomicBool>)> {
+    keep_waiting: &mut dyn FnMut() -> bool,
+) -> Option<LoggedIn> {
     let place = format!("{}:{}", server.host, server.port);
     ui.send(ChatEvent::Note(format!("Conectando con {place}…")));
     let live = Arc::new(AtomicBool::new(true));
@@ -480,7 +410,7 @@ fn log_in(
         Ok(Login::Accepted) => match link.agree_framing() {
             Ok(true) => {
                 ui.send(ChatEvent::LoggedIn(name.to_string()));
-                Some((link, live))
+                Some(LoggedIn { link, live })
             }
             // The reader has said so.
             _ => None,
@@ -509,18 +439,13 @@ fn log_in(
 
 /// Runs the window until it is closed.
 pub fn run(server: &ServerLink, user: Option<String>) -> Result<(), String> {
-    if !crate::gui::display_available() {
-        return Err("no display found (DISPLAY is unset or unreachable): \
-                    `client --chat` without --window is the console client"
-            .into());
-    }
-    let app = app::App::default();
-    let mut chat = ChatWindow::build(server.clone(), user);
-    chat.show();
-    while app.wait() {
-        if chat.pump() {
-            break;
-        }
-    }
-    Ok(())
+    window_kit::run_until_closed(
+        "--chat",
+        || {
+            let mut chat = ChatWindow::build(server.clone(), user);
+            chat.show();
+            chat
+        },
+        ChatWindow::pump,
+    )
 }

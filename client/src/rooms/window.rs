@@ -23,7 +23,7 @@ use std::time::Duration;
 use fltk::app;
 use fltk::browser::HoldBrowser;
 use fltk::button::Button;
-use fltk::enums::{Align, Event};
+use fltk::enums::Align;
 use fltk::frame::Frame;
 use fltk::group::Flex;
 use fltk::input::Input;
@@ -34,7 +34,7 @@ use fltk::window::Window;
 use super::{emoji, joined, left, RoomEntry, EMOJI, KEY_NEEDED, PASSWORD_NEEDED, ROOM_LIST};
 use crate::link::{self, Stream};
 use crate::protocol::ServerLink;
-use crate::window_kit::{self, append, LoginDialog, ToWindow};
+use crate::window_kit::{self, append, Command, Connection, LoginDialog, ToWindow};
 
 /// How often the room list is asked for again.
 pub const REFRESH_EVERY: f64 = 3.0;
@@ -48,17 +48,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a JOIN may go unanswered before the window says the server does not answer (it
 /// keeps waiting).
 const LOGIN_PATIENCE: Duration = Duration::from_secs(3);
-
-/// What the window asks of the worker.
-enum Command {
-    Login {
-        name: String,
-        password: Option<String>,
-    },
-    /// A line of the protocol, as it goes on the wire.
-    Say(String),
-    Quit,
-}
 
 /// What the worker and the reader tell the window.
 #[derive(Debug, Clone)]
@@ -259,19 +248,13 @@ impl RoomsWindow {
     }
 
     fn wire_callbacks(&mut self) {
-        self.login.submit.set_callback({
-            let mut dialog = self.login.clone();
-            let commands = self.commands.clone();
-            let mut status = self.status.clone();
-            move |_| match dialog.login_values() {
-                Ok((name, password)) => {
-                    dialog.window.hide();
-                    status.set_label("Entrando…");
-                    let _ = commands.send(Command::Login { name, password });
-                }
-                Err(why) => dialog.error.set_label(&why),
-            }
-        });
+        window_kit::wire_login_and_close(
+            &self.window,
+            &self.login,
+            &self.status,
+            &self.me,
+            &self.commands,
+        );
         self.key.submit.set_callback({
             let mut dialog = self.key.clone();
             let commands = self.commands.clone();
@@ -387,30 +370,6 @@ impl RoomsWindow {
                 let _ = input.take_focus();
             });
         }
-        self.window.set_callback({
-            let commands = self.commands.clone();
-            move |window| {
-                if app::event() == Event::Close {
-                    let _ = commands.send(Command::Quit);
-                    window.hide();
-                }
-            }
-        });
-        // Closing the login dialog of a window nobody is logged in to closes the window.
-        self.login.window.set_callback({
-            let (commands, me, window) = (
-                self.commands.clone(),
-                Rc::clone(&self.me),
-                self.window.clone(),
-            );
-            move |dialog| {
-                dialog.hide();
-                if me.borrow().is_none() {
-                    let _ = commands.send(Command::Quit);
-                    window.clone().hide();
-                }
-            }
-        });
     }
 
     /// Handles what the worker and the reader sent. Returns true once the window closed.
@@ -590,8 +549,12 @@ struct Joined {
     live: Arc<AtomicBool>,
 }
 
-impl Joined {
-    fn forget(self, goodbye: bool) {
+impl window_kit::Connection for Joined {
+    fn say(&mut self, line: &str) -> std::io::Result<()> {
+        self.stream.write_all(format!("{line}\n").as_bytes())
+    }
+
+    fn end(self, goodbye: bool) {
         self.live.store(false, Ordering::SeqCst);
         let mut stream = self.stream;
         if goodbye {
@@ -603,59 +566,14 @@ impl Joined {
 
 /// The worker thread: connects, joins and writes, one command at a time.
 fn spawn_worker(server: ServerLink, ui: ToWindow<RoomsEvent>) -> mpsc::Sender<Command> {
-    let (commands, queue) = mpsc::channel::<Command>();
-    std::thread::spawn(move || {
-        let mut current: Option<Joined> = None;
-        // A Login or Quit that came while a JOIN waited, to do next.
-        let mut next: Option<Command> = None;
-        loop {
-            let command = match next.take() {
-                Some(command) => command,
-                None => match queue.recv() {
-                    Ok(command) => command,
-                    Err(_) => return,
-                },
-            };
-            match command {
-                Command::Login { name, password } => {
-                    if let Some(old) = current.take() {
-                        old.forget(true);
-                    }
-                    let password = password.or_else(|| server.password.clone());
-                    current = join(&server, &name, password, &ui, || {
-                        next = interruption(&queue);
-                        next.is_none()
-                    });
-                }
-                Command::Say(line) => {
-                    let Some(joined) = current.as_mut() else {
-                        continue;
-                    };
-                    if let Err(e) = joined.stream.write_all(format!("{line}\n").as_bytes()) {
-                        if let Some(gone) = current.take() {
-                            gone.forget(false);
-                        }
-                        ui.send(RoomsEvent::Lost(format!("Desconectado del servidor: {e}")));
-                    }
-                }
-                Command::Quit => {
-                    if let Some(old) = current.take() {
-                        old.forget(true);
-                    }
-                    return;
-                }
-            }
-        }
-    });
-    commands
-}
-
-/// A Login or Quit the window sent while a JOIN waits for its answer (lines sent before the
-/// JOIN are dropped).
-fn interruption(queue: &mpsc::Receiver<Command>) -> Option<Command> {
-    queue
-        .try_iter()
-        .find(|command| matches!(command, Command::Login { .. } | Command::Quit))
+    let lost = ui.clone();
+    window_kit::spawn_worker(
+        move |name, password, keep_waiting| {
+            let password = password.or_else(|| server.password.clone());
+            join(&server, name, password, &ui, keep_waiting)
+        },
+        move |why| lost.send(RoomsEvent::Lost(why)),
+    )
 }
 
 /// Connects and joins as `name`; the connection if the server accepted. While the answer
@@ -665,7 +583,7 @@ fn join(
     name: &str,
     password: Option<String>,
     ui: &ToWindow<RoomsEvent>,
-    mut keep_waiting: impl FnMut() -> bool,
+    keep_waiting: &mut dyn FnMut() -> bool,
 ) -> Option<Joined> {
     let place = format!("{}:{}", server.host, server.port);
     ui.send(RoomsEvent::Note(format!("Conectando con {place}…")));
@@ -692,7 +610,7 @@ fn join(
         None => format!("JOIN {name}\n"),
     };
     if let Err(e) = joined.stream.write_all(line.as_bytes()) {
-        joined.forget(false);
+        joined.end(false);
         ui.send(RoomsEvent::Lost(format!("Desconectado del servidor: {e}")));
         return None;
     }
@@ -703,7 +621,7 @@ fn join(
                 format!("El servidor {place} no contesta; esperando…"),
             )),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                joined.forget(false);
+                joined.end(false);
                 return None;
             }
             // The reader has said so.
@@ -715,7 +633,7 @@ fn join(
         let _ = joined.stream.write_all(b"LIST_ROOMS\n");
         return Some(joined);
     }
-    joined.forget(false);
+    joined.end(false);
     ui.send(RoomsEvent::Refused {
         name: name.to_string(),
         answer,
@@ -726,18 +644,13 @@ fn join(
 
 /// Runs the window until it is closed.
 pub fn run(server: &ServerLink, user: Option<String>) -> Result<(), String> {
-    if !crate::gui::display_available() {
-        return Err("no display found (DISPLAY is unset or unreachable): \
-                    `client --rooms` without --window is the console client"
-            .into());
-    }
-    let app = app::App::default();
-    let mut rooms = RoomsWindow::build(server.clone(), user);
-    rooms.show();
-    while app.wait() {
-        if rooms.pump() {
-            break;
-        }
-    }
-    Ok(())
+    window_kit::run_until_closed(
+        "--rooms",
+        || {
+            let mut rooms = RoomsWindow::build(server.clone(), user);
+            rooms.show();
+            rooms
+        },
+        RoomsWindow::pump,
+    )
 }
