@@ -237,6 +237,106 @@ fn mail_for_an_offline_chat_user_waits_across_a_restart_and_comes_in_order() {
     }
 }
 
+/// Issue 24: between two sessions of one node on SQLite a private message goes straight to
+/// the recipient's session (the mailbox is never written); those the session had not written
+/// when it ended go back in front of the mailbox, so the next session gets them all, in
+/// order, before what came later, each with its console line once.
+#[test]
+fn private_messages_between_sessions_skip_the_mailbox_and_none_is_lost_when_a_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for megabytes in bea's send queue, and no flood limit for ana.
+    let server = Server::start_all(
+        dir.path(),
+        &["--session-buffer-bytes", "16777216", "--flood-rate", "0"],
+    );
+    let sqlite = e2e::engine() == e2e::Engine::Sqlite;
+    let stored_ever = |server: &Server| {
+        let rows = server
+            .db
+            .rows("SELECT count(*) FROM sqlite_sequence WHERE name = 'pending_messages'");
+        rows[0][0].clone().unwrap()
+    };
+    let mut ana = LineConn::chat(&server, "ana");
+    let mut bea = LineConn::chat(&server, "bea");
+    ana.until("USER_LIST|ana,bea");
+    bea.until("USER_LIST|ana,bea");
+    ana.send("MESSAGE|bea|1 hola");
+    assert_eq!(bea.line(), "MESSAGE|ana|1 hola");
+    server.stdout.wait_for("s> SEND MESSAGE 1 FROM ana TO bea");
+    if sqlite {
+        assert_eq!(stored_ever(&server), "0", "never in the mailbox");
+    }
+
+    // bea stops reading (a 4 KiB window); 10 MB of broadcasts fill the kernel's buffers (at
+    // most 4 MiB for a connection here) and wait in bea's send queue.
+    e2e::set_receive_buffer(&bea.stream, 4096);
+    let filler = "z".repeat(1000);
+    for n in 0..10_000 {
+        ana.send(&format!("BROADCAST|{n} {filler}"));
+        if n % 100 == 99 {
+            ana.until(&format!("BROADCAST|ana|{n} {filler}"));
+        }
+    }
+    // Twenty private messages behind them, around the mailbox: none can be written.
+    let text = "y".repeat(200);
+    for n in 2..=21 {
+        ana.send(&format!("MESSAGE|bea|{n} {text}"));
+    }
+    ana.send("BROADCAST|eco");
+    ana.until("BROADCAST|ana|eco");
+    if sqlite {
+        assert_eq!(stored_ever(&server), "0", "still never in the mailbox");
+    }
+    drop(bea);
+    server.stdout.wait_for("s> CHAT LOGOUT bea");
+    // Those after the session ended wait in the mailbox, behind the unwritten ones.
+    for n in 22..=24 {
+        ana.send(&format!("MESSAGE|bea|{n} {text}"));
+    }
+    ana.send("BROADCAST|eco final");
+    ana.until("BROADCAST|ana|eco final");
+    let waiting = server
+        .db
+        .rows("SELECT text FROM pending_messages WHERE recipient = 'bea' ORDER BY seq");
+    let waiting: Vec<String> = waiting
+        .into_iter()
+        .map(|row| row[0].clone().unwrap())
+        .collect();
+    let expected: Vec<String> = (2..=24).map(|n| format!("{n} {text}")).collect();
+    assert_eq!(waiting, expected, "all of them, in the order sent");
+    if sqlite {
+        let front = server.db.rows("SELECT seq FROM pending_front");
+        let front: i64 = front[0][0].as_deref().unwrap().parse().unwrap();
+        assert_eq!(
+            front, -20,
+            "the unwritten ones went back in front of the mailbox"
+        );
+    }
+
+    // bea again: every one of them, in order.
+    let mut bea = LineConn::chat(&server, "bea");
+    let mut heard = Vec::new();
+    while heard.len() < expected.len() {
+        if let Some(body) = bea.line().strip_prefix("MESSAGE|ana|") {
+            heard.push(body.to_string());
+        }
+    }
+    assert_eq!(heard, expected);
+    // Every message has its console line once, in order (message n has id n).
+    server.stdout.wait_for("s> SEND MESSAGE 24 FROM ana TO bea");
+    let ids: Vec<u32> = server
+        .stdout
+        .snapshot()
+        .iter()
+        .filter_map(|l| {
+            l.strip_prefix("s> SEND MESSAGE ")?
+                .strip_suffix(" FROM ana TO bea")
+        })
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=24).collect::<Vec<u32>>());
+}
+
 #[test]
 fn a_client_that_never_reads_is_disconnected_and_slows_nobody() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@
 //! cancelled when its recipient unregisters or disconnects.
 
 pub mod canvas;
+mod direct;
 mod new_names;
 mod sessions;
 #[cfg(test)]
@@ -264,6 +265,13 @@ enum Job {
         sender: String,
         id: u32,
     },
+    /// A private message around the mailbox to a session (`direct.rs`).
+    Direct {
+        recipient: String,
+        sender: String,
+        id: u32,
+        text: std::rc::Rc<[u8]>,
+    },
 }
 
 pub struct Core {
@@ -346,6 +354,13 @@ pub struct Core {
     jobs: HashMap<JobId, Job>,
     /// The message job in flight for each recipient: at most one, which keeps order.
     in_flight: HashMap<String, JobId>,
+    /// How many messages around the mailbox each session has not written yet (`direct.rs`).
+    unwritten_direct: HashMap<String, usize>,
+    /// The messages around the mailbox of this turn, taken back if its commit fails.
+    turn_direct: Vec<JobId>,
+    /// Messages around the mailbox that will never be written, to queue in front of their
+    /// recipients' mailboxes at the end of the turn: `(recipient, sender, id, text)`.
+    unwritten_to_queue: Vec<(String, String, u32, std::rc::Rc<[u8]>)>,
     next_job: JobId,
     /// Recipients with something to deliver while the sink had no room; each once.
     waiting: VecDeque<String>,
@@ -436,6 +451,9 @@ impl Core {
             present_since: HashMap::new(),
             jobs: HashMap::new(),
             in_flight: HashMap::new(),
+            unwritten_direct: HashMap::new(),
+            turn_direct: Vec::new(),
+            unwritten_to_queue: Vec::new(),
             next_job: 0,
             waiting: VecDeque::new(),
             waiting_set: HashSet::new(),
@@ -475,6 +493,19 @@ impl Core {
             .or_else(|| self.session_elsewhere(&work));
         if let Some(denial) = denial {
             return Started::Now(Ok(self.refused(&work, denial, now)));
+        }
+        if let Work::Send {
+            sender,
+            recipient,
+            text,
+            attachment: None,
+            proof: crate::accounts::Proof::Session,
+            ..
+        } = &work
+        {
+            if let Some(sent) = self.send_direct(sender, recipient, text) {
+                return Started::Now(sent.map(Finished::Sent));
+            }
         }
         match self.try_beside(work) {
             Ok(ticket) => Started::Later(ticket),
@@ -921,6 +952,9 @@ impl Core {
                         reason,
                     });
                 }
+            }
+            Job::Direct { .. } => {
+                self.direct_reported(report.job, report.outcome == Outcome::Delivered)
             }
             Job::Messages {
                 recipient,
@@ -1436,6 +1470,7 @@ impl Core {
             };
             self.chore(Some(&recipient), remove, now);
         }
+        self.queue_unwritten_in_front();
         // On a shared database the reactor's own transaction is empty: the bus's events and
         // the paints go through a storage worker.
         self.start_publishing(now);
@@ -1445,6 +1480,7 @@ impl Core {
         if writing {
             self.metrics.observe_commit(started.elapsed());
         }
+        self.direct_turn_committed(committed.is_ok());
         let removed = std::mem::take(&mut self.turn_removed);
         let expired = std::mem::take(&mut self.turn_expired);
         match &committed {
@@ -1519,6 +1555,7 @@ impl Core {
             || !self.turn_removed.is_empty()
             || !self.turn_expired.is_empty()
             || !self.removals_due.is_empty()
+            || !self.unwritten_to_queue.is_empty()
             || !self.notices.is_empty()
             || self.user_list_changed
             || self.publish_due()

@@ -794,3 +794,156 @@ fn a_removal_that_does_not_commit_holds_the_recipient_back_until_a_retry_removes
     // Nothing is left to deliver.
     assert_eq!(f.message_jobs().len(), 1);
 }
+
+/// `ana`'s private message to `to` from her session (as the chat sends one).
+fn send_from_session(f: &mut Fixture, to: &str, text: &str) -> u32 {
+    let work = f.core.send_work(
+        ("ana", Proof::Session, LOCALHOST),
+        to,
+        text.as_bytes(),
+        None,
+    );
+    match f.run(work) {
+        Finished::Sent(SendOutcome::Accepted { id, .. }) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The private messages told to sessions since the last call: `(session, text, mark)`.
+fn privates(f: &mut Fixture) -> Vec<(SessionId, String, DeliveryMark)> {
+    f.core
+        .take_notices()
+        .into_iter()
+        .filter_map(|(session, notice)| match notice {
+            Notice::Private { text, delivery, .. } => {
+                Some((session, String::from_utf8(text.to_vec()).unwrap(), delivery))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What waits in `alias`'s mailbox, in its order, read from the file.
+fn mailbox(f: &Fixture, alias: &str) -> Vec<String> {
+    let db = rusqlite::Connection::open(f._dir.path().join("core.db")).unwrap();
+    let mut rows = db
+        .prepare("SELECT text FROM pending_messages WHERE recipient = ?1 ORDER BY seq")
+        .unwrap();
+    rows.query_map([alias], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn delivered_ids(events: &[Event]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delivered { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_private_message_between_sessions_goes_around_the_mailbox_and_back_in_front_if_unwritten() {
+    let mut f = Fixture::new(8);
+    f.login("ana", 1, Interests::CHAT);
+    f.login("bea", 2, Interests::CHAT);
+    f.commit();
+    f.core.take_notices();
+
+    // Nothing waits for bea: the message goes to her session, and only ana's id is written.
+    let uno = send_from_session(&mut f, "bea", "uno");
+    assert!(f.commit().is_empty(), "reported once written, not before");
+    let told = privates(&mut f);
+    assert_eq!(told.len(), 1);
+    assert_eq!((told[0].0, told[0].1.as_str()), (2, "uno"));
+    assert!(mailbox(&f, "bea").is_empty(), "never in the mailbox");
+    f.core.session_report(
+        Report {
+            job: told[0].2.job,
+            index: 0,
+            outcome: Outcome::Delivered,
+            job_done: true,
+        },
+        f.now,
+    );
+    assert_eq!(
+        delivered_ids(&f.commit()),
+        [uno],
+        "the console line, with its id"
+    );
+
+    // Two more go around; a messenger SEND (somebody else's) then waits in the mailbox, and
+    // so does ana's next message, behind it.
+    send_from_session(&mut f, "bea", "dos");
+    send_from_session(&mut f, "bea", "tres");
+    let sender = ("cid", Proof::None, LOCALHOST);
+    let work = f.core.send_work(sender, "bea", b"cuatro", None);
+    assert!(matches!(
+        f.run(work),
+        Finished::Sent(SendOutcome::Accepted { .. })
+    ));
+    send_from_session(&mut f, "bea", "cinco");
+    f.commit();
+    let told = privates(&mut f);
+    let texts: Vec<&str> = told.iter().map(|(_, text, _)| text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["dos", "tres", "cuatro", "cinco"],
+        "in the order sent"
+    );
+    assert_eq!(mailbox(&f, "bea"), ["cuatro", "cinco"]);
+
+    // bea's session ends before any of them is written: the two that went around go back in
+    // front of the mailbox, older than what waits there. (The session reports the first
+    // unwritten message of each job, as the reactor does.)
+    let mut reported = HashSet::new();
+    for (_, _, mark) in told.iter().filter(|(_, _, mark)| reported.insert(mark.job)) {
+        f.core.session_report(
+            Report {
+                job: mark.job,
+                index: mark.index,
+                outcome: Outcome::Failed("the session ended".into()),
+                job_done: true,
+            },
+            f.now,
+        );
+    }
+    f.core.logout(2);
+    assert!(delivered_ids(&f.commit()).is_empty());
+    assert_eq!(mailbox(&f, "bea"), ["dos", "tres", "cuatro", "cinco"]);
+
+    // Back in a session, she gets them all, in order, from the mailbox.
+    f.login("bea", 3, Interests::CHAT);
+    f.commit();
+    let told = privates(&mut f);
+    let texts: Vec<&str> = told.iter().map(|(_, text, _)| text.as_str()).collect();
+    assert_eq!(texts, ["dos", "tres", "cuatro", "cinco"]);
+    assert!(told.iter().all(|(session, _, _)| *session == 3));
+}
+
+#[test]
+fn a_message_around_the_mailbox_whose_id_cannot_be_written_is_not_told() {
+    let mut f = Fixture::new(8);
+    f.login("ana", 1, Interests::CHAT);
+    f.login("bea", 2, Interests::CHAT);
+    f.commit();
+    f.core.take_notices();
+    // Another connection holds the write lock: the id is not recorded, nothing is told.
+    let holder = rusqlite::Connection::open(f._dir.path().join("core.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let work = f
+        .core
+        .send_work(("ana", Proof::Session, LOCALHOST), "bea", b"uno", None);
+    assert!(matches!(f.core.start(work, f.now), Started::Now(Err(_))));
+    let (committed, _) = f.core.end_turn(f.now);
+    assert!(committed.is_err());
+    assert!(privates(&mut f).is_empty());
+    holder.execute_batch("ROLLBACK").unwrap();
+    // The next one goes.
+    send_from_session(&mut f, "bea", "dos");
+    f.commit();
+    assert_eq!(privates(&mut f).len(), 1);
+}

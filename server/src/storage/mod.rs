@@ -117,6 +117,23 @@ pub trait Storage {
         text: &[u8],
         attachment: Option<&[u8]>,
     ) -> Result<u32>;
+    /// For a message around the mailbox: the sender's next id, recorded as their last as
+    /// [`Storage::accept_message`] does, if nothing waits for `recipient`; None, with
+    /// nothing recorded, if something does. A shared database takes no message around the
+    /// mailbox (another node may be adding to it): always None.
+    fn direct_message_id(&self, _sender: &str, _recipient: &str) -> Result<Option<u32>> {
+        Ok(None)
+    }
+    /// Queues messages that had their ids from [`Storage::direct_message_id`] but never went
+    /// out (`(sender, id, text)`, in the order sent), in front of everything waiting for
+    /// `recipient` (all of it came later).
+    fn queue_in_front(&self, recipient: &str, messages: &[(&str, u32, &[u8])]) -> Result<()> {
+        Err(Error(format!(
+            "{} messages to {recipient}: a shared database takes no message around the \
+             mailbox, so none goes back in front",
+            messages.len()
+        )))
+    }
     /// The oldest `limit` messages waiting for `recipient`, oldest first.
     fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>>;
     /// Removes a delivered message; false if it was no longer there (its recipient was

@@ -361,6 +361,64 @@ impl Storage for SqliteStore {
         Ok(id)
     }
 
+    fn direct_message_id(&self, sender: &str, recipient: &str) -> Result<Option<u32>> {
+        let last_id = self
+            .user(sender)?
+            .ok_or_else(|| Error(format!("no user {sender}")))?
+            .last_id;
+        let id = wire::next_message_id(last_id);
+        // In the turn's transaction: nothing is queued between the look and the id.
+        let taken = self.write(|conn| {
+            let waiting: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM pending_messages WHERE recipient = ?1)",
+                )?
+                .query_row([recipient], |row| row.get(0))?;
+            if waiting {
+                return Ok(false);
+            }
+            conn.prepare_cached("UPDATE users SET last_id = ?2 WHERE alias = ?1")?
+                .execute(params![sender, id])?;
+            Ok(true)
+        })?;
+        if !taken {
+            return Ok(None);
+        }
+        self.cached(sender, |user| user.last_id = id);
+        Ok(Some(id))
+    }
+
+    fn queue_in_front(&self, recipient: &str, messages: &[(&str, u32, &[u8])]) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.write(|conn| {
+            // The lowest of `messages.len()` seqs below every one in use or ever used.
+            let first: i64 = conn
+                .prepare_cached(
+                    "UPDATE pending_front SET seq = min(seq,
+                         coalesce((SELECT min(seq) FROM pending_messages), 0)) - ?1
+                     RETURNING seq",
+                )?
+                .query_row([messages.len() as i64], |row| row.get(0))?;
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO pending_messages (seq, recipient, sender, id, text, accepted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (seq, (sender, id, text)) in (first..).zip(messages) {
+                insert.execute(params![
+                    seq,
+                    recipient,
+                    sender,
+                    id,
+                    TextBytes(text),
+                    unix_now()
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
     fn pending_batch(&self, recipient: &str, limit: usize) -> Result<Vec<Pending>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, sender, id, text, attachment FROM pending_messages
@@ -687,6 +745,70 @@ mod tests {
             .db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
             .unwrap();
         assert!(stable);
+    }
+
+    /// Messages around the mailbox (issue 24): an id only while nothing waits; the unwritten
+    /// ones go in front of what came since, in their order, with seqs never used before.
+    #[test]
+    fn ids_around_the_mailbox_and_messages_queued_in_front() {
+        let (_dir, store) = store();
+        store.insert_user("ana", None, None).unwrap();
+        store.insert_user("bea", None, None).unwrap();
+        assert_eq!(store.direct_message_id("ana", "bea").unwrap(), Some(1));
+        assert_eq!(store.direct_message_id("ana", "bea").unwrap(), Some(2));
+        assert_eq!(
+            store.accept_message("ana", "bea", b"tres", None).unwrap(),
+            3
+        );
+        assert_eq!(
+            store.direct_message_id("ana", "bea").unwrap(),
+            None,
+            "something waits"
+        );
+        assert_eq!(
+            store.accept_message("ana", "bea", b"cuatro", None).unwrap(),
+            4
+        );
+        store
+            .queue_in_front("bea", &[("ana", 1, b"uno"), ("ana", 2, b"dos")])
+            .unwrap();
+        store.commit().unwrap();
+        let texts = |store: &SqliteStore| -> Vec<(u32, Vec<u8>)> {
+            let batch = store.pending_batch("bea", 10).unwrap();
+            batch.into_iter().map(|p| (p.id, p.text)).collect()
+        };
+        let expected: Vec<(u32, Vec<u8>)> = vec![
+            (1, b"uno".to_vec()),
+            (2, b"dos".to_vec()),
+            (3, b"tres".to_vec()),
+            (4, b"cuatro".to_vec()),
+        ];
+        assert_eq!(texts(&store), expected);
+        // Delivered and removed, then another two in front: below the first two's seqs.
+        let front: Vec<i64> = store
+            .pending_batch("bea", 2)
+            .unwrap()
+            .iter()
+            .map(|p| p.seq)
+            .collect();
+        for seq in &front {
+            assert!(store.delete_pending(*seq).unwrap());
+        }
+        store
+            .queue_in_front("bea", &[("ana", 5, b"cinco")])
+            .unwrap();
+        store.commit().unwrap();
+        let again = store.pending_batch("bea", 1).unwrap();
+        assert_eq!(again[0].text, b"cinco");
+        assert!(
+            front.iter().all(|&seq| again[0].seq < seq),
+            "a seq never used before"
+        );
+        assert_eq!(
+            store.user("ana").unwrap().unwrap().last_id,
+            4,
+            "ids as the messenger's"
+        );
     }
 
     /// Issue 28: a database whose mail was left by a server before `mailbox_sizes` gets its
