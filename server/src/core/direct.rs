@@ -19,7 +19,7 @@
 
 use std::rc::Rc;
 
-use super::{Core, DeliveryMark, Event, Job, JobId, Notice, SendOutcome};
+use super::{Core, DeliveryMark, Event, Job, JobId, Notice, Removal, SendOutcome};
 use crate::storage;
 
 /// Most messages around the mailbox a session may have unwritten; the next ones wait in
@@ -57,6 +57,7 @@ impl Core {
             sender: sender.to_string(),
             id,
             text: Rc::clone(&text),
+            stored: None,
         });
         *self
             .unwritten_direct
@@ -72,6 +73,7 @@ impl Core {
                     job,
                     index: 0,
                     last: true,
+                    unstored: true,
                 },
             },
         ));
@@ -91,13 +93,14 @@ impl Core {
     }
 
     /// A message around the mailbox was written to its session (`written`), or never will be:
-    /// then it is queued in front of its recipient's mailbox.
+    /// then, unless it was stored already, it is queued in front of its recipient's mailbox.
     pub(super) fn direct_reported(&mut self, job: JobId, written: bool) {
         let Some(Job::Direct {
             recipient,
             sender,
             id,
             text,
+            stored,
         }) = self.jobs.remove(&job)
         else {
             unreachable!("a direct job's report");
@@ -105,16 +108,82 @@ impl Core {
         self.one_less_unwritten(&recipient);
         self.metrics
             .push(if written { "delivered" } else { "failed" });
-        if written {
-            self.events.push(Event::Delivered {
+        match (written, stored) {
+            // Its row is removed like any delivered message's, then reported.
+            (true, Some(seq)) => self.delivered(
+                &recipient,
+                Removal {
+                    seq,
+                    sender,
+                    id,
+                    attachment: None,
+                },
+            ),
+            (true, None) => self.events.push(Event::Delivered {
                 id,
                 sender,
                 recipient,
-            });
-            return;
+            }),
+            // It waits in the mailbox already, in its place.
+            (false, Some(_)) => {
+                self.kicks.insert(recipient);
+            }
+            // Queued at the end of the turn, with the others of the same ending in the order
+            // sent.
+            (false, None) => self.unwritten_to_queue.push((recipient, sender, id, text)),
         }
-        // Queued at the end of the turn, with the others of the same ending in the order sent.
-        self.unwritten_to_queue.push((recipient, sender, id, text));
+    }
+
+    /// Stores the messages around the mailbox (`marks`, in the order queued) that their first
+    /// write, at the end of the turn that told them, did not write whole: a slow reader's
+    /// messages would otherwise wait in memory only, and a crash would lose them. They go in
+    /// front of their recipients' mailboxes (what waits there came later); once written they
+    /// are removed like any delivered message.
+    pub fn store_unwritten(&mut self, marks: Vec<DeliveryMark>) {
+        let mut unstored: Vec<(String, JobId)> = Vec::new();
+        for mark in marks {
+            if let Some(Job::Direct {
+                recipient,
+                stored: None,
+                ..
+            }) = self.jobs.get(&mark.job)
+            {
+                unstored.push((recipient.clone(), mark.job));
+            }
+        }
+        while let Some((recipient, _)) = unstored.first() {
+            let recipient = recipient.clone();
+            let (theirs, others): (Vec<_>, Vec<_>) =
+                unstored.into_iter().partition(|(to, _)| *to == recipient);
+            unstored = others;
+            let jobs: Vec<JobId> = theirs.into_iter().map(|(_, job)| job).collect();
+            let seqs = {
+                let messages: Vec<(&str, u32, &[u8])> = jobs
+                    .iter()
+                    .filter_map(|job| match self.jobs.get(job) {
+                        Some(Job::Direct {
+                            sender, id, text, ..
+                        }) => Some((sender.as_str(), *id, &text[..])),
+                        _ => None,
+                    })
+                    .collect();
+                self.store.queue_in_front(&recipient, &messages)
+            };
+            match seqs {
+                Ok(seqs) => {
+                    for (job, seq) in jobs.iter().zip(seqs) {
+                        if let Some(Job::Direct { stored, .. }) = self.jobs.get_mut(job) {
+                            *stored = Some(seq);
+                        }
+                    }
+                }
+                // The turn's transaction is broken: its commit fails and says so.
+                Err(e) => log::error!(
+                    "{} messages to {recipient} wait unwritten and could not be stored: {e}",
+                    jobs.len()
+                ),
+            }
+        }
     }
 
     /// Queues in front of their recipients' mailboxes the messages around the mailbox that
@@ -135,7 +204,7 @@ impl Core {
                 .collect();
             match self.store.queue_in_front(&recipient, &messages) {
                 // Wherever they are now (the messenger, another session), it reaches them.
-                Ok(()) => {
+                Ok(_) => {
                     self.kicks.insert(recipient);
                 }
                 // The turn's transaction is broken: its commit fails and says so.
@@ -171,6 +240,9 @@ impl Core {
             *count -= 1;
             if *count == 0 {
                 self.unwritten_direct.remove(recipient);
+                if self.after_direct.remove(recipient) {
+                    self.kicks.insert(recipient.to_string());
+                }
             }
         }
     }

@@ -265,12 +265,14 @@ enum Job {
         sender: String,
         id: u32,
     },
-    /// A private message around the mailbox to a session (`direct.rs`).
+    /// A private message around the mailbox to a session (`direct.rs`); `stored`: its row,
+    /// once its first write did not write it whole.
     Direct {
         recipient: String,
         sender: String,
         id: u32,
         text: std::rc::Rc<[u8]>,
+        stored: Option<i64>,
     },
 }
 
@@ -361,6 +363,9 @@ pub struct Core {
     /// Messages around the mailbox that will never be written, to queue in front of their
     /// recipients' mailboxes at the end of the turn: `(recipient, sender, id, text)`.
     unwritten_to_queue: Vec<(String, String, u32, std::rc::Rc<[u8]>)>,
+    /// Recipients whose mailbox deliveries wait for their messages around the mailbox to be
+    /// written (or stored): they are looked at again when the last one is.
+    after_direct: HashSet<String>,
     next_job: JobId,
     /// Recipients with something to deliver while the sink had no room; each once.
     waiting: VecDeque<String>,
@@ -454,6 +459,7 @@ impl Core {
             unwritten_direct: HashMap::new(),
             turn_direct: Vec::new(),
             unwritten_to_queue: Vec::new(),
+            after_direct: HashSet::new(),
             next_job: 0,
             waiting: VecDeque::new(),
             waiting_set: HashSet::new(),
@@ -1364,6 +1370,7 @@ impl Core {
                                 job,
                                 index,
                                 last: index + 1 == count,
+                                unstored: false,
                             },
                         },
                     ));
@@ -1569,6 +1576,12 @@ impl Core {
     fn start_delivery(&mut self, alias: &str, now: Instant) {
         if self.gathering.contains(alias) {
             self.gather_again.insert(alias.to_string());
+            return;
+        }
+        // Messages around the mailbox go first; their rows, if they were stored, must not be
+        // read for a second delivery. The last of them kicks the recipient again.
+        if self.unwritten_direct.contains_key(alias) {
+            self.after_direct.insert(alias.to_string());
             return;
         }
         // Each of these kicks the recipient again when it ends.

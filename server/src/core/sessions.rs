@@ -93,6 +93,9 @@ pub struct DeliveryMark {
     pub index: usize,
     /// The job's last message.
     pub last: bool,
+    /// A message around the mailbox that is stored nowhere yet: if its first try does not
+    /// write it whole, the reactor has the core store it (`Core::store_unwritten`).
+    pub unstored: bool,
 }
 
 /// Something to tell one session. Texts are shared between the sessions of a fan-out.

@@ -99,6 +99,8 @@ pub struct Connection {
     pub written: usize,
     /// Bytes in `out` not yet written.
     pub queued: usize,
+    /// Queued private messages whose marks say they are stored nowhere yet.
+    unstored: usize,
     /// Held slots in `out`, and the number for the next one.
     pub held: usize,
     next_slot: u64,
@@ -166,6 +168,7 @@ impl Connection {
             out: VecDeque::new(),
             written: 0,
             queued: 0,
+            unstored: 0,
             held: 0,
             next_slot: 0,
             pause: Duration::ZERO,
@@ -299,7 +302,32 @@ impl Connection {
             }
         }
         self.queued += bytes.len();
+        if mark.is_some_and(|mark| mark.unstored) {
+            self.unstored += 1;
+        }
         self.out.push_back(Chunk::Ready { bytes, mark, kind });
+    }
+
+    /// The marks of the queued private messages stored nowhere yet, which from now on count
+    /// as stored (the caller stores them).
+    pub fn take_unstored(&mut self) -> Vec<DeliveryMark> {
+        if self.unstored == 0 {
+            return Vec::new();
+        }
+        self.unstored = 0;
+        let mut taken = Vec::new();
+        for chunk in &mut self.out {
+            if let Chunk::Ready {
+                mark: Some(mark), ..
+            } = chunk
+            {
+                if mark.unstored {
+                    mark.unstored = false;
+                    taken.push(*mark);
+                }
+            }
+        }
+        taken
     }
 
     /// Writes what may be written now: with [`Pacing::Stream`] every ready message up to the
@@ -371,6 +399,7 @@ impl Connection {
             }
             n -= left;
             if let Some(mark) = mark {
+                self.unstored -= usize::from(mark.unstored);
                 delivered.push(*mark);
             }
             self.out.pop_front();

@@ -435,9 +435,19 @@ impl Reactor {
 
     /// Writes every connection that had something queued this turn: once each, many messages
     /// per write.
+    /// Writes what the turn queued. A private message around the mailbox that this first
+    /// try does not write whole is stored (`Core::store_unwritten`): in memory alone it would
+    /// not outlive a crash. Only here, once every notice of the turn is queued, so that all
+    /// of a recipient's unwritten messages are stored together, in their order.
     fn flush_dirty(&mut self) {
         for key in take_listed(&mut self.connections, &mut self.dirty, |c| &mut c.dirty) {
             self.write(key);
+            if let Some(conn) = self.connections.get_mut(key) {
+                let unstored = conn.take_unstored();
+                if !unstored.is_empty() {
+                    self.core.store_unwritten(unstored);
+                }
+            }
         }
     }
 

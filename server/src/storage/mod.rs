@@ -124,10 +124,11 @@ pub trait Storage {
     fn direct_message_id(&self, _sender: &str, _recipient: &str) -> Result<Option<u32>> {
         Ok(None)
     }
-    /// Queues messages that had their ids from [`Storage::direct_message_id`] but never went
-    /// out (`(sender, id, text)`, in the order sent), in front of everything waiting for
-    /// `recipient` (all of it came later).
-    fn queue_in_front(&self, recipient: &str, messages: &[(&str, u32, &[u8])]) -> Result<()> {
+    /// Queues messages that had their ids from [`Storage::direct_message_id`] but were not
+    /// written out (`(sender, id, text)`, in the order sent), in front of everything waiting
+    /// for `recipient` (all of it came later); returns their seqs. A recipient who no longer
+    /// exists (unregistered meanwhile) gets none: their mail went with them.
+    fn queue_in_front(&self, recipient: &str, messages: &[(&str, u32, &[u8])]) -> Result<Vec<i64>> {
         Err(Error(format!(
             "{} messages to {recipient}: a shared database takes no message around the \
              mailbox, so none goes back in front",

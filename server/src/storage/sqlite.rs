@@ -388,9 +388,9 @@ impl Storage for SqliteStore {
         Ok(Some(id))
     }
 
-    fn queue_in_front(&self, recipient: &str, messages: &[(&str, u32, &[u8])]) -> Result<()> {
-        if messages.is_empty() {
-            return Ok(());
+    fn queue_in_front(&self, recipient: &str, messages: &[(&str, u32, &[u8])]) -> Result<Vec<i64>> {
+        if messages.is_empty() || self.user(recipient)?.is_none() {
+            return Ok(Vec::new());
         }
         self.write(|conn| {
             // The lowest of `messages.len()` seqs below every one in use or ever used.
@@ -405,6 +405,7 @@ impl Storage for SqliteStore {
                 "INSERT INTO pending_messages (seq, recipient, sender, id, text, accepted_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut seqs = Vec::with_capacity(messages.len());
             for (seq, (sender, id, text)) in (first..).zip(messages) {
                 insert.execute(params![
                     seq,
@@ -414,8 +415,9 @@ impl Storage for SqliteStore {
                     TextBytes(text),
                     unix_now()
                 ])?;
+                seqs.push(seq);
             }
-            Ok(())
+            Ok(seqs)
         })
     }
 
