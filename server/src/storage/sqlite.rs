@@ -45,6 +45,15 @@ pub struct SqliteStore {
     /// SQLite's count of commits by other connections when the cache was last good: an
     /// operator's `server account` run against the live file changes users behind it.
     data_version: std::cell::Cell<i64>,
+    /// Recipients whose mailbox is known to be empty: put here when a look found nothing
+    /// waiting, taken out by every message queued for them (both ways in are in this file),
+    /// forgotten with the users. A message around the mailbox asks here, not the file.
+    empty_mailboxes: std::cell::RefCell<std::collections::HashSet<String>>,
+    /// Ids for messages around the mailbox, given without a write: per sender, the last id
+    /// given and the last of the block reserved, which is recorded as the sender's `last_id`
+    /// before any of it is given (so the messenger's next SEND gets an id after the block,
+    /// and a restart skips what was not given). Forgotten with the users.
+    reserved_ids: std::cell::RefCell<HashMap<String, (u32, u32)>>,
     /// When `data_version` was last read: outside a transaction each read takes and gives
     /// back SQLite's file lock (two system calls, a tenth of a private message's cost when
     /// it was read at every look-up), so it is read again only after [`STALE_AFTER`].
@@ -57,8 +66,12 @@ pub struct SqliteStore {
 /// operator's change to a user is seen by the running server within this.
 const STALE_AFTER: Duration = Duration::from_millis(1);
 
+/// How many ids a sender's block around the mailbox holds: one write of `last_id` per this
+/// many messages.
+const RESERVED_IDS: u32 = 64;
+
 /// Most users kept in the cache; past it the cache starts again empty (a few hundred bytes a
-/// user: a few MiB at most).
+/// user: a few MiB at most). The same bounds the known empty mailboxes and the id blocks.
 const MAX_CACHED_USERS: usize = 16_384;
 
 impl SqliteStore {
@@ -108,6 +121,8 @@ impl SqliteStore {
             users: Default::default(),
             data_version: Default::default(),
             data_version_read: Default::default(),
+            empty_mailboxes: Default::default(),
+            reserved_ids: Default::default(),
             _checkpointer: checkpointer,
         })
     }
@@ -160,7 +175,7 @@ impl SqliteStore {
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |row| row.get(0))?;
         if version != self.data_version.replace(version) {
-            self.users.borrow_mut().clear();
+            self.forget_cached();
         }
         self.data_version_read.set(Some(std::time::Instant::now()));
         Ok(())
@@ -179,8 +194,77 @@ impl SqliteStore {
         }
     }
 
-    fn rollback(&self) {
+    /// Forgets what is remembered of the file: after a rollback, or another connection's
+    /// commit.
+    fn forget_cached(&self) {
         self.users.borrow_mut().clear();
+        self.empty_mailboxes.borrow_mut().clear();
+        self.reserved_ids.borrow_mut().clear();
+    }
+
+    /// Looks whether another connection committed, at most every [`STALE_AFTER`] outside a
+    /// transaction (inside one nobody else commits, and `write` looked when it began).
+    fn look_for_changes_elsewhere(&self) -> rusqlite::Result<()> {
+        let stale = self
+            .data_version_read
+            .get()
+            .is_none_or(|read| read.elapsed() >= STALE_AFTER);
+        if self.conn.is_autocommit() && stale {
+            self.forget_if_changed_elsewhere()?;
+        }
+        Ok(())
+    }
+
+    /// True if nothing waits for `recipient`.
+    fn mailbox_empty(&self, recipient: &str) -> Result<bool> {
+        self.look_for_changes_elsewhere()?;
+        if self.empty_mailboxes.borrow().contains(recipient) {
+            return Ok(true);
+        }
+        let waiting: bool = self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM pending_messages WHERE recipient = ?1)")?
+            .query_row([recipient], |row| row.get(0))?;
+        if !waiting {
+            let mut empty = self.empty_mailboxes.borrow_mut();
+            if empty.len() >= MAX_CACHED_USERS {
+                empty.clear();
+            }
+            empty.insert(recipient.to_string());
+        }
+        Ok(!waiting)
+    }
+
+    /// `sender`'s next id around the mailbox: from their reserved block, or from a new one.
+    fn id_around_mailbox(&self, sender: &str) -> Result<u32> {
+        if let Some((given, last)) = self.reserved_ids.borrow_mut().get_mut(sender) {
+            if *given != *last {
+                *given = wire::next_message_id(*given);
+                return Ok(*given);
+            }
+        }
+        let last_id = self
+            .user(sender)?
+            .ok_or_else(|| Error(format!("no user {sender}")))?
+            .last_id;
+        let first = wire::next_message_id(last_id);
+        let last = (1..RESERVED_IDS).fold(first, |id, _| wire::next_message_id(id));
+        self.write(|conn| {
+            conn.prepare_cached("UPDATE users SET last_id = ?2 WHERE alias = ?1")?
+                .execute(params![sender, last])?;
+            Ok(())
+        })?;
+        self.cached(sender, |user| user.last_id = last);
+        let mut reserved = self.reserved_ids.borrow_mut();
+        if reserved.len() >= MAX_CACHED_USERS {
+            reserved.clear();
+        }
+        reserved.insert(sender.to_string(), (first, last));
+        Ok(first)
+    }
+
+    fn rollback(&self) {
+        self.forget_cached();
         if !self.conn.is_autocommit() {
             // A failed ROLLBACK means SQLite already rolled back on its own.
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -225,15 +309,7 @@ impl Storage for SqliteStore {
     }
 
     fn user(&self, alias: &str) -> Result<Option<User>> {
-        // Inside the turn's transaction nobody else commits, and `write` looked when it
-        // began.
-        let stale = self
-            .data_version_read
-            .get()
-            .is_none_or(|read| read.elapsed() >= STALE_AFTER);
-        if self.conn.is_autocommit() && stale {
-            self.forget_if_changed_elsewhere()?;
-        }
+        self.look_for_changes_elsewhere()?;
         if let Some(user) = self.users.borrow().get(alias) {
             return Ok(Some(user.clone()));
         }
@@ -358,40 +434,22 @@ impl Storage for SqliteStore {
             Ok(())
         })?;
         self.cached(sender, |user| user.last_id = id);
+        self.empty_mailboxes.borrow_mut().remove(recipient);
         Ok(id)
     }
 
     fn direct_message_id(&self, sender: &str, recipient: &str) -> Result<Option<u32>> {
-        let last_id = self
-            .user(sender)?
-            .ok_or_else(|| Error(format!("no user {sender}")))?
-            .last_id;
-        let id = wire::next_message_id(last_id);
-        // In the turn's transaction: nothing is queued between the look and the id.
-        let taken = self.write(|conn| {
-            let waiting: bool = conn
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM pending_messages WHERE recipient = ?1)",
-                )?
-                .query_row([recipient], |row| row.get(0))?;
-            if waiting {
-                return Ok(false);
-            }
-            conn.prepare_cached("UPDATE users SET last_id = ?2 WHERE alias = ?1")?
-                .execute(params![sender, id])?;
-            Ok(true)
-        })?;
-        if !taken {
+        if !self.mailbox_empty(recipient)? {
             return Ok(None);
         }
-        self.cached(sender, |user| user.last_id = id);
-        Ok(Some(id))
+        Ok(Some(self.id_around_mailbox(sender)?))
     }
 
     fn queue_in_front(&self, recipient: &str, messages: &[(&str, u32, &[u8])]) -> Result<Vec<i64>> {
         if messages.is_empty() || self.user(recipient)?.is_none() {
             return Ok(Vec::new());
         }
+        self.empty_mailboxes.borrow_mut().remove(recipient);
         self.write(|conn| {
             // The lowest of `messages.len()` seqs below every one in use or ever used.
             let first: i64 = conn
@@ -749,18 +807,27 @@ mod tests {
         assert!(stable);
     }
 
-    /// Messages around the mailbox (issue 24): an id only while nothing waits; the unwritten
-    /// ones go in front of what came since, in their order, with seqs never used before.
+    /// Messages around the mailbox (issue 24): an id only while nothing waits, from a block
+    /// written once; the unwritten ones go in front of what came since, in their order, with
+    /// seqs never used before.
     #[test]
     fn ids_around_the_mailbox_and_messages_queued_in_front() {
         let (_dir, store) = store();
         store.insert_user("ana", None, None).unwrap();
         store.insert_user("bea", None, None).unwrap();
+        store.commit().unwrap();
         assert_eq!(store.direct_message_id("ana", "bea").unwrap(), Some(1));
+        store.commit().unwrap();
         assert_eq!(store.direct_message_id("ana", "bea").unwrap(), Some(2));
+        assert!(
+            !store.has_uncommitted(),
+            "the second id is from the block: no write"
+        );
+        // The messenger's next SEND gets an id after the block.
+        let after_block = RESERVED_IDS + 1;
         assert_eq!(
             store.accept_message("ana", "bea", b"tres", None).unwrap(),
-            3
+            after_block
         );
         assert_eq!(
             store.direct_message_id("ana", "bea").unwrap(),
@@ -769,7 +836,7 @@ mod tests {
         );
         assert_eq!(
             store.accept_message("ana", "bea", b"cuatro", None).unwrap(),
-            4
+            after_block + 1
         );
         store
             .queue_in_front("bea", &[("ana", 1, b"uno"), ("ana", 2, b"dos")])
@@ -782,11 +849,11 @@ mod tests {
         let expected: Vec<(u32, Vec<u8>)> = vec![
             (1, b"uno".to_vec()),
             (2, b"dos".to_vec()),
-            (3, b"tres".to_vec()),
-            (4, b"cuatro".to_vec()),
+            (after_block, b"tres".to_vec()),
+            (after_block + 1, b"cuatro".to_vec()),
         ];
         assert_eq!(texts(&store), expected);
-        // Delivered and removed, then another two in front: below the first two's seqs.
+        // Delivered and removed, then another in front: below the first two's seqs.
         let front: Vec<i64> = store
             .pending_batch("bea", 2)
             .unwrap()
@@ -797,7 +864,7 @@ mod tests {
             assert!(store.delete_pending(*seq).unwrap());
         }
         store
-            .queue_in_front("bea", &[("ana", 5, b"cinco")])
+            .queue_in_front("bea", &[("ana", 3, b"cinco")])
             .unwrap();
         store.commit().unwrap();
         let again = store.pending_batch("bea", 1).unwrap();
@@ -806,10 +873,20 @@ mod tests {
             front.iter().all(|&seq| again[0].seq < seq),
             "a seq never used before"
         );
+        // A rollback forgets the block: the next id comes after everything recorded.
+        store.rollback();
+        for seq in store
+            .pending_batch("bea", 10)
+            .unwrap()
+            .iter()
+            .map(|p| p.seq)
+        {
+            assert!(store.delete_pending(seq).unwrap());
+        }
+        store.commit().unwrap();
         assert_eq!(
-            store.user("ana").unwrap().unwrap().last_id,
-            4,
-            "ids as the messenger's"
+            store.direct_message_id("ana", "bea").unwrap(),
+            Some(after_block + 2)
         );
     }
 
