@@ -18,6 +18,10 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 /// A control, format or line/paragraph separator character (Cc, Cf, Zl, Zp): invisible, or
 /// acting on the text around it rather than being seen.
 pub fn is_hidden(c: char) -> bool {
+    // The common case without the table: ASCII's only such characters are its controls.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     matches!(
         c.general_category(),
         GeneralCategory::Control
@@ -125,6 +129,17 @@ mod tests {
         }
         for c in ['a', 'ñ', ' ', '¦', '€', '😀', '中'] {
             assert!(!is_hidden(c), "{c:?}");
+        }
+        // ASCII skips the table: the same answer for each of its characters.
+        for c in (0u8..=0x7f).map(char::from) {
+            let by_table = matches!(
+                c.general_category(),
+                GeneralCategory::Control
+                    | GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            );
+            assert_eq!(is_hidden(c), by_table, "{c:?}");
         }
     }
 
