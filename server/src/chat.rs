@@ -368,6 +368,11 @@ impl Chat {
             Ok(Finished::Sent(SendOutcome::Accepted { .. })) => {
                 Applied::written(Reply::default(), not_stored("not committed".into()))
             }
+            // Written to the recipient's session at the end of the turn, unless its commit
+            // fails: no disk to wait for.
+            Ok(Finished::Sent(SendOutcome::Told { .. })) => {
+                Applied::committed(Reply::default(), not_stored("not committed".into()))
+            }
             Ok(Finished::Sent(SendOutcome::NoSuchUser)) => {
                 Applied::read_only(self.error(caller, 404, "Usuario no encontrado"))
             }

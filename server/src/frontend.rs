@@ -131,6 +131,8 @@ pub struct Applied {
     /// The database server's life the write was committed in (see `storage::Epoch`): only a
     /// barrier of the same one confirms it.
     pub epoch: crate::storage::Epoch,
+    /// A written answer waits for the disk (the syncer), not only for the commit.
+    pub durable: bool,
 }
 
 impl Applied {
@@ -143,10 +145,22 @@ impl Applied {
             later: None,
             stored_beside: false,
             epoch: 0,
+            durable: false,
         }
     }
 
+    /// An answer that reports a write: it waits until the turn's transaction is on disk.
     pub fn written(reply: Reply, if_not_committed: Reply) -> Applied {
+        Applied {
+            if_not_committed: Some(if_not_committed),
+            durable: true,
+            ..Applied::read_only(reply)
+        }
+    }
+
+    /// An answer that depends on the turn's commit but promises nothing on disk: it goes
+    /// once the commit is done.
+    pub fn committed(reply: Reply, if_not_committed: Reply) -> Applied {
         Applied {
             if_not_committed: Some(if_not_committed),
             ..Applied::read_only(reply)

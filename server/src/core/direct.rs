@@ -77,7 +77,7 @@ impl Core {
                 },
             },
         ));
-        Some(Ok(SendOutcome::Accepted { id, online: true }))
+        Some(Ok(SendOutcome::Told { id }))
     }
 
     /// True if a delivery to `alias` is being gathered, is on its way, waits for its removal

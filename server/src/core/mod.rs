@@ -215,6 +215,11 @@ pub enum SendOutcome {
         id: u32,
         online: bool,
     },
+    /// Told to the recipient's session around the mailbox (`direct.rs`): stored nowhere, it
+    /// depends on the turn's commit (which may hold the sender's id block), not on the disk.
+    Told {
+        id: u32,
+    },
     NoSuchUser,
     /// `--max-pending-per-user` messages already wait for the recipient.
     MailboxFull,

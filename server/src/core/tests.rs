@@ -804,7 +804,7 @@ fn send_from_session(f: &mut Fixture, to: &str, text: &str) -> u32 {
         None,
     );
     match f.run(work) {
-        Finished::Sent(SendOutcome::Accepted { id, .. }) => id,
+        Finished::Sent(SendOutcome::Accepted { id, .. } | SendOutcome::Told { id }) => id,
         other => panic!("{other:?}"),
     }
 }

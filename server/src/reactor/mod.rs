@@ -940,7 +940,7 @@ impl Reactor {
         }
         let mut held = Vec::new();
         for (key, generation, slot, applied) in std::mem::take(&mut self.staged) {
-            let wrote = applied.if_not_committed.is_some();
+            let wrote = applied.if_not_committed.is_some() && applied.durable;
             match (
                 &committed,
                 wrote,
