@@ -2,7 +2,9 @@
 //!
 //! Front-ends call these methods during a reactor turn. Everything they write lands in the
 //! turn's transaction; `end_turn` commits it and only then starts the deliveries that depend on
-//! it, so nothing is delivered, and no success is answered, for data that is not on disk.
+//! it, so nothing is delivered, and no success is answered, for data that is not on disk. (A
+//! private message between two sessions may go around the mailbox, stored nowhere: see
+//! `direct.rs`.)
 //!
 //! The core says what must reach whom; a [`DeliverySink`] does it. A present user has an
 //! [`Endpoint`]: for the messenger, a listener address to push to. Deliveries to one recipient
