@@ -823,6 +823,18 @@ fn privates(f: &mut Fixture) -> Vec<(SessionId, String, DeliveryMark)> {
         .collect()
 }
 
+/// A session reports the last (or, for a session that ended, the first unwritten) message of
+/// `job`, as the reactor does.
+fn session_reports(f: &mut Fixture, job: JobId, index: usize, outcome: Outcome) {
+    let report = Report {
+        job,
+        index,
+        outcome,
+        job_done: true,
+    };
+    f.core.session_report(report, f.now);
+}
+
 /// What waits in `alias`'s mailbox, in its order, read from the file.
 fn mailbox(f: &Fixture, alias: &str) -> Vec<String> {
     let db = rusqlite::Connection::open(f._dir.path().join("core.db")).unwrap();
@@ -860,15 +872,7 @@ fn a_private_message_between_sessions_goes_around_the_mailbox_and_back_in_front_
     assert_eq!(told.len(), 1);
     assert_eq!((told[0].0, told[0].1.as_str()), (2, "uno"));
     assert!(mailbox(&f, "bea").is_empty(), "never in the mailbox");
-    f.core.session_report(
-        Report {
-            job: told[0].2.job,
-            index: 0,
-            outcome: Outcome::Delivered,
-            job_done: true,
-        },
-        f.now,
-    );
+    session_reports(&mut f, told[0].2.job, 0, Outcome::Delivered);
     assert_eq!(
         delivered_ids(&f.commit()),
         [uno],
@@ -895,14 +899,11 @@ fn a_private_message_between_sessions_goes_around_the_mailbox_and_back_in_front_
     // bea's session ends before either is written: they go back in front of the mailbox,
     // older than what waits there.
     for (_, _, mark) in &told {
-        f.core.session_report(
-            Report {
-                job: mark.job,
-                index: mark.index,
-                outcome: Outcome::Failed("the session ended".into()),
-                job_done: true,
-            },
-            f.now,
+        session_reports(
+            &mut f,
+            mark.job,
+            mark.index,
+            Outcome::Failed("the session ended".into()),
         );
     }
     f.core.logout(2);
@@ -943,27 +944,11 @@ fn a_message_around_the_mailbox_not_written_at_once_is_stored_until_it_is() {
         "nothing delivered twice meanwhile"
     );
     // uno is written: its row is removed, then it is reported.
-    f.core.session_report(
-        Report {
-            job: told[0].2.job,
-            index: 0,
-            outcome: Outcome::Delivered,
-            job_done: true,
-        },
-        f.now,
-    );
+    session_reports(&mut f, told[0].2.job, 0, Outcome::Delivered);
     assert_eq!(delivered_ids(&f.commit()), [uno]);
     assert_eq!(mailbox(&f, "bea"), ["dos", "tres"]);
     // dos is written too; then tres comes from the mailbox, once.
-    f.core.session_report(
-        Report {
-            job: told[1].2.job,
-            index: 0,
-            outcome: Outcome::Delivered,
-            job_done: true,
-        },
-        f.now,
-    );
+    session_reports(&mut f, told[1].2.job, 0, Outcome::Delivered);
     assert_eq!(delivered_ids(&f.commit()), [dos]);
     let texts: Vec<String> = privates(&mut f)
         .into_iter()
