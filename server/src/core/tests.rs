@@ -823,6 +823,16 @@ fn privates(f: &mut Fixture) -> Vec<(SessionId, String, DeliveryMark)> {
         .collect()
 }
 
+/// A core with `ana` in chat session 1 and `bea` in chat session 2, their notices taken.
+fn chat_sessions() -> Fixture {
+    let mut f = Fixture::new(8);
+    f.login("ana", 1, Interests::CHAT);
+    f.login("bea", 2, Interests::CHAT);
+    f.commit();
+    f.core.take_notices();
+    f
+}
+
 /// A session reports the last (or, for a session that ended, the first unwritten) message of
 /// `job`, as the reactor does.
 fn session_reports(f: &mut Fixture, job: JobId, index: usize, outcome: Outcome) {
@@ -859,13 +869,10 @@ fn delivered_ids(events: &[Event]) -> Vec<u32> {
 
 #[test]
 fn a_private_message_between_sessions_goes_around_the_mailbox_and_back_in_front_if_unwritten() {
-    let mut f = Fixture::new(8);
-    f.login("ana", 1, Interests::CHAT);
-    f.login("bea", 2, Interests::CHAT);
-    f.commit();
-    f.core.take_notices();
+    let mut f = chat_sessions();
 
-    // Nothing waits for bea: the message goes to her session, and only ana's id is written.
+    // Nothing waits for bea: the message goes to her session; nothing is written but ana's
+    // id block.
     let uno = send_from_session(&mut f, "bea", "uno");
     assert!(f.commit().is_empty(), "reported once written, not before");
     let told = privates(&mut f);
@@ -921,11 +928,7 @@ fn a_private_message_between_sessions_goes_around_the_mailbox_and_back_in_front_
 
 #[test]
 fn a_message_around_the_mailbox_not_written_at_once_is_stored_until_it_is() {
-    let mut f = Fixture::new(8);
-    f.login("ana", 1, Interests::CHAT);
-    f.login("bea", 2, Interests::CHAT);
-    f.commit();
-    f.core.take_notices();
+    let mut f = chat_sessions();
     let uno = send_from_session(&mut f, "bea", "uno");
     let dos = send_from_session(&mut f, "bea", "dos");
     f.commit();
@@ -959,11 +962,7 @@ fn a_message_around_the_mailbox_not_written_at_once_is_stored_until_it_is() {
 
 #[test]
 fn a_message_around_the_mailbox_whose_id_cannot_be_written_is_not_told() {
-    let mut f = Fixture::new(8);
-    f.login("ana", 1, Interests::CHAT);
-    f.login("bea", 2, Interests::CHAT);
-    f.commit();
-    f.core.take_notices();
+    let mut f = chat_sessions();
     // Another connection holds the write lock: the id is not recorded, nothing is told.
     let holder = rusqlite::Connection::open(f._dir.path().join("core.db")).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
