@@ -1,14 +1,17 @@
-//! Private messages around the mailbox: between two sessions of this node, when nothing
-//! waits for the recipient, a message goes straight to the recipient's session; only the
-//! sender's id sequence is written (the console line and the messenger's acks need ids that
-//! never repeat). The mailbox is the fallback, so every promise holds:
+//! Private messages around the mailbox: from a session to another session of this node, when
+//! nothing waits for the recipient, a message goes straight to the recipient's session, and
+//! nothing is written for it but, once in 64 messages, the sender's id block (the console line
+//! and the messenger's acks need ids that never repeat). The mailbox stays the fallback, so
+//! every promise holds:
 //!
 //! - order: a message goes around only if the recipient's mailbox is empty and no delivery
 //!   to them is under way, so nothing older can come after it; once something waits, the
-//!   next messages wait behind it;
-//! - never lost: a message its session did not write (the session ended first) is queued in
-//!   front of the recipient's mailbox ([`Storage::queue_in_front`]), ahead of what came for
-//!   them since, all of which is younger;
+//!   next messages wait behind it, and mailbox deliveries to the recipient wait until the
+//!   messages around it are written;
+//! - never lost: what the first write (at the end of the turn that told it) leaves unwritten
+//!   is stored at once, in front of the recipient's mailbox ([`Storage::queue_in_front`]),
+//!   ahead of what came for them since, all of which is younger; so is a message whose session
+//!   ended before it was written at all;
 //! - a commit that fails takes the turn's messages back: nothing of it is written out.
 //!
 //! A shared database (PostgreSQL) never takes this path: another node may be adding to the
@@ -17,6 +20,7 @@
 //! [`Storage::queue_in_front`]: crate::storage::Storage::queue_in_front
 //! [`Storage::direct_message_id`]: crate::storage::Storage::direct_message_id
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::{Core, DeliveryMark, Event, Job, JobId, Notice, Removal, SendOutcome};
@@ -24,7 +28,7 @@ use crate::storage;
 
 /// Most messages around the mailbox a session may have unwritten; the next ones wait in
 /// the mailbox (a reader slower than its senders is paced by it, not disconnected).
-pub const MAX_UNWRITTEN_DIRECT: usize = super::DELIVERY_BATCH;
+const MAX_UNWRITTEN_DIRECT: usize = super::DELIVERY_BATCH;
 
 impl Core {
     /// Sends `text` (clean already) from `sender` to `recipient` around the mailbox if it
@@ -80,16 +84,10 @@ impl Core {
         Some(Ok(SendOutcome::Told { id }))
     }
 
-    /// True if a delivery to `alias` is being gathered, is on its way, waits for its removal
-    /// or its retry, or is about to start this turn.
+    /// True if a delivery to `alias` is being gathered, is on its way (or held back), or is
+    /// about to start this turn.
     fn delivery_under_way(&self, alias: &str) -> bool {
-        self.gathering.contains(alias)
-            || self.in_flight.contains_key(alias)
-            || self.unremoved.contains_key(alias)
-            || self.removing.contains_key(alias)
-            || self.retry_at.contains_key(alias)
-            || self.waiting_set.contains(alias)
-            || self.kicks.contains(alias)
+        self.gathering.contains(alias) || self.delivery_held(alias) || self.kicks.contains(alias)
     }
 
     /// A message around the mailbox was written to its session (`written`), or never will be:
@@ -140,7 +138,7 @@ impl Core {
     /// front of their recipients' mailboxes (what waits there came later); once written they
     /// are removed like any delivered message.
     pub fn store_unwritten(&mut self, marks: Vec<DeliveryMark>) {
-        let mut unstored: Vec<(String, JobId)> = Vec::new();
+        let mut unstored = Vec::new();
         for mark in marks {
             if let Some(Job::Direct {
                 recipient,
@@ -151,12 +149,7 @@ impl Core {
                 unstored.push((recipient.clone(), mark.job));
             }
         }
-        while let Some((recipient, _)) = unstored.first() {
-            let recipient = recipient.clone();
-            let (theirs, others): (Vec<_>, Vec<_>) =
-                unstored.into_iter().partition(|(to, _)| *to == recipient);
-            unstored = others;
-            let jobs: Vec<JobId> = theirs.into_iter().map(|(_, job)| job).collect();
+        for (recipient, jobs) in by_recipient(unstored) {
             let seqs = {
                 let messages: Vec<(&str, u32, &[u8])> = jobs
                     .iter()
@@ -192,15 +185,13 @@ impl Core {
     /// as it ends, and none goes around a mailbox with something in it, so no two endings'
     /// messages are in a mailbox at once.)
     pub(super) fn queue_unwritten_in_front(&mut self) {
-        let mut unwritten = std::mem::take(&mut self.unwritten_to_queue);
-        while let Some((recipient, ..)) = unwritten.first() {
-            let recipient = recipient.clone();
-            let (theirs, others): (Vec<_>, Vec<_>) =
-                unwritten.into_iter().partition(|(to, ..)| *to == recipient);
-            unwritten = others;
+        let unwritten = std::mem::take(&mut self.unwritten_to_queue)
+            .into_iter()
+            .map(|(recipient, sender, id, text)| (recipient, (sender, id, text)));
+        for (recipient, theirs) in by_recipient(unwritten) {
             let messages: Vec<(&str, u32, &[u8])> = theirs
                 .iter()
-                .map(|(_, sender, id, text)| (sender.as_str(), *id, &text[..]))
+                .map(|(sender, id, text)| (sender.as_str(), *id, &text[..]))
                 .collect();
             match self.store.queue_in_front(&recipient, &messages) {
                 // Wherever they are now (the messenger, another session), it reaches them.
@@ -218,8 +209,8 @@ impl Core {
     }
 
     /// The end of a turn's commit: if it failed, the messages that went around the mailbox
-    /// in it are taken back before anything is written out (their ids were rolled back too,
-    /// and their senders hear that nothing was stored).
+    /// in it are taken back before anything is written out (their senders hear that nothing
+    /// was stored; a block of ids reserved in the turn was rolled back with it).
     pub(super) fn direct_turn_committed(&mut self, committed: bool) {
         let jobs = std::mem::take(&mut self.turn_direct);
         if committed || jobs.is_empty() {
@@ -246,4 +237,21 @@ impl Core {
             }
         }
     }
+}
+
+/// `items` by recipient, each recipient's in their order, the recipients in the order of
+/// their first item.
+fn by_recipient<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
+    let mut grouped: Vec<(String, Vec<T>)> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for (recipient, item) in items {
+        match at.get(&recipient) {
+            Some(&index) => grouped[index].1.push(item),
+            None => {
+                at.insert(recipient.clone(), grouped.len());
+                grouped.push((recipient, vec![item]));
+            }
+        }
+    }
+    grouped
 }

@@ -1591,13 +1591,7 @@ impl Core {
             self.after_direct.insert(alias.to_string());
             return;
         }
-        // Each of these kicks the recipient again when it ends.
-        if self.in_flight.contains_key(alias)
-            || self.unremoved.contains_key(alias)
-            || self.removing.contains_key(alias)
-            || self.retry_at.contains_key(alias)
-            || self.waiting_set.contains(alias)
-        {
+        if self.delivery_held(alias) {
             return;
         }
         let session = self.sessions.session_of(alias);
@@ -1612,6 +1606,17 @@ impl Core {
             limit: DELIVERY_BATCH,
         };
         self.chore(Some(alias), gather, now);
+    }
+
+    /// True if a delivery to `alias` is on its way, or held back until a removal of theirs
+    /// commits, a retry is due or the sink has room; each of these kicks them again when it
+    /// ends.
+    fn delivery_held(&self, alias: &str) -> bool {
+        self.in_flight.contains_key(alias)
+            || self.unremoved.contains_key(alias)
+            || self.removing.contains_key(alias)
+            || self.retry_at.contains_key(alias)
+            || self.waiting_set.contains(alias)
     }
 
     /// Stops the sink once what is in flight is done, records the outcomes and commits; waits
