@@ -246,6 +246,27 @@ impl Server {
         Server::start(dir, &all)
     }
 
+    /// [`Server::start_all`] with every front-end's TLS port too, serving `cert` and `key`.
+    pub fn start_all_tls(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Server {
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let mut args = vec![
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--tls-port",
+            "0",
+            "--chat-tls-port",
+            "0",
+            "--rooms-tls-port",
+            "0",
+            "--canvas-tls-port",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        Server::start_all(dir, &args)
+    }
+
     /// The TLS port of `what` (`server`, `chat`, `rooms`, `canvas`), from its init line.
     pub fn tls_port(&self, what: &str) -> u16 {
         let prefix = format!("s> init tls {what} ");

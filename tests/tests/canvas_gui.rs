@@ -53,17 +53,7 @@ fn the_canvas_window_paints_and_follows_others() {
     let dir = tempfile::tempdir().unwrap();
     // Over TLS (docs/tls.md); the original-style server below speaks plain TCP.
     let (cert, key) = e2e::self_signed(dir.path(), "server", true);
-    let server = Server::start_all(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--canvas-tls-port",
-            "0",
-        ],
-    );
+    let server = Server::start_all_tls(dir.path(), &cert, &key, &[]);
     let tls = Some(client::link::client_config(Some(&cert)).unwrap());
     let mut canvas = CanvasWindow::build("127.0.0.1", server.tls_port("canvas"), &tls).unwrap();
     canvas.window.show();

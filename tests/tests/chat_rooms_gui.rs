@@ -542,19 +542,7 @@ fn the_chat_and_rooms_windows_end_to_end() {
     let _app = app::App::default();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = e2e::self_signed(dir.path(), "server", true);
-    let server = Server::start_all(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--chat-tls-port",
-            "0",
-            "--rooms-tls-port",
-            "0",
-        ],
-    );
+    let server = Server::start_all_tls(dir.path(), &cert, &key, &[]);
     let tls = client::link::client_config(Some(&cert)).unwrap();
     chat_window_on_our_server(&server, &tls);
     rooms_window_on_our_server(&server, &tls);

@@ -12,27 +12,6 @@ use e2e::{
     Server,
 };
 
-/// A server with every front-end, plain and TLS, on `cert`/`key`.
-fn tls_server(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Server {
-    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let mut args = vec![
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
-        "--tls-port",
-        "0",
-        "--chat-tls-port",
-        "0",
-        "--rooms-tls-port",
-        "0",
-        "--canvas-tls-port",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    Server::start_all(dir, &args)
-}
-
 /// Our chat or rooms console client (`--chat`, `--rooms`) over TLS to `port`, trusting `ca`.
 fn session_client_over_tls(which: &str, port: u16, ca: &str) -> std::process::Child {
     let port = port.to_string();
@@ -61,7 +40,7 @@ fn console_over_tls(port: u16, formatter: &str, ca: &Path) -> ConsoleClient {
 fn every_front_end_speaks_tls_to_openssl_s_client() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path(), "server", false);
-    let server = tls_server(dir.path(), &cert, &key, &[]);
+    let server = Server::start_all_tls(dir.path(), &cert, &key, &[]);
 
     // The messenger: one request per connection, the answer, then TLS's close.
     let register_ana = [&b"REGISTER"[..], b"ana"];
@@ -106,7 +85,7 @@ fn our_clients_speak_tls_and_refuse_a_certificate_they_cannot_verify() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path(), "server", true);
     let (other, _) = self_signed(dir.path(), "other", true);
-    let server = tls_server(dir.path(), &cert, &key, &[]);
+    let server = Server::start_all_tls(dir.path(), &cert, &key, &[]);
     let formatter = Formatter::start();
     let ca = cert.to_str().unwrap();
 
@@ -181,7 +160,7 @@ fn stalled_handshakes_and_plaintext_are_closed_at_their_deadline_delaying_nobody
     e2e::raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path(), "server", true);
-    let server = tls_server(dir.path(), &cert, &key, &["--idle-timeout-ms", "1500"]);
+    let server = Server::start_all_tls(dir.path(), &cert, &key, &["--idle-timeout-ms", "1500"]);
     let chat_tls = server.tls_port("chat");
     let mut stalled = Vec::new();
     for n in 0..300 {
@@ -227,7 +206,7 @@ fn sighup_loads_the_certificate_again_and_a_bad_file_keeps_the_old_one() {
     let key = dir.path().join("in-use.key");
     std::fs::copy(&first, &cert).unwrap();
     std::fs::copy(&first_key, &key).unwrap();
-    let server = tls_server(dir.path(), &cert, &key, &[]);
+    let server = Server::start_all_tls(dir.path(), &cert, &key, &[]);
     let port = server.tls_port("server");
     let register_over_tls =
         |name: &str, ca: &Path| request_over_tls(port, ca, &[b"REGISTER", name.as_bytes()]);
@@ -349,7 +328,7 @@ fn pushes_to_a_listener_pinned_over_tls_carry_no_clear_text() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path(), "server", true);
     let (listener_cert, listener_key) = self_signed(dir.path(), "listener", true);
-    let server = tls_server(dir.path(), &cert, &key, &[]);
+    let server = Server::start_all_tls(dir.path(), &cert, &key, &[]);
     register(&server, "ana");
     register(&server, "bea");
     let pin: String = {
@@ -423,7 +402,7 @@ fn pushes_to_a_listener_pinned_over_tls_carry_no_clear_text() {
 fn a_proxy_header_before_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path(), "server", true);
-    let server = tls_server(
+    let server = Server::start_all_tls(
         dir.path(),
         &cert,
         &key,
@@ -456,7 +435,7 @@ fn a_proxy_header_before_the_handshake() {
 fn the_console_client_calls_an_https_formatter() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path(), "server", true);
-    let server = tls_server(dir.path(), &cert, &key, &[]);
+    let server = Server::start_all_tls(dir.path(), &cert, &key, &[]);
     // A formatter behind TLS, as a proxy would serve it: it answers one request.
     let config = server_config(&cert, &key);
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
