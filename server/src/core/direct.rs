@@ -138,33 +138,29 @@ impl Core {
     /// front of their recipients' mailboxes (what waits there came later); once written they
     /// are removed like any delivered message.
     pub fn store_unwritten(&mut self, marks: Vec<DeliveryMark>) {
-        let mut unstored = Vec::new();
-        for mark in marks {
-            if let Some(Job::Direct {
-                recipient,
-                stored: None,
-                ..
-            }) = self.jobs.get(&mark.job)
-            {
-                unstored.push((recipient.clone(), mark.job));
-            }
-        }
-        for (recipient, jobs) in by_recipient(unstored) {
-            let seqs = {
-                let messages: Vec<(&str, u32, &[u8])> = jobs
-                    .iter()
-                    .filter_map(|job| match self.jobs.get(job) {
-                        Some(Job::Direct {
-                            sender, id, text, ..
-                        }) => Some((sender.as_str(), *id, &text[..])),
-                        _ => None,
-                    })
-                    .collect();
-                self.store.queue_in_front(&recipient, &messages)
-            };
-            match seqs {
+        let unstored = marks
+            .iter()
+            .filter_map(|mark| match self.jobs.get(&mark.job) {
+                Some(Job::Direct {
+                    recipient,
+                    sender,
+                    id,
+                    text,
+                    stored: None,
+                }) => Some((
+                    recipient.clone(),
+                    (mark.job, sender.clone(), *id, Rc::clone(text)),
+                )),
+                _ => None,
+            });
+        for (recipient, theirs) in by_recipient(unstored.collect::<Vec<_>>()) {
+            let messages: Vec<(&str, u32, &[u8])> = theirs
+                .iter()
+                .map(|(_, sender, id, text)| (sender.as_str(), *id, &text[..]))
+                .collect();
+            match self.store.queue_in_front(&recipient, &messages) {
                 Ok(seqs) => {
-                    for (job, seq) in jobs.iter().zip(seqs) {
+                    for ((job, ..), seq) in theirs.iter().zip(seqs) {
                         if let Some(Job::Direct { stored, .. }) = self.jobs.get_mut(job) {
                             *stored = Some(seq);
                         }
@@ -173,7 +169,7 @@ impl Core {
                 // The turn's transaction is broken: its commit fails and says so.
                 Err(e) => log::error!(
                     "{} messages to {recipient} wait unwritten and could not be stored: {e}",
-                    jobs.len()
+                    theirs.len()
                 ),
             }
         }
