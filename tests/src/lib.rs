@@ -848,6 +848,25 @@ pub fn set_receive_buffer(stream: &TcpStream, bytes: i32) {
     }
 }
 
+/// Corks `stream` (TCP_CORK): what is written waits until the cork is taken out or the
+/// writing side is shut, and then goes in as few segments as fit; a last line and the FIN
+/// after it, in one.
+pub fn set_cork(stream: &TcpStream, on: bool) {
+    use std::os::fd::AsRawFd;
+    let value = i32::from(on);
+    // SAFETY: setsockopt on a descriptor we own, with a correctly sized int value.
+    let done = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
+    assert_eq!(done, 0, "TCP_CORK: {}", std::io::Error::last_os_error());
+}
+
 /// Makes dropping `stream` send a reset instead of a FIN (SO_LINGER with a zero timeout).
 pub fn reset_on_drop(stream: &TcpStream) {
     use std::os::fd::AsRawFd;

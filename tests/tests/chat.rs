@@ -351,6 +351,33 @@ fn private_messages_between_sessions_skip_the_mailbox_and_none_is_lost_when_a_se
 }
 
 #[test]
+fn a_last_message_that_comes_with_the_close_is_delivered_and_the_session_ends() {
+    // The server skips the read that would only say "nothing more" after a short one, unless
+    // the client's close was reported with the bytes: then that read sees the end. Corked,
+    // each client's last line and its FIN go in one segment, so they are always reported
+    // together.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_all(dir.path(), &[]);
+    let mut bea = LineConn::chat(&server, "bea");
+    for n in 0..20 {
+        let name = format!("u{n}");
+        let mut conn = LineConn::chat(&server, &name);
+        conn.until_prefix("USER_LIST|");
+        e2e::set_cork(&conn.stream, true);
+        conn.stream
+            .write_all(format!("MESSAGE|bea|adiós {n}\n").as_bytes())
+            .unwrap();
+        conn.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(
+            bea.until_prefix("MESSAGE|"),
+            format!("MESSAGE|{name}|adiós {n}")
+        );
+        server.stdout.wait_for(&format!("s> CHAT LOGOUT {name}"));
+        assert!(conn.closed(), "the server closed its side too");
+    }
+}
+
+#[test]
 fn a_client_that_never_reads_is_disconnected_and_slows_nobody() {
     let dir = tempfile::tempdir().unwrap();
     // The talker sends as fast as it can: no flood limit.

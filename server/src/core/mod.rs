@@ -1667,6 +1667,13 @@ impl Core {
     pub fn take_notices(&mut self) -> Vec<(SessionId, Notice)> {
         std::mem::take(&mut self.notices)
     }
+
+    /// What the end of the turn's writes reported (`session_report`): private messages
+    /// written around the mailbox, failures. None of it waits for a commit, so the reactor
+    /// prints it at once rather than in a turn of its own.
+    pub fn take_write_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
 }
 
 /// The ordered worker's key of a background scan (NUL is in no user's name, and no room's).

@@ -32,6 +32,10 @@ pub const MAX_UNANSWERED: usize = 64;
 /// flush.
 const MAX_SLICES: usize = 256;
 
+/// Slices a write gathers on the stack; more (a fan-out's long queue) go in a vector. Filling
+/// 256 on every write was a tenth of the writing's own cost for a message or two.
+const FEW_SLICES: usize = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Reading requests (a persistent connection stays here).
@@ -145,6 +149,22 @@ pub struct Connection {
     /// Requests applied in turn `served_turn`.
     pub served: u32,
     pub served_turn: u64,
+    /// Readiness reported the client's end or an error: reads go on until one would block,
+    /// since that report is not repeated for what a short read leaves unread.
+    pub hung_up: bool,
+}
+
+/// What one read of a connection got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Nothing: the socket would block, or the buffer is at its limit.
+    Nothing,
+    /// Bytes, or the end of the client's stream; the socket may have more.
+    Bytes,
+    /// Bytes, and the socket had no more. Another read would only say it would block: the
+    /// readiness of anything that comes later is reported anew (epoll reports every arrival
+    /// after the poll that reported the last one), so one system call per read is saved.
+    AllThereWas,
 }
 
 impl Connection {
@@ -188,6 +208,7 @@ impl Connection {
             stalled: false,
             served: 0,
             served_turn: 0,
+            hung_up: false,
         }
     }
 
@@ -204,11 +225,10 @@ impl Connection {
         .min()
     }
 
-    /// Reads once, at most [`READ_CHUNK`] bytes and never past `limit` buffered. Ok(true) if
-    /// bytes arrived or the client closed its side, Ok(false) if there was nothing to read.
-    pub fn read_once(&mut self, limit: usize) -> io::Result<bool> {
+    /// Reads once, at most [`READ_CHUNK`] bytes and never past `limit` buffered.
+    pub fn read_once(&mut self, limit: usize) -> io::Result<Received> {
         if self.eof || self.buf.len() >= limit {
-            return Ok(false);
+            return Ok(Received::Nothing);
         }
         let mut chunk = [0u8; READ_CHUNK];
         let room = (limit - self.buf.len()).min(READ_CHUNK);
@@ -216,15 +236,32 @@ impl Connection {
             match self.transport.read(&mut chunk[..room]) {
                 Ok(0) => {
                     self.eof = true;
-                    return Ok(true);
+                    return Ok(Received::Bytes);
                 }
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(true);
+                    // A plain socket's short read took all it had. TLS reads the socket in
+                    // records of its own size, so it cannot tell.
+                    let all = n < room && !self.transport.is_tls() && !self.hung_up;
+                    return Ok(if all {
+                        Received::AllThereWas
+                    } else {
+                        Received::Bytes
+                    });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Received::Nothing),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reading stopped with nothing more to read: if every request is served too, the client
+    /// kept to its rate.
+    pub fn caught_up_if_served(&mut self) {
+        if self.buf.is_empty() {
+            if let Some(bucket) = self.flood.as_mut() {
+                bucket.caught_up();
             }
         }
     }
@@ -345,20 +382,10 @@ impl Connection {
             }
             self.paused_until = None;
             let one = self.pacing == Pacing::OneMessagePerWrite;
-            let mut slices: [IoSlice; MAX_SLICES] = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for chunk in &self.out {
-                let Chunk::Ready { bytes, .. } = chunk else {
-                    break;
-                };
-                let skip = if count == 0 { self.written } else { 0 };
-                slices[count] = IoSlice::new(&bytes[skip..]);
-                count += 1;
-                if one || count == MAX_SLICES {
-                    break;
-                }
-            }
-            if count == 0 {
+            let mut few = [IoSlice::new(&[]); FEW_SLICES];
+            let mut many = Vec::new();
+            let slices = ready_slices(&self.out, self.written, one, &mut few, &mut many);
+            if slices.is_empty() {
                 // Empty, or the front waits for its commit.
                 if self.out.is_empty() {
                     // Most sessions idle most of the time: an empty queue holds no memory.
@@ -366,7 +393,7 @@ impl Connection {
                 }
                 return Ok(self.out.is_empty() && !self.transport.waiting());
             }
-            match self.transport.write_vectored(&slices[..count]) {
+            match self.transport.write_vectored(slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.queued -= n;
@@ -460,5 +487,42 @@ impl Connection {
                 _ => return,
             }
         }
+    }
+}
+
+/// The ready messages at the front of `out` as slices to write, `written` bytes of the first
+/// gone already: one if `one`, else up to [`MAX_SLICES`]; in `few` while they fit.
+fn ready_slices<'a, 's>(
+    out: &'a VecDeque<Chunk>,
+    written: usize,
+    one: bool,
+    few: &'s mut [IoSlice<'a>; FEW_SLICES],
+    many: &'s mut Vec<IoSlice<'a>>,
+) -> &'s [IoSlice<'a>] {
+    let mut count = 0;
+    for chunk in out {
+        let Chunk::Ready { bytes, .. } = chunk else {
+            break;
+        };
+        let skip = if count == 0 { written } else { 0 };
+        let slice = IoSlice::new(&bytes[skip..]);
+        if count < FEW_SLICES {
+            few[count] = slice;
+        } else {
+            if many.is_empty() {
+                many.reserve(MAX_SLICES);
+                many.extend_from_slice(&few[..]);
+            }
+            many.push(slice);
+        }
+        count += 1;
+        if one || count == MAX_SLICES {
+            break;
+        }
+    }
+    if count > FEW_SLICES {
+        many
+    } else {
+        &few[..count]
     }
 }

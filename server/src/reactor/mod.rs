@@ -33,7 +33,7 @@ use crate::frontend::{Applied, Caller, Framing, Frontend, Input, Mode, Pacing, R
 use crate::metrics::Metrics;
 use crate::proxy_header::{self, Header};
 use crate::syncer::{Progress, Syncer};
-use connection::{Bytes, Connection, Kind, State, MAX_UNANSWERED};
+use connection::{Bytes, Connection, Kind, Received, State, MAX_UNANSWERED};
 use transport::Transport;
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -232,7 +232,14 @@ impl Reactor {
                     Token(n) if n > LISTENERS - self.listening.len() && n <= LISTENERS => {
                         self.accept_all(LISTENERS - n)
                     }
-                    Token(key) => self.on_ready(key),
+                    Token(key) => {
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(conn) = self.connections.get_mut(key) {
+                                conn.hung_up = true;
+                            }
+                        }
+                        self.on_ready(key)
+                    }
                 }
             }
             self.serve_runnable();
@@ -434,11 +441,10 @@ impl Reactor {
     }
 
     /// Writes every connection that had something queued this turn: once each, many messages
-    /// per write.
-    /// Writes what the turn queued. A private message around the mailbox that this first
-    /// try does not write whole is stored (`Core::store_unwritten`): in memory alone it would
-    /// not outlive a crash. Only here, once every notice of the turn is queued, so that all
-    /// of a recipient's unwritten messages are stored together, in their order.
+    /// per write. A private message around the mailbox that this first try does not write
+    /// whole is stored (`Core::store_unwritten`): in memory alone it would not outlive a
+    /// crash. Only here, once every notice of the turn is queued, so that all of a recipient's
+    /// unwritten messages are stored together, in their order.
     fn flush_dirty(&mut self) {
         for key in take_listed(&mut self.connections, &mut self.dirty, |c| &mut c.dirty) {
             self.write(key);
@@ -494,14 +500,16 @@ impl Reactor {
                 self.metrics.tls_handshake(true);
             }
             match read {
-                Ok(true) => self.try_frame(key),
-                Ok(false) => {
-                    if conn.buf.is_empty() {
-                        // Everything the client sent is served: it kept to its rate.
-                        if let Some(bucket) = conn.flood.as_mut() {
-                            bucket.caught_up();
-                        }
+                Ok(Received::Bytes) => self.try_frame(key),
+                Ok(Received::AllThereWas) => {
+                    self.try_frame(key);
+                    if let Some(conn) = self.connections.get_mut(key) {
+                        conn.caught_up_if_served();
                     }
+                    return;
+                }
+                Ok(Received::Nothing) => {
+                    conn.caught_up_if_served();
                     return;
                 }
                 Err(e) => {
@@ -917,6 +925,8 @@ impl Reactor {
         self.commit_turn(now);
         self.core.dispatch();
         self.flush_dirty();
+        let written = self.core.take_write_events();
+        self.report(written);
     }
 
     /// Commits the turn's writes, then releases the answers, the console lines and what the
