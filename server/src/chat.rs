@@ -359,19 +359,22 @@ impl Chat {
         to: &str,
         result: storage::Result<Finished>,
     ) -> Applied {
-        let not_stored = |why: String| {
-            self.error(caller, 500, "El mensaje no se pudo guardar")
+        // Made for every message, used only if its commit fails: no more than it needs (the
+        // diagnostic names the message, not the peer).
+        let not_stored = |why: &dyn std::fmt::Display| {
+            let answer = ["ERROR", "500", "El mensaje no se pudo guardar"];
+            Reply::bytes(self.message(caller.session, &answer))
                 .diagnostic(format!("chat message {from} -> {to}: {why}"))
         };
         match result {
             // No echo to the sender; if the message does not reach the disk, it hears so.
             Ok(Finished::Sent(SendOutcome::Accepted { .. })) => {
-                Applied::written(Reply::default(), not_stored("not committed".into()))
+                Applied::written(Reply::default(), not_stored(&"not committed"))
             }
             // Written to the recipient's session at the end of the turn, unless its commit
             // fails: no disk to wait for.
             Ok(Finished::Sent(SendOutcome::Told { .. })) => {
-                Applied::committed(Reply::default(), not_stored("not committed".into()))
+                Applied::committed(Reply::default(), not_stored(&"not committed"))
             }
             Ok(Finished::Sent(SendOutcome::NoSuchUser)) => {
                 Applied::read_only(self.error(caller, 404, "Usuario no encontrado"))
@@ -379,8 +382,10 @@ impl Chat {
             Ok(Finished::Sent(SendOutcome::MailboxFull)) => {
                 Applied::read_only(self.error(caller, 507, "Buzón del destinatario lleno"))
             }
-            Ok(other) => Applied::read_only(not_stored(format!("unexpected outcome {other:?}"))),
-            Err(e) => Applied::read_only(not_stored(format!("storage: {e}"))),
+            Ok(other) => {
+                Applied::read_only(not_stored(&format_args!("unexpected outcome {other:?}")))
+            }
+            Err(e) => Applied::read_only(not_stored(&format_args!("storage: {e}"))),
         }
     }
 }
