@@ -359,22 +359,24 @@ impl Chat {
         to: &str,
         result: storage::Result<Finished>,
     ) -> Applied {
-        // Made for every message, used only if its commit fails: no more than it needs (the
-        // diagnostic names the message, not the peer).
-        let not_stored = |why: &dyn std::fmt::Display| {
+        let refusal = || {
             let answer = ["ERROR", "500", "El mensaje no se pudo guardar"];
             Reply::bytes(self.message(caller.session, &answer))
-                .diagnostic(format!("chat message {from} -> {to}: {why}"))
         };
+        let not_stored =
+            |why: &dyn std::fmt::Display| refusal().diagnostic(format!("chat message {from} -> {to}: {why}"));
+        // Made for every message, used only if the turn's commit fails, whose cause is
+        // logged once: nothing to format.
+        let not_committed = || refusal().diagnostic("a chat message was refused: its commit failed");
         match result {
             // No echo to the sender; if the message does not reach the disk, it hears so.
             Ok(Finished::Sent(SendOutcome::Accepted { .. })) => {
-                Applied::written(Reply::default(), not_stored(&"not committed"))
+                Applied::written(Reply::default(), not_committed())
             }
             // Written to the recipient's session at the end of the turn, unless its commit
             // fails: no disk to wait for.
             Ok(Finished::Sent(SendOutcome::Told { .. })) => {
-                Applied::committed(Reply::default(), not_stored(&"not committed"))
+                Applied::committed(Reply::default(), not_committed())
             }
             Ok(Finished::Sent(SendOutcome::NoSuchUser)) => {
                 Applied::read_only(self.error(caller, 404, "Usuario no encontrado"))

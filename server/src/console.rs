@@ -134,8 +134,19 @@ impl Console {
     /// A console line: what a client sent shows escaped (`wire::escape_controls`), so it can
     /// neither forge a line nor drive the operator's terminal.
     pub fn line(&mut self, text: &str) {
+        self.line_fmt(format_args!("{text}"));
+    }
+
+    /// [`Console::line`] of a line still to format, formatted in place.
+    pub fn line_fmt(&mut self, text: std::fmt::Arguments) {
         self.lines.push_str("s> ");
-        self.lines.push_str(&wire::escape_controls(text));
+        let start = self.lines.len();
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut self.lines, text);
+        if let std::borrow::Cow::Owned(escaped) = wire::escape_controls(&self.lines[start..]) {
+            self.lines.truncate(start);
+            self.lines.push_str(&escaped);
+        }
         self.lines.push('\n');
     }
 

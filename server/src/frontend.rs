@@ -74,7 +74,7 @@ pub enum Framing {
 pub struct Reply {
     pub answer: Vec<u8>,
     pub console: Option<String>,
-    pub diagnostic: Option<String>,
+    pub diagnostic: Option<std::borrow::Cow<'static, str>>,
     /// Close the connection once the answer is written (persistent front-ends; per-operation
     /// connections always close).
     pub close: bool,
@@ -93,7 +93,7 @@ impl Reply {
         self
     }
 
-    pub fn diagnostic(mut self, text: impl Into<String>) -> Reply {
+    pub fn diagnostic(mut self, text: impl Into<std::borrow::Cow<'static, str>>) -> Reply {
         self.diagnostic = Some(text.into());
         self
     }

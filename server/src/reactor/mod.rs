@@ -1170,7 +1170,8 @@ impl Reactor {
         for event in events {
             match event {
                 Event::Delivered { id, sender, recipient } => {
-                    self.console.line(&format!("SEND MESSAGE {id} FROM {sender} TO {recipient}"));
+                    self.console
+                        .line_fmt(format_args!("SEND MESSAGE {id} FROM {sender} TO {recipient}"));
                 }
                 Event::RemovalPostponed { id, recipient, reason } => log::warn!(
                     "message {id} to {recipient} was delivered but its removal did not commit ({reason}); retrying the removal, it is not delivered again"
