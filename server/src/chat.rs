@@ -363,11 +363,13 @@ impl Chat {
             let answer = ["ERROR", "500", "El mensaje no se pudo guardar"];
             Reply::bytes(self.message(caller.session, &answer))
         };
-        let not_stored =
-            |why: &dyn std::fmt::Display| refusal().diagnostic(format!("chat message {from} -> {to}: {why}"));
+        let not_stored = |why: &dyn std::fmt::Display| {
+            refusal().diagnostic(format!("chat message {from} -> {to}: {why}"))
+        };
         // Made for every message, used only if the turn's commit fails, whose cause is
         // logged once: nothing to format.
-        let not_committed = || refusal().diagnostic("a chat message was refused: its commit failed");
+        let not_committed =
+            || refusal().diagnostic("a chat message was refused: its commit failed");
         match result {
             // No echo to the sender; if the message does not reach the disk, it hears so.
             Ok(Finished::Sent(SendOutcome::Accepted { .. })) => {

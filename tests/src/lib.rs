@@ -835,36 +835,35 @@ impl ConsoleClient {
 
 /// Caps the kernel's receive buffer of `stream` (which also stops its autotuning).
 pub fn set_receive_buffer(stream: &TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on a descriptor we own, with a correctly sized int value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as u32,
-        );
-    }
+    set_int_option(stream, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes);
 }
 
 /// Corks `stream` (TCP_CORK): what is written waits until the cork is taken out or the
 /// writing side is shut, and then goes in as few segments as fit; a last line and the FIN
 /// after it, in one.
 pub fn set_cork(stream: &TcpStream, on: bool) {
+    set_int_option(stream, libc::IPPROTO_TCP, libc::TCP_CORK, i32::from(on));
+}
+
+/// Sets an int-valued socket option of `stream`; it must take.
+fn set_int_option(stream: &TcpStream, level: i32, name: i32, value: i32) {
     use std::os::fd::AsRawFd;
-    let value = i32::from(on);
     // SAFETY: setsockopt on a descriptor we own, with a correctly sized int value.
     let done = unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
+            level,
+            name,
             (&value as *const i32).cast(),
             std::mem::size_of::<i32>() as u32,
         )
     };
-    assert_eq!(done, 0, "TCP_CORK: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        done,
+        0,
+        "setsockopt {level}/{name}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Makes dropping `stream` send a reset instead of a FIN (SO_LINGER with a zero timeout).

@@ -32,8 +32,8 @@ pub const MAX_UNANSWERED: usize = 64;
 /// flush.
 const MAX_SLICES: usize = 256;
 
-/// Slices a write gathers on the stack; more (a fan-out's long queue) go in a vector. Filling
-/// 256 on every write was a tenth of the writing's own cost for a message or two.
+/// Slices of a write that has few messages: an array of [`MAX_SLICES`] filled for every
+/// write was a tenth of the writing's own cost for a message or two.
 const FEW_SLICES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +280,15 @@ impl Connection {
         true
     }
 
+    /// Requests applied in turn `turn` so far.
+    pub fn served_in(&self, turn: u64) -> u32 {
+        if self.served_turn == turn {
+            self.served
+        } else {
+            0
+        }
+    }
+
     /// True if the connection used its share of turn `turn`.
     pub fn served_out(&self, turn: u64, budget: u32) -> bool {
         self.served_turn == turn && self.served >= budget
@@ -382,10 +391,13 @@ impl Connection {
             }
             self.paused_until = None;
             let one = self.pacing == Pacing::OneMessagePerWrite;
-            let mut few = [IoSlice::new(&[]); FEW_SLICES];
-            let mut many = Vec::new();
-            let slices = ready_slices(&self.out, self.written, one, &mut few, &mut many);
-            if slices.is_empty() {
+            let ready = self
+                .out
+                .iter()
+                .take_while(|chunk| matches!(chunk, Chunk::Ready { .. }))
+                .take(if one { 1 } else { MAX_SLICES })
+                .count();
+            if ready == 0 {
                 // Empty, or the front waits for its commit.
                 if self.out.is_empty() {
                     // Most sessions idle most of the time: an empty queue holds no memory.
@@ -393,7 +405,14 @@ impl Connection {
                 }
                 return Ok(self.out.is_empty() && !self.transport.waiting());
             }
-            match self.transport.write_vectored(slices) {
+            let written = if ready <= FEW_SLICES {
+                let mut slices = [IoSlice::new(&[]); FEW_SLICES];
+                self.write_ready(&mut slices[..ready])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                self.write_ready(&mut slices[..ready])
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.queued -= n;
@@ -408,6 +427,20 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Writes the first `slices.len()` messages of the queue (ready ones), `written` bytes of
+    /// the first gone already, in one call.
+    fn write_ready<'a>(&'a mut self, slices: &mut [IoSlice<'a>]) -> io::Result<usize> {
+        let ready = self.out.iter().map_while(|chunk| match chunk {
+            Chunk::Ready { bytes, .. } => Some(bytes),
+            _ => None,
+        });
+        for (n, (slice, bytes)) in slices.iter_mut().zip(ready).enumerate() {
+            let skip = if n == 0 { self.written } else { 0 };
+            *slice = IoSlice::new(&bytes[skip..]);
+        }
+        self.transport.write_vectored(slices)
     }
 
     /// Takes `n` written bytes off the front of the queue; returns true if the last message
@@ -487,42 +520,5 @@ impl Connection {
                 _ => return,
             }
         }
-    }
-}
-
-/// The ready messages at the front of `out` as slices to write, `written` bytes of the first
-/// gone already: one if `one`, else up to [`MAX_SLICES`]; in `few` while they fit.
-fn ready_slices<'a, 's>(
-    out: &'a VecDeque<Chunk>,
-    written: usize,
-    one: bool,
-    few: &'s mut [IoSlice<'a>; FEW_SLICES],
-    many: &'s mut Vec<IoSlice<'a>>,
-) -> &'s [IoSlice<'a>] {
-    let mut count = 0;
-    for chunk in out {
-        let Chunk::Ready { bytes, .. } = chunk else {
-            break;
-        };
-        let skip = if count == 0 { written } else { 0 };
-        let slice = IoSlice::new(&bytes[skip..]);
-        if count < FEW_SLICES {
-            few[count] = slice;
-        } else {
-            if many.is_empty() {
-                many.reserve(MAX_SLICES);
-                many.extend_from_slice(&few[..]);
-            }
-            many.push(slice);
-        }
-        count += 1;
-        if one || count == MAX_SLICES {
-            break;
-        }
-    }
-    if count > FEW_SLICES {
-        many
-    } else {
-        &few[..count]
     }
 }
