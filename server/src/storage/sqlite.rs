@@ -45,8 +45,8 @@ pub struct SqliteStore {
     /// SQLite's count of commits by other connections when the cache was last good: an
     /// operator's `server account` run against the live file changes users behind it.
     data_version: std::cell::Cell<i64>,
-    /// Recipients whose mailbox is known to be empty: put here when a look found nothing
-    /// waiting, taken out by every message queued for them (both ways in are in this file),
+    /// Recipients whose mailbox is known to be empty: put here when a look (or a login's
+    /// read of the mailbox) found nothing waiting, taken out by every message queued for them (both ways in are in this file),
     /// forgotten with the users. A message around the mailbox asks here, not the file.
     empty_mailboxes: std::cell::RefCell<std::collections::HashSet<String>>,
     /// Ids for messages around the mailbox, given without a write: per sender, the last id
@@ -56,7 +56,8 @@ pub struct SqliteStore {
     reserved_ids: std::cell::RefCell<HashMap<String, (u32, u32)>>,
     /// When `data_version` was last read: outside a transaction each read takes and gives
     /// back SQLite's file lock (two system calls, a tenth of a private message's cost when
-    /// it was read at every look-up), so it is read again only after [`STALE_AFTER`].
+    /// it was read at every look-up), so it is read again only after [`STALE_AFTER`] for a
+    /// user, [`MAILBOXES_STALE_AFTER`] for an empty mailbox.
     data_version_read: std::cell::Cell<Option<std::time::Instant>>,
     /// Declared after `conn` so that it stops after the reactor's connection has closed.
     _checkpointer: Checkpointer,
