@@ -8,6 +8,7 @@
 //! framing every message ends in `\n` and nothing is substituted or cut.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Instant;
 
 use wire::validate_name;
@@ -29,9 +30,15 @@ pub const MAX_MESSAGE: usize = 1024;
 /// Longest private text: the mailbox's limit (the messenger's field limit).
 const MAX_PRIVATE_TEXT: usize = wire::MAX_FIELD_LEN;
 
+/// `ERROR|500|...` for a private message that was not stored, as a line (the original
+/// framing drops the `\n`): fixed, since one is kept for every message in case its commit
+/// fails.
+const NOT_STORED: &[u8] = b"ERROR|500|El mensaje no se pudo guardar\n";
+
 #[derive(Default)]
 struct ChatSession {
-    alias: Option<String>,
+    /// Shared with each private message the session sends (no copy per message).
+    alias: Option<Rc<str>>,
     /// The session asked for line framing.
     lines: bool,
 }
@@ -39,11 +46,13 @@ struct ChatSession {
 /// The chat front-end and its sessions.
 #[derive(Default)]
 pub struct Chat {
-    sessions: HashMap<SessionId, ChatSession>,
+    sessions: crate::ids::IdMap<SessionId, ChatSession>,
     /// Every session speaks line framing from its first byte (over TLS, where one read is
     /// no message).
     lines_from_start: bool,
     memo: EncodeMemo,
+    /// Where a private message's line is encoded (kept: no allocation per message).
+    scratch: String,
     /// Requests whose storage work runs beside the reactor, by storage ticket.
     waiting: HashMap<Ticket, Waiting>,
 }
@@ -259,7 +268,7 @@ impl Chat {
         let session = caller.session;
         match result {
             Ok(Finished::Login(LoginOutcome::LoggedIn { registered })) => {
-                self.session(session).alias = Some(name.to_string());
+                self.session(session).alias = Some(name.into());
                 let ok = Reply::bytes(self.message(session, &["CONNECT_ACK", "OK"]))
                     .console(format!("CHAT LOGIN {name} OK"));
                 let why = "registering the name did not commit".into();
@@ -319,11 +328,10 @@ impl Chat {
         if validate_name(to.as_bytes()).is_err() {
             return Applied::read_only(not_found(self));
         }
-        let sender = (from.as_str(), Proof::Session, caller.peer.ip());
-        let work = core.send_work(sender, to, text.as_bytes(), None);
-        match core.start(work, now) {
+        let sender = (&from, caller.peer.ip());
+        match core.send_from_session(sender, to, text.as_bytes(), now) {
             Started::Later(ticket) => {
-                let (caller, to) = (caller.clone(), to.to_string());
+                let (caller, from, to) = (caller.clone(), from.to_string(), to.to_string());
                 self.wait(ticket, Waiting::Private { caller, from, to })
             }
             Started::Now(result) => self.stored(caller, &from, to, result),
@@ -360,8 +368,10 @@ impl Chat {
         result: storage::Result<Finished>,
     ) -> Applied {
         let refusal = || {
-            let answer = ["ERROR", "500", "El mensaje no se pudo guardar"];
-            Reply::bytes(self.message(caller.session, &answer))
+            let answer = NOT_STORED
+                .strip_suffix(b"\n")
+                .filter(|_| !self.lines(caller.session));
+            Reply::fixed(answer.unwrap_or(NOT_STORED))
         };
         let not_stored = |why: &dyn std::fmt::Display| {
             refusal().diagnostic(format!("chat message {from} -> {to}: {why}"))
@@ -510,7 +520,9 @@ impl Frontend for Chat {
         Some(match notice {
             Notice::Private { from, text, .. } => {
                 let text = String::from_utf8_lossy(text);
-                encode(&["MESSAGE", from, &text], lines).into()
+                self.scratch.clear();
+                encode_into(&mut self.scratch, &["MESSAGE", from, &text], lines);
+                self.scratch.as_bytes().into()
             }
             Notice::Broadcast { from, text } => self.memo.get_or(notice, u8::from(lines), || {
                 encode(&["BROADCAST", from, text], lines)
@@ -555,23 +567,42 @@ impl Interests {
 /// `fields` joined by `|`: with line framing, ending in `\n`; without, with `|` inside a field
 /// sent as `¦`, and cut to [`MAX_MESSAGE`] bytes at a character boundary.
 fn encode(fields: &[&str], lines: bool) -> Vec<u8> {
-    // No field carries a control (docs/text.md): a `\n` would end a line early.
-    let fields: Vec<std::borrow::Cow<str>> = fields.iter().map(|f| wire::clean_text(f)).collect();
-    if lines {
-        let mut message = fields.join("|");
-        message.push('\n');
-        return message.into_bytes();
+    let mut message = String::new();
+    encode_into(&mut message, fields, lines);
+    message.into_bytes()
+}
+
+/// Appends a message of `fields` to `out`: a line, or in the original framing (where `|`
+/// in a field would split it) with `¦` for `|` and cut to [`MAX_MESSAGE`] bytes.
+fn encode_into(out: &mut String, fields: &[&str], lines: bool) {
+    let start = out.len();
+    out.reserve(fields.iter().map(|f| f.len() + 1).sum());
+    for (n, field) in fields.iter().enumerate() {
+        if n > 0 {
+            out.push('|');
+        }
+        // No field carries a control (docs/text.md): a `\n` would end a line early.
+        let field = wire::clean_text(field);
+        if lines {
+            out.push_str(&field);
+            continue;
+        }
+        for (n, part) in field.split('|').enumerate() {
+            if n > 0 {
+                out.push('¦');
+            }
+            out.push_str(part);
+        }
     }
-    let fields: Vec<String> = fields.iter().map(|f| f.replace('|', "¦")).collect();
-    let mut message = fields.join("|");
-    if message.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !message.is_char_boundary(end) {
+    if lines {
+        out.push('\n');
+    } else if out.len() - start > MAX_MESSAGE {
+        let mut end = start + MAX_MESSAGE;
+        while !out.is_char_boundary(end) {
             end -= 1;
         }
-        message.truncate(end);
+        out.truncate(end);
     }
-    message.into_bytes()
 }
 
 /// `USER_LIST|a,b,...` without line framing, where it must fit one message: the earliest
@@ -607,6 +638,13 @@ fn with_own_name(earliest: Shared, own: &str) -> Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fixed_refusal_is_what_encoding_it_makes_in_both_framings() {
+        let fields = ["ERROR", "500", "El mensaje no se pudo guardar"];
+        assert_eq!(encode(&fields, true), NOT_STORED);
+        assert_eq!(encode(&fields, false), &NOT_STORED[..NOT_STORED.len() - 1]);
+    }
 
     #[test]
     fn without_line_framing_pipes_are_replaced_and_messages_cut() {

@@ -72,7 +72,9 @@ pub enum Framing {
 /// stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Reply {
-    pub answer: Vec<u8>,
+    /// Borrowed for a fixed answer made for every request but rarely sent (a refusal kept
+    /// in case the turn's commit fails).
+    pub answer: std::borrow::Cow<'static, [u8]>,
     pub console: Option<String>,
     pub diagnostic: Option<std::borrow::Cow<'static, str>>,
     /// Close the connection once the answer is written (persistent front-ends; per-operation
@@ -83,7 +85,7 @@ pub struct Reply {
 impl Reply {
     pub fn code(code: u8) -> Reply {
         Reply {
-            answer: vec![code],
+            answer: vec![code].into(),
             ..Reply::default()
         }
     }
@@ -101,7 +103,15 @@ impl Reply {
     /// An answer of raw bytes (possibly none) with nothing to print.
     pub fn bytes(answer: Vec<u8>) -> Reply {
         Reply {
-            answer,
+            answer: answer.into(),
+            ..Reply::default()
+        }
+    }
+
+    /// A fixed answer with nothing to print.
+    pub fn fixed(answer: &'static [u8]) -> Reply {
+        Reply {
+            answer: answer.into(),
             ..Reply::default()
         }
     }

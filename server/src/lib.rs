@@ -13,6 +13,7 @@ pub mod core;
 mod deliverer;
 mod flood;
 pub mod frontend;
+mod ids;
 pub mod messenger;
 mod metrics;
 mod net;

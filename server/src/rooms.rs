@@ -30,8 +30,10 @@ pub const MAX_ROOM_NAME: usize = 64;
 /// The rooms front-end and the user of each session.
 #[derive(Default)]
 pub struct Rooms {
-    users: HashMap<SessionId, String>,
+    users: crate::ids::IdMap<SessionId, String>,
     memo: EncodeMemo,
+    /// Where a notice's line is formatted (kept: no allocation per private message).
+    scratch: String,
     /// Requests whose storage work runs beside the reactor, by storage ticket.
     waiting: HashMap<Ticket, Waiting>,
 }
@@ -120,6 +122,15 @@ fn parse(line: &str) -> Option<Request<'_>> {
         "QUIT" => Request::Quit,
         _ => return None,
     })
+}
+
+/// [`line`] made straight into shared bytes: one allocation (a private message's line is
+/// made for its one recipient).
+fn shared_line(text: &str) -> Shared {
+    wire::clean_text(text)
+        .bytes()
+        .chain(std::iter::once(b'\n'))
+        .collect()
 }
 
 fn line(text: &str) -> Vec<u8> {
@@ -509,7 +520,10 @@ impl Frontend for Rooms {
 
     fn encode(&mut self, _session: SessionId, notice: &Notice) -> Option<Shared> {
         match notice {
-            Notice::Private { .. } => notice_line(notice).map(Into::into),
+            Notice::Private { .. } => {
+                notice_text(notice, &mut self.scratch);
+                Some(shared_line(&self.scratch))
+            }
             Notice::Ended(why) => Some(
                 line(match why {
                     Ending::Unregistered => "ERROR: Usuario dado de baja.",
@@ -520,10 +534,13 @@ impl Frontend for Rooms {
             Notice::RoomMessage { .. }
             | Notice::JoinedRoom { .. }
             | Notice::LeftRoom { .. }
-            | Notice::LeftChat { .. } => Some(
-                self.memo
-                    .get_or(notice, 0, || notice_line(notice).unwrap_or_default()),
-            ),
+            | Notice::LeftChat { .. } => {
+                let scratch = &mut self.scratch;
+                Some(self.memo.get_or(notice, 0, || {
+                    notice_text(notice, scratch);
+                    line(scratch)
+                }))
+            }
             _ => None,
         }
     }
@@ -554,22 +571,26 @@ impl Frontend for Rooms {
     }
 }
 
-/// The line that tells a rooms session about `notice`, if it hears of such things.
-fn notice_line(notice: &Notice) -> Option<Vec<u8>> {
-    Some(line(&match notice {
+/// Writes into `out` (emptied first) the text of the line that tells a rooms session about
+/// `notice`, if it hears of such things (else leaves it empty).
+fn notice_text(notice: &Notice, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
+    // Writing to a String does not fail.
+    let _ = match notice {
         Notice::Private { from, text, .. } => {
-            format!("{from} (privado): {}", String::from_utf8_lossy(text))
+            write!(out, "{from} (privado): {}", String::from_utf8_lossy(text))
         }
-        Notice::RoomMessage { from, text } => format!("{from}: {text}"),
-        Notice::JoinedRoom { user } => format!("{user} se ha unido a la sala."),
-        Notice::LeftRoom { user } => format!("{user} ha salido de la sala."),
-        Notice::LeftChat { user } => format!("{user} ha salido del chat."),
+        Notice::RoomMessage { from, text } => write!(out, "{from}: {text}"),
+        Notice::JoinedRoom { user } => write!(out, "{user} se ha unido a la sala."),
+        Notice::LeftRoom { user } => write!(out, "{user} ha salido de la sala."),
+        Notice::LeftChat { user } => write!(out, "{user} ha salido del chat."),
         Notice::UserList(_)
         | Notice::Ended(_)
         | Notice::Broadcast { .. }
         | Notice::CanvasBoard { .. }
-        | Notice::CanvasChanges { .. } => return None,
-    }))
+        | Notice::CanvasChanges { .. } => Ok(()),
+    };
 }
 
 impl Interests {

@@ -307,7 +307,6 @@ impl Server {
         self.request(&bytes)
     }
 
-    /// The server's threads, as /proc counts them.
     /// Write system calls the server made so far (`/proc/PID/io`'s `syscw`: `write`,
     /// `writev`, `pwrite`, on sockets and files alike).
     pub fn write_calls(&self) -> u64 {
@@ -319,6 +318,7 @@ impl Server {
             .expect("syscw in /proc/PID/io")
     }
 
+    /// The server's threads, as /proc counts them.
     pub fn threads(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/task", self.process.child.id()))
             .expect("the server's /proc entry")

@@ -26,52 +26,53 @@ use std::rc::Rc;
 use super::{Core, DeliveryMark, Event, Job, JobId, Notice, Removal, SendOutcome};
 use crate::storage;
 
+/// A message around the mailbox that was never written: `(recipient, sender, id, text)`.
+pub(super) type Unwritten = (Rc<str>, Rc<str>, u32, Rc<[u8]>);
+
 /// Most messages around the mailbox a session may have unwritten; the next ones wait in
 /// the mailbox (a reader slower than its senders is paced by it, not disconnected).
 const MAX_UNWRITTEN_DIRECT: usize = super::DELIVERY_BATCH;
 
 impl Core {
     /// Sends `text` (clean already) from `sender` to `recipient` around the mailbox if it
-    /// may go so; None if it must go through the mailbox (nothing done then).
+    /// may go so; None if it must go through the mailbox (nothing done then). The names are
+    /// the sessions' own, shared: nothing but the text is copied.
     pub(super) fn send_direct(
         &mut self,
-        sender: &str,
+        sender: &Rc<str>,
         recipient: &str,
         text: &[u8],
     ) -> Option<storage::Result<SendOutcome>> {
         if self.beside.is_some() || self.stopped {
             return None;
         }
-        let session = self.sessions.session_of(recipient)?;
-        if !self.sessions.accepts_private(session)
-            || self.delivery_under_way(recipient)
-            || self.unwritten_direct.get(recipient).copied().unwrap_or(0) >= MAX_UNWRITTEN_DIRECT
-        {
+        let (session, recipient) = self.sessions.private_recipient(recipient)?;
+        let recipient = Rc::clone(recipient);
+        let unwritten = self.unwritten_direct.get(&recipient).copied().unwrap_or(0);
+        if unwritten >= MAX_UNWRITTEN_DIRECT || self.delivery_under_way(&recipient) {
             return None;
         }
-        let id = match self.store.direct_message_id(sender, recipient) {
+        let id = match self.store.direct_message_id(sender, &recipient) {
             Ok(Some(id)) => id,
             Ok(None) => return None,
             Err(e) => return Some(Err(e)),
         };
         self.metrics.message("private");
         let text: Rc<[u8]> = text.into();
+        self.unwritten_direct
+            .insert(Rc::clone(&recipient), unwritten + 1);
         let job = self.new_job(Job::Direct {
-            recipient: recipient.to_string(),
-            sender: sender.to_string(),
+            recipient,
+            sender: Rc::clone(sender),
             id,
             text: Rc::clone(&text),
             stored: None,
         });
-        *self
-            .unwritten_direct
-            .entry(recipient.to_string())
-            .or_default() += 1;
         self.turn_direct.push(job);
         self.notices.push((
             session,
             Notice::Private {
-                from: sender.into(),
+                from: Rc::clone(sender),
                 text,
                 delivery: DeliveryMark {
                     job,
@@ -112,7 +113,7 @@ impl Core {
                 &recipient,
                 Removal {
                     seq,
-                    sender,
+                    sender: sender.to_string(),
                     id,
                     attachment: None,
                 },
@@ -124,7 +125,7 @@ impl Core {
             }),
             // It waits in the mailbox already, in its place.
             (false, Some(_)) => {
-                self.kicks.insert(recipient);
+                self.kicks.insert(recipient.to_string());
             }
             // Queued at the end of the turn, with the others of the same ending in the order
             // sent.
@@ -148,15 +149,15 @@ impl Core {
                     text,
                     stored: None,
                 }) => Some((
-                    recipient.clone(),
-                    (mark.job, sender.clone(), *id, Rc::clone(text)),
+                    Rc::clone(recipient),
+                    (mark.job, Rc::clone(sender), *id, Rc::clone(text)),
                 )),
                 _ => None,
             });
         for (recipient, theirs) in by_recipient(unstored.collect::<Vec<_>>()) {
             let messages: Vec<(&str, u32, &[u8])> = theirs
                 .iter()
-                .map(|(_, sender, id, text)| (sender.as_str(), *id, &text[..]))
+                .map(|(_, sender, id, text)| (&**sender, *id, &text[..]))
                 .collect();
             match self.store.queue_in_front(&recipient, &messages) {
                 Ok(seqs) => {
@@ -187,12 +188,12 @@ impl Core {
         for (recipient, theirs) in by_recipient(unwritten) {
             let messages: Vec<(&str, u32, &[u8])> = theirs
                 .iter()
-                .map(|(sender, id, text)| (sender.as_str(), *id, &text[..]))
+                .map(|(sender, id, text)| (&**sender, *id, &text[..]))
                 .collect();
             match self.store.queue_in_front(&recipient, &messages) {
                 // Wherever they are now (the messenger, another session), it reaches them.
                 Ok(_) => {
-                    self.kicks.insert(recipient);
+                    self.kicks.insert(recipient.to_string());
                 }
                 // The turn's transaction is broken: its commit fails and says so.
                 Err(e) => log::error!(
@@ -208,10 +209,12 @@ impl Core {
     /// in it are taken back before anything is written out (their senders hear that nothing
     /// was stored; a block of ids reserved in the turn was rolled back with it).
     pub(super) fn direct_turn_committed(&mut self, committed: bool) {
-        let jobs = std::mem::take(&mut self.turn_direct);
-        if committed || jobs.is_empty() {
+        if committed || self.turn_direct.is_empty() {
+            // Cleared, not taken: its memory serves the next turns.
+            self.turn_direct.clear();
             return;
         }
+        let jobs = std::mem::take(&mut self.turn_direct);
         self.notices.retain(|(_, notice)| {
             !matches!(notice, Notice::Private { delivery, .. } if jobs.contains(&delivery.job))
         });
@@ -237,9 +240,9 @@ impl Core {
 
 /// `items` by recipient, each recipient's in their order, the recipients in the order of
 /// their first item.
-fn by_recipient<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
-    let mut grouped: Vec<(String, Vec<T>)> = Vec::new();
-    let mut at: HashMap<String, usize> = HashMap::new();
+fn by_recipient<T>(items: impl IntoIterator<Item = (Rc<str>, T)>) -> Vec<(Rc<str>, Vec<T>)> {
+    let mut grouped: Vec<(Rc<str>, Vec<T>)> = Vec::new();
+    let mut at: HashMap<Rc<str>, usize> = HashMap::new();
     for (recipient, item) in items {
         match at.get(&recipient) {
             Some(&index) => grouped[index].1.push(item),

@@ -231,10 +231,12 @@ pub enum SendOutcome {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     /// Delivered, and its removal committed.
+    /// (Its names are shared with what the core kept for it: a message around the mailbox
+    /// is reported without a copy.)
     Delivered {
         id: u32,
-        sender: String,
-        recipient: String,
+        sender: std::rc::Rc<str>,
+        recipient: std::rc::Rc<str>,
     },
     /// Delivered, but its removal did not commit: it is not delivered again, and the removal
     /// is retried.
@@ -275,8 +277,8 @@ enum Job {
     /// A private message around the mailbox to a session (`direct.rs`); `stored`: its row,
     /// once its first write did not write it whole.
     Direct {
-        recipient: String,
-        sender: String,
+        recipient: std::rc::Rc<str>,
+        sender: std::rc::Rc<str>,
         id: u32,
         text: std::rc::Rc<[u8]>,
         stored: Option<i64>,
@@ -360,16 +362,16 @@ pub struct Core {
     sweep_at: Option<Instant>,
     /// When each present user became present (for the sink's connect window).
     present_since: HashMap<String, Instant>,
-    jobs: HashMap<JobId, Job>,
+    jobs: crate::ids::IdMap<JobId, Job>,
     /// The message job in flight for each recipient: at most one, which keeps order.
     in_flight: HashMap<String, JobId>,
     /// How many messages around the mailbox each session has not written yet (`direct.rs`).
-    unwritten_direct: HashMap<String, usize>,
+    unwritten_direct: HashMap<std::rc::Rc<str>, usize>,
     /// The messages around the mailbox of this turn, taken back if its commit fails.
     turn_direct: Vec<JobId>,
     /// Messages around the mailbox that will never be written, to queue in front of their
     /// recipients' mailboxes at the end of the turn: `(recipient, sender, id, text)`.
-    unwritten_to_queue: Vec<(String, String, u32, std::rc::Rc<[u8]>)>,
+    unwritten_to_queue: Vec<direct::Unwritten>,
     /// Recipients whose mailbox deliveries wait for their messages around the mailbox to be
     /// written (or stored): they are looked at again when the last one is.
     after_direct: HashSet<String>,
@@ -461,7 +463,7 @@ impl Core {
             expiry_at,
             sweep_at,
             present_since: HashMap::new(),
-            jobs: HashMap::new(),
+            jobs: Default::default(),
             in_flight: HashMap::new(),
             unwritten_direct: HashMap::new(),
             turn_direct: Vec::new(),
@@ -506,19 +508,6 @@ impl Core {
             .or_else(|| self.session_elsewhere(&work));
         if let Some(denial) = denial {
             return Started::Now(Ok(self.refused(&work, denial, now)));
-        }
-        if let Work::Send {
-            sender,
-            recipient,
-            text,
-            attachment: None,
-            proof: crate::accounts::Proof::Session,
-            ..
-        } = &work
-        {
-            if let Some(sent) = self.send_direct(sender, recipient, text) {
-                return Started::Now(sent.map(Finished::Sent));
-            }
         }
         match self.try_beside(work) {
             Ok(ticket) => Started::Later(ticket),
@@ -912,6 +901,26 @@ impl Core {
         }
     }
 
+    /// Starts a private message from the user of a chat session (`sender`, its shared name,
+    /// from address `from`): around the mailbox if it may go so (`direct.rs`), else stored
+    /// in it like a SEND.
+    pub fn send_from_session(
+        &mut self,
+        (sender, from): (&std::rc::Rc<str>, std::net::IpAddr),
+        recipient: &str,
+        text: &[u8],
+        now: Instant,
+    ) -> Started {
+        // What reaches other users is clean text (docs/text.md), whatever the front-end.
+        let text = wire::clean_text_bytes(text);
+        if let Some(sent) = self.send_direct(sender, recipient, &text) {
+            return Started::Now(sent.map(Finished::Sent));
+        }
+        let sender = (&**sender, crate::accounts::Proof::Session, from);
+        let work = self.send_work(sender, recipient, &text, None);
+        self.start(work, now)
+    }
+
     /// What a stored SEND means for its recipient's deliveries.
     fn sent(&mut self, recipient: &str, stored: Stored) -> SendOutcome {
         let (id, connected) = match stored {
@@ -1277,8 +1286,8 @@ impl Core {
         }
         self.events.push(Event::Delivered {
             id: removal.id,
-            sender: removal.sender,
-            recipient: recipient.to_string(),
+            sender: removal.sender.into(),
+            recipient: recipient.into(),
         });
     }
 
@@ -1520,7 +1529,13 @@ impl Core {
                 self.start_delivery(&alias, now);
             }
         }
-        (committed, std::mem::take(&mut self.events))
+        // An empty list stays, with its memory, for the next turn's reports.
+        let events = if self.events.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.events)
+        };
+        (committed, events)
     }
 
     fn start_ack(&mut self, to: Endpoint, id: u32, attachment: Option<Vec<u8>>, sender: String) {
@@ -1663,16 +1678,20 @@ impl Core {
         }
     }
 
-    /// What sessions must be told, in order; the reactor takes them after each commit.
-    pub fn take_notices(&mut self) -> Vec<(SessionId, Notice)> {
-        std::mem::take(&mut self.notices)
+    /// What sessions must be told, in order, swapped into `into` (empty; its memory serves
+    /// the next ones); the reactor takes them after each commit.
+    pub fn take_notices_into(&mut self, into: &mut Vec<(SessionId, Notice)>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.notices, into);
     }
 
     /// What the end of the turn's writes reported (`session_report`): private messages
     /// written around the mailbox, failures. None of it waits for a commit, so the reactor
-    /// prints it at once rather than in a turn of its own.
-    pub fn take_write_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+    /// prints it at once rather than in a turn of its own. Swapped into `into` like the
+    /// notices.
+    pub fn take_write_events_into(&mut self, into: &mut Vec<Event>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.events, into);
     }
 }
 

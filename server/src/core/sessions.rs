@@ -251,7 +251,9 @@ pub enum JoinOutcome {
 }
 
 struct Session {
-    alias: String,
+    /// Shared with `Sessions::by_alias` and with what the core keeps for a private message
+    /// to or from it: naming the session costs no allocation.
+    alias: Rc<str>,
     /// The client's address: only from there may the messenger disconnect or unregister it.
     from: std::net::IpAddr,
     /// When the login was accepted (for the operators' page).
@@ -262,10 +264,18 @@ struct Session {
     list_version: u64,
 }
 
+impl Session {
+    /// A rooms session takes private messages only while it is in a room (its client reads
+    /// command answers with single reads meanwhile).
+    fn accepts_private(&self) -> bool {
+        !self.interests.privates_only_in_a_room || self.room.is_some()
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Sessions {
-    by_id: HashMap<SessionId, Session>,
-    by_alias: HashMap<String, SessionId>,
+    by_id: crate::ids::IdMap<SessionId, Session>,
+    by_alias: HashMap<Rc<str>, SessionId>,
     /// Everybody online through any front-end, by the order they came online.
     online: BTreeMap<u64, String>,
     online_order: HashMap<String, u64>,
@@ -336,11 +346,22 @@ impl Sessions {
 
     /// The users in a session on this node.
     pub(super) fn aliases(&self) -> Vec<String> {
-        self.by_alias.keys().cloned().collect()
+        self.by_alias
+            .keys()
+            .map(|alias| alias.to_string())
+            .collect()
     }
 
     pub(super) fn session_of(&self, alias: &str) -> Option<SessionId> {
         self.by_alias.get(alias).copied()
+    }
+
+    /// The session of `alias` and its shared name, if private messages may be written to it
+    /// now (see [`Sessions::accepts_private`]).
+    pub(super) fn private_recipient(&self, alias: &str) -> Option<(SessionId, &Rc<str>)> {
+        let id = *self.by_alias.get(alias)?;
+        let session = self.by_id.get(&id)?;
+        session.accepts_private().then_some((id, &session.alias))
     }
 
     /// The client address of a session.
@@ -353,7 +374,7 @@ impl Sessions {
     pub(super) fn accepts_private(&self, session: SessionId) -> bool {
         self.by_id
             .get(&session)
-            .is_some_and(|s| !s.interests.privates_only_in_a_room || s.room.is_some())
+            .is_some_and(Session::accepts_private)
     }
 
     fn came_online(&mut self, alias: &str) {
@@ -441,10 +462,11 @@ impl Core {
             self.login_refused("name_taken", interests);
             return LoginOutcome::Taken;
         }
+        let shared: Rc<str> = alias.into();
         self.sessions.by_id.insert(
             session,
             Session {
-                alias: alias.to_string(),
+                alias: Rc::clone(&shared),
                 from,
                 since: std::time::SystemTime::now(),
                 interests,
@@ -452,7 +474,7 @@ impl Core {
                 list_version: 0,
             },
         );
-        self.sessions.by_alias.insert(alias.to_string(), session);
+        self.sessions.by_alias.insert(shared, session);
         self.came_online(alias, true);
         // The newcomer hears the list at once, before the history; the others at the next
         // tick.
@@ -499,7 +521,7 @@ impl Core {
         let Some(room) = self.sessions.by_id.get(&session).map(|s| s.room.clone()) else {
             return;
         };
-        let alias = self.sessions.by_id[&session].alias.clone();
+        let alias = self.sessions.by_id[&session].alias.to_string();
         if let Some(room) = room {
             self.remove_member(session, &room);
             let user: Rc<str> = alias.as_str().into();
@@ -510,7 +532,7 @@ impl Core {
             });
         }
         self.sessions.by_id.remove(&session);
-        self.sessions.by_alias.remove(&alias);
+        self.sessions.by_alias.remove(alias.as_str());
         self.joins.remove(&alias);
         self.leave(&alias);
         self.went_offline(&alias);
@@ -518,7 +540,7 @@ impl Core {
 
     /// The user of a session.
     pub fn session_alias(&self, session: SessionId) -> Option<&str> {
-        self.sessions.by_id.get(&session).map(|s| s.alias.as_str())
+        self.sessions.by_id.get(&session).map(|s| &*s.alias)
     }
 
     /// Everybody online through any front-end, in the order they came online.
@@ -538,7 +560,7 @@ impl Core {
                 let session = self
                     .sessions
                     .by_alias
-                    .get(name)
+                    .get(name.as_str())
                     .and_then(|id| self.sessions.by_id.get(id));
                 match session {
                     Some(session) => Presence {
@@ -591,7 +613,7 @@ impl Core {
             .flatten()
             .filter_map(|id| self.sessions.by_id.get(id))
             .take(limit)
-            .map(|session| session.alias.clone())
+            .map(|session| session.alias.to_string())
             .collect()
     }
 
@@ -762,7 +784,7 @@ impl Core {
     pub fn leave_room(&mut self, session: SessionId) -> Option<String> {
         let room = self.sessions.by_id.get_mut(&session)?.room.take()?;
         self.remove_member(session, &room);
-        let alias = self.sessions.by_id[&session].alias.clone();
+        let alias = self.sessions.by_id[&session].alias.to_string();
         if self.joins.get(&alias).is_some_and(|join| join.room == room) {
             self.joins.remove(&alias);
         }
@@ -795,7 +817,7 @@ impl Core {
         now: Instant,
     ) -> Option<Started> {
         let state = self.sessions.by_id.get(&session)?;
-        let (room, from) = (state.room.clone()?, state.alias.clone());
+        let (room, from) = (state.room.clone()?, state.alias.to_string());
         // What reaches other users is clean text (docs/text.md).
         let cleaned = wire::clean_text(text);
         let text: &str = &cleaned;
@@ -935,7 +957,7 @@ impl Core {
                 let Some(session) = self.sessions.by_id.get(&member) else {
                     continue;
                 };
-                let joined_after = self.joins.get(&session.alias).is_some_and(|join| {
+                let joined_after = self.joins.get(&*session.alias).is_some_and(|join| {
                     join.room == room && !join.echoed && join.since.elapsed() < JOIN_ECHO_WAIT
                 });
                 if !joined_after {
@@ -1178,13 +1200,13 @@ impl Core {
         let mut events = Vec::new();
         for session in self.sessions.by_id.values() {
             events.push(BusEvent::Online {
-                alias: session.alias.clone(),
+                alias: session.alias.to_string(),
                 session: true,
             });
             if let Some(room) = &session.room {
                 events.push(BusEvent::Member {
                     room: room.clone(),
-                    user: session.alias.clone(),
+                    user: session.alias.to_string(),
                 });
             }
         }

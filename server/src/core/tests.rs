@@ -111,6 +111,13 @@ impl Fixture {
         fixture
     }
 
+    /// What sessions must be told, taken.
+    fn notices(&mut self) -> Vec<(SessionId, Notice)> {
+        let mut taken = Vec::new();
+        self.core.take_notices_into(&mut taken);
+        taken
+    }
+
     fn commit(&mut self) -> Vec<Event> {
         let (committed, events) = self.core.end_turn(self.now);
         committed.unwrap();
@@ -411,13 +418,13 @@ fn a_storm_of_logins_costs_each_session_one_user_list_per_tick() {
             .filter(|(s, n)| *s == session && matches!(n, Notice::UserList(_)))
             .count()
     };
-    let at_login = f.core.take_notices();
+    let at_login = f.notices();
     // Each newcomer heard the list once, at its login, and nobody else yet.
     assert!((0..100).all(|s| lists(&at_login, s) == 1));
     assert_eq!(f.core.next_deadline(), Some(f.now + USER_LIST_TICK));
     f.now += USER_LIST_TICK;
     f.core.fire_timers(f.now);
-    let ticked = f.core.take_notices();
+    let ticked = f.notices();
     // One more for everyone who was behind (all but the last to log in), then the full list.
     assert_eq!((0..99).filter(|&s| lists(&ticked, s) == 1).count(), 99);
     assert_eq!(lists(&ticked, 99), 0);
@@ -439,7 +446,7 @@ fn another_nodes_room_events_reach_this_nodes_members_and_count_in_the_room_list
     f.login("ana", 1, Interests::ROOMS);
     f.join(1, "Sala1");
     f.commit();
-    f.core.take_notices();
+    f.notices();
     let event = |e| bus.send((7, e)).unwrap();
     event(BusEvent::Member {
         room: "Sala1".into(),
@@ -461,7 +468,7 @@ fn another_nodes_room_events_reach_this_nodes_members_and_count_in_the_room_list
     });
     f.core.collect_bus();
     assert_eq!(
-        f.core.take_notices(),
+        f.notices(),
         [
             (1, Notice::JoinedRoom { user: "zoe".into() }),
             (
@@ -480,10 +487,7 @@ fn another_nodes_room_events_reach_this_nodes_members_and_count_in_the_room_list
         user: "zoe".into(),
     });
     f.core.collect_bus();
-    assert_eq!(
-        f.core.take_notices(),
-        [(1, Notice::LeftChat { user: "zoe".into() })]
-    );
+    assert_eq!(f.notices(), [(1, Notice::LeftChat { user: "zoe".into() })]);
     assert_eq!(f.core.room_list(), [("Sala1".to_string(), 2, false)]);
 }
 
@@ -497,7 +501,7 @@ fn another_nodes_room_events_after_a_join_that_came_back_through_the_bus_first_f
     f.core.own_nodes.push(HERE);
     f.login("ana", 1, Interests::ROOMS);
     f.commit();
-    f.core.take_notices();
+    f.notices();
     // The test plays the storage worker of ana's join.
     f.core.await_join_echo("ana", "Sala1", f.now);
     let work = Work::JoinRoom {
@@ -538,18 +542,14 @@ fn another_nodes_room_events_after_a_join_that_came_back_through_the_bus_first_f
         },
     );
     f.core.collect_bus();
-    assert_eq!(
-        f.core.take_notices(),
-        [],
-        "not in the room before the answer"
-    );
+    assert_eq!(f.notices(), [], "not in the room before the answer");
     let finished = f.core.finished(done, f.now);
     assert!(
         matches!(finished, Finished::Joined(JoinOutcome::Joined { .. })),
         "{finished:?}"
     );
     assert_eq!(
-        f.core.take_notices(),
+        f.notices(),
         [(
             1,
             Notice::RoomMessage {
@@ -568,7 +568,7 @@ fn another_nodes_room_events_after_a_join_that_came_back_through_the_bus_first_f
         },
     );
     f.core.collect_bus();
-    assert_eq!(f.core.take_notices().len(), 1);
+    assert_eq!(f.notices().len(), 1);
 }
 
 /// Found by the three-node test: a member who joined a room here heard "zoe se ha unido a la
@@ -581,7 +581,7 @@ fn another_nodes_room_events_from_before_a_members_join_are_not_news_to_them() {
     f.login("ana", 1, Interests::ROOMS);
     f.join(1, "Sala1");
     f.commit();
-    f.core.take_notices();
+    f.notices();
     // In the bus's (commit) order: zoe's join on node 7, then ana's own, then zoe's line.
     bus.send((
         7,
@@ -610,7 +610,7 @@ fn another_nodes_room_events_from_before_a_members_join_are_not_news_to_them() {
     .unwrap();
     f.core.collect_bus();
     assert_eq!(
-        f.core.take_notices(),
+        f.notices(),
         [(
             1,
             Notice::RoomMessage {
@@ -674,7 +674,7 @@ fn paints_from_the_bus_reach_viewers_at_the_next_tick_and_nonsense_is_ignored() 
     let tick = f.core.next_deadline().expect("a canvas tick");
     f.core.fire_timers(tick);
     assert_eq!(
-        f.core.take_notices(),
+        f.notices(),
         [(
             3,
             Notice::CanvasChanges {
@@ -785,7 +785,7 @@ fn a_removal_that_does_not_commit_holds_the_recipient_back_until_a_retry_removes
         .commit()
         .iter()
         .filter_map(|e| match e {
-            Event::Delivered { id, recipient, .. } if recipient == "bea" => Some(*id),
+            Event::Delivered { id, recipient, .. } if &**recipient == "bea" => Some(*id),
             _ => None,
         })
         .collect();
@@ -797,22 +797,22 @@ fn a_removal_that_does_not_commit_holds_the_recipient_back_until_a_retry_removes
 
 /// `ana`'s private message to `to` from her session (as the chat sends one).
 fn send_from_session(f: &mut Fixture, to: &str, text: &str) -> u32 {
-    let work = f.core.send_work(
-        ("ana", Proof::Session, LOCALHOST),
-        to,
-        text.as_bytes(),
-        None,
-    );
-    match f.run(work) {
-        Finished::Sent(SendOutcome::Accepted { id, .. } | SendOutcome::Told { id }) => id,
+    match start_from_session(f, to, text) {
+        Started::Now(Ok(Finished::Sent(
+            SendOutcome::Accepted { id, .. } | SendOutcome::Told { id },
+        ))) => id,
         other => panic!("{other:?}"),
     }
 }
 
+fn start_from_session(f: &mut Fixture, to: &str, text: &str) -> Started {
+    let sender = (&std::rc::Rc::from("ana"), LOCALHOST);
+    f.core.send_from_session(sender, to, text.as_bytes(), f.now)
+}
+
 /// The private messages told to sessions since the last call: `(session, text, mark)`.
 fn privates(f: &mut Fixture) -> Vec<(SessionId, String, DeliveryMark)> {
-    f.core
-        .take_notices()
+    f.notices()
         .into_iter()
         .filter_map(|(session, notice)| match notice {
             Notice::Private { text, delivery, .. } => {
@@ -829,7 +829,7 @@ fn chat_sessions() -> Fixture {
     f.login("ana", 1, Interests::CHAT);
     f.login("bea", 2, Interests::CHAT);
     f.commit();
-    f.core.take_notices();
+    f.notices();
     f
 }
 
@@ -966,10 +966,10 @@ fn a_message_around_the_mailbox_whose_id_cannot_be_written_is_not_told() {
     // Another connection holds the write lock: the id is not recorded, nothing is told.
     let holder = rusqlite::Connection::open(f._dir.path().join("core.db")).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let work = f
-        .core
-        .send_work(("ana", Proof::Session, LOCALHOST), "bea", b"uno", None);
-    assert!(matches!(f.core.start(work, f.now), Started::Now(Err(_))));
+    assert!(matches!(
+        start_from_session(&mut f, "bea", "uno"),
+        Started::Now(Err(_))
+    ));
     let (committed, _) = f.core.end_turn(f.now);
     assert!(committed.is_err());
     assert!(privates(&mut f).is_empty());
@@ -978,4 +978,81 @@ fn a_message_around_the_mailbox_whose_id_cannot_be_written_is_not_told() {
     send_from_session(&mut f, "bea", "dos");
     f.commit();
     assert_eq!(privates(&mut f).len(), 1);
+}
+
+/// Counts the allocations (and reallocations) of the thread that makes them, so that a test
+/// can bound what the core allocates for a request. SQLite allocates with its own calls to
+/// `malloc`, not counted.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(std::cell::Cell::get)
+}
+
+fn count_allocation() {
+    // A thread being torn down has no counter left: nothing to count then.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every call is passed on unchanged to the system allocator.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: CountingAllocator = CountingAllocator;
+
+#[test]
+fn a_private_message_around_the_mailbox_costs_the_core_one_allocation_its_text() {
+    let mut f = chat_sessions();
+    let ana: Rc<str> = "ana".into();
+    // The lists the reactor swaps with the core's every turn, kept like the reactor's.
+    let (mut notices, mut events) = (Vec::new(), Vec::new());
+    let mut one = |f: &mut Fixture| {
+        let started = f
+            .core
+            .send_from_session((&ana, LOCALHOST), "bea", b"hola", f.now);
+        assert!(matches!(
+            started,
+            Started::Now(Ok(Finished::Sent(SendOutcome::Told { .. })))
+        ));
+        let (committed, _) = f.core.end_turn(f.now);
+        committed.unwrap();
+        f.core.take_notices_into(&mut notices);
+        let Some((2, Notice::Private { delivery, .. })) = notices.pop() else {
+            panic!("bea is told: {notices:?}");
+        };
+        notices.clear();
+        session_reports(f, delivery.job, 0, Outcome::Delivered);
+        f.core.take_write_events_into(&mut events);
+        assert!(matches!(events[..], [Event::Delivered { .. }]));
+        events.clear();
+    };
+    // The first reserves ana's block of ids and grows the core's tables.
+    one(&mut f);
+    one(&mut f);
+    let before = allocations();
+    const MESSAGES: u64 = 50;
+    for _ in 0..MESSAGES {
+        one(&mut f);
+    }
+    let each = (allocations() - before) as f64 / MESSAGES as f64;
+    // Only the text, shared by the job and the notice; the names are the sessions' own.
+    assert!(each <= 1.0, "{each} allocations a message");
 }

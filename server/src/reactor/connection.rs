@@ -46,11 +46,21 @@ pub enum State {
     Closing,
 }
 
-/// Bytes to write: a connection's own (an answer) or shared with other connections (a notice
-/// encoded once for all its recipients).
+/// Bytes to write: a connection's own (an answer), a fixed answer, or shared with other
+/// connections (a notice encoded once for all its recipients).
 pub enum Bytes {
     Owned(Vec<u8>),
+    Static(&'static [u8]),
     Shared(Rc<[u8]>),
+}
+
+impl From<std::borrow::Cow<'static, [u8]>> for Bytes {
+    fn from(bytes: std::borrow::Cow<'static, [u8]>) -> Bytes {
+        match bytes {
+            std::borrow::Cow::Borrowed(fixed) => Bytes::Static(fixed),
+            std::borrow::Cow::Owned(own) => Bytes::Owned(own),
+        }
+    }
 }
 
 impl std::ops::Deref for Bytes {
@@ -58,6 +68,7 @@ impl std::ops::Deref for Bytes {
     fn deref(&self) -> &[u8] {
         match self {
             Bytes::Owned(v) => v,
+            Bytes::Static(s) => s,
             Bytes::Shared(r) => r,
         }
     }
@@ -303,7 +314,7 @@ impl Connection {
     }
 
     /// Puts the answer in its held place (an empty answer just frees the place).
-    pub fn fill(&mut self, slot: u64, bytes: Vec<u8>) {
+    pub fn fill(&mut self, slot: u64, bytes: std::borrow::Cow<'static, [u8]>) {
         let Some(index) = self
             .out
             .iter()
@@ -317,7 +328,7 @@ impl Connection {
         } else {
             self.queued += bytes.len();
             self.out[index] = Chunk::Ready {
-                bytes: Bytes::Owned(bytes),
+                bytes: bytes.into(),
                 mark: None,
                 kind: Kind::Kept,
             };

@@ -94,7 +94,7 @@ pub struct Reactor {
     signals: Signals,
     connections: Slab<Connection>,
     /// The connection of each session (persistent connections).
-    sessions: HashMap<SessionId, usize>,
+    sessions: crate::ids::IdMap<SessionId, usize>,
     /// `(when, slab key)`: one entry per connection (its `timer`), so at most
     /// `--max-connections` entries.
     timers: BTreeSet<(Instant, usize)>,
@@ -120,6 +120,10 @@ pub struct Reactor {
     dirty: Vec<usize>,
     /// Connections to read and serve again next turn (`Connection::runnable`), listed once.
     runnable: Vec<usize>,
+    /// Emptied lists kept for their memory: the core's notices and events are swapped
+    /// into them every turn (see [`reuse`]).
+    spare_notices: Vec<(SessionId, crate::core::Notice)>,
+    spare_events: Vec<Event>,
     /// The certificate and key of the TLS ports (`--tls-cert`, `--tls-key`).
     certificates: Option<crate::tls::Certificates>,
 }
@@ -175,7 +179,7 @@ impl Reactor {
             accept_retry: None,
             signals,
             connections: Slab::with_capacity(config.max_connections.min(4096) as usize),
-            sessions: HashMap::new(),
+            sessions: Default::default(),
             timers: BTreeSet::new(),
             next_generation: 0,
             core,
@@ -191,6 +195,8 @@ impl Reactor {
             turn: 0,
             dirty: Vec::new(),
             runnable: Vec::new(),
+            spare_notices: Vec::new(),
+            spare_events: Vec::new(),
             certificates: None,
         })
     }
@@ -423,14 +429,16 @@ impl Reactor {
     /// Reads and serves the connections that stopped with requests possibly left, each up to
     /// its share of this turn; those with still more are listed again for the next.
     fn serve_runnable(&mut self) {
-        for key in take_listed(&mut self.connections, &mut self.runnable, |c| {
+        let runnable = take_listed(&mut self.connections, &mut self.runnable, |c| {
             &mut c.runnable
-        }) {
+        });
+        for &key in &runnable {
             self.try_frame(key);
             if self.connections.contains(key) {
                 self.read(key);
             }
         }
+        reuse(&mut self.runnable, runnable);
     }
 
     /// Notes that connection `key` has something new to write at the end of the turn.
@@ -446,7 +454,8 @@ impl Reactor {
     /// crash. Only here, once every notice of the turn is queued, so that all of a recipient's
     /// unwritten messages are stored together, in their order.
     fn flush_dirty(&mut self) {
-        for key in take_listed(&mut self.connections, &mut self.dirty, |c| &mut c.dirty) {
+        let dirty = take_listed(&mut self.connections, &mut self.dirty, |c| &mut c.dirty);
+        for &key in &dirty {
             self.write(key);
             if let Some(conn) = self.connections.get_mut(key) {
                 let unstored = conn.take_unstored();
@@ -455,6 +464,7 @@ impl Reactor {
                 }
             }
         }
+        reuse(&mut self.dirty, dirty);
     }
 
     fn on_ready(&mut self, key: usize) {
@@ -934,8 +944,10 @@ impl Reactor {
         self.commit_turn(now);
         self.core.dispatch();
         self.flush_dirty();
-        let written = self.core.take_write_events();
-        self.report(written);
+        let mut written = std::mem::take(&mut self.spare_events);
+        self.core.take_write_events_into(&mut written);
+        self.report(&mut written);
+        reuse(&mut self.spare_events, written);
     }
 
     /// Commits the turn's writes, then releases the answers, the console lines and what the
@@ -944,7 +956,7 @@ impl Reactor {
         if self.staged.is_empty() && !self.core.turn_has_work() {
             return;
         }
-        let (committed, events) = self.core.end_turn(now);
+        let (committed, mut events) = self.core.end_turn(now);
         if let Err(e) = &committed {
             log::error!("commit failed, the turn's writes were rolled back: {e}");
             // SQLite's words for a full disk or `--max-db-pages`; PostgreSQL's for a full disk.
@@ -958,7 +970,8 @@ impl Reactor {
             });
         }
         let mut held = Vec::new();
-        for (key, generation, slot, applied) in std::mem::take(&mut self.staged) {
+        let mut staged = std::mem::take(&mut self.staged);
+        for (key, generation, slot, applied) in staged.drain(..) {
             let wrote = applied.if_not_committed.is_some() && applied.durable;
             match (
                 &committed,
@@ -979,7 +992,8 @@ impl Reactor {
             gate.syncer.request(gate.commits);
             gate.waiting.push_back((gate.commits, held));
         }
-        self.report(events);
+        reuse(&mut self.staged, staged);
+        self.report(&mut events);
         self.tell_sessions();
     }
 
@@ -989,13 +1003,15 @@ impl Reactor {
     /// its `--session-buffer-bytes`, never a private message; any other client that lets its
     /// buffer fill is disconnected (`write`).
     fn tell_sessions(&mut self) {
-        let notices = self.core.take_notices();
+        let mut notices = std::mem::take(&mut self.spare_notices);
+        self.core.take_notices_into(&mut notices);
         if notices.is_empty() {
+            self.spare_notices = notices;
             return;
         }
         let mut lost = Vec::new();
         let soft_limit = self.config.session_buffer_bytes as usize / 2;
-        for (session, notice) in notices {
+        for (session, notice) in notices.drain(..) {
             let mark = match &notice {
                 crate::core::Notice::Private { delivery, .. } => Some(*delivery),
                 _ => None,
@@ -1049,6 +1065,7 @@ impl Reactor {
             }
             self.mark_dirty(key);
         }
+        reuse(&mut self.spare_notices, notices);
         self.undeliverable(lost);
     }
 
@@ -1175,8 +1192,8 @@ impl Reactor {
 
     /// Prints what happened to messages: deliveries on the console, failures on stderr. The
     /// core reports a delivery or an expiry only once it is committed.
-    fn report(&mut self, events: Vec<Event>) {
-        for event in events {
+    fn report(&mut self, events: &mut Vec<Event>) {
+        for event in events.drain(..) {
             match event {
                 Event::Delivered { id, sender, recipient } => {
                     self.console
@@ -1286,8 +1303,8 @@ impl Reactor {
                 )),
             );
         }
-        let (committed, events) = self.core.shut_down(Instant::now());
-        self.report(events);
+        let (committed, mut events) = self.core.shut_down(Instant::now());
+        self.report(&mut events);
         self.console.flush();
         committed.map_err(|e| io::Error::other(format!("final commit: {e}")))
     }
@@ -1310,6 +1327,15 @@ fn list_once(
 
 /// Empties `list`, returning the connections still listed (their `flag` set, which is
 /// cleared): a key whose connection closed meanwhile, or was reused by a new one, is skipped.
+/// Gives an emptied list's memory back to `list`, unless something was listed there
+/// meanwhile: the lists taken every turn then allocate nothing in the usual turn.
+fn reuse<T>(list: &mut Vec<T>, mut spare: Vec<T>) {
+    spare.clear();
+    if list.is_empty() {
+        *list = spare;
+    }
+}
+
 fn take_listed(
     connections: &mut Slab<Connection>,
     list: &mut Vec<usize>,
