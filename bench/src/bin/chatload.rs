@@ -661,8 +661,8 @@ impl Online {
 
 impl Crowd {
     /// One round on a crowd started for it (`start`), for each of `PRIVATE_ROUNDS`, in turn
-    /// with `other`'s: for when both crowds cannot be online at once. The first crowd's
-    /// figures, with every round.
+    /// with `other`'s (which goes first in every other round): for when both crowds cannot
+    /// be online at once. The first crowd's figures, with every round.
     fn round_by_round(
         ours: impl Fn() -> Online,
         other: impl Fn() -> Option<Online>,
@@ -678,10 +678,19 @@ impl Crowd {
             }
         };
         let (mut first, mut first_other) = (None, None);
-        for _ in 0..PRIVATE_ROUNDS {
+        // Each server goes first in every other round: whatever the machine does to the
+        // first of a pair (or the second) falls on both alike.
+        for round in 0..PRIVATE_ROUNDS {
+            if round % 2 == 1 {
+                if let Some(online) = other() {
+                    add(&mut first_other, online);
+                }
+            }
             add(&mut first, ours());
-            if let Some(online) = other() {
-                add(&mut first_other, online);
+            if round % 2 == 0 {
+                if let Some(online) = other() {
+                    add(&mut first_other, online);
+                }
             }
         }
         (first.expect("our rounds ran"), first_other)
@@ -1204,9 +1213,13 @@ fn crowds(binary: &Path, dir: &Path, count: usize, rate: f64, tls: Tls) -> Crowd
     let (plain, irc) = if together {
         let mut ours = Online::ours(binary, dir, count, &None);
         let mut irc = Online::inspircd(dir, count);
-        for _ in 0..PRIVATE_ROUNDS {
+        // Each server goes first in every other round (see `Crowd::round_by_round`).
+        for round in 0..PRIVATE_ROUNDS {
+            if let (1, Some(irc)) = (round % 2, irc.as_mut()) {
+                irc.round(rate);
+            }
             ours.round(rate);
-            if let Some(irc) = irc.as_mut() {
+            if let (0, Some(irc)) = (round % 2, irc.as_mut()) {
                 irc.round(rate);
             }
         }
