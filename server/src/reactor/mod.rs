@@ -1327,11 +1327,16 @@ fn list_once(
 
 /// Empties `list`, returning the connections still listed (their `flag` set, which is
 /// cleared): a key whose connection closed meanwhile, or was reused by a new one, is skipped.
+/// Most memory an emptied list keeps for the next turns (a fan-out's turn may have listed
+/// far more than a usual one).
+const REUSED_BYTES: usize = 64 << 10;
+
 /// Gives an emptied list's memory back to `list`, unless something was listed there
-/// meanwhile: the lists taken every turn then allocate nothing in the usual turn.
+/// meanwhile or it holds more than [`REUSED_BYTES`]: the lists taken every turn then
+/// allocate nothing in the usual turn.
 fn reuse<T>(list: &mut Vec<T>, mut spare: Vec<T>) {
     spare.clear();
-    if list.is_empty() {
+    if list.is_empty() && spare.capacity() * std::mem::size_of::<T>() <= REUSED_BYTES {
         *list = spare;
     }
 }
@@ -1488,6 +1493,19 @@ impl Doorbell {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_emptied_list_keeps_its_memory_unless_it_grew_past_the_bound_or_was_refilled() {
+        let mut list: Vec<u64> = Vec::new();
+        reuse(&mut list, Vec::with_capacity(100));
+        assert!(list.is_empty() && list.capacity() >= 100, "kept");
+        let mut list: Vec<u64> = Vec::new();
+        reuse(&mut list, vec![0; REUSED_BYTES / 8 + 1]);
+        assert_eq!(list.capacity(), 0, "a fan-out's list is let go");
+        let mut list = vec![7u64];
+        reuse(&mut list, Vec::with_capacity(100));
+        assert_eq!(list, [7], "what was listed meanwhile stays");
+    }
 
     #[test]
     fn a_doorbell_rung_many_times_wakes_the_reactor_once_until_answered() {
