@@ -369,8 +369,8 @@ impl Sessions {
         self.by_id.get(&session).map(|s| s.from)
     }
 
-    /// True if private messages may be written to the session now: a rooms session only while
-    /// it is in a room (its client reads command answers with single reads meanwhile).
+    /// True if private messages may be written to the session now
+    /// ([`Session::accepts_private`]).
     pub(super) fn accepts_private(&self, session: SessionId) -> bool {
         self.by_id
             .get(&session)
