@@ -660,9 +660,9 @@ impl Online {
 }
 
 impl Crowd {
-    /// One round on a crowd started for it (`start`), for each of `PRIVATE_ROUNDS`, in turn
-    /// with `other`'s (which goes first in every other round): for when both crowds cannot
-    /// be online at once. The first crowd's figures, with every round.
+    /// For each of `PRIVATE_ROUNDS`, one round on a crowd `ours` starts for it, in turn with
+    /// one on a crowd `other` starts ([`in_turn`]): for when both crowds cannot be online at
+    /// once. Each server's figures, with every round.
     fn round_by_round(
         ours: impl Fn() -> Online,
         other: impl Fn() -> Option<Online>,
@@ -678,20 +678,16 @@ impl Crowd {
             }
         };
         let (mut first, mut first_other) = (None, None);
-        // Each server goes first in every other round: whatever the machine does to the
-        // first of a pair (or the second) falls on both alike.
         for round in 0..PRIVATE_ROUNDS {
-            if round % 2 == 1 {
-                if let Some(online) = other() {
-                    add(&mut first_other, online);
-                }
-            }
-            add(&mut first, ours());
-            if round % 2 == 0 {
-                if let Some(online) = other() {
-                    add(&mut first_other, online);
-                }
-            }
+            in_turn(
+                round,
+                || add(&mut first, ours()),
+                || {
+                    if let Some(online) = other() {
+                        add(&mut first_other, online);
+                    }
+                },
+            );
         }
         (first.expect("our rounds ran"), first_other)
     }
@@ -739,6 +735,18 @@ impl Crowd {
             .map(|t| format!("{:.1}", figure(t)))
             .collect();
         rounds.join(", ")
+    }
+}
+
+/// Round `round` of ours and of the other server's: each goes first in every other round, so
+/// whatever the machine does to the first of a pair (or the second) falls on both alike.
+fn in_turn(round: usize, mut ours: impl FnMut(), mut other: impl FnMut()) {
+    if round.is_multiple_of(2) {
+        ours();
+        other();
+    } else {
+        other();
+        ours();
     }
 }
 
@@ -1123,13 +1131,9 @@ fn flood(binary: &Path, dir: &Path, members: usize) -> Flood {
 /// Raises this process's limit on open descriptors (the servers it starts inherit it): to
 /// [`WANTED_FILES`] if it may (root may raise the hard limit), else to the hard limit.
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a local struct.
+    let mut limit = open_files();
+    // SAFETY: setrlimit on a local struct.
     unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
         let hard = limit.rlim_max;
         limit.rlim_max = hard.max(WANTED_FILES);
         limit.rlim_cur = limit.rlim_max;
@@ -1144,15 +1148,15 @@ fn raise_open_file_limit() {
 /// Descriptors for two crowds online at once, with room to spare.
 const WANTED_FILES: libc::rlim_t = 65_536;
 
-/// This process's limit on open descriptors.
-fn open_file_limit() -> u64 {
+/// This process's limits (soft and hard) on open descriptors.
+fn open_files() -> libc::rlimit {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit on a local struct.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    limit.rlim_cur
+    limit
 }
 
 /// The fan-outs of a run: ours in plaintext and over TLS, the seed's design, InspIRCd.
@@ -1209,19 +1213,20 @@ fn crowds(binary: &Path, dir: &Path, count: usize, rate: f64, tls: Tls) -> Crowd
     let tls = crowd_tls.finish();
     // Both crowds online at once, their rounds alternating, if descriptors allow; else each
     // round on crowds started for it.
-    let together = open_file_limit() > 2 * (count as u64 + 2 * SENDERS as u64) + 1000;
+    let together = open_files().rlim_cur > 2 * (count as u64 + 2 * SENDERS as u64) + 1000;
     let (plain, irc) = if together {
         let mut ours = Online::ours(binary, dir, count, &None);
         let mut irc = Online::inspircd(dir, count);
-        // Each server goes first in every other round (see `Crowd::round_by_round`).
         for round in 0..PRIVATE_ROUNDS {
-            if let (1, Some(irc)) = (round % 2, irc.as_mut()) {
-                irc.round(rate);
-            }
-            ours.round(rate);
-            if let (0, Some(irc)) = (round % 2, irc.as_mut()) {
-                irc.round(rate);
-            }
+            in_turn(
+                round,
+                || ours.round(rate),
+                || {
+                    if let Some(irc) = irc.as_mut() {
+                        irc.round(rate);
+                    }
+                },
+            );
         }
         (ours.finish(), irc.map(Online::finish))
     } else {

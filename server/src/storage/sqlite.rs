@@ -46,8 +46,8 @@ pub struct SqliteStore {
     /// operator's `server account` run against the live file changes users behind it.
     data_version: std::cell::Cell<i64>,
     /// Recipients whose mailbox is known to be empty: put here when a look (or a login's
-    /// read of the mailbox) found nothing waiting, taken out by every message queued for them (both ways in are in this file),
-    /// forgotten with the users. A message around the mailbox asks here, not the file.
+    /// read of the mailbox) found nothing waiting, taken out by every message queued for
+    /// them (both ways in are in this file), forgotten with the users. A message around the mailbox asks here, not the file.
     empty_mailboxes: std::cell::RefCell<std::collections::HashSet<String>>,
     /// Ids for messages around the mailbox, given without a write: per sender, the last id
     /// given and the last of the block reserved, which is recorded as the sender's `last_id`
