@@ -94,17 +94,6 @@ impl Process {
         Duration::from_nanos(nanos)
     }
 
-    /// Write system calls so far (`write`, `writev`, `pwrite`; `/proc/PID/io`'s `syscw`): the
-    /// figure that says how many messages a server puts in each write.
-    pub fn write_calls(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/io", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("syscw:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
     /// Resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -307,17 +307,6 @@ impl Server {
         self.request(&bytes)
     }
 
-    /// Write system calls the server made so far (`/proc/PID/io`'s `syscw`: `write`,
-    /// `writev`, `pwrite`, on sockets and files alike).
-    pub fn write_calls(&self) -> u64 {
-        let io = std::fs::read_to_string(format!("/proc/{}/io", self.process.child.id()))
-            .expect("/proc/PID/io");
-        io.lines()
-            .find_map(|l| l.strip_prefix("syscw:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("syscw in /proc/PID/io")
-    }
-
     /// The server's threads, as /proc counts them.
     pub fn threads(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/task", self.process.child.id()))
