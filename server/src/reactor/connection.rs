@@ -28,8 +28,8 @@ pub const READ_CHUNK: usize = 1024;
 /// smaller bound would cut every turn short of its budget.
 pub const MAX_UNANSWERED: usize = 64;
 
-/// Most messages gathered into one `writev`: more are written by the next call of the same
-/// flush.
+/// Most messages gathered into one write (`sendmsg`): more are written by the next call of
+/// the same flush.
 const MAX_SLICES: usize = 256;
 
 /// Slices of a write that has few messages: an array of [`MAX_SLICES`] filled for every
@@ -128,8 +128,8 @@ pub struct Connection {
     pub deadline: Option<Instant>,
     /// Set while a request that may have a longer form waits for more fields.
     pub grace_deadline: Option<Instant>,
-    /// Distinguishes this connection from earlier ones that had the same slab key; a
-    /// persistent connection's session id.
+    /// Distinguishes this connection from earlier ones that had the same slab key, which its
+    /// low bits hold (`reactor::generation`); a persistent connection's session id.
     pub generation: u64,
     /// The reactor's timer entry for this connection, if any: exactly one per connection.
     pub timer: Option<Instant>,
@@ -388,7 +388,7 @@ impl Connection {
     }
 
     /// Writes what may be written now: with [`Pacing::Stream`] every ready message up to the
-    /// first held slot, many per `writev`; otherwise the front message alone, then a pause.
+    /// first held slot, many per write; otherwise the front message alone, then a pause.
     /// Private messages fully written are added to `delivered`. Returns true when nothing is
     /// left to write.
     pub fn flush(&mut self, now: Instant, delivered: &mut Vec<DeliveryMark>) -> io::Result<bool> {

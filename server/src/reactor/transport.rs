@@ -8,6 +8,7 @@
 //! socket blocked" counts the latter ([`Transport::waiting`]).
 
 use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
@@ -79,7 +80,7 @@ impl Transport {
     /// Takes plaintext to send; `WouldBlock` while earlier records still wait for the socket.
     pub fn write_vectored(&mut self, bufs: &[IoSlice]) -> io::Result<usize> {
         match self {
-            Transport::Plain(socket) => socket.write_vectored(bufs),
+            Transport::Plain(socket) => send_vectored(socket, bufs),
             Transport::Tls(tls) => tls.write_vectored(bufs),
         }
     }
@@ -202,5 +203,35 @@ impl Tls {
             }
         }
         Ok(true)
+    }
+}
+
+/// Writes `bufs` to `socket` with the socket's own calls, `send(2)` for one slice and
+/// `sendmsg(2)` for more, not `writev(2)`: that one goes through the file layer first (the
+/// descriptor's position lock, the permission and change-notification hooks), 4 % of the
+/// server's CPU for a private message (`perf`, 2026-12-07). `MSG_NOSIGNAL`: a peer gone is
+/// an error here, never a SIGPIPE.
+fn send_vectored(socket: &TcpStream, bufs: &[IoSlice]) -> io::Result<usize> {
+    let fd = socket.as_raw_fd();
+    let sent = match bufs {
+        [] => return Ok(0),
+        // SAFETY: the slice's pointer and length describe memory borrowed for the call.
+        [one] => unsafe { libc::send(fd, one.as_ptr().cast(), one.len(), libc::MSG_NOSIGNAL) },
+        _ => {
+            // SAFETY: an all-zero msghdr is valid (no address, no control data).
+            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+            // IoSlice is ABI-compatible with iovec on Unix (its documentation says so);
+            // sendmsg only reads through the pointer.
+            header.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            // Past the kernel's limit sendmsg fails; like `writev` in std, write fewer.
+            header.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+            // SAFETY: the header points at `bufs`, borrowed for the call.
+            unsafe { libc::sendmsg(fd, &header, libc::MSG_NOSIGNAL) }
+        }
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
     }
 }
