@@ -8,6 +8,9 @@ use clap::Parser;
 
 use crate::messenger::RegisterForm;
 
+/// The most `--max-connections` may say (the reactor numbers connections below it).
+pub const MAX_CONNECTIONS: u32 = 1_000_000;
+
 /// When an answer that reports a write may leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Durability {
@@ -88,7 +91,7 @@ pub struct Config {
     pub max_pushes: u32,
 
     /// Client connections open at once; more are closed at accept.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=MAX_CONNECTIONS as i64))]
     pub max_connections: u32,
 
     /// Milliseconds a client has to send a whole request (and to read the answer).
