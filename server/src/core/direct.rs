@@ -1,6 +1,6 @@
 //! Private messages around the mailbox: from a session to another session of this node, when
 //! nothing waits for the recipient, a message goes straight to the recipient's session, and
-//! nothing is written for it but, once in 64 messages, the sender's id block (the console line
+//! nothing is written for it but, once in 1024 messages, the sender's id block (the console line
 //! and the messenger's acks need ids that never repeat). The mailbox stays the fallback, so
 //! every promise holds:
 //!
