@@ -1405,8 +1405,6 @@ fn set_linger_zero(stream: &TcpStream) {
     }
 }
 
-/// TCP keepalive, so that a session whose peer vanished is found and ended, and a bounded
-/// kernel send buffer.
 /// Low bits of a connection's generation that hold its slab key; the others count the
 /// connections accepted. A session's id (its connection's generation) so names its connection
 /// without a map to look it up in (one cache miss less for every notice: 2026-12-07), and two
@@ -1425,6 +1423,8 @@ fn key_of(generation: u64) -> usize {
     (generation & ((1 << KEY_BITS) - 1)) as usize
 }
 
+/// TCP keepalive, so that a session whose peer vanished is found and ended, and a bounded
+/// kernel send buffer.
 fn set_session_socket_options(stream: &TcpStream) {
     let fd = stream.as_raw_fd();
     let options = [
